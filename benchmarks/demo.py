@@ -1,0 +1,165 @@
+"""Steps of `make demo` that are not a CLI of their own: lay out the test images and a
+short video for edge_caption, then score what edge_caption printed into report.json.
+
+    python -m edgecap.benchmarks.demo prepare artifacts/demo
+    python -m edgecap.benchmarks.demo report artifacts/demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+from pathlib import Path
+
+from edgecap.edge_runtime.atomic import write_json_atomic
+from edgecap.edge_runtime.captioner import bundle_bytes
+from edgecap.edge_runtime.metrics import corpus_bleu
+from edgecap.edge_runtime.scenes import scene_accuracy
+from edgecap.edge_runtime.text import normalize_caption
+
+VIDEO_IMAGES = 20  # test images in the demo video
+FRAMES_PER_IMAGE = 15  # at 30 fps: 10 s of video, each image held for half a second
+VIDEO_FPS = 30
+VIDEO_SIDE = 192  # upscaled, as a camera frame would be larger than the encoder input
+
+
+def _dataset(demo: Path):
+    from edgecap.train.flickr8k import load_dataset
+
+    return load_dataset(demo / "data")
+
+
+def prepare(demo: Path) -> None:
+    """Copy the test split's images into one folder, and make a video from the first few."""
+    import cv2
+    import numpy as np
+    from PIL import Image
+
+    dataset = _dataset(demo)
+    test_ids = dataset.splits["test"]
+    folder = demo / "test_images"
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    for image_id in test_ids:
+        shutil.copyfile(dataset.image_path(image_id), folder / image_id)
+
+    video = demo / "test_video.mp4"
+    tmp = video.with_name(".test_video.tmp.mp4")
+    writer = cv2.VideoWriter(
+        str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), VIDEO_FPS, (VIDEO_SIDE, VIDEO_SIDE)
+    )
+    if not writer.isOpened():
+        raise RuntimeError("OpenCV cannot write mp4v video here")
+    try:
+        for image_id in test_ids[:VIDEO_IMAGES]:
+            rgb = (
+                Image.open(dataset.image_path(image_id))
+                .convert("RGB")
+                .resize((VIDEO_SIDE, VIDEO_SIDE), Image.Resampling.BILINEAR)
+            )
+            bgr = np.ascontiguousarray(np.asarray(rgb)[..., ::-1])
+            for _ in range(FRAMES_PER_IMAGE):
+                writer.write(bgr)
+    finally:
+        writer.release()
+    tmp.replace(video)
+    write_json_atomic(
+        demo / "test_video.json",
+        {"images": test_ids[:VIDEO_IMAGES], "frames_per_image": FRAMES_PER_IMAGE, "fps": VIDEO_FPS},
+    )
+    print(
+        f"prepared {len(test_ids)} test images in {folder} and a {VIDEO_IMAGES * FRAMES_PER_IMAGE / VIDEO_FPS:.0f} s video {video}"
+    )
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def report(demo: Path, bundle: Path, run: Path) -> dict:
+    from edgecap.train.synthetic import load_scenes
+
+    dataset = _dataset(demo)
+    scenes = load_scenes(demo / "data")
+    rows = _read_jsonl(demo / "test_captions.jsonl")
+    predictions = {Path(r["source"]).name: r["caption"] for r in rows}
+    missing = set(dataset.splits["test"]) - set(predictions)
+    if missing:
+        raise SystemExit(
+            f"edge_caption gave no caption for {len(missing)} test images, e.g. {sorted(missing)[0]}"
+        )
+    references = {i: [normalize_caption(c) for c in dataset.captions[i]] for i in predictions}
+    bleu = corpus_bleu(predictions, references)
+
+    video_info = json.loads((demo / "test_video.json").read_text())
+    video_rows = _read_jsonl(demo / "video_captions.jsonl")
+    video_predictions = {}
+    for r in video_rows:
+        frame = int(r["source"].rsplit("#frame=", 1)[1])
+        video_predictions[video_info["images"][frame // video_info["frames_per_image"]]] = r[
+            "caption"
+        ]
+
+    keras_metrics = (
+        json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").exists() else {}
+    )
+    result = {
+        "scene_accuracy": round(scene_accuracy(predictions, scenes), 4),
+        "bleu4": round(bleu[3], 4),
+        "bleu1": round(bleu[0], 4),
+        "test_images": len(predictions),
+        "video_frames_captioned": len(video_rows),
+        "video_scene_accuracy": round(scene_accuracy(video_predictions, scenes), 4),
+        "caption_ms_median": round(statistics.median(r["ms"] for r in rows), 2),
+        "run": str(run),
+        "bundle": str(bundle),
+        "bundle_bytes": bundle_bytes(bundle),
+        "keras_test_metrics": keras_metrics,
+        "measured_through": "edge_caption (ai_edge_litert) on the int8 bundle",
+        "examples": [{"image": i, "caption": predictions[i]} for i in dataset.splits["test"][:5]],
+    }
+    write_json_atomic(demo / "report.json", result)
+    print("\n== edge-caption demo ==")
+    print(f"bundle      {bundle} ({result['bundle_bytes'] / 1024:.0f} KB, int8)")
+    print(
+        f"test split  scene accuracy {result['scene_accuracy']:.3f}, BLEU-4 {result['bleu4']:.3f} ({len(predictions)} images, via edge_caption)"
+    )
+    if keras_metrics:
+        print(
+            f"keras run   scene accuracy {keras_metrics.get('scene_accuracy', float('nan')):.3f}, BLEU-4 {keras_metrics.get('bleu4', float('nan')):.3f}"
+        )
+    print(
+        f"video       {len(video_rows)} frames captioned, scene accuracy {result['video_scene_accuracy']:.3f}"
+    )
+    print(
+        f"latency     {result['caption_ms_median']:.1f} ms per caption (median, preprocessing + encoder + greedy decode)"
+    )
+    for example in result["examples"][:3]:
+        print(f"  {example['image']}: {example['caption']}")
+    print(f"report      {demo / 'report.json'}")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m edgecap.benchmarks.demo")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("prepare")
+    p.add_argument("demo", type=Path)
+    r = sub.add_parser("report")
+    r.add_argument("demo", type=Path)
+    r.add_argument("--bundle", type=Path, required=True)
+    r.add_argument("--run", type=Path, required=True)
+    args = parser.parse_args(argv)
+    if args.command == "prepare":
+        prepare(args.demo)
+    else:
+        report(args.demo, args.bundle, args.run)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,186 @@
+"""`Captioner`: a bundle on the device. The encoder runs once per image, then the decoder
+steps word by word through the shared decoding code."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .backends import TFLiteModel
+from .decoding import Decoded, greedy_decode
+from .errors import BundleError, ImageError
+from .manifest import Manifest, load_manifest
+from .preprocess import load_image, preprocess, to_rgb
+from .vocab import Vocabulary
+
+
+@dataclass
+class CaptionerOptions:
+    """Settings of a Captioner."""
+
+    backend: str = "auto"
+    """'auto' (ai_edge_litert, else tflite_runtime), 'litert' or 'tflite-runtime'."""
+
+    num_threads: int | None = None
+    """CPU threads per model; None lets the backend choose."""
+
+    max_length: int | None = None
+    """Longest caption in words; None uses the bundle's max_caption_length."""
+
+    verify_hashes: bool = True
+    """Check every file's SHA-256 against the manifest before loading it."""
+
+
+@dataclass
+class CaptionResult:
+    text: str  # the caption, normalized words joined by spaces
+    tokens: list[int]  # word ids, without start and end
+    score: float  # sum of log-probabilities of the chosen words
+    timings_ms: dict[str, float] = field(
+        default_factory=dict
+    )  # preprocess, encoder, decoder, total
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class _BundleStepModel:
+    """decoding.StepModel over the bundle's decoder_init and decoder_step models."""
+
+    def __init__(self, init_model: TFLiteModel, step_model: TFLiteModel):
+        self.init_model, self.step_model = init_model, step_model
+
+    def init(self, features: np.ndarray) -> tuple[np.ndarray, ...]:
+        out = self.init_model(features=features.astype(np.float32))
+        return (out["h"], out["c"])
+
+    def step(
+        self, tokens: np.ndarray, state: tuple[np.ndarray, ...]
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+        out = self.step_model(token=tokens.astype(np.int32), h=state[0], c=state[1])
+        return out["log_probs"], (out["h_next"], out["c_next"])
+
+
+class Captioner:
+    """Captions images with a bundle. Use `Captioner.from_bundle(path)`; close() or `with`."""
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        vocab: Vocabulary,
+        models: dict[str, TFLiteModel],
+        options: CaptionerOptions,
+    ):
+        self.manifest, self.vocab, self.models, self.options = manifest, vocab, models, options
+        self._step_model = _BundleStepModel(models["decoder_init"], models["decoder_step"])
+        self._closed = False
+
+    @classmethod
+    def from_bundle(
+        cls, path: str | os.PathLike, options: CaptionerOptions | None = None
+    ) -> Captioner:
+        options = options or CaptionerOptions()
+        manifest = load_manifest(path, verify_hashes=options.verify_hashes)
+        if manifest.model_format != "tflite":
+            raise BundleError(
+                f"{path}: {manifest.model_format} bundles are not supported by this runtime yet"
+            )
+        vocab = Vocabulary.load(manifest.path(manifest.vocab_file))
+        if len(vocab) != manifest.vocab_size:
+            raise BundleError(
+                f"{manifest.path(manifest.vocab_file)}: vocabulary has {len(vocab)} words but the manifest says "
+                f"{manifest.vocab_size}; the bundle is inconsistent, re-export it"
+            )
+        backend = {"tflite-runtime": "tflite_runtime"}.get(options.backend, options.backend)
+        models = {
+            role: TFLiteModel(
+                manifest.path(entry.file), backend=backend, num_threads=options.num_threads
+            )
+            for role, entry in manifest.models.items()
+        }
+        for role, model in models.items():
+            entry = manifest.models[role]
+            expected_in = sorted(t["name"] for t in entry.inputs)
+            expected_out = sorted(t["name"] for t in entry.outputs)
+            if (
+                sorted(model.input_names) != expected_in
+                or sorted(model.output_names) != expected_out
+            ):
+                raise BundleError(
+                    f"{model.path}: tensors {sorted(model.input_names)} -> {sorted(model.output_names)} do not match "
+                    f"the manifest ({expected_in} -> {expected_out})"
+                )
+        return cls(manifest, vocab, models, options)
+
+    def _as_rgb(
+        self, image: str | os.PathLike | Image.Image | np.ndarray, bgr: bool
+    ) -> Image.Image:
+        if isinstance(image, (str, os.PathLike)):
+            return load_image(image)
+        if isinstance(image, Image.Image):
+            return to_rgb(image)
+        if isinstance(image, np.ndarray):
+            if image.ndim == 2:
+                return Image.fromarray(image.astype(np.uint8), mode="L").convert("RGB")
+            if image.ndim != 3 or image.shape[2] not in (3, 4):
+                raise ImageError(
+                    f"image array must be [H, W], [H, W, 3] or [H, W, 4], got {image.shape}"
+                )
+            array = image[..., :3]
+            if bgr:
+                array = array[..., ::-1]
+            return Image.fromarray(np.ascontiguousarray(array.astype(np.uint8)))
+        raise ImageError(
+            f"cannot caption an object of type {type(image).__name__}; pass a path, PIL image or array"
+        )
+
+    def caption(
+        self, image: str | os.PathLike | Image.Image | np.ndarray, bgr: bool = False
+    ) -> CaptionResult:
+        """Caption one image: a file path, a PIL image, or a uint8 array (RGB, or BGR with bgr=True)."""
+        if self._closed:
+            raise RuntimeError("this Captioner is closed")
+        t0 = time.perf_counter()
+        pixels = preprocess(self._as_rgb(image, bgr), self.manifest.preprocessing)[
+            None
+        ]  # [1, S, S, 3]
+        t1 = time.perf_counter()
+        features = self.models["encoder"](image=pixels)["features"]  # [1, F]
+        t2 = time.perf_counter()
+        decoded: Decoded = greedy_decode(
+            self._step_model,
+            features,
+            self.manifest.start_id,
+            self.manifest.end_id,
+            self.options.max_length or self.manifest.max_length,
+        )[0]
+        t3 = time.perf_counter()
+        timings = {
+            "preprocess": (t1 - t0) * 1e3,
+            "encoder": (t2 - t1) * 1e3,
+            "decoder": (t3 - t2) * 1e3,
+            "total": (t3 - t0) * 1e3,
+        }
+        return CaptionResult(
+            self.vocab.decode(decoded.tokens), decoded.tokens, decoded.score, timings
+        )
+
+    def close(self) -> None:
+        self.models = {}
+        self._closed = True
+
+    def __enter__(self) -> Captioner:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def bundle_bytes(path: str | os.PathLike) -> int:
+    """Total size of a bundle's files."""
+    return sum(p.stat().st_size for p in Path(path).iterdir() if p.is_file())

@@ -1,0 +1,109 @@
+"""Image preprocessing, driven only by the bundle manifest.
+
+Training uses this same module, so the pixels a model saw in training are the pixels it
+sees on the device.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import BundleError, ImageError
+
+RESIZE_FILTERS = {"bilinear": Image.Resampling.BILINEAR, "nearest": Image.Resampling.NEAREST}
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How raw RGB pixels become the encoder's input: resize, then `pixel * scale + offset`."""
+
+    input_size: int  # square side the encoder takes, in pixels
+    scale: float = 1.0 / 127.5  # MobileNet/Inception "tf" mode maps [0, 255] to [-1, 1]
+    offset: float = -1.0
+    channel_order: str = "RGB"  # order the model expects; inputs are converted to it
+    resize: str = "bilinear"  # PIL filter used to resize to input_size x input_size
+    crop: str = "none"  # "none": stretch the whole image; "center": center square crop first
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, obj: Any, source: str = "manifest") -> Preprocessing:
+        if not isinstance(obj, dict):
+            raise BundleError(f"{source}: 'preprocessing' must be an object")
+        try:
+            prep = cls(
+                input_size=int(obj["input_size"]),
+                scale=float(obj["scale"]),
+                offset=float(obj["offset"]),
+                channel_order=str(obj["channel_order"]),
+                resize=str(obj["resize"]),
+                crop=str(obj["crop"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(f"{source}: bad 'preprocessing' entry ({exc!r})") from None
+        if prep.channel_order not in ("RGB", "BGR"):
+            raise BundleError(
+                f"{source}: channel_order must be RGB or BGR, not {prep.channel_order!r}"
+            )
+        if prep.resize not in RESIZE_FILTERS:
+            raise BundleError(
+                f"{source}: resize must be one of {sorted(RESIZE_FILTERS)}, not {prep.resize!r}"
+            )
+        if prep.crop not in ("none", "center"):
+            raise BundleError(f"{source}: crop must be 'none' or 'center', not {prep.crop!r}")
+        if not 8 <= prep.input_size <= 4096:
+            raise BundleError(f"{source}: input_size {prep.input_size} is out of range")
+        return prep
+
+
+def load_image(path: str | os.PathLike) -> Image.Image:
+    """Open an image file as RGB, applying its EXIF orientation. Raises ImageError with the path."""
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            img = ImageOps.exif_transpose(img)
+            return to_rgb(img)
+    except FileNotFoundError:
+        raise ImageError(f"{path}: image file not found") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"{path}: image is too large to decode safely ({exc})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(
+            f"{path}: cannot decode image ({exc}); the file is corrupt or not an image"
+        ) from None
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """RGB copy of any PIL mode: grayscale, palette, RGBA (composited on black), CMYK, 16-bit."""
+    if img.mode == "RGB":
+        return img.copy()
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        peak = 65535.0 if arr.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(arr * 255.0 / peak, 0, 255).astype(np.uint8), mode="L")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def preprocess(img: Image.Image, prep: Preprocessing) -> np.ndarray:
+    """RGB PIL image -> float32 array [H, W, 3] ready for the encoder."""
+    if prep.crop == "center":
+        side = min(img.size)
+        left, top = (img.width - side) // 2, (img.height - side) // 2
+        img = img.crop((left, top, left + side, top + side))
+    if img.size != (prep.input_size, prep.input_size):
+        img = img.resize((prep.input_size, prep.input_size), RESIZE_FILTERS[prep.resize])
+    pixels = np.asarray(img, dtype=np.float32)  # [H, W, 3], RGB
+    if prep.channel_order == "BGR":
+        pixels = pixels[..., ::-1]
+    return pixels * np.float32(prep.scale) + np.float32(prep.offset)

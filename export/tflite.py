@@ -1,0 +1,125 @@
+"""Keras run -> TFLite models with builtin ops only.
+
+Each model is saved as a SavedModel with one 'serving_default' signature first, because
+only that path gives the .tflite file named signature inputs and outputs, which the
+runtime addresses by the names in the manifest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import tempfile
+from collections.abc import Callable, Iterable
+
+import numpy as np
+
+PRECISIONS = ("fp32", "int8")
+
+
+class UnsupportedOpsError(RuntimeError):
+    """A converted model needs ops that edge runtimes (LiteRT, tflite_runtime) cannot run."""
+
+
+def _convert(function, signature_function, quantize: Callable | None) -> bytes:
+    import tensorflow as tf
+
+    holder = tf.Module()
+    holder.fn = function
+    with tempfile.TemporaryDirectory() as saved:
+        tf.saved_model.save(holder, saved, signatures={"serving_default": signature_function})
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        if quantize is not None:
+            quantize(converter)
+        return converter.convert()
+
+
+def op_names(model: bytes) -> list[str]:
+    """Operator names used by a .tflite flatbuffer; custom ops (Flex included) keep their name."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    parsed = schema.Model.GetRootAsModel(model, 0)
+    ops = []
+    for i in range(parsed.OperatorCodesLength()):
+        code = parsed.OperatorCodes(i)
+        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+        if names.get(builtin) == "CUSTOM":
+            ops.append((code.CustomCode() or b"?").decode())
+        else:
+            ops.append(names.get(builtin, f"BUILTIN_{builtin}"))
+    return sorted(set(ops))
+
+
+def check_builtin_only(model: bytes, what: str) -> list[str]:
+    ops = op_names(model)
+    foreign = [op for op in ops if op.startswith("Flex") or not op.isupper()]
+    if foreign:
+        raise UnsupportedOpsError(f"{what}: uses ops that edge runtimes cannot run: {foreign}")
+    return ops
+
+
+def gpu_compatibility(model: bytes) -> str:
+    """The LiteRT model analyzer's GPU-delegate verdict, first line."""
+    import tensorflow as tf
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        tf.lite.experimental.Analyzer.analyze(model_content=model, gpu_compatibility=True)
+    lines = [ln.strip() for ln in out.getvalue().splitlines() if "GPU" in ln and ln.strip()]
+    return lines[0] if lines else "unknown"
+
+
+def convert_encoder(encoder, input_size: int, precision: str, calibration: Iterable[np.ndarray] | None = None) -> bytes:
+    """Encoder image [1, S, S, 3] -> features [1, F]. int8: full-integer, int8 input and output."""
+    import keras
+    import tensorflow as tf
+
+    quantize = None
+    if precision == "int8":
+        if calibration is None:
+            raise ValueError("full-integer encoder quantization needs calibration images")
+        samples = list(calibration)
+
+        def quantize(converter):
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.representative_dataset = lambda: ([s[None].astype(np.float32)] for s in samples)
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
+
+    # Keras' own export tracks a Keras 3 model's variables, which a bare tf.Module does not.
+    archive = keras.export.ExportArchive()
+    archive.track(encoder)
+    archive.add_endpoint(
+        name="serving_default",
+        fn=lambda image: {"features": encoder(image, training=False)},
+        input_signature=[tf.TensorSpec([1, input_size, input_size, 3], tf.float32, name="image")],
+    )
+    with tempfile.TemporaryDirectory() as saved:
+        archive.write_out(saved, verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        if quantize is not None:
+            quantize(converter)
+        return converter.convert()
+
+
+def convert_decoder_function(function, precision: str) -> bytes:
+    """decoder_init / decoder_step. int8 here is dynamic-range: int8 weights, float math,
+    which keeps the recurrent state (and so the caption) close to the float model."""
+    import tensorflow as tf
+
+    quantize = None
+    if precision == "int8":
+
+        def quantize(converter):
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+
+    return _convert(function, function.get_concrete_function(), quantize)
+
+
+def silence_tf_logs() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -1,0 +1,53 @@
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parents[1]
+# The real Flickr8k annotation files, beside the repository (images are not shipped).
+FLICKR8K = Path(os.environ.get("EDGECAP_FLICKR8K", REPO.parent / "shared" / "data" / "flickr8k"))
+
+
+@pytest.fixture(scope="session")
+def flickr8k_annotations() -> Path:
+    if not (FLICKR8K / "Flickr8k.token.txt").exists():
+        pytest.fail(f"real Flickr8k annotations not found at {FLICKR8K}; set EDGECAP_FLICKR8K")
+    return FLICKR8K
+
+
+# A small but real pipeline, shared by the end-to-end tests: synthetic scenes -> features from
+# the shipped demo encoder -> LSTM decoder -> int8 TFLite bundle. About a minute on 2 cores.
+E2E_IMAGES = 800
+E2E_EPOCHS = 15
+
+
+@pytest.fixture(scope="session")
+def e2e(tmp_path_factory):
+    from edgecap.export.bundle import export_bundle
+    from edgecap.train.decoders import DecoderConfig
+    from edgecap.train.synthetic import generate
+    from edgecap.train.training import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("e2e")
+    generate(root / "data", E2E_IMAGES, seed=11, progress=False)
+    config = TrainConfig(
+        data=str(root / "data"),
+        encoder="mobilenet_synth",
+        weights=os.environ.get("EDGECAP_TEST_ENCODER_WEIGHTS", "default"),
+        decoder=DecoderConfig(units=128, embed_dim=64),
+        epochs=E2E_EPOCHS,
+        batch_size=64,
+        feature_cache=str(root / "features"),
+    )
+    metrics = train(config, root / "run", progress=False)
+    manifest = export_bundle(root / "run", root / "bundle-int8", "int8", parity_images=20)
+    return {
+        "root": root,
+        "data": root / "data",
+        "run": root / "run",
+        "bundle": root / "bundle-int8",
+        "metrics": metrics,
+        "manifest": manifest,
+    }

@@ -1,0 +1,135 @@
+"""Feature extraction resumes after a crash; training resumes from its last checkpoint."""
+
+import json
+
+import numpy as np
+import pytest
+
+from edgecap.train import features as features_mod
+from edgecap.train import training
+from edgecap.train.decoders import DecoderConfig
+from edgecap.train.encoders import get_encoder_spec
+from edgecap.train.flickr8k import load_dataset
+from edgecap.train.synthetic import generate
+
+
+class MeanColourEncoder:
+    """A stand-in encoder: the mean of each channel. Counts the images it sees."""
+
+    def __init__(self, fail_after: int | None = None):
+        self.seen = 0
+        self.fail_after = fail_after
+
+    def __call__(self, batch, training=False):
+        if self.fail_after is not None and self.seen >= self.fail_after:
+            raise KeyboardInterrupt("simulated kill")
+        self.seen += len(batch)
+        return batch.mean(axis=(1, 2))  # [B, 3]
+
+
+def test_feature_extraction_resumes_and_caches(tmp_path, monkeypatch):
+    generate(tmp_path / "data", 48, seed=2, image_size=32, progress=False)  # 36 train images
+    dataset = load_dataset(tmp_path / "data")
+    spec = get_encoder_spec("mobilenet_synth")
+    weights = tmp_path / "weights.bin"
+    weights.write_bytes(b"fake weights")
+    monkeypatch.setattr(features_mod, "SHARD_SIZE", 8)
+    monkeypatch.setattr(
+        type(spec),
+        "preprocessing",
+        property(lambda s: type(get_encoder_spec("mobilenet").preprocessing)(input_size=32)),
+    )
+
+    crashing = MeanColourEncoder(fail_after=16)
+    with pytest.raises(KeyboardInterrupt):
+        features_mod.extract_features(
+            dataset,
+            "train",
+            spec,
+            str(weights),
+            crashing,
+            tmp_path / "cache",
+            batch_size=8,
+            progress=False,
+        )
+    folder = next((tmp_path / "cache").iterdir())
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "shard_00000.npy",
+        "shard_00001.npy",
+    ]  # no partial file
+
+    resumed = MeanColourEncoder()
+    result = features_mod.extract_features(
+        dataset,
+        "train",
+        spec,
+        str(weights),
+        resumed,
+        tmp_path / "cache",
+        batch_size=8,
+        progress=False,
+    )
+    assert resumed.seen == 36 - 16  # only the missing shards
+    fresh = MeanColourEncoder()
+    expected = features_mod._compute(
+        dataset, dataset.splits["train"], get_encoder_spec("mobilenet_synth"), fresh, 8, False
+    )
+    np.testing.assert_allclose(result, expected)
+    assert sorted(p.name for p in folder.iterdir()) == ["features.npy", "info.json"]
+
+    cached = MeanColourEncoder()
+    again = features_mod.extract_features(
+        dataset,
+        "train",
+        spec,
+        str(weights),
+        cached,
+        tmp_path / "cache",
+        batch_size=8,
+        progress=False,
+    )
+    assert cached.seen == 0 and np.array_equal(again, result)
+    weights.write_bytes(b"other weights")  # new weights -> new cache entry
+    assert features_mod.cache_key(dataset, "train", spec, str(weights)) not in folder.name
+
+
+def test_training_resumes_from_last_checkpoint(tmp_path, monkeypatch):
+    generate(tmp_path / "data", 40, seed=4, progress=False)
+    config = training.TrainConfig(
+        data=str(tmp_path / "data"),
+        encoder="mobilenet_synth",
+        weights="none",
+        decoder=DecoderConfig(units=16, embed_dim=8),
+        epochs=3,
+        batch_size=32,
+        feature_cache=str(tmp_path / "cache"),
+    )
+    real_callback = training._checkpoint_callback
+
+    def interrupting_callback(run):
+        callback = real_callback(run)
+        original = callback.on_epoch_end
+
+        def on_epoch_end(epoch, logs=None):
+            original(epoch, logs)
+            if epoch == 1:
+                raise KeyboardInterrupt("simulated Ctrl-C after epoch 2")
+
+        callback.on_epoch_end = on_epoch_end
+        return callback
+
+    monkeypatch.setattr(training, "_checkpoint_callback", interrupting_callback)
+    with pytest.raises(KeyboardInterrupt):
+        training.train(config, tmp_path / "run", progress=False)
+    state = json.loads((tmp_path / "run" / "checkpoints" / "state.json").read_text())
+    assert state["epochs_done"] == 2 and not (tmp_path / "run" / "decoder.keras").exists()
+
+    monkeypatch.setattr(training, "_checkpoint_callback", real_callback)
+    metrics = training.train(config, tmp_path / "run", progress=False)
+    state = json.loads((tmp_path / "run" / "checkpoints" / "state.json").read_text())
+    assert [h["epoch"] for h in state["history"]] == [1, 2, 3]  # epoch 3 only was trained again
+    assert (tmp_path / "run" / "decoder.keras").is_file() and metrics["images"] == 5
+
+    other = training.TrainConfig(**{**config.__dict__, "learning_rate": 0.5})
+    with pytest.raises(ValueError, match="already holds a run with other settings"):
+        training.train(other, tmp_path / "run", progress=False)

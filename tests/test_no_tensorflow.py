@@ -1,0 +1,66 @@
+"""edge_runtime must run on a device with no TensorFlow: importing it never loads TF."""
+
+import subprocess
+import sys
+import textwrap
+
+BLOCKER = textwrap.dedent(
+    """
+    import importlib.abc, sys
+
+    class Forbidden(importlib.abc.MetaPathFinder):
+        BLOCKED = ("tensorflow", "keras", "tf_keras", "tf2onnx", "edgecap.train", "edgecap.export")
+
+        def find_spec(self, name, path=None, target=None):
+            if any(name == b or name.startswith(b + ".") for b in self.BLOCKED):
+                raise ImportError(f"{name} is forbidden in this process")
+            return None
+
+    sys.meta_path.insert(0, Forbidden())
+    """
+)
+
+
+def _run(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", BLOCKER + textwrap.dedent(code)], capture_output=True, text=True
+    )
+
+
+def test_blocker_really_blocks_tensorflow():
+    result = _run("import tensorflow")
+    assert result.returncode != 0 and "tensorflow is forbidden" in result.stderr
+
+
+def test_importing_every_runtime_module_loads_no_tensorflow():
+    result = _run(
+        """
+        import pkgutil, importlib, sys
+        import edgecap.edge_runtime as rt
+        for m in pkgutil.iter_modules(rt.__path__):
+            importlib.import_module(f"edgecap.edge_runtime.{m.name}")
+        heavy = [m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras") or m.startswith(("edgecap.train", "edgecap.export"))]
+        print("loaded:", heavy)
+        assert not heavy
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert "loaded: []" in result.stdout
+
+
+def test_edge_caption_captions_where_tensorflow_cannot_be_imported(e2e):
+    from edgecap.train.flickr8k import load_dataset
+
+    image = load_dataset(e2e["data"]).image_path(load_dataset(e2e["data"]).splits["test"][0])
+    result = _run(
+        f"""
+        import sys
+        from edgecap.edge_runtime.cli import main
+        code = main(["--model", {str(e2e["bundle"])!r}, "--source", {str(image)!r}])
+        assert "tensorflow" not in sys.modules
+        sys.exit(code)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    source, caption = result.stdout.strip().split("\t")
+    assert source == str(image) and len(caption.split()) >= 4

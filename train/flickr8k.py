@@ -1,0 +1,147 @@
+"""Reader for datasets in the Flickr8k layout (the real one, and our synthetic scenes).
+
+ROOT/Flicker8k_Dataset/*.jpg        (sic: the official folder name is misspelled)
+ROOT/Flickr8k.token.txt             <image>#<n>\t<caption>
+ROOT/Flickr_8k.{train,dev,test}Images.txt
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgecap.edge_runtime.errors import DatasetError
+
+log = logging.getLogger(__name__)
+
+IMAGES_DIR = "Flicker8k_Dataset"
+TOKEN_FILE = "Flickr8k.token.txt"
+SPLIT_FILES = {
+    "train": "Flickr_8k.trainImages.txt",
+    "dev": "Flickr_8k.devImages.txt",
+    "test": "Flickr_8k.testImages.txt",
+}
+CAPTIONS_PER_IMAGE = 5
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+
+
+@dataclass(frozen=True)
+class CaptionDataset:
+    """Image ids per split and the raw captions of every split image."""
+
+    root: Path
+    splits: dict[str, list[str]]
+    captions: dict[str, list[str]]
+    unsplit_ids: int = 0
+
+    def image_path(self, image_id: str) -> Path:
+        return self.root / IMAGES_DIR / image_id
+
+    def split_items(self, split: str) -> list[tuple[str, list[str]]]:
+        if split not in self.splits:
+            raise DatasetError(f"unknown split {split!r}; choose one of {sorted(self.splits)}")
+        return [(i, self.captions[i]) for i in self.splits[split]]
+
+
+def _read_text(path: Path, what: str) -> str:
+    if not path.is_file():
+        raise DatasetError(
+            f"{path}: {what} not found. A Flickr8k-layout dataset needs it; see README 'Data'."
+        )
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DatasetError(
+            f"{path}: not UTF-8 text (byte {exc.start}); re-save it as UTF-8"
+        ) from None
+
+
+def read_captions(token_file: Path) -> tuple[dict[str, list[str]], int]:
+    """Captions per image id from a token file, and the number of malformed lines skipped."""
+    captions: dict[str, list[str]] = defaultdict(list)
+    malformed = 0
+    for line in _read_text(token_file, "caption file").splitlines():
+        if not line.strip():
+            continue
+        key, sep, caption = line.partition("\t")
+        image_id, hash_sign, _ = key.rpartition("#")
+        if not sep or not hash_sign or not caption.strip():
+            malformed += 1
+            continue
+        captions[image_id].append(caption.strip())
+    return dict(captions), malformed
+
+
+def read_split(path: Path) -> list[str]:
+    ids = [line.strip() for line in _read_text(path, "split file").splitlines() if line.strip()]
+    if len(set(ids)) != len(ids):
+        raise DatasetError(
+            f"{path}: {len(ids) - len(set(ids))} duplicate image ids; each image may appear once"
+        )
+    return ids
+
+
+def load_dataset(root: str | Path, require_images: bool = True) -> CaptionDataset:
+    """Read a Flickr8k-layout dataset.
+
+    `require_images=False` reads annotations only (the images of the real Flickr8k cannot be
+    shipped); otherwise every split image must exist.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: dataset folder not found")
+    captions, malformed = read_captions(root / TOKEN_FILE)
+    splits = {name: read_split(root / file) for name, file in SPLIT_FILES.items()}
+
+    seen: dict[str, str] = {}
+    for name, ids in splits.items():
+        for image_id in ids:
+            if image_id in seen:
+                raise DatasetError(
+                    f"{root}: image {image_id} is in both the {seen[image_id]} and {name} splits"
+                )
+            seen[image_id] = name
+        without = [i for i in ids if i not in captions]
+        if without:
+            raise DatasetError(
+                f"{root / SPLIT_FILES[name]}: {len(without)} images have no caption in {TOKEN_FILE}, e.g. {without[0]}"
+            )
+
+    unsplit = sorted(set(captions) - set(seen))
+    if unsplit:
+        # Flickr8k itself has 93 of these; one line with a count, not 93 lines.
+        odd_ids = [i for i in unsplit if Path(i).suffix.lower() not in IMAGE_SUFFIXES]
+        log.warning(
+            "%s: %d image ids have captions but are in no split (e.g. %s)%s; they are ignored",
+            root / TOKEN_FILE,
+            len(unsplit),
+            ", ".join(unsplit[:3]),
+            f", {len(odd_ids)} of them malformed ({', '.join(odd_ids[:3])})" if odd_ids else "",
+        )
+    if malformed:
+        log.warning(
+            "%s: skipped %d malformed lines (expected '<image>#<n>\\t<caption>')",
+            root / TOKEN_FILE,
+            malformed,
+        )
+    odd = [i for i in seen if len(captions[i]) != CAPTIONS_PER_IMAGE]
+    if odd:
+        log.warning(
+            "%d split images do not have %d captions, e.g. %s", len(odd), CAPTIONS_PER_IMAGE, odd[0]
+        )
+
+    if require_images:
+        missing = [i for i in seen if not (root / IMAGES_DIR / i).is_file()]
+        if missing:
+            raise DatasetError(
+                f"{root / IMAGES_DIR / missing[0]}: image not found ({len(missing)} of {len(seen)} split images are "
+                f"missing). Put the Flickr8k images in {root / IMAGES_DIR}."
+            )
+    return CaptionDataset(
+        root=root,
+        splits=splits,
+        captions={i: captions[i] for i in seen},
+        unsplit_ids=len(unsplit),
+    )

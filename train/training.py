@@ -1,0 +1,258 @@
+"""Train a caption decoder on cached encoder features, with checkpoints and resume.
+
+A run directory holds everything export needs:
+
+    RUN/config.json      what was trained, on what, with which settings
+    RUN/vocab.json       the vocabulary (JSON, never pickle)
+    RUN/encoder.keras    the encoder, so export needs no download
+    RUN/decoder.keras    the trained decoder (teacher-forcing model)
+    RUN/checkpoints/     last.keras + state.json, rewritten atomically every epoch
+    RUN/metrics.json     test-split evaluation, written at the end
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgecap.edge_runtime.atomic import atomic_path, write_json_atomic
+from edgecap.edge_runtime.decoding import greedy_decode
+from edgecap.edge_runtime.metrics import corpus_bleu
+from edgecap.edge_runtime.scenes import scene_accuracy
+from edgecap.edge_runtime.text import normalize_caption
+from edgecap.edge_runtime.vocab import Vocabulary
+
+from .decoders import DecoderConfig, KerasStepModel, LstmStepModule, build_training_model
+from .encoders import build_encoder, get_encoder_spec, resolve_weights
+from .features import extract_features
+from .flickr8k import CaptionDataset, load_dataset
+from .synthetic import load_scenes
+
+log = logging.getLogger(__name__)
+RUN_FORMAT_VERSION = 1
+
+
+@dataclass
+class TrainConfig:
+    data: str = ""  # dataset folder in the Flickr8k layout
+    encoder: str = "mobilenet_synth"  # a name from encoders.ENCODERS
+    weights: str = "default"  # "imagenet", "none", a file, or "default" (the registry's)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    epochs: int = 12  # passes over every (image, caption) pair of the train split
+    batch_size: int = 128
+    learning_rate: float = 3e-3  # Adam, cosine-decayed to 0 over the run
+    min_count: int = 1  # words seen fewer times map to <unk>
+    max_length: int = 0  # 0: the longest training caption, capped at 30 words
+    seed: int = 0
+    feature_cache: str = ""  # "" -> ~/.cache/edge-caption/features
+
+    def to_json(self) -> dict:
+        out = asdict(self)
+        out["decoder"] = self.decoder.to_json()
+        return out
+
+
+def caption_arrays(
+    dataset: CaptionDataset, split: str, vocab: Vocabulary, max_length: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every (image index, input ids, target ids) pair of a split, for teacher forcing.
+
+    inputs = [<start>, w1 .. wn], targets = [w1 .. wn, <end>], both 0-padded to max_length + 1.
+    """
+    image_index, inputs, targets = [], [], []
+    width = max_length + 1
+    for index, (_, captions) in enumerate(dataset.split_items(split)):
+        for caption in captions:
+            ids = vocab.encode(caption)[:max_length]
+            row_in = [vocab.start_id, *ids] + [vocab.pad_id] * (width - len(ids) - 1)
+            row_out = [*ids, vocab.end_id] + [vocab.pad_id] * (width - len(ids) - 1)
+            image_index.append(index)
+            inputs.append(row_in)
+            targets.append(row_out)
+    return np.array(image_index, np.int32), np.array(inputs, np.int32), np.array(targets, np.int32)
+
+
+def _save_keras_atomic(model, path: Path) -> None:
+    with atomic_path(path, suffix=".keras") as tmp:
+        model.save(tmp)
+
+
+def _checkpoint_callback(run: Path):
+    import keras
+
+    class AtomicCheckpoint(keras.callbacks.Callback):
+        """Rewrites last.keras and state.json after every epoch, each atomically."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            _save_keras_atomic(self.model, run / "checkpoints" / "last.keras")
+            state_file = run / "checkpoints" / "state.json"
+            history = json.loads(state_file.read_text())["history"] if state_file.exists() else []
+            history.append({"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}})
+            write_json_atomic(state_file, {"epochs_done": epoch + 1, "history": history})
+
+    return AtomicCheckpoint()
+
+
+def train(config: TrainConfig, run_dir: str | Path, progress: bool = True) -> dict:
+    """Train (or resume) a run and evaluate it on the test split. Returns the metrics."""
+    import keras
+
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    config_file = run / "config.json"
+    if config_file.exists():
+        saved = json.loads(config_file.read_text())
+        if saved["train"] != config.to_json():
+            raise ValueError(
+                f"{run} already holds a run with other settings; pass a new --out, or delete {run} to start over"
+            )
+    keras.utils.set_random_seed(config.seed)
+    dataset = load_dataset(config.data)
+    spec = get_encoder_spec(config.encoder)
+    weights = resolve_weights(spec, config.weights)
+
+    vocab_file = run / "vocab.json"
+    if vocab_file.exists():
+        vocab = Vocabulary.load(vocab_file)
+    else:
+        vocab = Vocabulary.build(
+            (c for _, caps in dataset.split_items("train") for c in caps),
+            min_count=config.min_count,
+        )
+        vocab.save(vocab_file)
+    max_length = config.max_length or min(
+        30, max(len(vocab.encode(c)) for _, cs in dataset.split_items("train") for c in cs)
+    )
+
+    encoder_file = run / "encoder.keras"
+    if encoder_file.exists():
+        encoder = keras.models.load_model(encoder_file, safe_mode=True, compile=False)
+    else:
+        encoder = build_encoder(config.encoder, weights)
+        _save_keras_atomic(encoder, encoder_file)
+    # Features come from the saved encoder file, so that export converts exactly this model.
+    cache_weights = str(encoder_file) if weights is None else weights
+    features = {
+        split: extract_features(
+            dataset,
+            split,
+            spec,
+            cache_weights,
+            encoder,
+            config.feature_cache or None,
+            progress=progress,
+        )
+        for split in ("train", "dev", "test")
+    }
+
+    decoder_config = DecoderConfig(
+        **{
+            **config.decoder.to_json(),
+            "vocab_size": len(vocab),
+            "feature_dim": int(features["train"].shape[1]),
+            "max_length": max_length,
+        }
+    )
+    write_json_atomic(
+        config_file,
+        {
+            "format_version": RUN_FORMAT_VERSION,
+            "train": config.to_json(),
+            "decoder": decoder_config.to_json(),
+            "encoder": {
+                "name": spec.name,
+                "input_size": spec.input_size,
+                "weights": config.weights,
+                "preprocessing": spec.preprocessing.to_json(),
+            },
+            "data": str(Path(config.data).resolve()),
+        },
+    )
+
+    state_file = run / "checkpoints" / "state.json"
+    epochs_done = json.loads(state_file.read_text())["epochs_done"] if state_file.exists() else 0
+    train_idx, train_in, train_out = caption_arrays(dataset, "train", vocab, max_length)
+    dev_idx, dev_in, dev_out = caption_arrays(dataset, "dev", vocab, max_length)
+    steps_per_epoch = int(np.ceil(len(train_in) / config.batch_size))
+    if epochs_done and (run / "checkpoints" / "last.keras").exists():
+        log.info("resuming %s from epoch %d of %d", run, epochs_done, config.epochs)
+        model = keras.models.load_model(run / "checkpoints" / "last.keras", safe_mode=True)
+    else:
+        epochs_done = 0
+        model = build_training_model(decoder_config)
+        schedule = keras.optimizers.schedules.CosineDecay(
+            config.learning_rate, decay_steps=config.epochs * steps_per_epoch
+        )
+        model.compile(
+            optimizer=keras.optimizers.Adam(schedule, clipnorm=5.0),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            weighted_metrics=["accuracy"],
+        )
+    start = time.perf_counter()
+    if epochs_done < config.epochs:
+        model.fit(
+            {"features": features["train"][train_idx], "tokens": train_in},
+            train_out,
+            sample_weight=(train_out != vocab.pad_id).astype(np.float32),
+            validation_data=(
+                {"features": features["dev"][dev_idx], "tokens": dev_in},
+                dev_out,
+                (dev_out != vocab.pad_id).astype(np.float32),
+            ),
+            epochs=config.epochs,
+            initial_epoch=epochs_done,
+            batch_size=config.batch_size,
+            shuffle=True,
+            callbacks=[_checkpoint_callback(run)],
+            verbose=2 if progress else 0,
+        )
+    train_seconds = time.perf_counter() - start
+    _save_keras_atomic(model, run / "decoder.keras")
+
+    metrics = evaluate_keras(run, dataset, features["test"], model, decoder_config, vocab)
+    metrics["train_seconds_this_session"] = round(train_seconds, 1)
+    write_json_atomic(run / "metrics.json", metrics)
+    return metrics
+
+
+def evaluate_keras(
+    run: Path,
+    dataset: CaptionDataset,
+    features: np.ndarray,
+    model,
+    config: DecoderConfig,
+    vocab: Vocabulary,
+) -> dict:
+    """Greedy-decode the test split with the shared decoding code and score it."""
+    step_model = KerasStepModel(LstmStepModule(model, config))
+    ids = dataset.splits["test"]
+    decoded = []
+    for start in range(0, len(ids), 256):
+        decoded += greedy_decode(
+            step_model,
+            features[start : start + 256],
+            vocab.start_id,
+            vocab.end_id,
+            config.max_length,
+        )
+    predictions = {i: vocab.decode(d.tokens) for i, d in zip(ids, decoded, strict=True)}
+    references = {i: [normalize_caption(c) for c in dataset.captions[i]] for i in ids}
+    bleu = corpus_bleu(predictions, references)
+    metrics = {
+        "split": "test",
+        "images": len(ids),
+        **{f"bleu{n + 1}": round(b, 4) for n, b in enumerate(bleu)},
+    }
+    scenes = load_scenes(dataset.root)
+    if scenes:
+        metrics["scene_accuracy"] = round(scene_accuracy(predictions, scenes), 4)
+    with atomic_path(run / "predictions.jsonl") as tmp:
+        tmp.write_text(
+            "".join(json.dumps({"image": i, "caption": c}) + "\n" for i, c in predictions.items())
+        )
+    return metrics
