@@ -1,5 +1,6 @@
 """Feature extraction resumes after a crash; training resumes from its last checkpoint."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -30,15 +31,10 @@ class MeanColourEncoder:
 def test_feature_extraction_resumes_and_caches(tmp_path, monkeypatch):
     generate(tmp_path / "data", 48, seed=2, image_size=32, progress=False)  # 36 train images
     dataset = load_dataset(tmp_path / "data")
-    spec = get_encoder_spec("mobilenet_synth")
+    spec = dataclasses.replace(get_encoder_spec("mobilenet_synth"), input_size=32)
     weights = tmp_path / "weights.bin"
     weights.write_bytes(b"fake weights")
     monkeypatch.setattr(features_mod, "SHARD_SIZE", 8)
-    monkeypatch.setattr(
-        type(spec),
-        "preprocessing",
-        property(lambda s: type(get_encoder_spec("mobilenet").preprocessing)(input_size=32)),
-    )
 
     crashing = MeanColourEncoder(fail_after=16)
     with pytest.raises(KeyboardInterrupt):
@@ -71,9 +67,7 @@ def test_feature_extraction_resumes_and_caches(tmp_path, monkeypatch):
     )
     assert resumed.seen == 36 - 16  # only the missing shards
     fresh = MeanColourEncoder()
-    expected = features_mod._compute(
-        dataset, dataset.splits["train"], get_encoder_spec("mobilenet_synth"), fresh, 8, False
-    )
+    expected = features_mod._compute(dataset, dataset.splits["train"], spec, fresh, 8, False)
     np.testing.assert_allclose(result, expected)
     assert sorted(p.name for p in folder.iterdir()) == ["features.npy", "info.json"]
 

@@ -184,7 +184,10 @@ def resolve_weights(spec: EncoderSpec, weights: str | None) -> str | None:
     return weights
 
 
-def build_encoder(name: str, weights: str | None = None):
-    """A Keras model: preprocessed image [B, S, S, 3] -> features [B, F]."""
+def build_encoder(name: str, weights: str = "default"):
+    """A Keras model: preprocessed image [B, S, S, 3] -> features [B, F].
+
+    `weights`: "imagenet", "none", a file, or "default" (the registry's choice).
+    """
     spec = get_encoder_spec(name)
     return spec.build(resolve_weights(spec, weights), spec.input_size)

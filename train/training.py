@@ -133,7 +133,7 @@ def train(config: TrainConfig, run_dir: str | Path, progress: bool = True) -> di
     if encoder_file.exists():
         encoder = keras.models.load_model(encoder_file, safe_mode=True, compile=False)
     else:
-        encoder = build_encoder(config.encoder, weights)
+        encoder = build_encoder(config.encoder, config.weights)
         _save_keras_atomic(encoder, encoder_file)
     # Features come from the saved encoder file, so that export converts exactly this model.
     cache_weights = str(encoder_file) if weights is None else weights

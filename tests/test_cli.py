@@ -1,0 +1,44 @@
+"""The console scripts as a user runs them: exit codes and messages."""
+
+import subprocess
+import sys
+
+
+def run(module: str, *args) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True
+    )
+
+
+def test_caption_data_synth_and_info(tmp_path):
+    made = run("edgecap.train.cli_data", "synth", tmp_path / "d", "--images", 16, "--seed", 3)
+    assert made.returncode == 0, made.stderr
+    assert "16 images (train 12, dev 2, test 2)" in made.stdout
+    info = run("edgecap.train.cli_data", "info", tmp_path / "d")
+    assert info.stdout.splitlines() == [
+        "train: 12 images, 60 captions",
+        "dev: 2 images, 10 captions",
+        "test: 2 images, 10 captions",
+    ]
+
+
+def test_caption_train_names_a_missing_split_file(tmp_path):
+    run("edgecap.train.cli_data", "synth", tmp_path / "d", "--images", 16)
+    (tmp_path / "d" / "Flickr_8k.testImages.txt").unlink()
+    result = run("edgecap.train.cli_train", "--data", tmp_path / "d", "--out", tmp_path / "run")
+    assert result.returncode == 2
+    assert f"{tmp_path / 'd' / 'Flickr_8k.testImages.txt'}: split file not found" in result.stderr
+
+
+def test_caption_export_names_an_unfinished_run(tmp_path):
+    (tmp_path / "run").mkdir()
+    result = run("edgecap.export.cli", tmp_path / "run", "--out", tmp_path / "bundle")
+    assert result.returncode == 2
+    assert f"{tmp_path / 'run' / 'config.json'}: not found" in result.stderr
+    assert not (tmp_path / "bundle").exists()
+
+
+def test_edge_caption_names_a_missing_bundle(tmp_path):
+    result = run("edgecap.edge_runtime.cli", "--model", tmp_path / "nothing", "--source", tmp_path)
+    assert result.returncode == 2
+    assert f"{tmp_path / 'nothing'}: bundle folder not found" in result.stderr
