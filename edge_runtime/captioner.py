@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from .backends import TFLiteModel
-from .decoding import Decoded, greedy_decode
+from .decoding import Decoded, beam_search, greedy_decode
 from .errors import BundleError, ImageError
 from .manifest import Manifest, load_manifest
 from .preprocess import load_image, preprocess, to_rgb
@@ -34,6 +34,12 @@ class CaptionerOptions:
 
     verify_hashes: bool = True
     """Check every file's SHA-256 against the manifest before loading it."""
+
+    beam_width: int = 1
+    """1 decodes greedily; k > 1 runs beam search with all k hypotheses in one step call."""
+
+    length_penalty: float = 0.0
+    """Beam search ranks captions by score / (words + 1) ** length_penalty."""
 
 
 @dataclass
@@ -152,13 +158,20 @@ class Captioner:
         t1 = time.perf_counter()
         features = self.models["encoder"](image=pixels)["features"]  # [1, F]
         t2 = time.perf_counter()
-        decoded: Decoded = greedy_decode(
-            self._step_model,
-            features,
-            self.manifest.start_id,
-            self.manifest.end_id,
-            self.options.max_length or self.manifest.max_length,
-        )[0]
+        max_length = self.options.max_length or self.manifest.max_length
+        start_id, end_id = self.manifest.start_id, self.manifest.end_id
+        if self.options.beam_width > 1:
+            decoded: Decoded = beam_search(
+                self._step_model,
+                features,
+                start_id,
+                end_id,
+                max_length,
+                self.options.beam_width,
+                self.options.length_penalty,
+            )[0]
+        else:
+            decoded = greedy_decode(self._step_model, features, start_id, end_id, max_length)[0]
         t3 = time.perf_counter()
         timings = {
             "preprocess": (t1 - t0) * 1e3,

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+from contextlib import closing
 
 from .errors import EdgeCaptionError, ImageError
 
@@ -41,7 +42,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="CPU threads per model (default: backend's choice)",
     )
+    parser.add_argument(
+        "--beam", type=int, default=1, help="beam width; 1 decodes greedily (default 1)"
+    )
     args = parser.parse_args(argv)
+    if args.beam < 1:
+        parser.error("--beam must be at least 1")
     if args.every < 1:
         parser.error("--every must be at least 1")
     logging.basicConfig(level=logging.WARNING, format="edge_caption: %(message)s")
@@ -52,28 +58,31 @@ def main(argv: list[str] | None = None) -> int:
     failures = 0
     try:
         with Captioner.from_bundle(
-            args.model, CaptionerOptions(backend=args.backend, num_threads=args.threads)
+            args.model,
+            CaptionerOptions(backend=args.backend, num_threads=args.threads, beam_width=args.beam),
         ) as captioner:
-            for frame in iter_frames(args.source, every=args.every):
-                try:
-                    result = captioner.caption(frame.image, bgr=frame.bgr)
-                except ImageError as exc:
-                    failures += 1
-                    print(f"edge_caption: skipped: {exc}", file=sys.stderr)
-                    continue
-                if args.jsonl:
-                    print(
-                        json.dumps(
-                            {
-                                "source": frame.source,
-                                "caption": result.text,
-                                "ms": round(result.timings_ms["total"], 2),
-                            }
+            # closing(): a camera is released even when Ctrl-C stops the loop mid-frame.
+            with closing(iter_frames(args.source, every=args.every)) as frames:
+                for frame in frames:
+                    try:
+                        result = captioner.caption(frame.image, bgr=frame.bgr)
+                    except ImageError as exc:
+                        failures += 1
+                        print(f"edge_caption: skipped: {exc}", file=sys.stderr)
+                        continue
+                    if args.jsonl:
+                        print(
+                            json.dumps(
+                                {
+                                    "source": frame.source,
+                                    "caption": result.text,
+                                    "ms": round(result.timings_ms["total"], 2),
+                                }
+                            )
                         )
-                    )
-                else:
-                    print(f"{frame.source}\t{result.text}")
-                sys.stdout.flush()
+                    else:
+                        print(f"{frame.source}\t{result.text}")
+                    sys.stdout.flush()
     except EdgeCaptionError as exc:
         print(f"edge_caption: error: {exc}", file=sys.stderr)
         return 2

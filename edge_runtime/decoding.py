@@ -63,3 +63,74 @@ def greedy_decode(
         if done.all():
             break
     return [Decoded(tokens=w, score=float(s)) for w, s in zip(words, scores, strict=True)]
+
+
+def beam_search(
+    model: StepModel,
+    features: np.ndarray,
+    start_id: int,
+    end_id: int,
+    max_length: int,
+    beam_width: int = 3,
+    length_penalty: float = 0.0,
+) -> list[Decoded]:
+    """Beam search for one image; returns up to `beam_width` captions, best first.
+
+    All live hypotheses go through the step model in one call (batch <= beam_width).
+    Finished captions are ranked by score / (words + 1) ** length_penalty (0: plain sum of
+    log-probabilities). Unlike im2txt's original search, a finished caption is never pruned
+    by later, longer hypotheses, and if no beam ever ends, the best unfinished ones are
+    returned rather than nothing.
+    """
+    if features.ndim != 2 or features.shape[0] != 1:
+        raise ValueError(
+            f"beam search takes one image's features [1, F], got shape {features.shape}"
+        )
+    if beam_width < 1:
+        raise ValueError("beam_width must be at least 1")
+
+    def ranked(words: list[int], score: float) -> float:
+        return score / (len(words) + 1) ** length_penalty
+
+    state = model.init(features)
+    live_words: list[list[int]] = [[]]
+    live_scores = np.zeros(1, dtype=np.float64)
+    tokens = np.array([start_id], dtype=np.int32)
+    finished: list[Decoded] = []
+    for _ in range(max_length + 1):
+        log_probs, state = model.step(tokens, state)  # [live, V]
+        totals = live_scores[:, None] + log_probs  # [live, V]
+        order = np.argsort(-totals, axis=None, kind="stable")  # best first, over (beam, word)
+        vocab_size = totals.shape[1]
+        keep_beam, keep_word, keep_score = [], [], []
+        for flat in order[: 2 * beam_width]:
+            beam, word = divmod(int(flat), vocab_size)
+            score = float(totals[beam, word])
+            if word == end_id:
+                finished.append(Decoded(tokens=list(live_words[beam]), score=score))
+            elif len(live_words[beam]) < max_length and len(keep_beam) < beam_width:
+                keep_beam.append(beam)
+                keep_word.append(word)
+                keep_score.append(score)
+        if not keep_beam:
+            break
+        # Stop once no live hypothesis can still beat the k-th finished one: log-probabilities
+        # only fall, so without a length penalty a live score is an upper bound.
+        finished.sort(key=lambda d: ranked(d.tokens, d.score), reverse=True)
+        if (
+            length_penalty == 0.0
+            and len(finished) >= beam_width
+            and max(keep_score) <= finished[beam_width - 1].score
+        ):
+            break
+        index = np.array(keep_beam)
+        state = tuple(s[index] for s in state)  # reorder the state to follow its beams
+        live_words = [live_words[b] + [w] for b, w in zip(keep_beam, keep_word, strict=True)]
+        live_scores = np.array(keep_score)
+        tokens = np.array(keep_word, dtype=np.int32)
+    if not finished:
+        finished = [
+            Decoded(tokens=w, score=float(s)) for w, s in zip(live_words, live_scores, strict=True)
+        ]
+    finished.sort(key=lambda d: ranked(d.tokens, d.score), reverse=True)
+    return finished[:beam_width]

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from edgecap.edge_runtime.decoding import greedy_decode
+from edgecap.edge_runtime.decoding import beam_search, greedy_decode
 
 START, END = 1, 2
 
@@ -59,3 +59,103 @@ def test_greedy_batches_images_that_end_at_different_times():
 
     decoded = greedy_decode(PerImage({}), np.array([[0.0], [1.0]]), START, END, max_length=10)
     assert [d.tokens for d in decoded] == [[], [3, 3]]
+
+
+class PrefixModel:
+    """A fake step model whose next-word distribution depends on the whole prefix, which it
+    keeps in its state as an id. So a search that mixes up the state of its beams when it
+    reorders them gets the wrong probabilities, and the test sees it."""
+
+    def __init__(self, table, vocab_size=6, default=None):
+        self.table = table  # prefix tuple -> probabilities over the vocabulary
+        self.vocab_size = vocab_size
+        self.default = default
+        self.prefixes: list[tuple] = [()]
+        self.batch_sizes: list[int] = []
+
+    def init(self, features):
+        return (np.zeros((features.shape[0],), dtype=np.int64),)
+
+    def step(self, tokens, state):
+        self.batch_sizes.append(len(tokens))
+        rows, next_ids = [], []
+        for token, prefix_id in zip(tokens, state[0], strict=True):
+            prefix = self.prefixes[prefix_id] + ((int(token),) if int(token) != START else ())
+            probs = self.table.get(prefix, self.default)
+            if probs is None:
+                raise AssertionError(f"no distribution written for prefix {prefix}")
+            rows.append(np.log(np.asarray(probs, dtype=np.float64) + 1e-12))
+            self.prefixes.append(prefix)
+            next_ids.append(len(self.prefixes) - 1)
+        return np.stack(rows), (np.array(next_ids),)
+
+
+def test_beam_finds_the_caption_that_greedy_misses():
+    #            pad  start end   3     4     5
+    model = PrefixModel(
+        {
+            (): [0, 0, 0.0, 0.6, 0.4, 0.0],
+            (3,): [0, 0, 0.3, 0.0, 0.0, 0.7],  # 3 -> mostly 5
+            (3, 5): [0, 0, 0.2, 0.4, 0.4, 0.0],  # a weak ending
+            (3, 5, 3): [0, 0, 1.0, 0, 0, 0],
+            (3, 5, 4): [0, 0, 1.0, 0, 0, 0],
+            (4,): [0, 0, 0.95, 0.05, 0, 0],  # 4 then a confident end: 0.4 * 0.95 = 0.38
+            (4, 3): [0, 0, 1.0, 0, 0, 0],
+        }
+    )
+    greedy = greedy_decode(PrefixModel(model.table), np.zeros((1, 2)), START, END, max_length=5)[0]
+    assert greedy.tokens == [3, 5, 3]  # 0.6 * 0.7 * 0.4 * 1.0 = 0.168
+    best = beam_search(model, np.zeros((1, 2)), START, END, max_length=5, beam_width=2)
+    assert best[0].tokens == [4]  # 0.38: it ranked second after one word and had to survive pruning
+    assert best[0].score == pytest.approx(np.log(0.4) + np.log(0.95))
+    assert best[1].tokens == [3]  # 0.6 * 0.3 = 0.18, finished early and kept
+    assert max(model.batch_sizes) <= 2  # all live beams in one call, never more than k
+
+
+def test_beam_keeps_an_early_finished_caption_that_later_beams_never_beat():
+    model = PrefixModel(
+        {(): [0, 0, 0.5, 0.25, 0.25, 0]},
+        default=[0, 0, 0.01, 0.33, 0.33, 0.33],  # after any word: long and unlikely
+    )
+    best = beam_search(model, np.zeros((1, 2)), START, END, max_length=6, beam_width=3)
+    assert best[0].tokens == [] and best[0].score == pytest.approx(np.log(0.5))
+
+
+def test_beam_returns_the_best_unfinished_captions_when_no_beam_ever_ends():
+    model = PrefixModel({}, default=[0, 0, 0.0, 0.5, 0.3, 0.2])
+    best = beam_search(model, np.zeros((1, 2)), START, END, max_length=3, beam_width=2)
+    assert [d.tokens for d in best] == [[3, 3, 3], [3, 3, 4]]
+    assert best[0].score == pytest.approx(3 * np.log(0.5))
+
+
+def test_length_penalty_prefers_longer_captions():
+    model = PrefixModel(
+        {
+            (): [0, 0, 0.5, 0.5, 0, 0],
+            (3,): [0, 0, 0.0, 0.0, 0.9, 0.1],
+            (3, 4): [0, 0, 0.9, 0, 0, 0.1],
+            (3, 5): [0, 0, 1.0, 0, 0, 0],
+            (3, 4, 5): [0, 0, 1.0, 0, 0, 0],
+        },
+        default=[0, 0, 1.0, 0, 0, 0],  # zero-probability prefixes (e.g. after pad) just end
+    )
+    plain = beam_search(model, np.zeros((1, 2)), START, END, max_length=5, beam_width=2)
+    assert plain[0].tokens == []  # log 0.5 beats log(0.5 * 0.9 * 0.9)
+    normalized = beam_search(
+        PrefixModel(model.table, default=model.default),
+        np.zeros((1, 2)),
+        START,
+        END,
+        max_length=5,
+        beam_width=2,
+        length_penalty=1.0,
+    )
+    assert normalized[0].tokens == [3, 4]  # log(0.405) / 3 > log(0.5) / 1
+
+
+def test_beam_width_one_is_greedy():
+    table = {(): [0, 0, 0.1, 0.6, 0.3, 0], (3,): [0, 0, 0.8, 0.1, 0.1, 0]}
+    beam = beam_search(PrefixModel(table), np.zeros((1, 2)), START, END, max_length=4, beam_width=1)
+    greedy = greedy_decode(PrefixModel(table), np.zeros((1, 2)), START, END, max_length=4)
+    assert beam[0].tokens == greedy[0].tokens == [3]
+    assert beam[0].score == pytest.approx(greedy[0].score)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgecap.edge_runtime.captioner import Captioner
+from edgecap.edge_runtime.captioner import Captioner, CaptionerOptions
 from edgecap.edge_runtime.errors import BundleError
 from edgecap.edge_runtime.scenes import scene_accuracy
 from edgecap.train.flickr8k import load_dataset
@@ -123,6 +123,10 @@ def test_python_api_takes_paths_arrays_and_pil_images(e2e):
     assert set(from_path.timings_ms) == {"preprocess", "encoder", "decoder", "total"}
     with pytest.raises(RuntimeError, match="closed"):
         captioner.caption(path)
+    # Beam search steps the same bundle with a batch of up to 3 hypotheses.
+    with Captioner.from_bundle(e2e["bundle"], CaptionerOptions(beam_width=3)) as captioner:
+        beamed = captioner.caption(path)
+    assert beamed.tokens and beamed.text.split()[0] in {"a", "there", "an"}
 
 
 def test_bundle_with_changed_file_is_refused(e2e, tmp_path):
