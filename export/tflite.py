@@ -72,7 +72,9 @@ def gpu_compatibility(model: bytes) -> str:
     return lines[0] if lines else "unknown"
 
 
-def convert_encoder(encoder, input_size: int, precision: str, calibration: Iterable[np.ndarray] | None = None) -> bytes:
+def convert_encoder(
+    encoder, input_size: int, precision: str, calibration: Iterable[np.ndarray] | None = None
+) -> bytes:
     """Encoder image [1, S, S, 3] -> features [1, F]. int8: full-integer, int8 input and output."""
     import keras
     import tensorflow as tf
@@ -85,7 +87,9 @@ def convert_encoder(encoder, input_size: int, precision: str, calibration: Itera
 
         def quantize(converter):
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            converter.representative_dataset = lambda: ([s[None].astype(np.float32)] for s in samples)
+            converter.representative_dataset = lambda: (
+                [s[None].astype(np.float32)] for s in samples
+            )
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8

@@ -19,8 +19,8 @@ def flickr8k_annotations() -> Path:
 
 # A small but real pipeline, shared by the end-to-end tests: synthetic scenes -> features from
 # the shipped demo encoder -> LSTM decoder -> int8 TFLite bundle. About a minute on 2 cores.
-E2E_IMAGES = 800
-E2E_EPOCHS = 15
+E2E_IMAGES = 1600
+E2E_EPOCHS = 25
 
 
 @pytest.fixture(scope="session")

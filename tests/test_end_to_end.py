@@ -11,7 +11,7 @@ from PIL import Image
 
 from edgecap.edge_runtime.captioner import Captioner, CaptionerOptions
 from edgecap.edge_runtime.errors import BundleError
-from edgecap.edge_runtime.scenes import scene_accuracy
+from edgecap.edge_runtime.scenes import parse_caption, scene_accuracy
 from edgecap.train.flickr8k import load_dataset
 from edgecap.train.synthetic import load_scenes
 
@@ -34,8 +34,8 @@ def test_run_directory_and_keras_evaluation(e2e):
     ):
         assert (run / name).is_file(), name
     state = json.loads((run / "checkpoints" / "state.json").read_text())
-    assert state["epochs_done"] == len(state["history"]) == 15
-    assert e2e["metrics"]["images"] == 100 and 0 <= e2e["metrics"]["bleu4"] <= 1
+    assert state["epochs_done"] == len(state["history"]) == 25
+    assert e2e["metrics"]["images"] == 200 and 0 <= e2e["metrics"]["bleu4"] <= 1
 
 
 def test_bundle_follows_the_contract(e2e):
@@ -88,7 +88,7 @@ def test_edge_caption_cli_on_image_folder_and_video(e2e, tmp_path):
     assert len(records) == len(test_ids)
     assert all(set(r) == {"source", "caption", "ms"} for r in records)
     predictions = {r["source"].rsplit("/", 1)[1]: r["caption"] for r in records}
-    # A decoder trained for seconds on 600 images still names most scenes exactly.
+    # A decoder trained for a minute on 1200 images names most scenes exactly.
     assert scene_accuracy(predictions, scenes) >= 0.5
 
     video = tmp_path / "clip.mp4"
@@ -104,9 +104,12 @@ def test_edge_caption_cli_on_image_folder_and_video(e2e, tmp_path):
         "--model", e2e["bundle"], "--source", video, "--every", 5
     ).stdout.splitlines()
     assert [line.split("\t")[0] for line in lines] == [f"{video}#frame={n}" for n in (0, 5, 10)]
-    # Frames went through BGR -> RGB: they caption like the stills they came from (mp4 is lossy).
-    still = [predictions[i] for i in test_ids[:3]]
-    assert sum(line.split("\t")[1] == s for line, s in zip(lines, still, strict=True)) >= 2
+    # Frames went through BGR -> RGB: they name the scenes of the stills they came from
+    # (mp4 is lossy, so the paraphrase may differ).
+    still = [parse_caption(predictions[i]) for i in test_ids[:3]]
+    framed = [parse_caption(line.split("\t")[1]) for line in lines]
+    assert sum(f == s for f, s in zip(framed, still, strict=True)) >= 2, (framed, still)
+    print("e2e scene accuracy through edge_caption:", scene_accuracy(predictions, scenes))
 
 
 def test_python_api_takes_paths_arrays_and_pil_images(e2e):

@@ -43,7 +43,7 @@ class TrainConfig:
     encoder: str = "mobilenet_synth"  # a name from encoders.ENCODERS
     weights: str = "default"  # "imagenet", "none", a file, or "default" (the registry's)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
-    epochs: int = 12  # passes over every (image, caption) pair of the train split
+    epochs: int = 30  # passes over every (image, caption) pair of the train split
     batch_size: int = 128
     learning_rate: float = 3e-3  # Adam, cosine-decayed to 0 over the run
     min_count: int = 1  # words seen fewer times map to <unk>
