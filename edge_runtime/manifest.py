@@ -16,19 +16,25 @@ from typing import Any
 from .atomic import sha256_file
 from .errors import BundleError
 from .preprocess import Preprocessing
+from .step_models import DECODER_KINDS, DECODER_TENSORS
 
 BUNDLE_FORMAT = "edgecap-bundle"
 FORMAT_VERSION = 1
 MODEL_ROLES = ("encoder", "decoder_init", "decoder_step")
 MODEL_FORMATS = {"tflite": ".tflite", "onnx": ".onnx"}
-DECODER_KINDS = ("lstm",)
+ENCODER_TENSORS = {"inputs": ["image"], "outputs": ["features"]}
 
-# Tensor names per role; the exporter writes them, the runtime feeds and reads them.
-TENSORS = {
-    "encoder": {"inputs": ["image"], "outputs": ["features"]},
-    "decoder_init": {"inputs": ["features"], "outputs": ["h", "c"]},
-    "decoder_step": {"inputs": ["token", "h", "c"], "outputs": ["log_probs", "h_next", "c_next"]},
-}
+
+def tensor_names(decoder_kind: str) -> dict[str, dict[str, list[str]]]:
+    """Input and output names of every model role, for a decoder kind.
+
+    The exporter writes them and the runtime feeds and reads them by these names.
+    """
+    return {"encoder": ENCODER_TENSORS, **DECODER_TENSORS[decoder_kind]}
+
+
+# The LSTM inject decoder's names, for code that predates the other decoder kinds.
+TENSORS = tensor_names("lstm")
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,7 @@ class Manifest:
     preprocessing: Preprocessing
     decoder_kind: str
     max_length: int
+    prefix_length: int | None  # BLSTM only: the fixed prefix width of decoder_step
     vocab_file: str
     vocab_size: int
     start_id: int
@@ -111,6 +118,10 @@ def parse_manifest(obj: Any, root: Path, source: str = "manifest.json") -> Manif
         raise BundleError(
             f"{source}: decoder kind {kind!r} is not supported by this runtime ({DECODER_KINDS})"
         )
+    prefix_length = None
+    if kind == "blstm":
+        prefix_length = _require(decoder, "prefix_length", int, f"{source} decoder")
+    names = tensor_names(kind)
     max_length = _require(obj, "max_caption_length", int, source)
     if not 1 <= max_length <= 200:
         raise BundleError(f"{source}: max_caption_length {max_length} is out of range")
@@ -138,10 +149,11 @@ def parse_manifest(obj: Any, root: Path, source: str = "manifest.json") -> Manif
         inputs = _require(entry, "inputs", list, where)
         outputs = _require(entry, "outputs", list, where)
         for kind_name, tensors in (("inputs", inputs), ("outputs", outputs)):
-            names = [t.get("name") if isinstance(t, dict) else None for t in tensors]
-            if names != TENSORS[role][kind_name]:
+            found = [t.get("name") if isinstance(t, dict) else None for t in tensors]
+            if found != names[role][kind_name]:
                 raise BundleError(
-                    f"{where}: {kind_name} are {names}, expected {TENSORS[role][kind_name]}"
+                    f"{where}: {kind_name} are {found}, expected {names[role][kind_name]} "
+                    f"for a {kind} decoder"
                 )
         models[role] = ModelEntry(
             role=role,
@@ -158,6 +170,7 @@ def parse_manifest(obj: Any, root: Path, source: str = "manifest.json") -> Manif
         preprocessing=prep,
         decoder_kind=kind,
         max_length=max_length,
+        prefix_length=prefix_length,
         vocab_file=vocab_file,
         vocab_size=vocab_size,
         start_id=start_id,

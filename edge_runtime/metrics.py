@@ -1,11 +1,39 @@
-"""Corpus BLEU-1..4 as the COCO caption evaluation code computes it ("closest" reference
-length for the brevity penalty, counts clipped per n-gram). Inputs are normalized text."""
+"""Caption metrics (BLEU-1..4, ROUGE-L, CIDEr-D) as the COCO caption evaluation code computes them.
+
+This mirrors pycocoevalcap 1.2 (`Bleu`, `Rouge`, `Cider`) operation for operation, so that numbers
+computed on a device agree with pycocoevalcap's (bit for bit on the Flickr8k splits, see
+tests/test_metrics_coco.py) without Java, TensorFlow or pycocoevalcap itself. Its quirks are kept on purpose: e.g. CIDEr's length penalty counts bigrams,
+and ROUGE-L splits on single spaces. Inputs are already-normalized text (pycocoevalcap's Java
+PTBTokenizer is not run); `hypotheses[id]` is one caption, `references[id]` a non-empty list.
+METEOR needs Java and lives in `edgecap.train.meteor`.
+"""
 
 from __future__ import annotations
 
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+ROUGE_BETA = 1.2  # pycocoevalcap's value, "based on discussion with Hovey"
+CIDER_N = 4
+CIDER_SIGMA = 6.0
+
+
+def _pairs(
+    hypotheses: Mapping[str, str], references: Mapping[str, Sequence[str]]
+) -> list[tuple[str, Sequence[str]]]:
+    # pycocoevalcap only asserts; a clear error is kinder than an AssertionError deep inside.
+    if not hypotheses:
+        raise ValueError("no hypotheses to score")
+    pairs = []
+    for key, hyp in hypotheses.items():
+        refs = references.get(key)
+        if not refs:
+            raise ValueError(f"no reference captions for {key!r}")
+        pairs.append((hyp, refs))
+    return pairs
 
 
 def _ngrams(words: Sequence[str], n: int) -> Counter:
@@ -15,31 +43,169 @@ def _ngrams(words: Sequence[str], n: int) -> Counter:
 def corpus_bleu(
     hypotheses: Mapping[str, str], references: Mapping[str, Sequence[str]], max_n: int = 4
 ) -> list[float]:
-    """BLEU-1..max_n over the corpus; `hypotheses[id]` is scored against `references[id]`."""
-    if not hypotheses:
-        raise ValueError("no hypotheses to score")
-    tiny, small = 1e-9, 1e-15  # the smoothing constants of pycocoevalcap's bleu_scorer
-    matches = [0.0] * max_n
-    totals = [0.0] * max_n
+    """BLEU-1..max_n over the corpus, as pycocoevalcap's `Bleu` ("closest" reference length).
+
+    Counts are pooled over the corpus before the geometric mean, so this is not the mean of
+    per-image BLEU. The smoothing constants (1e-15 on matches, 1e-9 on totals) are pycocoevalcap's;
+    they keep a corpus with no matches at ~0 instead of raising on log(0).
+    """
+    tiny, small = 1e-15, 1e-9
+    matches = [0] * max_n
+    totals = [0] * max_n
     hyp_len = ref_len = 0
-    for key, hyp in hypotheses.items():
+    for hyp, refs in _pairs(hypotheses, references):
         hyp_words = hyp.split()
-        refs = [r.split() for r in references[key]]
+        ref_words = [r.split() for r in refs]
         hyp_len += len(hyp_words)
         # "closest": the reference length nearest the hypothesis, shorter on ties.
-        ref_len += min((abs(len(r) - len(hyp_words)), len(r)) for r in refs)[1]
+        ref_len += min((abs(len(r) - len(hyp_words)), len(r)) for r in ref_words)[1]
         for n in range(1, max_n + 1):
             counts = _ngrams(hyp_words, n)
             max_ref: Counter = Counter()
-            for r in refs:
+            for r in ref_words:
                 for gram, c in _ngrams(r, n).items():
                     max_ref[gram] = max(max_ref[gram], c)
             matches[n - 1] += sum(min(c, max_ref[g]) for g, c in counts.items())
             totals[n - 1] += max(len(hyp_words) - n + 1, 0)
-    ratio = (hyp_len + tiny) / (ref_len + small)
-    brevity = 1.0 if ratio >= 1 else math.exp(1 - 1 / ratio)
-    scores, log_sum = [], 0.0
+    # Same running product and power as bleu_scorer.compute_score, not a sum of logs, so the
+    # rounding matches too.
+    scores, product = [], 1.0
     for n in range(max_n):
-        log_sum += math.log((matches[n] + tiny) / (totals[n] + small))
-        scores.append(brevity * math.exp(log_sum / (n + 1)))
+        product *= float(matches[n] + tiny) / (totals[n] + small)
+        scores.append(product ** (1.0 / (n + 1)))
+    ratio = (hyp_len + tiny) / (ref_len + small)
+    if ratio < 1:
+        scores = [s * math.exp(1 - 1 / ratio) for s in scores]
     return scores
+
+
+def _lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
+    # One DP row instead of pycocoevalcap's full table; the length is an integer either way.
+    if len(a) < len(b):
+        a, b = b, a
+    row = [0] * (len(b) + 1)
+    for x in a:
+        diag = 0
+        for j, y in enumerate(b, start=1):
+            up = row[j]
+            row[j] = diag + 1 if x == y else max(up, row[j - 1])
+            diag = up
+    return row[-1]
+
+
+def _rouge_l_image(hyp: str, refs: Sequence[str], beta: float = ROUGE_BETA) -> float:
+    # split(" ") rather than split(): pycocoevalcap does so, and it differs on "" (one token).
+    cand = hyp.split(" ")
+    prec, rec = [], []
+    for ref in refs:
+        ref_tokens = ref.split(" ")
+        lcs = _lcs_length(ref_tokens, cand)
+        prec.append(lcs / float(len(cand)))
+        rec.append(lcs / float(len(ref_tokens)))
+    # Precision and recall are maximised separately (possibly over different references).
+    p, r = max(prec), max(rec)
+    if p == 0 or r == 0:
+        return 0.0
+    return ((1 + beta**2) * p * r) / float(r + beta**2 * p)
+
+
+def corpus_rouge_l(hypotheses: Mapping[str, str], references: Mapping[str, Sequence[str]]) -> float:
+    """Mean per-image ROUGE-L F (beta 1.2), as pycocoevalcap's `Rouge`.
+
+    np.mean (pairwise summation) rather than sum()/len, to round the way pycocoevalcap does.
+    """
+    scores = [_rouge_l_image(hyp, refs) for hyp, refs in _pairs(hypotheses, references)]
+    return float(np.mean(np.array(scores)))
+
+
+def _cider_counts(sentence: str, n: int) -> dict[tuple[str, ...], int]:
+    # Insertion order (all unigrams, then bigrams, ...) fixes the float summation order below.
+    words = sentence.split()
+    counts: dict[tuple[str, ...], int] = {}
+    for k in range(1, n + 1):
+        for i in range(len(words) - k + 1):
+            gram = tuple(words[i : i + k])
+            counts[gram] = counts.get(gram, 0) + 1
+    return counts
+
+
+class _CiderVectors:
+    """tf-idf vectors keyed by n-gram order; idf from reference document frequency."""
+
+    def __init__(self, crefs: list[list[dict]], n: int) -> None:
+        self.n = n
+        self.df: Counter = Counter()
+        for refs in crefs:
+            self.df.update({gram for ref in refs for gram in ref})
+        self.log_images = np.log(float(len(crefs)))
+        self._idf: dict[tuple[str, ...], float] = {}
+
+    def __call__(self, counts: dict) -> tuple[list[dict], list[float], int]:
+        vec: list[dict] = [{} for _ in range(self.n)]
+        norm = [0.0] * self.n
+        length = 0
+        for gram, tf in counts.items():
+            idf = self._idf.get(gram)
+            if idf is None:
+                # An n-gram no reference has gets df 1 (log 1 = 0), i.e. the largest weight.
+                idf = self._idf[gram] = self.log_images - np.log(max(1.0, self.df[gram]))
+            k = len(gram) - 1
+            vec[k][gram] = float(tf) * idf
+            norm[k] += pow(vec[k][gram], 2)
+            if k == 1:  # pycocoevalcap's "length" counts bigrams, not words; kept for parity
+                length += tf
+        return vec, [np.sqrt(x) for x in norm], length
+
+
+def _cider_sim(hyp: tuple, ref: tuple, n: int, sigma: float) -> np.ndarray:
+    (vec_h, norm_h, len_h), (vec_r, norm_r, len_r) = hyp, ref
+    delta = float(len_h - len_r)
+    val = np.zeros(n)
+    for k in range(n):
+        for gram, weight in vec_h[k].items():
+            ref_weight = vec_r[k].get(gram, 0.0)
+            val[k] += min(weight, ref_weight) * ref_weight  # the "-D" clipping
+        if norm_h[k] != 0 and norm_r[k] != 0:
+            val[k] /= norm_h[k] * norm_r[k]
+        val[k] *= math.e ** (-(delta**2) / (2 * sigma**2))  # the "-D" length penalty
+    return val
+
+
+def corpus_cider_d(
+    hypotheses: Mapping[str, str],
+    references: Mapping[str, Sequence[str]],
+    n: int = CIDER_N,
+    sigma: float = CIDER_SIGMA,
+) -> float:
+    """CIDEr-D as pycocoevalcap's `Cider`: mean over images of 10 x mean-over-n cosine similarity.
+
+    Document frequencies come from the references of exactly the images scored here (as in
+    pycocoevalcap), so a score depends on the corpus: compare only scores over the same split.
+    A one-image corpus scores 0, since every idf is then log(1) = 0.
+    """
+    pairs = _pairs(hypotheses, references)
+    crefs = [[_cider_counts(r, n) for r in refs] for _, refs in pairs]
+    to_vec = _CiderVectors(crefs, n)
+    scores = []
+    for (hyp, _), ref_counts in zip(pairs, crefs, strict=True):
+        hyp_vec = to_vec(_cider_counts(hyp, n))
+        score = np.zeros(n)
+        for counts in ref_counts:
+            score += _cider_sim(hyp_vec, to_vec(counts), n, sigma)
+        score_avg = np.mean(score)
+        score_avg /= len(ref_counts)
+        score_avg *= 10.0
+        scores.append(score_avg)
+    return float(np.mean(np.array(scores)))
+
+
+def caption_metrics(
+    hypotheses: Mapping[str, str], references: Mapping[str, Sequence[str]]
+) -> dict[str, float]:
+    """All Java-free COCO metrics in one call, unrounded so callers choose their own precision."""
+    bleu = corpus_bleu(hypotheses, references, max_n=4)
+    return {
+        **{f"bleu{n + 1}": float(b) for n, b in enumerate(bleu)},
+        "rouge_l": corpus_rouge_l(hypotheses, references),
+        "cider_d": corpus_cider_d(hypotheses, references),
+    }

@@ -1,5 +1,10 @@
-"""`caption-train`: train a caption decoder on a Flickr8k-layout dataset, or pretrain the
-synthetic demo encoder."""
+"""`caption-train`: train a caption decoder, evaluate a run or bundle, or pretrain the
+synthetic demo encoder.
+
+    caption-train --data DIR (--preset NAME | --encoder E --decoder D) --out RUN
+    caption-train evaluate (RUN | BUNDLE) --data DIR [--split test] [--beam K] [--out DIR]
+    caption-train pretrain-encoder --data SYNTH --out FILE
+"""
 
 from __future__ import annotations
 
@@ -10,118 +15,159 @@ import os
 import sys
 
 from edgecap.edge_runtime.errors import EdgeCaptionError
+from edgecap.edge_runtime.step_models import DECODER_KINDS
+
+USER_ERRORS = (EdgeCaptionError, FileNotFoundError, ValueError)
 
 
-def _train_parser(parser: argparse.ArgumentParser) -> None:
-    from .decoders import DECODER_KINDS, DecoderConfig
+def _train_parser() -> argparse.ArgumentParser:
+    from .decoders import DecoderConfig
     from .encoders import ENCODERS
+    from .presets import PRESETS
     from .training import TrainConfig
 
     d, t = DecoderConfig(), TrainConfig()
+    parser = argparse.ArgumentParser(
+        prog="caption-train",
+        description="Train a caption decoder. Subcommands: evaluate, pretrain-encoder.",
+    )
     parser.add_argument("--data", required=True, help="dataset folder in the Flickr8k layout")
     parser.add_argument(
-        "--encoder",
-        default=t.encoder,
-        choices=list(ENCODERS),
-        help=f"CNN encoder (default {t.encoder})",
+        "--out", required=True, help="run directory; rerunning with the same settings resumes"
     )
     parser.add_argument(
-        "--weights",
-        default="default",
-        help="imagenet | none | FILE | default (the registry's choice)",
+        "--preset",
+        choices=list(PRESETS),
+        help="one of the seed's configurations; other flags override it",
     )
     parser.add_argument(
-        "--decoder",
-        default=d.kind,
-        choices=DECODER_KINDS,
-        help="decoder kind (default lstm: LSTM inject)",
+        "--encoder", choices=list(ENCODERS), help=f"CNN encoder (default {t.encoder})"
     )
     parser.add_argument(
-        "--out", required=True, help="run directory; an existing run with the same settings resumes"
-    )
-    parser.add_argument("--epochs", type=int, default=t.epochs, help=f"default {t.epochs}")
-    parser.add_argument(
-        "--batch-size", type=int, default=t.batch_size, help=f"default {t.batch_size}"
+        "--weights", help="imagenet | none | FILE | default (the registry's choice)"
     )
     parser.add_argument(
-        "--learning-rate", type=float, default=t.learning_rate, help=f"default {t.learning_rate}"
+        "--decoder", choices=DECODER_KINDS, help="lstm (inject), merge or blstm (default lstm)"
     )
+    parser.add_argument("--epochs", type=int, help=f"default {t.epochs}")
+    parser.add_argument("--batch-size", type=int, help=f"default {t.batch_size}")
+    parser.add_argument("--learning-rate", type=float, help=f"default {t.learning_rate}")
+    parser.add_argument("--units", type=int, help=f"LSTM units (default {d.units})")
     parser.add_argument(
-        "--units", type=int, default=d.units, help=f"LSTM units (default {d.units})"
+        "--embed-dim", type=int, help=f"word embedding size (default {d.embed_dim})"
     )
+    parser.add_argument("--dropout", type=float, help=f"training dropout (default {d.dropout})")
     parser.add_argument(
-        "--embed-dim",
-        type=int,
-        default=d.embed_dim,
-        help=f"word embedding size (default {d.embed_dim})",
+        "--min-count", type=int, help=f"rarer words become <unk> (default {t.min_count})"
     )
+    parser.add_argument("--seed", type=int, help=f"default {t.seed}")
     parser.add_argument(
-        "--min-count", type=int, default=t.min_count, help="rarer words become <unk>"
+        "--feature-cache", help="feature cache folder (default ~/.cache/edge-caption/features)"
     )
-    parser.add_argument("--seed", type=int, default=t.seed)
-    parser.add_argument(
-        "--feature-cache",
-        default="",
-        help="feature cache folder (default ~/.cache/edge-caption/features)",
-    )
+    return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    if argv and argv[0] == "pretrain-encoder":
-        parser = argparse.ArgumentParser(
-            prog="caption-train pretrain-encoder",
-            description="Pretrain the synthetic demo encoder.",
-        )
-        parser.add_argument(
-            "--data", required=True, help="a synthetic dataset (caption-data synth)"
-        )
-        parser.add_argument("--out", required=True, help="where to write the encoder .keras file")
-        parser.add_argument(
-            "--epochs", type=int, default=None, help="default: PretrainConfig.epochs"
-        )
-        parser.add_argument("--seed", type=int, default=0)
-        args = parser.parse_args(argv[1:])
-        from .pretrain_encoder import PretrainConfig, pretrain
-
-        try:
-            config = PretrainConfig(seed=args.seed)
-            if args.epochs is not None:
-                config.epochs = args.epochs
-            result = pretrain(args.data, args.out, config)
-        except EdgeCaptionError as exc:
-            print(f"caption-train: error: {exc}", file=sys.stderr)
-            return 2
-        print(json.dumps(result, indent=1))
-        return 0
-
-    parser = argparse.ArgumentParser(
-        prog="caption-train", description="Train a caption decoder (subcommand: pretrain-encoder)."
-    )
-    _train_parser(parser)
-    args = parser.parse_args(argv)
+def build_config(args: argparse.Namespace):
+    """TrainConfig from defaults, then the preset, then explicit flags."""
     from .decoders import DecoderConfig
-    from .training import TrainConfig, train
+    from .presets import get_preset
+    from .training import TrainConfig
 
-    config = TrainConfig(
-        data=args.data,
-        encoder=args.encoder,
-        weights=args.weights,
-        decoder=DecoderConfig(kind=args.decoder, units=args.units, embed_dim=args.embed_dim),
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        min_count=args.min_count,
-        seed=args.seed,
-        feature_cache=args.feature_cache,
+    train_fields: dict = {"data": args.data}
+    decoder_fields: dict = {}
+    if args.preset:
+        preset = get_preset(args.preset)
+        train_fields.update(
+            encoder=preset.encoder,
+            weights=preset.weights,
+            epochs=preset.epochs,
+            batch_size=preset.batch_size,
+        )
+        decoder_fields.update(
+            kind=preset.decoder,
+            embed_dim=preset.embed_dim,
+            units=preset.units,
+            dropout=preset.dropout,
+        )
+    for flag, field in (("encoder", "encoder"), ("weights", "weights"), ("epochs", "epochs"), ("batch_size", "batch_size"),
+                        ("learning_rate", "learning_rate"), ("min_count", "min_count"), ("seed", "seed"),
+                        ("feature_cache", "feature_cache")):  # fmt: skip
+        if getattr(args, flag) is not None:
+            train_fields[field] = getattr(args, flag)
+    for flag, field in (
+        ("decoder", "kind"),
+        ("units", "units"),
+        ("embed_dim", "embed_dim"),
+        ("dropout", "dropout"),
+    ):
+        if getattr(args, flag) is not None:
+            decoder_fields[field] = getattr(args, flag)
+    return TrainConfig(**train_fields, decoder=DecoderConfig(**decoder_fields))
+
+
+def _pretrain(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="caption-train pretrain-encoder", description="Pretrain the synthetic demo encoder."
     )
+    parser.add_argument("--data", required=True, help="a synthetic dataset (caption-data synth)")
+    parser.add_argument("--out", required=True, help="where to write the encoder .keras file")
+    parser.add_argument("--epochs", type=int, default=None, help="default: PretrainConfig.epochs")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    from .pretrain_encoder import PretrainConfig, pretrain
+
+    config = PretrainConfig(seed=args.seed)
+    if args.epochs is not None:
+        config.epochs = args.epochs
+    result = pretrain(args.data, args.out, config)
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+def _evaluate(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="caption-train evaluate",
+        description="Decode a split with a run (Keras) or a bundle (TFLite) and score it.",
+    )
+    parser.add_argument("target", help="run directory or bundle folder")
+    parser.add_argument("--data", required=True, help="dataset folder in the Flickr8k layout")
+    parser.add_argument("--split", default="test", help="train, dev or test (default test)")
+    parser.add_argument(
+        "--beam", type=int, default=1, help="beam width; 1 decodes greedily (default 1)"
+    )
+    parser.add_argument(
+        "--length-penalty", type=float, default=0.0, help="beam ranking: score / (words+1)**p"
+    )
+    parser.add_argument("--out", help="output folder (default TARGET/eval-SPLIT-beamK)")
+    parser.add_argument("--feature-cache", help="feature cache folder for runs")
+    parser.add_argument(
+        "--no-meteor", action="store_true", help="skip METEOR (it starts a Java process)"
+    )
+    args = parser.parse_args(argv)
+    if args.beam < 1:
+        parser.error("--beam must be at least 1")
+    from .evaluate import evaluate, format_table
+
+    metrics = evaluate(
+        args.target,
+        args.data,
+        args.split,
+        args.beam,
+        args.out,
+        args.length_penalty,
+        args.feature_cache,
+        not args.no_meteor,
+    )
+    print(format_table(metrics))
+    return 0
+
+
+def _train(argv: list[str]) -> int:
+    args = _train_parser().parse_args(argv)
+    from .training import train
+
     try:
-        metrics = train(config, args.out)
-    except (EdgeCaptionError, FileNotFoundError, ValueError) as exc:
-        print(f"caption-train: error: {exc}", file=sys.stderr)
-        return 2
+        metrics = train(build_config(args), args.out)
     except KeyboardInterrupt:
         print(
             f"\ncaption-train: interrupted; rerun the same command to resume from the last checkpoint in {args.out}",
@@ -130,6 +176,19 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     print("test split: " + ", ".join(f"{k} {v}" for k, v in metrics.items()))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    commands = {"pretrain-encoder": _pretrain, "evaluate": _evaluate}
+    command = commands.get(argv[0]) if argv else None
+    try:
+        return command(argv[1:]) if command else _train(argv)
+    except USER_ERRORS as exc:
+        print(f"caption-train: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,11 +1,16 @@
-"""Caption decoders: the Keras model trained with teacher forcing, and the step model built
-from its weights that export converts and evaluation decodes with.
+"""Caption decoders: the Keras models that train, and the step modules built from their
+weights that export converts and evaluation decodes with.
 
-LSTM inject (Show and Tell): features -> dense -> (h0, c0); then one word per step.
+- lstm (inject, Show and Tell): features -> dense -> (h0, c0); one word per step.
+- merge (the seed's family): an LSTM reads the words; the image embedding is added to its
+  output at every step; state still carries from word to word.
+- blstm (the seed's bidirectional variant): a bidirectional LSTM reads the whole prefix
+  and predicts the next word, so each step re-reads the prefix.
 
-The step model is plain LSTM cell math with explicit state, not a Keras LSTM layer: the
+Step modules are plain LSTM cell math with explicit state, not Keras LSTM layers: the
 TFLite converter never fuses a Keras 3 LSTM and turns it into a WHILE loop or Flex ops,
-which ai_edge_litert and tflite_runtime cannot run (see DESIGN.md).
+which ai_edge_litert and tflite_runtime cannot run (see DESIGN.md). The BLSTM step is
+unrolled over a fixed prefix length, with the padding mask applied as in Keras.
 """
 
 from __future__ import annotations
@@ -14,120 +19,242 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-DECODER_KINDS = ("lstm",)
+from edgecap.edge_runtime.step_models import DECODER_KINDS, make_step_model
 
 
 @dataclass(frozen=True)
 class DecoderConfig:
-    kind: str = "lstm"  # "lstm": LSTM inject (Show and Tell)
+    kind: str = "lstm"  # "lstm" (inject), "merge" or "blstm"
     vocab_size: int = 0  # filled in from the vocabulary
     feature_dim: int = 0  # filled in from the encoder
     embed_dim: int = 128  # word embedding width
-    units: int = 256  # LSTM state width (h and c)
+    units: int = 256  # LSTM state width (h and c), per direction for blstm
     dropout: float = 0.2  # on features and LSTM outputs, training only
     max_length: int = 20  # longest caption in words, end token excluded
+
+    @property
+    def prefix_length(self) -> int:
+        """BLSTM input width: <start> plus up to max_length words."""
+        return self.max_length + 1
 
     def to_json(self) -> dict:
         return asdict(self)
 
 
 def build_training_model(config: DecoderConfig):
-    """features [B, F], tokens [B, T] (start + words, 0-padded) -> logits [B, T, V]."""
+    """lstm/merge: features [B, F], tokens [B, T] -> logits [B, T, V] (teacher forcing).
+    blstm: features [B, F], prefix [B, L] -> logits [B, V] (one next word per prefix)."""
     import keras
 
+    layers = keras.layers
     if config.kind not in DECODER_KINDS:
         raise ValueError(f"unknown decoder {config.kind!r}; choose one of {DECODER_KINDS}")
     features = keras.Input((config.feature_dim,), name="features")
+    x = layers.Dropout(config.dropout, name="feature_dropout")(features)
+    if config.kind == "blstm":
+        prefix = keras.Input((config.prefix_length,), dtype="int32", name="prefix")
+        embedded = layers.Embedding(
+            config.vocab_size, config.embed_dim, mask_zero=True, name="embedding"
+        )(prefix)
+        text = layers.Bidirectional(layers.LSTM(config.units), name="blstm")(embedded)  # [B, 2U]
+        image = layers.Dense(2 * config.units, activation="relu", name="image_embedding")(x)
+        merged = layers.Add(name="merge")(
+            [layers.Dropout(config.dropout, name="text_dropout")(text), image]
+        )
+        hidden = layers.Dense(config.units, activation="relu", name="hidden")(merged)
+        logits = layers.Dense(config.vocab_size, name="logits")(hidden)
+        return keras.Model({"features": features, "prefix": prefix}, logits, name="decoder_blstm")
+
     tokens = keras.Input((None,), dtype="int32", name="tokens")
-    x = keras.layers.Dropout(config.dropout, name="feature_dropout")(features)
-    h0 = keras.layers.Dense(config.units, activation="tanh", name="init_h")(x)
-    c0 = keras.layers.Dense(config.units, name="init_c")(x)
-    embedded = keras.layers.Embedding(
+    embedded = layers.Embedding(
         config.vocab_size, config.embed_dim, mask_zero=True, name="embedding"
     )(tokens)
-    seq = keras.layers.LSTM(config.units, return_sequences=True, name="lstm")(
-        embedded, initial_state=[h0, c0]
-    )
-    seq = keras.layers.Dropout(config.dropout, name="output_dropout")(seq)
-    logits = keras.layers.Dense(config.vocab_size, name="logits")(seq)
+    if config.kind == "lstm":
+        h0 = layers.Dense(config.units, activation="tanh", name="init_h")(x)
+        c0 = layers.Dense(config.units, name="init_c")(x)
+        seq = layers.LSTM(config.units, return_sequences=True, name="lstm")(
+            embedded, initial_state=[h0, c0]
+        )
+        seq = layers.Dropout(config.dropout, name="output_dropout")(seq)
+        logits = layers.Dense(config.vocab_size, name="logits")(seq)
+    else:  # merge
+        seq = layers.LSTM(config.units, return_sequences=True, name="lstm")(embedded)  # [B, T, U]
+        image = layers.Dense(config.units, activation="relu", name="image_embedding")(x)  # [B, U]
+        image = layers.Reshape((1, config.units), name="image_per_step")(image)  # [B, 1, U]
+        merged = layers.Add(name="merge")(
+            [layers.Dropout(config.dropout, name="output_dropout")(seq), image]
+        )
+        hidden = layers.Dense(config.units, activation="relu", name="hidden")(merged)
+        logits = layers.Dense(config.vocab_size, name="logits")(hidden)
     return keras.Model(
         {"features": features, "tokens": tokens}, logits, name=f"decoder_{config.kind}"
     )
 
 
-class LstmStepModule:
-    """tf.functions `init` and `step` over the trained weights, for export and evaluation.
+def _cell_weights(lstm_layer):
+    import tensorflow as tf
 
-    Gate order follows Keras' LSTM: input, forget, cell, output.
+    cell = lstm_layer.cell
+    return tuple(
+        tf.constant(np.asarray(w)) for w in (cell.kernel, cell.recurrent_kernel, cell.bias)
+    )
+
+
+def _lstm_cell(x, h, c, weights):
+    """One Keras LSTM step (gate order: input, forget, cell, output)."""
+    import tensorflow as tf
+
+    kernel, recurrent_kernel, bias = weights
+    z = tf.matmul(x, kernel) + tf.matmul(h, recurrent_kernel) + bias  # [B, 4U]
+    i, f, g, o = tf.split(z, 4, axis=1)  # each [B, U]
+    c_next = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
+    return tf.sigmoid(o) * tf.tanh(c_next), c_next
+
+
+class StepModule:
+    """tf.functions `init` and `step` over a trained decoder's weights, for every kind.
+
+    Their input signatures name the tensors exactly as the manifest does
+    (edge_runtime.step_models.DECODER_TENSORS). Batch is dynamic.
     """
 
     def __init__(self, model, config: DecoderConfig):
         import tensorflow as tf
 
         self.config = config
-        weights = {w.path: np.asarray(w.numpy()) for w in model.weights}
 
-        def get(layer: str, name: str) -> tf.Tensor:
-            matches = [
-                v for k, v in weights.items() if k.startswith(f"{layer}/") and k.endswith(name)
-            ]
-            if len(matches) != 1:
-                raise KeyError(f"expected one weight {layer}/.../{name}, found {len(matches)}")
-            return tf.constant(matches[0])
+        def dense(name: str) -> tuple:
+            layer = model.get_layer(name)
+            return tf.constant(np.asarray(layer.kernel)), tf.constant(np.asarray(layer.bias))
 
-        self.init_h_kernel, self.init_h_bias = get("init_h", "kernel"), get("init_h", "bias")
-        self.init_c_kernel, self.init_c_bias = get("init_c", "kernel"), get("init_c", "bias")
-        self.embedding = get("embedding", "embeddings")
-        self.kernel = get("lstm", "/kernel")
-        self.recurrent_kernel = get("lstm", "recurrent_kernel")
-        self.bias = get("lstm", "bias")
-        self.out_kernel, self.out_bias = get("logits", "kernel"), get("logits", "bias")
-        units, features = config.units, config.feature_dim
-        # Batch is dynamic: greedy runs batch 1 on the device, evaluation and beam search more.
-        self.init = tf.function(
-            self._init,
-            input_signature=[tf.TensorSpec([None, features], tf.float32, name="features")],
-        )
-        self.step = tf.function(
-            self._step,
-            input_signature=[
-                tf.TensorSpec([None], tf.int32, name="token"),
-                tf.TensorSpec([None, units], tf.float32, name="h"),
-                tf.TensorSpec([None, units], tf.float32, name="c"),
-            ],
-        )
+        self.embedding = tf.constant(np.asarray(model.get_layer("embedding").embeddings))
+        self.logits = dense("logits")
+        units, feature_dim = config.units, config.feature_dim
+        features_spec = tf.TensorSpec([None, feature_dim], tf.float32, name="features")
+        if config.kind == "lstm":
+            self.init_h, self.init_c = dense("init_h"), dense("init_c")
+            self.cell = _cell_weights(model.get_layer("lstm"))
+            self.init = tf.function(self._init_inject, input_signature=[features_spec])
+            self.step = tf.function(
+                self._step_inject,
+                input_signature=[
+                    tf.TensorSpec([None], tf.int32, name="token"),
+                    tf.TensorSpec([None, units], tf.float32, name="h"),
+                    tf.TensorSpec([None, units], tf.float32, name="c"),
+                ],
+            )
+        elif config.kind == "merge":
+            self.image, self.hidden = dense("image_embedding"), dense("hidden")
+            self.cell = _cell_weights(model.get_layer("lstm"))
+            self.init = tf.function(self._init_merge, input_signature=[features_spec])
+            self.step = tf.function(
+                self._step_merge,
+                input_signature=[
+                    tf.TensorSpec([None], tf.int32, name="token"),
+                    tf.TensorSpec([None, units], tf.float32, name="h"),
+                    tf.TensorSpec([None, units], tf.float32, name="c"),
+                    tf.TensorSpec([None, units], tf.float32, name="image_embedding"),
+                ],
+            )
+        else:  # blstm
+            self.image, self.hidden = dense("image_embedding"), dense("hidden")
+            blstm = model.get_layer("blstm")
+            self.forward, self.backward = (
+                _cell_weights(blstm.forward_layer),
+                _cell_weights(blstm.backward_layer),
+            )
+            self.init = tf.function(self._init_image, input_signature=[features_spec])
+            self.step = tf.function(
+                self._step_blstm,
+                input_signature=[
+                    tf.TensorSpec([None, config.prefix_length], tf.int32, name="prefix"),
+                    tf.TensorSpec([None, 2 * units], tf.float32, name="image_embedding"),
+                ],
+            )
 
-    def _init(self, features):
+    def _log_probs(self, hidden):
         import tensorflow as tf
 
-        h = tf.tanh(tf.matmul(features, self.init_h_kernel) + self.init_h_bias)
-        c = tf.matmul(features, self.init_c_kernel) + self.init_c_bias
+        kernel, bias = self.logits
+        return tf.nn.log_softmax(tf.matmul(hidden, kernel) + bias, axis=-1)  # [B, V]
+
+    def _init_inject(self, features):
+        import tensorflow as tf
+
+        h = tf.tanh(tf.matmul(features, self.init_h[0]) + self.init_h[1])
+        c = tf.matmul(features, self.init_c[0]) + self.init_c[1]
         return {"h": h, "c": c}
 
-    def _step(self, token, h, c):
+    def _step_inject(self, token, h, c):
         import tensorflow as tf
 
-        x = tf.gather(self.embedding, token)  # [B, E]
-        z = tf.matmul(x, self.kernel) + tf.matmul(h, self.recurrent_kernel) + self.bias  # [B, 4U]
-        i, f, g, o = tf.split(z, 4, axis=1)  # each [B, U]
-        c_next = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
-        h_next = tf.sigmoid(o) * tf.tanh(c_next)
-        logits = tf.matmul(h_next, self.out_kernel) + self.out_bias  # [B, V]
-        return {"log_probs": tf.nn.log_softmax(logits, axis=-1), "h_next": h_next, "c_next": c_next}
+        h_next, c_next = _lstm_cell(tf.gather(self.embedding, token), h, c, self.cell)
+        return {"log_probs": self._log_probs(h_next), "h_next": h_next, "c_next": c_next}
+
+    def _init_image(self, features):
+        import tensorflow as tf
+
+        return {"image_embedding": tf.nn.relu(tf.matmul(features, self.image[0]) + self.image[1])}
+
+    def _init_merge(self, features):
+        import tensorflow as tf
+
+        embedding = self._init_image(features)["image_embedding"]
+        zeros = tf.zeros_like(embedding)  # [B, U]: merge starts from an empty state
+        return {"h": zeros, "c": zeros, "image_embedding": embedding}
+
+    def _step_merge(self, token, h, c, image_embedding):
+        import tensorflow as tf
+
+        h_next, c_next = _lstm_cell(tf.gather(self.embedding, token), h, c, self.cell)
+        hidden = tf.nn.relu(tf.matmul(h_next + image_embedding, self.hidden[0]) + self.hidden[1])
+        return {"log_probs": self._log_probs(hidden), "h_next": h_next, "c_next": c_next}
+
+    def _step_blstm(self, prefix, image_embedding):
+        import tensorflow as tf
+
+        x = tf.gather(self.embedding, prefix)  # [B, L, E]
+        mask = tf.cast(tf.not_equal(prefix, 0), tf.float32)[:, :, None]  # [B, L, 1]
+        batch_zeros = tf.zeros_like(image_embedding[:, : self.config.units])  # [B, U]
+
+        def run(weights, steps):
+            h = c = batch_zeros
+            for (
+                t
+            ) in steps:  # unrolled: a fixed, small L; masked steps keep the state, as Keras does
+                h_new, c_new = _lstm_cell(x[:, t], h, c, weights)
+                m = mask[:, t]
+                h, c = m * h_new + (1.0 - m) * h, m * c_new + (1.0 - m) * c
+            return h
+
+        length = self.config.prefix_length
+        text = tf.concat(
+            [run(self.forward, range(length)), run(self.backward, reversed(range(length)))], axis=1
+        )
+        hidden = tf.nn.relu(tf.matmul(text + image_embedding, self.hidden[0]) + self.hidden[1])
+        return {"log_probs": self._log_probs(hidden)}
+
+
+LstmStepModule = StepModule  # the name export/ and older code use
 
 
 class KerasStepModel:
-    """decoding.StepModel over the step module, for evaluating a Keras run in-process."""
+    """decoding.StepModel over a StepModule, for evaluating a Keras run in-process."""
 
-    def __init__(self, module: LstmStepModule):
+    def __init__(self, module: StepModule):
+        def to_numpy(out) -> dict:
+            return {k: v.numpy() for k, v in out.items()}
+
         self.module = module
+        self._impl = make_step_model(
+            module.config.kind,
+            lambda **kw: to_numpy(module.init(**kw)),
+            lambda **kw: to_numpy(module.step(**kw)),
+            module.config.prefix_length,
+        )
 
     def init(self, features: np.ndarray) -> tuple[np.ndarray, ...]:
-        out = self.module.init(np.asarray(features, dtype=np.float32))
-        return (out["h"].numpy(), out["c"].numpy())
+        return self._impl.init(features)
 
-    def step(
-        self, tokens: np.ndarray, state: tuple[np.ndarray, ...]
-    ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
-        out = self.module.step(np.asarray(tokens, dtype=np.int32), state[0], state[1])
-        return out["log_probs"].numpy(), (out["h_next"].numpy(), out["c_next"].numpy())
+    def step(self, tokens: np.ndarray, state: tuple[np.ndarray, ...]):
+        return self._impl.step(tokens, state)

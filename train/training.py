@@ -77,6 +77,30 @@ def caption_arrays(
     return np.array(image_index, np.int32), np.array(inputs, np.int32), np.array(targets, np.int32)
 
 
+def training_inputs(
+    dataset: CaptionDataset,
+    split: str,
+    vocab: Vocabulary,
+    config: DecoderConfig,
+    features: np.ndarray,
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """(inputs, targets, sample weights) for Keras' fit, per decoder kind.
+
+    lstm/merge learn whole captions at once (teacher forcing, padding weighted 0);
+    blstm learns one (prefix -> next word) pair per word, since it must re-read the prefix.
+    """
+    image_index, inputs, targets = caption_arrays(dataset, split, vocab, config.max_length)
+    if config.kind != "blstm":
+        x = {"features": features[image_index], "tokens": inputs}
+        return x, targets, (targets != vocab.pad_id).astype(np.float32)
+    rows, steps = np.nonzero(targets != vocab.pad_id)  # one pair per predicted word
+    width = inputs.shape[1]  # == config.prefix_length
+    keep = np.arange(width)[None, :] <= steps[:, None]  # [P, L]: the prefix up to that word
+    prefixes = np.where(keep, inputs[rows], vocab.pad_id).astype(np.int32)  # [P, L]
+    x = {"features": features[image_index[rows]], "prefix": prefixes}
+    return x, targets[rows, steps], np.ones(len(rows), np.float32)
+
+
 def _save_keras_atomic(model, path: Path) -> None:
     with atomic_path(path, suffix=".keras") as tmp:
         model.save(tmp)
@@ -176,9 +200,11 @@ def train(config: TrainConfig, run_dir: str | Path, progress: bool = True) -> di
 
     state_file = run / "checkpoints" / "state.json"
     epochs_done = json.loads(state_file.read_text())["epochs_done"] if state_file.exists() else 0
-    train_idx, train_in, train_out = caption_arrays(dataset, "train", vocab, max_length)
-    dev_idx, dev_in, dev_out = caption_arrays(dataset, "dev", vocab, max_length)
-    steps_per_epoch = int(np.ceil(len(train_in) / config.batch_size))
+    train_x, train_y, train_w = training_inputs(
+        dataset, "train", vocab, decoder_config, features["train"]
+    )
+    dev_x, dev_y, dev_w = training_inputs(dataset, "dev", vocab, decoder_config, features["dev"])
+    steps_per_epoch = int(np.ceil(len(train_y) / config.batch_size))
     if epochs_done and (run / "checkpoints" / "last.keras").exists():
         log.info("resuming %s from epoch %d of %d", run, epochs_done, config.epochs)
         model = keras.models.load_model(run / "checkpoints" / "last.keras", safe_mode=True)
@@ -196,14 +222,10 @@ def train(config: TrainConfig, run_dir: str | Path, progress: bool = True) -> di
     start = time.perf_counter()
     if epochs_done < config.epochs:
         model.fit(
-            {"features": features["train"][train_idx], "tokens": train_in},
-            train_out,
-            sample_weight=(train_out != vocab.pad_id).astype(np.float32),
-            validation_data=(
-                {"features": features["dev"][dev_idx], "tokens": dev_in},
-                dev_out,
-                (dev_out != vocab.pad_id).astype(np.float32),
-            ),
+            train_x,
+            train_y,
+            sample_weight=train_w,
+            validation_data=(dev_x, dev_y, dev_w),
             epochs=config.epochs,
             initial_epoch=epochs_done,
             batch_size=config.batch_size,

@@ -1,0 +1,98 @@
+"""Step models per decoder kind, over any backend: the state bookkeeping that evaluation
+(Keras) and the device (TFLite, ONNX) share, so that both decode with the same code.
+
+A backend supplies two callables that take and return named numpy arrays:
+`init_fn(features=...)` and `step_fn(**inputs)`. The names are the manifest's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+NamedArrays = dict[str, np.ndarray]
+InitFn = Callable[..., NamedArrays]
+StepFn = Callable[..., NamedArrays]
+
+DECODER_KINDS = ("lstm", "merge", "blstm")
+
+# Tensor names of decoder_init and decoder_step per decoder kind (the manifest's contract).
+DECODER_TENSORS: dict[str, dict[str, dict[str, list[str]]]] = {
+    # Show and Tell: the image sets the LSTM's initial state.
+    "lstm": {
+        "decoder_init": {"inputs": ["features"], "outputs": ["h", "c"]},
+        "decoder_step": {
+            "inputs": ["token", "h", "c"],
+            "outputs": ["log_probs", "h_next", "c_next"],
+        },
+    },
+    # The image embedding joins the LSTM output at every step; the state still carries.
+    "merge": {
+        "decoder_init": {"inputs": ["features"], "outputs": ["h", "c", "image_embedding"]},
+        "decoder_step": {
+            "inputs": ["token", "h", "c", "image_embedding"],
+            "outputs": ["log_probs", "h_next", "c_next"],
+        },
+    },
+    # A bidirectional LSTM re-reads the whole prefix every step: no state to carry.
+    "blstm": {
+        "decoder_init": {"inputs": ["features"], "outputs": ["image_embedding"]},
+        "decoder_step": {"inputs": ["prefix", "image_embedding"], "outputs": ["log_probs"]},
+    },
+}
+
+
+class RecurrentStepModel:
+    """LSTM inject and merge: state (h, c[, image_embedding]) goes in and comes back out."""
+
+    def __init__(self, kind: str, init_fn: InitFn, step_fn: StepFn):
+        self.state_names = tuple(DECODER_TENSORS[kind]["decoder_init"]["outputs"])
+        self.init_fn, self.step_fn = init_fn, step_fn
+
+    def init(self, features: np.ndarray) -> tuple[np.ndarray, ...]:
+        out = self.init_fn(features=np.asarray(features, dtype=np.float32))
+        return tuple(out[name] for name in self.state_names)
+
+    def step(self, tokens: np.ndarray, state: tuple[np.ndarray, ...]):
+        inputs = dict(zip(self.state_names, state, strict=True))
+        out = self.step_fn(token=np.asarray(tokens, dtype=np.int32), **inputs)
+        # The image embedding (merge) does not change from step to step.
+        return out["log_probs"], (out["h_next"], out["c_next"], *state[2:])
+
+
+class PrefixStepModel:
+    """BLSTM: the state is the prefix so far; every step re-reads all of it (O(T^2) per caption)."""
+
+    def __init__(self, init_fn: InitFn, step_fn: StepFn, prefix_length: int):
+        self.init_fn, self.step_fn = init_fn, step_fn
+        self.prefix_length = prefix_length
+
+    def init(self, features: np.ndarray) -> tuple[np.ndarray, ...]:
+        embedding = self.init_fn(features=np.asarray(features, dtype=np.float32))["image_embedding"]
+        batch = embedding.shape[0]
+        prefix = np.zeros((batch, self.prefix_length), dtype=np.int32)  # [B, L], 0 = padding
+        length = np.zeros((batch,), dtype=np.int32)
+        return (prefix, length, embedding)
+
+    def step(self, tokens: np.ndarray, state: tuple[np.ndarray, ...]):
+        prefix, length, embedding = state
+        if int(length.max()) >= self.prefix_length:
+            raise ValueError(
+                f"prefix is full ({self.prefix_length} tokens); raise max_length at export"
+            )
+        prefix = prefix.copy()
+        prefix[np.arange(len(tokens)), length] = tokens
+        out = self.step_fn(prefix=prefix, image_embedding=embedding)
+        return out["log_probs"], (prefix, length + 1, embedding)
+
+
+def make_step_model(kind: str, init_fn: InitFn, step_fn: StepFn, prefix_length: int | None = None):
+    """The decoding.StepModel for a decoder kind, over a backend's init and step callables."""
+    if kind in ("lstm", "merge"):
+        return RecurrentStepModel(kind, init_fn, step_fn)
+    if kind == "blstm":
+        if not prefix_length:
+            raise ValueError("a BLSTM step model needs its prefix length")
+        return PrefixStepModel(init_fn, step_fn, prefix_length)
+    raise ValueError(f"unknown decoder kind {kind!r}; this runtime knows {DECODER_KINDS}")

@@ -1,0 +1,106 @@
+"""Every decoder kind: its step module, run word by word, gives the training model's
+log-probabilities (atol 1e-5), in TensorFlow and after conversion to fp32 TFLite."""
+
+import numpy as np
+import pytest
+
+from edgecap.edge_runtime.step_models import DECODER_TENSORS, make_step_model
+from edgecap.train.decoders import DecoderConfig, KerasStepModel, StepModule, build_training_model
+
+KINDS = ("lstm", "merge", "blstm")
+
+
+def _config(kind):
+    return DecoderConfig(
+        kind=kind, vocab_size=23, feature_dim=12, embed_dim=8, units=16, max_length=7
+    )
+
+
+def _log_softmax(x):
+    x = x - x.max(axis=-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+
+
+@pytest.fixture(scope="module", params=KINDS)
+def trained_like(request):
+    import keras
+
+    config = _config(request.param)
+    keras.utils.set_random_seed(7)
+    model = build_training_model(config)
+    rng = np.random.default_rng(0)
+    for w in model.weights:  # larger than the initializer's, so gates saturate differently
+        w.assign(np.asarray(w.numpy()) * 3.0 + rng.normal(0, 0.05, w.shape))
+    features = rng.normal(size=(3, config.feature_dim)).astype(np.float32)  # [B, F]
+    words = rng.integers(4, config.vocab_size, size=(3, config.max_length)).astype(
+        np.int32
+    )  # [B, T]
+    tokens = np.concatenate([np.ones((3, 1), np.int32), words], axis=1)  # <start> first: [B, T + 1]
+    return config, model, features, tokens
+
+
+def _reference(config, model, features, tokens):
+    """Log-probs after each prefix tokens[:, :t+1], from the training model: [B, T+1, V]."""
+    if config.kind != "blstm":
+        logits = np.asarray(model({"features": features, "tokens": tokens}, training=False))
+        return _log_softmax(logits)
+    out = []
+    for t in range(tokens.shape[1]):
+        prefix = np.zeros((tokens.shape[0], config.prefix_length), np.int32)  # [B, L], 0-padded
+        prefix[:, : t + 1] = tokens[:, : t + 1]
+        out.append(
+            _log_softmax(
+                np.asarray(model({"features": features, "prefix": prefix}, training=False))
+            )
+        )
+    return np.stack(out, axis=1)
+
+
+def _stepwise(step_model, features, tokens):
+    state = step_model.init(features)
+    out = []
+    for t in range(tokens.shape[1]):
+        log_probs, state = step_model.step(tokens[:, t], state)
+        out.append(log_probs)
+    return np.stack(out, axis=1)
+
+
+def test_step_module_matches_training_model(trained_like):
+    config, model, features, tokens = trained_like
+    reference = _reference(config, model, features, tokens)
+    stepped = _stepwise(KerasStepModel(StepModule(model, config)), features, tokens)
+    np.testing.assert_allclose(stepped, reference, atol=1e-5)
+    assert np.abs(reference[:, 1:] - reference[:, :1]).max() > 0.1  # the prefix really matters
+
+
+def test_step_module_signatures_use_the_manifest_names(trained_like):
+    config, model, _, _ = trained_like
+    module = StepModule(model, config)
+    for role, function in (("decoder_init", module.init), ("decoder_step", module.step)):
+        names = [spec.name for spec in function.input_signature]
+        assert names == DECODER_TENSORS[config.kind][role]["inputs"]
+        outputs = function.get_concrete_function().structured_outputs
+        assert sorted(outputs) == sorted(DECODER_TENSORS[config.kind][role]["outputs"])
+
+
+def test_fp32_tflite_step_matches_training_model(trained_like, tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgecap.export import tflite
+
+    config, model, features, tokens = trained_like
+    module = StepModule(model, config)
+    runners = {}
+    for role, function in (("decoder_init", module.init), ("decoder_step", module.step)):
+        data = tflite.convert_decoder_function(function, "fp32")
+        ops = tflite.check_builtin_only(data, role)
+        assert not [op for op in ops if "WHILE" in op or op.startswith("Flex")], ops
+        runners[role] = Interpreter(model_content=data).get_signature_runner("serving_default")
+    step_model = make_step_model(
+        config.kind,
+        lambda **kw: runners["decoder_init"](**kw),
+        lambda **kw: runners["decoder_step"](**kw),
+        config.prefix_length,
+    )
+    stepped = _stepwise(step_model, features, tokens)
+    np.testing.assert_allclose(stepped, _reference(config, model, features, tokens), atol=1e-5)

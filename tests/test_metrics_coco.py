@@ -1,0 +1,171 @@
+"""Our Java-free caption metrics against pycocoevalcap 1.2 itself, on the real Flickr8k test split.
+
+The hypothesis for each image is its caption #0 and the references captions #1-4, so the numbers
+are a human-vs-human baseline; what matters is that both implementations agree on them.
+"""
+
+import importlib.util
+import logging
+import math
+import shutil
+import sys
+
+import pytest
+
+from edgecap.edge_runtime.metrics import (
+    caption_metrics,
+    corpus_bleu,
+    corpus_cider_d,
+    corpus_rouge_l,
+)
+from edgecap.edge_runtime.text import normalize_caption
+from edgecap.train import meteor
+from edgecap.train.flickr8k import load_dataset
+
+TOLERANCE = 1e-6
+METRICS = ["bleu1", "bleu2", "bleu3", "bleu4", "rouge_l", "cider_d"]
+HAVE_PYCOCO = importlib.util.find_spec("pycocoevalcap") is not None
+HAVE_METEOR = HAVE_PYCOCO and shutil.which("java") is not None
+
+
+def _require_pycoco() -> None:
+    if not HAVE_PYCOCO:
+        pytest.fail("pycocoevalcap is needed for the parity tests: pip install -e '.[dev]'")
+
+
+@pytest.fixture(scope="module")
+def test_split(flickr8k_annotations):
+    ds = load_dataset(flickr8k_annotations, require_images=False)
+    hyps, refs = {}, {}
+    for image_id in ds.splits["test"]:
+        captions = [normalize_caption(c) for c in ds.captions[image_id]]
+        hyps[image_id], refs[image_id] = captions[0], captions[1:5]
+    assert len(hyps) == 1000
+    return hyps, refs
+
+
+@pytest.fixture(scope="module")
+def ours(test_split):
+    return caption_metrics(*test_split)
+
+
+@pytest.fixture(scope="module")
+def theirs(test_split):
+    _require_pycoco()
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    hyps, refs = test_split
+    res = {i: [h] for i, h in hyps.items()}
+    bleu, _ = Bleu(4).compute_score(refs, res, verbose=0)
+    rouge, _ = Rouge().compute_score(refs, res)
+    cider, _ = Cider().compute_score(refs, res)
+    return dict(zip(METRICS, [*bleu, rouge, cider], strict=True))
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_matches_pycocoevalcap_on_flickr8k_test(ours, theirs, metric):
+    assert abs(ours[metric] - theirs[metric]) <= TOLERANCE, (ours[metric], theirs[metric])
+
+
+def test_caption_metrics_shape(ours):
+    assert list(ours) == METRICS
+    assert all(type(v) is float and math.isfinite(v) for v in ours.values())
+    # Caption #0 vs the other four is a human baseline: well above zero, well below perfect.
+    assert 0.1 < ours["bleu4"] < 0.5 and 0.3 < ours["rouge_l"] < 0.7 and 0.3 < ours["cider_d"] < 2
+
+
+# Hand-checkable cases. Two images with no words in common, so every n-gram has df 1 and
+# idf log(2) > 0 (with a single image every idf would be log(1) = 0).
+CAPTIONS = {"a": "a dog runs on the grass", "b": "two men ride bikes today"}
+
+
+def test_identical_hypothesis_and_references():
+    refs = {k: [c, c] for k, c in CAPTIONS.items()}
+    # 1 up to pycocoevalcap's smoothing: (matches + 1e-15) / (totals + 1e-9).
+    assert corpus_bleu(CAPTIONS, refs) == pytest.approx([1.0] * 4, rel=1e-8)
+    assert corpus_rouge_l(CAPTIONS, refs) == 1.0
+    # Cosine 1 for each n, no length penalty, averaged over n and references, times 10.
+    assert corpus_cider_d(CAPTIONS, refs) == pytest.approx(10.0, rel=1e-12)
+
+
+def test_hypothesis_sharing_nothing_with_references():
+    hyps = {"a": "zebra piano", "b": "violet clouds sing"}
+    refs = {k: [c] for k, c in CAPTIONS.items()}
+    # Smoothing leaves ~1e-11 at most. (Swapped smoothing constants once gave BLEU-4 = 0.016 here.)
+    assert all(0 <= b < 1e-9 for b in corpus_bleu(hyps, refs))
+    assert corpus_rouge_l(hyps, refs) == 0.0
+    assert corpus_cider_d(hyps, refs) == 0.0
+
+
+def test_rouge_l_by_hand():
+    # LCS("the cat sat on the mat", "the cat on mat") = 4: P = 4/6, R = 4/4; F with beta 1.2.
+    p, r = 4 / 6, 1.0
+    expected = (1 + 1.2**2) * p * r / (r + 1.2**2 * p)
+    score = corpus_rouge_l({"x": "the cat sat on the mat"}, {"x": ["the cat on mat"]})
+    assert score == pytest.approx(expected, rel=1e-12)
+    # pycocoevalcap takes max precision and max recall over references separately: here from
+    # different references (P 1 from the long one, R 1 from the short one), so F is 1.
+    assert corpus_rouge_l({"x": "a b c"}, {"x": ["a b", "a b c d e f"]}) == 1.0
+
+
+def test_cider_d_of_a_one_image_corpus_is_zero():
+    assert corpus_cider_d({"a": CAPTIONS["a"]}, {"a": [CAPTIONS["a"]]}) == 0.0
+
+
+def test_bad_inputs_are_value_errors():
+    with pytest.raises(ValueError, match="no hypotheses"):
+        caption_metrics({}, {})
+    with pytest.raises(ValueError, match="no reference captions for 'b'"):
+        caption_metrics(CAPTIONS, {"a": [CAPTIONS["a"]], "b": []})
+
+
+@pytest.mark.skipif(not HAVE_METEOR, reason="METEOR needs java on PATH and pycocoevalcap")
+def test_meteor_matches_pycocoevalcap(test_split, monkeypatch):
+    from pycocoevalcap.meteor import meteor as pycoco_meteor
+
+    hyps, refs = test_split
+    ids = list(hyps)[:50]  # each JVM spends ~7 s loading METEOR's tables whatever the size
+    hyps = {i: hyps[i] for i in ids}
+    refs = {i: refs[i] for i in ids}
+
+    started = []
+
+    class Recording(pycoco_meteor.Meteor):
+        def __init__(self):
+            super().__init__()
+            started.append(self)
+
+    with monkeypatch.context() as m:
+        m.setattr(pycoco_meteor, "Meteor", Recording)
+        score = meteor.meteor_score(hyps, refs)
+    assert len(started) == 1
+    assert started[0].meteor_p.returncode is not None, "the Java process was left running"
+
+    scorer = pycoco_meteor.Meteor()
+    try:
+        expected, _ = scorer.compute_score(refs, {i: [h] for i, h in hyps.items()})
+    finally:
+        meteor._close(scorer)
+    assert score is not None and 0.1 < score < 0.6
+    assert abs(score - expected) <= TOLERANCE, (score, expected)
+
+
+def test_meteor_without_java_is_skipped_with_one_warning(monkeypatch, caplog):
+    monkeypatch.setattr(meteor.shutil, "which", lambda name: None)
+    with caplog.at_level(logging.WARNING, logger=meteor.__name__):
+        assert meteor.meteor_score(CAPTIONS, {k: [c] for k, c in CAPTIONS.items()}) is None
+    records = [r for r in caplog.records if r.name == meteor.__name__]
+    assert len(records) == 1 and records[0].levelno == logging.WARNING
+    assert "no `java`" in records[0].getMessage()
+
+
+def test_meteor_without_pycocoevalcap_is_skipped_with_one_warning(monkeypatch, caplog):
+    monkeypatch.setattr(meteor.shutil, "which", lambda name: "/usr/bin/java")
+    monkeypatch.setitem(sys.modules, "pycocoevalcap.meteor.meteor", None)  # import -> ImportError
+    with caplog.at_level(logging.WARNING, logger=meteor.__name__):
+        assert meteor.meteor_score(CAPTIONS, {k: [c] for k, c in CAPTIONS.items()}) is None
+    records = [r for r in caplog.records if r.name == meteor.__name__]
+    assert len(records) == 1 and records[0].levelno == logging.WARNING
+    assert "pycocoevalcap is not installed" in records[0].getMessage()

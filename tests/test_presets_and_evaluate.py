@@ -1,0 +1,86 @@
+"""caption-train --preset and caption-train evaluate."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edgecap.train.cli_train import _train_parser, build_config
+from edgecap.train.presets import PRESETS
+
+
+def test_presets_are_the_seed_configurations():
+    assert set(PRESETS) == {
+        "seed-inception-lstm",
+        "seed-inception-blstm",
+        "seed-mobilenet-lstm",
+        "seed-mobilenet-blstm",
+    }
+    for name, preset in PRESETS.items():
+        assert preset.encoder == ("inception_v3" if "inception" in name else "mobilenet")
+        assert preset.decoder == ("blstm" if name.endswith("blstm") else "merge")
+        assert preset.weights == "imagenet"
+
+
+def test_flags_override_the_preset():
+    args = _train_parser().parse_args(
+        [
+            "--data",
+            "d",
+            "--out",
+            "o",
+            "--preset",
+            "seed-mobilenet-blstm",
+            "--weights",
+            "none",
+            "--units",
+            "32",
+        ]
+    )
+    config = build_config(args)
+    assert (config.encoder, config.weights, config.decoder.kind) == ("mobilenet", "none", "blstm")
+    assert (config.decoder.units, config.decoder.embed_dim, config.decoder.dropout) == (
+        32,
+        256,
+        0.5,
+    )
+    plain = build_config(_train_parser().parse_args(["--data", "d", "--out", "o"]))
+    assert (plain.encoder, plain.decoder.kind, plain.weights) == (
+        "mobilenet_synth",
+        "lstm",
+        "default",
+    )
+
+
+@pytest.fixture(scope="module")
+def run_eval(e2e, tmp_path_factory):
+    from edgecap.train.evaluate import evaluate
+
+    out = tmp_path_factory.mktemp("eval")
+    return {
+        "greedy": evaluate(e2e["run"], e2e["data"], out=out / "greedy", meteor=False),
+        "beam": evaluate(e2e["run"], e2e["data"], beam=3, out=out / "beam", meteor=False),
+        "bundle": evaluate(e2e["bundle"], e2e["data"], out=out / "bundle", meteor=False),
+    }
+
+
+def test_evaluate_writes_metrics_and_predictions(run_eval):
+    greedy = run_eval["greedy"]
+    for key in ("bleu1", "bleu4", "rouge_l", "cider_d", "scene_accuracy"):
+        assert 0 <= greedy[key] <= 10, key
+    metrics = json.loads((Path(greedy["out"]) / "metrics.json").read_text())
+    assert metrics["images"] == 200 and metrics["kind"] == "run" and metrics["beam"] == 1
+
+
+def test_evaluating_a_run_decodes_like_training_did(run_eval, e2e):
+    """Training's own test evaluation and `evaluate` share the decoding code: same captions."""
+    from_training = (e2e["run"] / "predictions.jsonl").read_text()
+    from_evaluate = (Path(run_eval["greedy"]["out"]) / "predictions.jsonl").read_text()
+    assert from_evaluate == from_training
+
+
+def test_bundle_and_beam_evaluations(run_eval):
+    assert run_eval["bundle"]["kind"] == "bundle"
+    # The int8 bundle names about as many scenes as the Keras run it came from.
+    assert run_eval["bundle"]["scene_accuracy"] >= run_eval["greedy"]["scene_accuracy"] - 0.1
+    assert run_eval["beam"]["beam"] == 3 and run_eval["beam"]["images"] == 200
