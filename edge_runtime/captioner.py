@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .backends import TFLiteModel
-from .decoding import Decoded, beam_search, greedy_decode
-from .errors import BundleError, ImageError
+from .backends import OnnxModel, TFLiteModel
+from .decoding import Decoded, StepModel, beam_search, greedy_decode
+from .errors import BackendError, BundleError, ImageError
 from .manifest import Manifest, load_manifest
 from .preprocess import load_image, preprocess, to_rgb
+from .step_models import make_step_model
 from .vocab import Vocabulary
 
 
@@ -24,7 +25,15 @@ class CaptionerOptions:
     """Settings of a Captioner."""
 
     backend: str = "auto"
-    """'auto' (ai_edge_litert, else tflite_runtime), 'litert' or 'tflite-runtime'."""
+    """'auto' follows the bundle's model_format (TFLite: ai_edge_litert, else tflite_runtime;
+    ONNX: onnxruntime). 'litert' and 'tflite-runtime' need a TFLite bundle, 'onnx' an ONNX
+    one: naming a backend is a promise about what runs, so a mismatch is an error, not a
+    silent switch."""
+
+    providers: list[str] | None = None
+    """onnxruntime execution providers, in order of preference (e.g. ['CUDAExecutionProvider',
+    'CPUExecutionProvider']); None runs on the CPU. ONNX bundles only: a TFLite backend has
+    no providers, so setting them for one is an error rather than ignored."""
 
     num_threads: int | None = None
     """CPU threads per model; None lets the backend choose."""
@@ -55,21 +64,13 @@ class CaptionResult:
         return self.text
 
 
-class _BundleStepModel:
-    """decoding.StepModel over the bundle's decoder_init and decoder_step models."""
+# Backend models, one per role; both classes take and return named float32 numpy arrays,
+# which is what step_models' init_fn / step_fn expect.
+BackendModel = TFLiteModel | OnnxModel
 
-    def __init__(self, init_model: TFLiteModel, step_model: TFLiteModel):
-        self.init_model, self.step_model = init_model, step_model
-
-    def init(self, features: np.ndarray) -> tuple[np.ndarray, ...]:
-        out = self.init_model(features=features.astype(np.float32))
-        return (out["h"], out["c"])
-
-    def step(
-        self, tokens: np.ndarray, state: tuple[np.ndarray, ...]
-    ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
-        out = self.step_model(token=tokens.astype(np.int32), h=state[0], c=state[1])
-        return out["log_probs"], (out["h_next"], out["c_next"])
+# Which model format each explicit backend runs.
+BACKEND_FORMATS = {"litert": "tflite", "tflite-runtime": "tflite", "onnx": "onnx"}
+BACKENDS = ("auto", *BACKEND_FORMATS)
 
 
 class Captioner:
@@ -79,34 +80,45 @@ class Captioner:
         self,
         manifest: Manifest,
         vocab: Vocabulary,
-        models: dict[str, TFLiteModel],
+        models: dict[str, BackendModel],
         options: CaptionerOptions,
     ):
         self.manifest, self.vocab, self.models, self.options = manifest, vocab, models, options
-        self._step_model = _BundleStepModel(models["decoder_init"], models["decoder_step"])
+        # The same state bookkeeping as a Keras run's evaluation, over this bundle's backend
+        # models (TFLite or ONNX alike): greedy_decode and beam_search never see the format.
+        self._step_model = make_step_model(
+            manifest.decoder_kind,
+            models["decoder_init"],
+            models["decoder_step"],
+            manifest.prefix_length,
+        )
         self._closed = False
+
+    @property
+    def step_model(self) -> StepModel:
+        """The decoding.StepModel over the bundle's decoder files, for parity checks and for
+        tools that decode with their own settings."""
+        return self._step_model
 
     @classmethod
     def from_bundle(
         cls, path: str | os.PathLike, options: CaptionerOptions | None = None
     ) -> Captioner:
         options = options or CaptionerOptions()
-        manifest = load_manifest(path, verify_hashes=options.verify_hashes)
-        if manifest.model_format != "tflite":
-            raise BundleError(
-                f"{path}: {manifest.model_format} bundles are not supported by this runtime yet"
+        if options.backend not in BACKENDS:
+            raise BackendError(
+                f"unknown backend {options.backend!r}; choose one of {', '.join(BACKENDS)}"
             )
+        manifest = load_manifest(path, verify_hashes=options.verify_hashes)
+        _check_backend(path, manifest.model_format, options)
         vocab = Vocabulary.load(manifest.path(manifest.vocab_file))
         if len(vocab) != manifest.vocab_size:
             raise BundleError(
                 f"{manifest.path(manifest.vocab_file)}: vocabulary has {len(vocab)} words but the manifest says "
                 f"{manifest.vocab_size}; the bundle is inconsistent, re-export it"
             )
-        backend = {"tflite-runtime": "tflite_runtime"}.get(options.backend, options.backend)
         models = {
-            role: TFLiteModel(
-                manifest.path(entry.file), backend=backend, num_threads=options.num_threads
-            )
+            role: _load_model(manifest.path(entry.file), manifest.model_format, options)
             for role, entry in manifest.models.items()
         }
         for role, model in models.items():
@@ -192,6 +204,30 @@ class Captioner:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _check_backend(path: str | os.PathLike, model_format: str, options: CaptionerOptions) -> None:
+    """Refuse a backend that cannot run this bundle's format, saying what would."""
+    wanted = BACKEND_FORMATS.get(options.backend, model_format)
+    if wanted != model_format:
+        fits = " or ".join(repr(b) for b, f in BACKEND_FORMATS.items() if f == model_format)
+        raise BackendError(
+            f"{path}: backend {options.backend!r} runs {wanted} bundles, but this bundle's "
+            f"model_format is {model_format!r}; use backend 'auto' or {fits}, or re-export "
+            f"the run with caption-export --format {wanted}"
+        )
+    if options.providers and model_format != "onnx":
+        raise BackendError(
+            f"{path}: execution providers ({', '.join(options.providers)}) apply to onnxruntime "
+            f"only, and this is a {model_format} bundle; leave providers unset"
+        )
+
+
+def _load_model(path: Path, model_format: str, options: CaptionerOptions) -> BackendModel:
+    if model_format == "onnx":
+        return OnnxModel(path, providers=options.providers, num_threads=options.num_threads)
+    backend = {"tflite-runtime": "tflite_runtime"}.get(options.backend, options.backend)
+    return TFLiteModel(path, backend=backend, num_threads=options.num_threads)
 
 
 def bundle_bytes(path: str | os.PathLike) -> int:

@@ -33,8 +33,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--backend",
         default="auto",
-        choices=["auto", "litert", "tflite-runtime"],
-        help="auto: ai_edge_litert, else tflite_runtime (default auto)",
+        choices=["auto", "litert", "tflite-runtime", "onnx"],
+        help="auto follows the bundle's format: TFLite runs on ai_edge_litert, else "
+        "tflite_runtime; ONNX on onnxruntime (default auto)",
+    )
+    parser.add_argument(
+        "--providers",
+        default=None,
+        help="ONNX bundles: onnxruntime execution providers in order of preference, "
+        "comma-separated, e.g. CUDAExecutionProvider,CPUExecutionProvider (default: CPU)",
     )
     parser.add_argument(
         "--threads",
@@ -50,6 +57,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--beam must be at least 1")
     if args.every < 1:
         parser.error("--every must be at least 1")
+    providers = None
+    if args.providers is not None:
+        providers = [p.strip() for p in args.providers.split(",") if p.strip()]
+        if not providers:
+            parser.error("--providers needs at least one provider name")
     logging.basicConfig(level=logging.WARNING, format="edge_caption: %(message)s")
 
     from .captioner import Captioner, CaptionerOptions
@@ -59,7 +71,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with Captioner.from_bundle(
             args.model,
-            CaptionerOptions(backend=args.backend, num_threads=args.threads, beam_width=args.beam),
+            CaptionerOptions(
+                backend=args.backend,
+                providers=providers,
+                num_threads=args.threads,
+                beam_width=args.beam,
+            ),
         ) as captioner:
             # closing(): a camera is released even when Ctrl-C stops the loop mid-frame.
             with closing(iter_frames(args.source, every=args.every)) as frames:

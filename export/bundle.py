@@ -1,5 +1,9 @@
 """Write a bundle (manifest.json, vocab.json, three model files) and check its parity.
 
+One manifest schema serves both model formats (TFLite, ONNX); only the converter, the
+tensor description and the per-file extras differ. The parity check runs the finished
+files through the runtime's own Captioner, so it measures what ships, in either format.
+
 The bundle is built in a hidden staging folder beside the target and renamed into place
 only when every file is written and checked, so a failed or killed export never leaves a
 folder that looks like a complete bundle.
@@ -19,21 +23,37 @@ import numpy as np
 from edgecap.edge_runtime.atomic import sha256_file, write_bytes_atomic, write_json_atomic
 from edgecap.edge_runtime.captioner import Captioner, CaptionerOptions
 from edgecap.edge_runtime.decoding import greedy_decode
-from edgecap.edge_runtime.manifest import BUNDLE_FORMAT, FORMAT_VERSION, TENSORS
+from edgecap.edge_runtime.manifest import (
+    BUNDLE_FORMAT,
+    FORMAT_VERSION,
+    MODEL_FORMATS,
+    MODEL_ROLES,
+    load_manifest,
+    tensor_names,
+)
 from edgecap.edge_runtime.preprocess import load_image, preprocess
 from edgecap.edge_runtime.scenes import parse_caption
-from edgecap.train.decoders import KerasStepModel, LstmStepModule
+from edgecap.train.decoders import KerasStepModel, StepModule
 from edgecap.train.flickr8k import load_dataset
 from edgecap.train.synthetic import load_scenes
 
+from . import onnx as onnx_export
 from . import tflite
 from .run import TrainedRun, load_run
 
 log = logging.getLogger(__name__)
 CALIBRATION_IMAGES = 200  # representative training images for full-integer encoders
 
+# Precisions per model format; the first is the default of caption-export.
+PRECISIONS: dict[str, tuple[str, ...]] = {
+    "tflite": ("int8", "fp32"),
+    "onnx": onnx_export.PRECISIONS,
+}
+# The backend the parity check runs each format with: the one a device runs by default.
+PARITY_BACKEND = {"tflite": "litert", "onnx": "onnx"}
 
-def _tensor_specs(model_bytes: bytes, role: str) -> tuple[list[dict], list[dict]]:
+
+def _tensor_specs(model_bytes: bytes, names: dict[str, list[str]]) -> tuple[list[dict], list[dict]]:
     from ai_edge_litert.interpreter import Interpreter
 
     runner = Interpreter(model_content=model_bytes).get_signature_runner("serving_default")
@@ -54,22 +74,71 @@ def _tensor_specs(model_bytes: bytes, role: str) -> tuple[list[dict], list[dict]
         return out
 
     return (
-        describe(runner.get_input_details(), TENSORS[role]["inputs"]),
-        describe(runner.get_output_details(), TENSORS[role]["outputs"]),
+        describe(runner.get_input_details(), names["inputs"]),
+        describe(runner.get_output_details(), names["outputs"]),
     )
 
 
+def _file_precision(model_format: str, precision: str, role: str) -> str:
+    """What the manifest says of one file: the recipe's effect on it, not the recipe's name."""
+    if precision == "fp32":
+        return "fp32"
+    if model_format == "tflite" and role == "encoder":
+        return "int8"  # full-integer: int8 input, math and output
+    return "dynamic-int8"  # int8 weights, activations float (or quantized per call)
+
+
+def _convert_model(
+    model_format: str, role: str, run: TrainedRun, step_module, precision: str, calibration
+) -> tuple[bytes, list[str]]:
+    """One model file's bytes and its sorted op names, checked for the device's runtime."""
+    name = f"{role}{MODEL_FORMATS[model_format]}"
+    function = None
+    if role != "encoder":
+        function = step_module.init if role == "decoder_init" else step_module.step
+    if model_format == "tflite":
+        if function is None:
+            data = tflite.convert_encoder(
+                run.encoder, run.preprocessing.input_size, precision, calibration
+            )
+        else:
+            data = tflite.convert_decoder_function(function, precision)
+        return data, tflite.check_builtin_only(data, name)
+    if function is None:
+        data = onnx_export.convert_encoder(run.encoder, run.preprocessing.input_size, precision)
+    else:
+        data = onnx_export.convert_decoder_function(function, name, precision)
+    onnx_export.check_model(data, name)
+    return data, onnx_export.op_names(data)
+
+
 def export_bundle(
-    run_dir: str | Path, out_dir: str | Path, precision: str = "int8", parity_images: int = 100
+    run_dir: str | Path,
+    out_dir: str | Path,
+    precision: str | None = None,
+    parity_images: int = 100,
+    model_format: str = "tflite",
 ) -> dict:
-    """Export a run to a TFLite bundle at `out_dir` and return its manifest."""
-    if precision not in tflite.PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose one of {tflite.PRECISIONS}")
+    """Export a run to a bundle of `model_format` at `out_dir` and return its manifest.
+
+    `precision` defaults to the format's first entry in PRECISIONS (tflite: int8, onnx:
+    fp32). The folder appears only when every file is written and the parity is measured.
+    """
+    if model_format not in PRECISIONS:
+        raise ValueError(
+            f"unknown model format {model_format!r}; choose one of {sorted(PRECISIONS)}"
+        )
+    precision = precision or PRECISIONS[model_format][0]
+    if precision not in PRECISIONS[model_format]:
+        raise ValueError(
+            f"precision {precision!r} is not available for {model_format}; "
+            f"choose one of {PRECISIONS[model_format]}"
+        )
     run = load_run(run_dir)
     out_dir = Path(out_dir)
     dataset = load_dataset(run.data_dir)
     prep = run.preprocessing
-    step_module = LstmStepModule(run.decoder, run.decoder_config)
+    step_module = StepModule(run.decoder, run.decoder_config)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
@@ -77,32 +146,38 @@ def export_bundle(
         files: dict[str, bytes] = {}
         timings: dict[str, float] = {}
         calibration = None
-        if precision == "int8":
+        ops: dict[str, list[str]] = {}
+        suffix = MODEL_FORMATS[model_format]
+        names = tensor_names(run.decoder_config.kind)
+        if model_format == "tflite" and precision == "int8":
             ids = dataset.splits["train"][:CALIBRATION_IMAGES]
             calibration = [preprocess(load_image(dataset.image_path(i)), prep) for i in ids]
-        for role in ("encoder", "decoder_init", "decoder_step"):
+        for role in MODEL_ROLES:
             start = time.perf_counter()
-            if role == "encoder":
-                files[role] = tflite.convert_encoder(
-                    run.encoder, prep.input_size, precision, calibration
-                )
-            else:
-                function = step_module.init if role == "decoder_init" else step_module.step
-                files[role] = tflite.convert_decoder_function(function, precision)
-            ops = tflite.check_builtin_only(files[role], f"{role}.tflite")
+            files[role], ops[role] = _convert_model(
+                model_format, role, run, step_module, precision, calibration
+            )
             timings[role] = time.perf_counter() - start
             log.info(
                 "%-13s %8.1f KB in %5.1f s, ops: %s",
-                f"{role}.tflite",
+                f"{role}{suffix}",
                 len(files[role]) / 1024,
                 timings[role],
-                ", ".join(ops),
+                ", ".join(ops[role]),
             )
 
+        decoder = {
+            "kind": run.decoder_config.kind,
+            "units": run.decoder_config.units,
+            "embed_dim": run.decoder_config.embed_dim,
+        }
+        if run.decoder_config.kind == "blstm":
+            # decoder_step reads a fixed-width prefix; the runtime sizes its buffer from this.
+            decoder["prefix_length"] = run.decoder_config.prefix_length
         manifest = {
             "format": BUNDLE_FORMAT,
             "format_version": FORMAT_VERSION,
-            "model_format": "tflite",
+            "model_format": model_format,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "source_run": str(Path(run_dir).resolve()),
             "encoder": {
@@ -110,11 +185,7 @@ def export_bundle(
                 "feature_dim": run.decoder_config.feature_dim,
             },
             "preprocessing": prep.to_json(),
-            "decoder": {
-                "kind": run.decoder_config.kind,
-                "units": run.decoder_config.units,
-                "embed_dim": run.decoder_config.embed_dim,
-            },
+            "decoder": decoder,
             "max_caption_length": run.decoder_config.max_length,
             "vocab": {
                 "file": "vocab.json",
@@ -129,22 +200,23 @@ def export_bundle(
         run.vocab.save(staging / "vocab.json")
         manifest["vocab"]["sha256"] = sha256_file(staging / "vocab.json")
         for role, data in files.items():
-            name = f"{role}.tflite"
+            name = f"{role}{suffix}"
             write_bytes_atomic(staging / name, data)
-            inputs, outputs = _tensor_specs(data, role)
-            manifest["models"][role] = {
+            entry = {
                 "file": name,
                 "sha256": sha256_file(staging / name),
                 "bytes": len(data),
-                "precision": ("int8" if role == "encoder" else "dynamic-int8")
-                if precision == "int8"
-                else "fp32",
-                "ops": tflite.op_names(data),
-                "gpu_compatibility": tflite.gpu_compatibility(data),
-                "export_seconds": round(timings[role], 2),
-                "inputs": inputs,
-                "outputs": outputs,
+                "precision": _file_precision(model_format, precision, role),
+                "ops": ops[role],
             }
+            if model_format == "tflite":
+                inputs, outputs = _tensor_specs(data, names[role])
+                entry["gpu_compatibility"] = tflite.gpu_compatibility(data)
+            else:
+                inputs, outputs = onnx_export.tensor_specs(data, names[role])
+                entry["opset"] = onnx_export.OPSET
+            entry.update(export_seconds=round(timings[role], 2), inputs=inputs, outputs=outputs)
+            manifest["models"][role] = entry
         write_json_atomic(staging / "manifest.json", manifest)
 
         manifest["parity"] = check_parity(run, staging, dataset, parity_images)
@@ -166,39 +238,50 @@ def export_bundle(
 
 
 def check_parity(run: TrainedRun, bundle: Path, dataset, n_images: int) -> dict:
-    """Compare the bundle with the Keras run on test images: per-output max abs diff, then captions."""
+    """Compare the bundle with the Keras run on test images: per-output max abs diff, then captions.
+
+    Everything on the bundle side goes through the Captioner (its backend models and its
+    step model), with the backend a device would pick for the bundle's format, so the
+    figures describe the files that ship, whatever their format.
+    """
     ids = dataset.splits["test"][:n_images]
-    keras_steps = KerasStepModel(LstmStepModule(run.decoder, run.decoder_config))
-    diffs = {"features": 0.0, "h": 0.0, "c": 0.0, "log_probs": 0.0}
+    vocab, cfg = run.vocab, run.decoder_config
+    step_module = StepModule(run.decoder, run.decoder_config)
+    keras_steps = KerasStepModel(step_module)
+    init_outputs = tensor_names(cfg.kind)["decoder_init"]["outputs"]
+    diffs = dict.fromkeys(["features", *init_outputs, "log_probs"], 0.0)
     identical = same_scene = 0
     scenes = load_scenes(dataset.root)
-    vocab, cfg = run.vocab, run.decoder_config
-    with Captioner.from_bundle(bundle, CaptionerOptions(backend="litert")) as captioner:
+
+    def track(name: str, expected, actual) -> None:
+        diffs[name] = max(diffs[name], float(np.max(np.abs(np.asarray(expected) - actual))))
+
+    model_format = load_manifest(bundle, verify_hashes=False).model_format
+    options = CaptionerOptions(backend=PARITY_BACKEND[model_format])
+    with Captioner.from_bundle(bundle, options) as captioner:
         for image_id in ids:
             image = load_image(dataset.image_path(image_id))
             pixels = preprocess(image, run.preprocessing)[None]  # [1, S, S, 3]
             keras_features = np.asarray(run.encoder(pixels, training=False))
-            lite_features = captioner.models["encoder"](image=pixels)["features"]
-            diffs["features"] = max(
-                diffs["features"], float(np.max(np.abs(keras_features - lite_features)))
-            )
+            track("features", keras_features, captioner.models["encoder"](image=pixels)["features"])
             # Decoder parity on the same (Keras) features isolates the decoder's own error.
+            keras_init = step_module.init(keras_features)
+            bundle_init = captioner.models["decoder_init"](features=keras_features)
+            for name in init_outputs:
+                track(name, keras_init[name], bundle_init[name])
             keras_state = keras_steps.init(keras_features)
-            lite_state = captioner._step_model.init(keras_features)
-            diffs["h"] = max(diffs["h"], float(np.max(np.abs(keras_state[0] - lite_state[0]))))
-            diffs["c"] = max(diffs["c"], float(np.max(np.abs(keras_state[1] - lite_state[1]))))
             start = np.array([vocab.start_id], np.int32)
             keras_lp, _ = keras_steps.step(start, keras_state)
-            lite_lp, _ = captioner._step_model.step(start, keras_state)
-            diffs["log_probs"] = max(diffs["log_probs"], float(np.max(np.abs(keras_lp - lite_lp))))
+            bundle_lp, _ = captioner.step_model.step(start, keras_state)
+            track("log_probs", keras_lp, bundle_lp)
             keras_caption = greedy_decode(
                 keras_steps, keras_features, vocab.start_id, vocab.end_id, cfg.max_length
             )[0]
             keras_text = vocab.decode(keras_caption.tokens)
-            lite_text = captioner.caption(dataset.image_path(image_id)).text
-            identical += keras_text == lite_text
+            bundle_text = captioner.caption(dataset.image_path(image_id)).text
+            identical += keras_text == bundle_text
             # Paraphrases differ in words but not in meaning; on synthetic data, count meaning.
-            same_scene += parse_caption(keras_text) == parse_caption(lite_text)
+            same_scene += parse_caption(keras_text) == parse_caption(bundle_text)
     result = {
         "images": len(ids),
         "max_abs_diff": {k: round(v, 6) for k, v in diffs.items()},
@@ -206,9 +289,9 @@ def check_parity(run: TrainedRun, bundle: Path, dataset, n_images: int) -> dict:
     }
     if scenes:
         result["same_scene_rate"] = round(same_scene / max(len(ids), 1), 4)
-    print(f"parity vs Keras on {len(ids)} test images:")
+    print(f"parity of the {model_format} bundle vs Keras on {len(ids)} test images:")
     for name, value in result["max_abs_diff"].items():
-        print(f"  {name:<10} max abs diff {value:.6f}")
+        print(f"  {name:<16} max abs diff {value:.6f}")
     print(f"  identical captions: {identical}/{len(ids)} ({result['identical_caption_rate']:.1%})")
     if scenes:
         print(f"  same scene named:   {same_scene}/{len(ids)} ({result['same_scene_rate']:.1%})")

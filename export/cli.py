@@ -1,4 +1,4 @@
-"""`caption-export`: a trained run -> a TFLite bundle for the device."""
+"""`caption-export`: a trained run -> a TFLite or ONNX bundle for the device."""
 
 from __future__ import annotations
 
@@ -10,6 +10,10 @@ import time
 
 from edgecap.edge_runtime.errors import EdgeCaptionError
 
+# Precisions per --format, default first. Kept here (not imported from .bundle) so that
+# --help answers without importing TensorFlow; tests/test_onnx.py checks they agree.
+QUANTIZE: dict[str, tuple[str, ...]] = {"tflite": ("int8", "fp32"), "onnx": ("fp32", "dynamic")}
+
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -18,13 +22,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("run", help="run directory written by caption-train")
     parser.add_argument(
-        "--format", default="tflite", choices=["tflite"], help="model format (default tflite)"
+        "--format",
+        default="tflite",
+        choices=["tflite", "onnx"],
+        help="model format: tflite (LiteRT) or onnx (onnxruntime) (default tflite)",
     )
     parser.add_argument(
         "--quantize",
-        default="int8",
-        choices=["fp32", "int8"],
-        help="fp32, or int8: full-integer encoder + dynamic-range decoder (default int8)",
+        default=None,
+        choices=sorted({p for precisions in QUANTIZE.values() for p in precisions}),
+        help="tflite: int8 (full-integer encoder + dynamic-range decoders, the default) or "
+        "fp32; onnx: fp32 (the default) or dynamic (int8 weights, activations quantized "
+        "per call, onnxruntime.quantization)",
     )
     parser.add_argument(
         "--out", required=True, help="bundle folder to write (replaced atomically if it exists)"
@@ -36,14 +45,29 @@ def main(argv: list[str] | None = None) -> int:
         help="test images for the parity check (default 100)",
     )
     args = parser.parse_args(argv)
+    quantize = args.quantize or QUANTIZE[args.format][0]
+    if quantize not in QUANTIZE[args.format]:
+        parser.error(
+            f"--quantize {quantize} is not available for --format {args.format}; "
+            f"choose one of {', '.join(QUANTIZE[args.format])}"
+        )
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     from .bundle import export_bundle, summarize
+    from .onnx import OnnxExportError
     from .tflite import UnsupportedOpsError
 
     start = time.perf_counter()
     try:
-        manifest = export_bundle(args.run, args.out, args.quantize, args.parity_images)
-    except (EdgeCaptionError, UnsupportedOpsError, FileNotFoundError, ValueError) as exc:
+        manifest = export_bundle(
+            args.run, args.out, quantize, args.parity_images, model_format=args.format
+        )
+    except (
+        EdgeCaptionError,
+        UnsupportedOpsError,
+        OnnxExportError,
+        FileNotFoundError,
+        ValueError,
+    ) as exc:
         print(f"caption-export: error: {exc}", file=sys.stderr)
         return 2
     print(summarize(manifest))
