@@ -9,7 +9,7 @@ DEMO_IMAGES ?= 4000
 ENCODER_IMAGES ?= 16000
 ENCODER_FILE := train/assets/mobilenet_synth.keras
 
-.PHONY: install demo test test-all lint encoder clean
+.PHONY: install demo test test-all lint encoder synth-results flickr8k clean
 
 install: $(STAMP)
 
@@ -35,6 +35,35 @@ demo: $(STAMP)
 encoder: $(STAMP)
 	$(BIN)/caption-data synth artifacts/encoder-data --images $(ENCODER_IMAGES) --seed 12345
 	$(BIN)/caption-train pretrain-encoder --data artifacts/encoder-data --out $(ENCODER_FILE)
+
+# The README's synthetic results table: every decoder on the demo data, greedy and beam 3.
+# Run `make demo` first (it makes the data and the feature cache). About 35 minutes on 2 cores.
+SYNTH_RESULTS := artifacts/synth-results
+synth-results: $(STAMP)
+	for decoder in lstm merge blstm; do \
+		epochs=30; batch=128; if [ $$decoder = blstm ]; then epochs=12; batch=512; fi; \
+		$(BIN)/caption-train --data $(DEMO)/data --decoder $$decoder --epochs $$epochs --batch-size $$batch \
+			--out $(SYNTH_RESULTS)/run-$$decoder --feature-cache $(DEMO)/features || exit 1; \
+		for beam in 1 3; do \
+			$(BIN)/caption-train evaluate $(SYNTH_RESULTS)/run-$$decoder --data $(DEMO)/data --beam $$beam \
+				--feature-cache $(DEMO)/features --out $(SYNTH_RESULTS)/eval-$$decoder-beam$$beam || exit 1; \
+		done; \
+	done
+	$(BIN)/python -m edgecap.benchmarks.results $(SYNTH_RESULTS)/eval-*/metrics.json --out $(SYNTH_RESULTS)/table.md
+
+# The seed's four configurations on the real Flickr8k (needs internet for ImageNet weights
+# and the images in $(FLICKR8K)/Flicker8k_Dataset). See README "Reproducing the seed".
+FLICKR8K ?= data/flickr8k
+F8K_OUT := artifacts/flickr8k
+flickr8k: $(STAMP)
+	for preset in seed-inception-lstm seed-inception-blstm seed-mobilenet-lstm seed-mobilenet-blstm; do \
+		$(BIN)/caption-train --data $(FLICKR8K) --preset $$preset --out $(F8K_OUT)/$$preset || exit 1; \
+		$(BIN)/caption-export $(F8K_OUT)/$$preset --format tflite --quantize int8 --out $(F8K_OUT)/$$preset-int8 || exit 1; \
+		for target in $$preset $$preset-int8; do \
+			$(BIN)/caption-train evaluate $(F8K_OUT)/$$target --data $(FLICKR8K) --out $(F8K_OUT)/eval-$$target || exit 1; \
+		done; \
+	done
+	$(BIN)/python -m edgecap.benchmarks.results $(F8K_OUT)/eval-*/metrics.json --out $(F8K_OUT)/table.md
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

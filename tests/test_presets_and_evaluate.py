@@ -84,3 +84,17 @@ def test_bundle_and_beam_evaluations(run_eval):
     # The int8 bundle names about as many scenes as the Keras run it came from.
     assert run_eval["bundle"]["scene_accuracy"] >= run_eval["greedy"]["scene_accuracy"] - 0.1
     assert run_eval["beam"]["beam"] == 3 and run_eval["beam"]["images"] == 200
+
+
+def test_results_table_from_evaluations(run_eval, tmp_path):
+    from edgecap.benchmarks.results import main
+
+    files = [Path(run_eval[k]["out"]) / "metrics.json" for k in ("greedy", "beam", "bundle")]
+    out = tmp_path / "table.md"
+    assert main([str(f) for f in files] + ["--out", str(out)]) == 0
+    lines = out.read_text().splitlines()
+    assert lines[0].startswith("| encoder | decoder | model | beam | BLEU-1 |")
+    assert len(lines) == 2 + 3
+    assert "| mobilenet_synth | lstm | Keras run | 3 |" in lines[3]
+    assert "| mobilenet_synth | lstm | tflite | 1 |" in lines[4]
+    assert lines[2].endswith(" min |")  # training time comes from the run

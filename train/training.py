@@ -112,11 +112,16 @@ def _checkpoint_callback(run: Path):
     class AtomicCheckpoint(keras.callbacks.Callback):
         """Rewrites last.keras and state.json after every epoch, each atomically."""
 
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch_start = time.perf_counter()
+
         def on_epoch_end(self, epoch, logs=None):
             _save_keras_atomic(self.model, run / "checkpoints" / "last.keras")
             state_file = run / "checkpoints" / "state.json"
             history = json.loads(state_file.read_text())["history"] if state_file.exists() else []
-            history.append({"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}})
+            seconds = round(time.perf_counter() - self.epoch_start, 2)
+            logs = {k: float(v) for k, v in (logs or {}).items()}
+            history.append({"epoch": epoch + 1, "seconds": seconds, **logs})
             write_json_atomic(state_file, {"epochs_done": epoch + 1, "history": history})
 
     return AtomicCheckpoint()
@@ -238,6 +243,9 @@ def train(config: TrainConfig, run_dir: str | Path, progress: bool = True) -> di
 
     metrics = evaluate_keras(run, dataset, features["test"], model, decoder_config, vocab)
     metrics["train_seconds_this_session"] = round(train_seconds, 1)
+    # Over every session of this run, resumed ones included.
+    history = json.loads(state_file.read_text())["history"] if state_file.exists() else []
+    metrics["train_seconds"] = round(sum(h.get("seconds", 0.0) for h in history), 1)
     write_json_atomic(run / "metrics.json", metrics)
     return metrics
 

@@ -1,0 +1,99 @@
+"""One Markdown table from evaluation outputs (`caption-train evaluate ... --out DIR`).
+
+    python -m edgecap.benchmarks.results artifacts/synth-results/*/metrics.json
+
+Each row names the run's encoder, decoder and training time, the beam width, and the
+scores; cells a metric file lacks are left empty rather than guessed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+COLUMNS = (
+    ("BLEU-1", "bleu1"),
+    ("BLEU-2", "bleu2"),
+    ("BLEU-3", "bleu3"),
+    ("BLEU-4", "bleu4"),
+    ("ROUGE-L", "rouge_l"),
+    ("CIDEr-D", "cider_d"),
+    ("METEOR", "meteor"),
+    ("scene acc.", "scene_accuracy"),
+)
+
+
+def _run_of(target: Path) -> Path:
+    """The run directory behind an evaluated run or bundle."""
+    manifest = target / "manifest.json"
+    if manifest.is_file():
+        return Path(json.loads(manifest.read_text())["source_run"])
+    return target
+
+
+def row(metrics_file: Path) -> dict:
+    metrics = json.loads(metrics_file.read_text())
+    target = Path(metrics["target"])
+    run = _run_of(target)
+    config = (
+        json.loads((run / "config.json").read_text()) if (run / "config.json").is_file() else {}
+    )
+    run_metrics = (
+        json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").is_file() else {}
+    )
+    model = (
+        "Keras run"
+        if metrics["kind"] == "run"
+        else json.loads((target / "manifest.json").read_text())["model_format"]
+    )
+    return {
+        "encoder": config.get("encoder", {}).get("name", "?"),
+        "decoder": config.get("decoder", {}).get("kind", "?"),
+        "model": model,
+        "beam": metrics["beam"],
+        "train_seconds": run_metrics.get(
+            "train_seconds", run_metrics.get("train_seconds_this_session")
+        ),
+        **metrics,
+    }
+
+
+def markdown(rows: list[dict]) -> str:
+    present = [(title, key) for title, key in COLUMNS if any(key in r for r in rows)]
+    header = ["encoder", "decoder", "model", "beam", *(t for t, _ in present), "train time"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * 4 + "---:|" * (len(present) + 1)]
+    for r in rows:
+        cells = [r["encoder"], r["decoder"], r["model"], str(r["beam"])]
+        cells += [f"{r[k]:.3f}" if k in r else "" for _, k in present]
+        seconds = r.get("train_seconds")
+        cells.append(f"{seconds / 60:.1f} min" if seconds is not None else "")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m edgecap.benchmarks.results", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "metrics", nargs="+", type=Path, help="metrics.json files written by caption-train evaluate"
+    )
+    parser.add_argument("--out", type=Path, help="also write the table to this Markdown file")
+    args = parser.parse_args(argv)
+    missing = [p for p in args.metrics if not p.is_file()]
+    if missing:
+        print(f"results: {missing[0]}: not found", file=sys.stderr)
+        return 2
+    table = markdown([row(p) for p in args.metrics])
+    print(table)
+    if args.out:
+        from edgecap.edge_runtime.atomic import write_text_atomic
+
+        write_text_atomic(args.out, table + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
