@@ -37,18 +37,30 @@ from edgecap.train.decoders import KerasStepModel, StepModule
 from edgecap.train.flickr8k import load_dataset
 from edgecap.train.synthetic import load_scenes
 
+from . import formats, tflite
 from . import onnx as onnx_export
-from . import tflite
 from .run import TrainedRun, load_run
 
 log = logging.getLogger(__name__)
+
+
+class ParityError(RuntimeError):
+    """An all-float bundle does not decode like the Keras run it came from."""
+
+    def __init__(self, message: str, parity: dict):
+        super().__init__(message)
+        self.parity = parity
+
+
 CALIBRATION_IMAGES = 200  # representative training images for full-integer encoders
 
-# Precisions per model format; the first is the default of caption-export.
-PRECISIONS: dict[str, tuple[str, ...]] = {
-    "tflite": ("int8", "fp32"),
-    "onnx": onnx_export.PRECISIONS,
-}
+# Precisions per model format, default first: read from the one registry, export/formats.py.
+PRECISIONS: dict[str, tuple[str, ...]] = formats.PRECISIONS
+# Parity an all-float bundle must reach, or the export fails and leaves no bundle behind.
+FP32_MIN_IDENTICAL_RATE = 0.99
+FP32_MAX_LOG_PROBS_DIFF = 1e-3
+# A quantized bundle whose same-scene rate falls more than this below 1.0 gets a WARNING.
+QUANTIZED_SAME_SCENE_DROP = 0.02
 # The backend the parity check runs each format with: the one a device runs by default.
 PARITY_BACKEND = {"tflite": "litert", "onnx": "onnx"}
 
@@ -79,19 +91,13 @@ def _tensor_specs(model_bytes: bytes, names: dict[str, list[str]]) -> tuple[list
     )
 
 
-def _file_precision(model_format: str, precision: str, role: str) -> str:
-    """What the manifest says of one file: the recipe's effect on it, not the recipe's name."""
-    if precision == "fp32":
-        return "fp32"
-    if model_format == "tflite" and role == "encoder":
-        return "int8"  # full-integer: int8 input, math and output
-    return "dynamic-int8"  # int8 weights, activations float (or quantized per call)
-
-
 def _convert_model(
     model_format: str, role: str, run: TrainedRun, step_module, precision: str, calibration
 ) -> tuple[bytes, list[str]]:
-    """One model file's bytes and its sorted op names, checked for the device's runtime."""
+    """One model file's bytes and its sorted op names, checked for the device's runtime.
+
+    `precision` is the file's own label from the registry (fp32, fp16, dynamic-int8, int8).
+    """
     name = f"{role}{MODEL_FORMATS[model_format]}"
     function = None
     if role != "encoder":
@@ -121,19 +127,14 @@ def export_bundle(
 ) -> dict:
     """Export a run to a bundle of `model_format` at `out_dir` and return its manifest.
 
-    `precision` defaults to the format's first entry in PRECISIONS (tflite: int8, onnx:
-    fp32). The folder appears only when every file is written and the parity is measured.
+    The pair must be in export/formats.py's RECIPES; `precision` defaults to the format's
+    first (tflite: int8, onnx: fp32). The folder appears only when every file is written
+    and the parity is measured and acceptable: an all-float bundle that does not decode
+    like Keras raises ParityError and leaves no folder; a quantized one that names other
+    scenes than Keras logs a WARNING.
     """
-    if model_format not in PRECISIONS:
-        raise ValueError(
-            f"unknown model format {model_format!r}; choose one of {sorted(PRECISIONS)}"
-        )
-    precision = precision or PRECISIONS[model_format][0]
-    if precision not in PRECISIONS[model_format]:
-        raise ValueError(
-            f"precision {precision!r} is not available for {model_format}; "
-            f"choose one of {PRECISIONS[model_format]}"
-        )
+    recipe = formats.get(model_format, precision)
+    precision = recipe.precision
     run = load_run(run_dir)
     out_dir = Path(out_dir)
     dataset = load_dataset(run.data_dir)
@@ -149,13 +150,13 @@ def export_bundle(
         ops: dict[str, list[str]] = {}
         suffix = MODEL_FORMATS[model_format]
         names = tensor_names(run.decoder_config.kind)
-        if model_format == "tflite" and precision == "int8":
+        if model_format == "tflite" and "int8" in map(recipe.file_precision, MODEL_ROLES):
             ids = dataset.splits["train"][:CALIBRATION_IMAGES]
             calibration = [preprocess(load_image(dataset.image_path(i)), prep) for i in ids]
         for role in MODEL_ROLES:
             start = time.perf_counter()
             files[role], ops[role] = _convert_model(
-                model_format, role, run, step_module, precision, calibration
+                model_format, role, run, step_module, recipe.file_precision(role), calibration
             )
             timings[role] = time.perf_counter() - start
             log.info(
@@ -206,7 +207,7 @@ def export_bundle(
                 "file": name,
                 "sha256": sha256_file(staging / name),
                 "bytes": len(data),
-                "precision": _file_precision(model_format, precision, role),
+                "precision": recipe.file_precision(role),
                 "ops": ops[role],
             }
             if model_format == "tflite":
@@ -220,6 +221,7 @@ def export_bundle(
         write_json_atomic(staging / "manifest.json", manifest)
 
         manifest["parity"] = check_parity(run, staging, dataset, parity_images)
+        judge_parity(recipe, manifest["parity"])
         write_json_atomic(staging / "manifest.json", manifest)
 
         if out_dir.exists():
@@ -296,6 +298,36 @@ def check_parity(run: TrainedRun, bundle: Path, dataset, n_images: int) -> dict:
     if scenes:
         print(f"  same scene named:   {same_scene}/{len(ids)} ({result['same_scene_rate']:.1%})")
     return result
+
+
+def judge_parity(recipe: formats.Recipe, parity: dict) -> None:
+    """Raise ParityError for an all-float bundle off Keras; WARN for a quantized one off scene."""
+    identical = parity["identical_caption_rate"]
+    log_probs = parity["max_abs_diff"]["log_probs"]
+    if recipe.float_only:
+        problems = []
+        if identical < FP32_MIN_IDENTICAL_RATE:
+            problems.append(f"identical-caption rate {identical:.3f} < {FP32_MIN_IDENTICAL_RATE}")
+        if log_probs > FP32_MAX_LOG_PROBS_DIFF:
+            problems.append(
+                f"log_probs max abs diff {log_probs:.2e} > {FP32_MAX_LOG_PROBS_DIFF:.0e}"
+            )
+        if problems:
+            raise ParityError(
+                f"{recipe.name} bundle misses its parity tolerance: {'; '.join(problems)}",
+                parity,
+            )
+        return
+    same_scene = parity.get("same_scene_rate")
+    if same_scene is not None and same_scene < 1.0 - QUANTIZED_SAME_SCENE_DROP:
+        log.warning(
+            "!!! %s bundle names the same scene as Keras on only %.1f%% of %d test images "
+            "(%.1f points below 100%%); check its captions before shipping it",
+            recipe.name,
+            100 * same_scene,
+            parity["images"],
+            100 * (1.0 - same_scene),
+        )
 
 
 def summarize(manifest: dict) -> str:

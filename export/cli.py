@@ -1,4 +1,10 @@
-"""`caption-export`: a trained run -> a TFLite or ONNX bundle for the device."""
+"""`caption-export`: a trained run -> TFLite and/or ONNX bundles for the device.
+
+One pair (`--format F --quantize P`): `--out` is the bundle folder. Several (`all` or a
+comma list on either side): `--out` is a parent folder, each bundle goes to
+`OUT/<format>-<precision>`, a failed pair does not stop the others, and the exit status
+is non-zero if any failed. Either way a summary table ends the output.
+"""
 
 from __future__ import annotations
 
@@ -7,36 +13,56 @@ import logging
 import os
 import sys
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 from edgecap.edge_runtime.errors import EdgeCaptionError
 
-# Precisions per --format, default first. Kept here (not imported from .bundle) so that
-# --help answers without importing TensorFlow; tests/test_onnx.py checks they agree.
-QUANTIZE: dict[str, tuple[str, ...]] = {"tflite": ("int8", "fp32"), "onnx": ("fp32", "dynamic")}
+from . import formats
+
+# Precisions per --format, default first, from the registry (which imports no TensorFlow,
+# so --help stays fast); tests/test_onnx.py checks it agrees with export.bundle's.
+QUANTIZE: dict[str, tuple[str, ...]] = formats.PRECISIONS
+
+log = logging.getLogger("edgecap.export.cli")
 
 
-def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+@dataclass
+class Outcome:
+    recipe: formats.Recipe
+    out: Path
+    error: str | None = None
+    manifest: dict | None = None
+    parity: dict | None = None
+    seconds: float = 0.0
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="caption-export", description="Export a trained run to a bundle."
+        prog="caption-export",
+        description="Export a trained run to one bundle, or to several (one per format and "
+        "precision pair).",
+        epilog="pairs:\n" + "\n".join(f"  {r.name:<16}{r.description}" for r in formats.RECIPES),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("run", help="run directory written by caption-train")
     parser.add_argument(
         "--format",
         default="tflite",
-        choices=["tflite", "onnx"],
-        help="model format: tflite (LiteRT) or onnx (onnxruntime) (default tflite)",
+        help=f"model format: {', '.join(formats.FORMATS)}, a comma list, or all (default tflite)",
     )
     parser.add_argument(
         "--quantize",
         default=None,
-        choices=sorted({p for precisions in QUANTIZE.values() for p in precisions}),
-        help="tflite: int8 (full-integer encoder + dynamic-range decoders, the default) or "
-        "fp32; onnx: fp32 (the default) or dynamic (int8 weights, activations quantized "
-        "per call, onnxruntime.quantization)",
+        help="precision: "
+        + "; ".join(f"{f}: {', '.join(p)}" for f, p in formats.PRECISIONS.items())
+        + " (the first is the default); a comma list, or all",
     )
     parser.add_argument(
-        "--out", required=True, help="bundle folder to write (replaced atomically if it exists)"
+        "--out",
+        required=True,
+        help="one pair: the bundle folder (replaced atomically if it exists); several: the "
+        "parent folder of OUT/<format>-<precision>",
     )
     parser.add_argument(
         "--parity-images",
@@ -44,23 +70,21 @@ def main(argv: list[str] | None = None) -> int:
         default=100,
         help="test images for the parity check (default 100)",
     )
-    args = parser.parse_args(argv)
-    quantize = args.quantize or QUANTIZE[args.format][0]
-    if quantize not in QUANTIZE[args.format]:
-        parser.error(
-            f"--quantize {quantize} is not available for --format {args.format}; "
-            f"choose one of {', '.join(QUANTIZE[args.format])}"
-        )
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    from .bundle import export_bundle, summarize
+    return parser
+
+
+def _export_one(run: str, recipe: formats.Recipe, out: Path, parity_images: int) -> Outcome:
+    from .bundle import ParityError, export_bundle
     from .onnx import OnnxExportError
     from .tflite import UnsupportedOpsError
 
+    outcome = Outcome(recipe, out)
     start = time.perf_counter()
     try:
-        manifest = export_bundle(
-            args.run, args.out, quantize, args.parity_images, model_format=args.format
-        )
+        manifest = export_bundle(run, out, recipe.precision, parity_images, recipe.format)
+        outcome.manifest, outcome.parity = manifest, manifest["parity"]
+    except ParityError as exc:
+        outcome.error, outcome.parity = str(exc), exc.parity
     except (
         EdgeCaptionError,
         UnsupportedOpsError,
@@ -68,11 +92,70 @@ def main(argv: list[str] | None = None) -> int:
         FileNotFoundError,
         ValueError,
     ) as exc:
-        print(f"caption-export: error: {exc}", file=sys.stderr)
-        return 2
-    print(summarize(manifest))
-    print(f"wrote {args.out} in {time.perf_counter() - start:.1f} s")
-    return 0
+        outcome.error = str(exc)
+    except Exception as exc:  # one pair's converter bug must not stop the other pairs
+        log.exception("%s: export failed", recipe.name)
+        outcome.error = f"{type(exc).__name__}: {exc}"
+    outcome.seconds = time.perf_counter() - start
+    return outcome
+
+
+def summary_table(outcomes: list[Outcome]) -> str:
+    """One line per pair: format, precision, status, size, parity, export seconds."""
+    header = (
+        f"{'format':<8}{'precision':<11}{'status':<10}{'KB':>9}{'identical':>11}"
+        f"{'same scene':>12}{'max|dlogp|':>12}{'seconds':>9}"
+    )
+    rows = [header]
+    for o in outcomes:
+        kb = "-"
+        if o.manifest is not None:
+            kb = f"{sum(m['bytes'] for m in o.manifest['models'].values()) / 1024:.1f}"
+        identical = scene = logp = "-"
+        if o.parity:
+            identical = f"{o.parity['identical_caption_rate']:.3f}"
+            if "same_scene_rate" in o.parity:
+                scene = f"{o.parity['same_scene_rate']:.3f}"
+            logp = f"{o.parity['max_abs_diff']['log_probs']:.2e}"
+        status = "ok" if o.error is None else "failed"
+        rows.append(
+            f"{o.recipe.format:<8}{o.recipe.precision:<11}{status:<10}{kb:>9}{identical:>11}"
+            f"{scene:>12}{logp:>12}{o.seconds:>9.1f}"
+        )
+        if o.error is not None:
+            rows.append(f"    failed: {o.error}")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        recipes = formats.select(args.format, args.quantize)
+    except ValueError as exc:
+        parser.error(str(exc))
+    several = len(recipes) > 1 or "all" in (args.format, args.quantize) or "," in args.format
+    several = several or "," in (args.quantize or "")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    out = Path(args.out)
+
+    outcomes = []
+    for recipe in recipes:
+        target = out / recipe.name if several else out
+        log.info("exporting %s (%s) to %s", recipe.name, recipe.description, target)
+        outcome = _export_one(args.run, recipe, target, args.parity_images)
+        if outcome.error is None:
+            from .bundle import summarize
+
+            print(summarize(outcome.manifest))
+            print(f"wrote {target} in {outcome.seconds:.1f} s")
+        else:
+            which = f"{recipe.name}: " if several else ""
+            print(f"caption-export: error: {which}{outcome.error}", file=sys.stderr)
+        outcomes.append(outcome)
+    print(summary_table(outcomes))
+    return 2 if any(o.error is not None for o in outcomes) else 0
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-PRECISIONS = ("fp32", "dynamic")
+PRECISIONS = ("fp32", "dynamic")  # "dynamic-int8", the manifest's label, is "dynamic"
 OPSET = 17  # ONNX Runtime >= 1.14 runs it; tf2onnx 1.17 supports up to 18
 BATCH_DIM = "batch"  # the symbolic name of a dynamic first dimension
 
@@ -105,16 +105,19 @@ def _tidy(proto, input_order: list[str], output_order: list[str]) -> None:
         )
 
 
-def _check_precision(precision: str) -> None:
+def _check_precision(precision: str) -> str:
+    """The recipe name of a precision; the manifest's per-file label is accepted too."""
+    precision = {"dynamic-int8": "dynamic"}.get(precision, precision)
     if precision not in PRECISIONS:
         raise ValueError(f"unknown ONNX precision {precision!r}; choose one of {PRECISIONS}")
+    return precision
 
 
 def convert_encoder(encoder, input_size: int, precision: str = "fp32") -> bytes:
     """Encoder image [1, S, S, 3] -> features [1, F] (the same fixed batch as TFLite)."""
     import tensorflow as tf
 
-    _check_precision(precision)
+    precision = _check_precision(precision)
 
     @tf.function(
         input_signature=[tf.TensorSpec([1, input_size, input_size, 3], tf.float32, name="image")]
@@ -128,7 +131,7 @@ def convert_encoder(encoder, input_size: int, precision: str = "fp32") -> bytes:
 
 def convert_decoder_function(function, what: str, precision: str = "fp32") -> bytes:
     """decoder_init / decoder_step: the step module's tf.function, dynamic batch."""
-    _check_precision(precision)
+    precision = _check_precision(precision)
     model = _convert(function, what)
     return quantize_dynamic(model) if precision == "dynamic" else model
 

@@ -15,7 +15,9 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-PRECISIONS = ("fp32", "int8")
+# Per-file precision labels (export/formats.py) the converters understand. Decoders take
+# "int8" as "dynamic-int8": a full-integer decoder would quantize the recurrent state.
+PRECISIONS = ("fp32", "fp16", "dynamic-int8", "int8")
 
 
 class UnsupportedOpsError(RuntimeError):
@@ -34,6 +36,33 @@ def _convert(function, signature_function, quantize: Callable | None) -> bytes:
         if quantize is not None:
             quantize(converter)
         return converter.convert()
+
+
+def _weights_only(precision: str) -> Callable | None:
+    """The converter settings of the weight-only recipes (fp16, dynamic-range int8)."""
+    import tensorflow as tf
+
+    if precision == "fp16":
+
+        def quantize(converter):
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.target_spec.supported_types = [tf.float16]
+
+        return quantize
+    if precision in ("dynamic-int8", "int8"):
+
+        def quantize(converter):
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+
+        return quantize
+    return None
+
+
+def _check_precision(precision: str, what: str) -> None:
+    if precision not in PRECISIONS:
+        raise ValueError(
+            f"unknown TFLite {what} precision {precision!r}; choose one of {PRECISIONS}"
+        )
 
 
 def op_names(model: bytes) -> list[str]:
@@ -75,11 +104,13 @@ def gpu_compatibility(model: bytes) -> str:
 def convert_encoder(
     encoder, input_size: int, precision: str, calibration: Iterable[np.ndarray] | None = None
 ) -> bytes:
-    """Encoder image [1, S, S, 3] -> features [1, F]. int8: full-integer, int8 input and output."""
+    """Encoder image [1, S, S, 3] -> features [1, F]. int8: full-integer, int8 input and output;
+    fp16 / dynamic-int8: float16 / int8 weights, float input and output."""
     import keras
     import tensorflow as tf
 
-    quantize = None
+    _check_precision(precision, "encoder")
+    quantize = _weights_only(precision)
     if precision == "int8":
         if calibration is None:
             raise ValueError("full-integer encoder quantization needs calibration images")
@@ -114,15 +145,8 @@ def convert_encoder(
 def convert_decoder_function(function, precision: str) -> bytes:
     """decoder_init / decoder_step. int8 here is dynamic-range: int8 weights, float math,
     which keeps the recurrent state (and so the caption) close to the float model."""
-    import tensorflow as tf
-
-    quantize = None
-    if precision == "int8":
-
-        def quantize(converter):
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-
-    return _convert(function, function.get_concrete_function(), quantize)
+    _check_precision(precision, "decoder")
+    return _convert(function, function.get_concrete_function(), _weights_only(precision))
 
 
 def silence_tf_logs() -> None:

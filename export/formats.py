@@ -1,0 +1,145 @@
+"""The one table of export recipes: every (model format, precision) pair caption-export knows.
+
+The CLI's choices, export_bundle's validation, the per-file precision labels written into
+the manifest and the docs table (`markdown_table`) all read `RECIPES`, so adding a pair is
+one line here (plus, for a new per-file label, its branch in the format's converter).
+
+Per-file labels, which the converters (export/tflite.py, export/onnx.py) take as their
+`precision` argument:
+
+- `fp32`: float32 weights and math;
+- `fp16`: float16 weights, dequantized to float32 at load; math in float32;
+- `dynamic-int8`: int8 weights, activations float (TFLite) or quantized per call (ONNX);
+- `int8`: full-integer (int8 input, math and output), calibrated on training images.
+
+This module imports nothing heavy, so `caption-export --help` stays fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ROLES = ("encoder", "decoder_init", "decoder_step")  # = edge_runtime.manifest.MODEL_ROLES
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One (format, precision) pair: what it means and what each file of the bundle becomes."""
+
+    format: str
+    precision: str
+    description: str
+    encoder: str
+    decoder_init: str
+    decoder_step: str
+
+    @property
+    def name(self) -> str:
+        """The pair's folder name under a parent `--out`: `tflite-fp16`."""
+        return f"{self.format}-{self.precision}"
+
+    def file_precision(self, role: str) -> str:
+        """The precision label the manifest gives the file of `role`."""
+        if role not in ROLES:
+            raise ValueError(f"unknown model role {role!r}; choose one of {ROLES}")
+        return getattr(self, role)
+
+    @property
+    def float_only(self) -> bool:
+        """Every file is float32: the bundle must decode like Keras (strict parity)."""
+        return all(self.file_precision(role) == "fp32" for role in ROLES)
+
+
+_DYN = "dynamic-int8"
+
+# Per format, the first pair listed is the default of `caption-export --format F`.
+# fmt: off
+RECIPES: tuple[Recipe, ...] = (
+    Recipe("tflite", "int8", "full-integer encoder (calibrated on training images) + dynamic-range int8 decoders", "int8", _DYN, _DYN),
+    Recipe("tflite", "fp32", "all float32", "fp32", "fp32", "fp32"),
+    Recipe("tflite", "fp16", "float16 weights in all three files, float32 math", "fp16", "fp16", "fp16"),
+    Recipe("tflite", "dynamic", "dynamic-range int8 weights in all three files, float math", _DYN, _DYN, _DYN),
+    Recipe("onnx", "fp32", "all float32", "fp32", "fp32", "fp32"),
+    Recipe("onnx", "dynamic", "int8 weights, activations quantized per call (onnxruntime.quantization)", _DYN, _DYN, _DYN),
+)
+# fmt: on
+
+FORMATS: tuple[str, ...] = tuple(dict.fromkeys(r.format for r in RECIPES))
+# Precisions per format, default first (the shape export.bundle and export.cli expose).
+PRECISIONS: dict[str, tuple[str, ...]] = {
+    f: tuple(r.precision for r in RECIPES if r.format == f) for f in FORMATS
+}
+ALL_PRECISIONS: tuple[str, ...] = tuple(dict.fromkeys(r.precision for r in RECIPES))
+
+
+def get(model_format: str, precision: str | None = None) -> Recipe:
+    """The recipe of a pair (precision None: the format's default); ValueError if none."""
+    if model_format not in PRECISIONS:
+        raise ValueError(f"unknown model format {model_format!r}; choose one of {list(FORMATS)}")
+    precision = precision or PRECISIONS[model_format][0]
+    for recipe in RECIPES:
+        if (recipe.format, recipe.precision) == (model_format, precision):
+            return recipe
+    raise ValueError(
+        f"precision {precision!r} is not available for {model_format}; "
+        f"choose one of {PRECISIONS[model_format]}"
+    )
+
+
+def select(formats: str, quantize: str | None) -> list[Recipe]:
+    """The pairs that `--format F --quantize Q` asks for, in registry order.
+
+    `formats`: a format, `all`, or a comma list; `quantize`: a precision, `all`, a comma
+    list, or None (each format's default). A pair that does not exist is skipped when
+    `all` was asked on either side, and is a ValueError when both sides were named.
+    """
+    all_formats = formats.strip() == "all"
+    wanted_formats = list(FORMATS) if all_formats else _split(formats)
+    for f in wanted_formats:
+        if f not in PRECISIONS:
+            raise ValueError(f"unknown format {f!r}; choose from {', '.join(FORMATS)} or all")
+    if quantize is None:
+        return [get(f) for f in wanted_formats]
+    all_precisions = quantize.strip() == "all"
+    wanted = list(ALL_PRECISIONS) if all_precisions else _split(quantize)
+    for p in wanted:
+        if p not in ALL_PRECISIONS:
+            raise ValueError(
+                f"unknown precision {p!r}; choose from {', '.join(ALL_PRECISIONS)} or all"
+            )
+    chosen = []
+    for recipe in RECIPES:
+        if recipe.format in wanted_formats and recipe.precision in wanted:
+            chosen.append(recipe)
+    if not (all_formats or all_precisions):
+        for f in wanted_formats:
+            for p in wanted:
+                if p not in PRECISIONS[f]:
+                    raise ValueError(
+                        f"--quantize {p} is not available for --format {f}; "
+                        f"choose one of {', '.join(PRECISIONS[f])}"
+                    )
+    for p in wanted:
+        if not all_precisions and not any(r.precision == p for r in chosen):
+            raise ValueError(f"--quantize {p} is available for none of {', '.join(wanted_formats)}")
+    return chosen
+
+
+def _split(text: str) -> list[str]:
+    items = list(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
+    if not items:
+        raise ValueError(f"empty list {text!r}")
+    return items
+
+
+def markdown_table() -> str:
+    """Every pair, for the docs: format, precision, files' labels, what it means."""
+    rows = [
+        "| format | precision | encoder | decoder_init | decoder_step | what it means |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in RECIPES:
+        labels = " | ".join(f"`{r.file_precision(role)}`" for role in ROLES)
+        default = " (default)" if PRECISIONS[r.format][0] == r.precision else ""
+        rows.append(f"| {r.format} | `{r.precision}`{default} | {labels} | {r.description} |")
+    return "\n".join(rows)
