@@ -45,7 +45,22 @@ def _load_interpreter_class(backend: str):
     return Interpreter, "tflite_runtime"
 
 
-class TFLiteModel:
+class _NamedModel:
+    """What the Captioner checks against the manifest: the model's own tensor names."""
+
+    _inputs: dict
+    _outputs: dict | list
+
+    @property
+    def input_names(self) -> list[str]:
+        return list(self._inputs)
+
+    @property
+    def output_names(self) -> list[str]:
+        return list(self._outputs)
+
+
+class TFLiteModel(_NamedModel):
     """One .tflite file run through its 'serving_default' signature."""
 
     def __init__(self, path: str | Path, backend: str = "auto", num_threads: int | None = None):
@@ -62,14 +77,6 @@ class TFLiteModel:
             ) from None
         self._inputs = self._runner.get_input_details()
         self._outputs = self._runner.get_output_details()
-
-    @property
-    def input_names(self) -> list[str]:
-        return list(self._inputs)
-
-    @property
-    def output_names(self) -> list[str]:
-        return list(self._outputs)
 
     def input_details(self, name: str) -> dict:
         return self._inputs[name]
@@ -117,7 +124,7 @@ _ONNX_DTYPES = {
 }
 
 
-class OnnxModel:
+class OnnxModel(_NamedModel):
     """One .onnx file run in an onnxruntime InferenceSession; the same interface as TFLiteModel.
 
     onnxruntime is imported here, not at module import, so a LiteRT-only device never
@@ -163,14 +170,6 @@ class OnnxModel:
         self.backend_name = f"onnxruntime {ort.__version__} ({self._session.get_providers()[0]})"
         self._inputs = {i.name: i for i in self._session.get_inputs()}
         self._outputs = [o.name for o in self._session.get_outputs()]
-
-    @property
-    def input_names(self) -> list[str]:
-        return list(self._inputs)
-
-    @property
-    def output_names(self) -> list[str]:
-        return list(self._outputs)
 
     @property
     def providers(self) -> list[str]:

@@ -2,11 +2,10 @@
 
 import json
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from cli_helpers import edge_caption
 from PIL import Image
 
 from edgecap.edge_runtime.captioner import Captioner, CaptionerOptions
@@ -14,12 +13,6 @@ from edgecap.edge_runtime.errors import BundleError
 from edgecap.edge_runtime.scenes import parse_caption, scene_accuracy
 from edgecap.train.flickr8k import load_dataset
 from edgecap.train.synthetic import load_scenes
-
-
-def edge_caption(*args, check: bool = True) -> subprocess.CompletedProcess:
-    """Run the edge_caption CLI in a fresh process, as a user would."""
-    command = [sys.executable, "-m", "edgecap.edge_runtime.cli", *map(str, args)]
-    return subprocess.run(command, capture_output=True, text=True, check=check)
 
 
 def test_run_directory_and_keras_evaluation(e2e):
@@ -76,14 +69,16 @@ def test_edge_caption_cli_on_image_folder_and_video(e2e, tmp_path):
     scenes = load_scenes(e2e["data"])
     test_ids = dataset.splits["test"]
     image = dataset.image_path(test_ids[0])
-    out = edge_caption("--model", e2e["bundle"], "--source", image).stdout.splitlines()
+    out = edge_caption("--model", e2e["bundle"], "--source", image, check=True).stdout.splitlines()
     assert len(out) == 1 and out[0].startswith(f"{image}\t")
 
     folder = tmp_path / "images"
     folder.mkdir()
     for i in test_ids:
         shutil.copyfile(dataset.image_path(i), folder / i)
-    rows = edge_caption("--model", e2e["bundle"], "--source", folder, "--jsonl").stdout.splitlines()
+    rows = edge_caption(
+        "--model", e2e["bundle"], "--source", folder, "--jsonl", check=True
+    ).stdout.splitlines()
     records = [json.loads(r) for r in rows]
     assert len(records) == len(test_ids)
     assert all(set(r) == {"source", "caption", "ms"} for r in records)
@@ -101,7 +96,7 @@ def test_edge_caption_cli_on_image_folder_and_video(e2e, tmp_path):
             writer.write(np.ascontiguousarray(frame))
     writer.release()
     lines = edge_caption(
-        "--model", e2e["bundle"], "--source", video, "--every", 5
+        "--model", e2e["bundle"], "--source", video, "--every", 5, check=True
     ).stdout.splitlines()
     assert [line.split("\t")[0] for line in lines] == [f"{video}#frame={n}" for n in (0, 5, 10)]
     # Frames went through BGR -> RGB: they name the scenes of the stills they came from
@@ -139,7 +134,7 @@ def test_bundle_with_changed_file_is_refused(e2e, tmp_path):
     (copy / "decoder_step.tflite").write_bytes(data[: len(data) // 2])
     with pytest.raises(BundleError, match=r"decoder_step\.tflite: SHA-256 mismatch"):
         Captioner.from_bundle(copy)
-    result = edge_caption("--model", copy, "--source", copy / "vocab.json", check=False)
+    result = edge_caption("--model", copy, "--source", copy / "vocab.json")
     assert result.returncode == 2 and "SHA-256 mismatch" in result.stderr
 
 

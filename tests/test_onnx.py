@@ -12,6 +12,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from cli_helpers import edge_caption
 
 from edgecap.edge_runtime.backends import OnnxModel, TFLiteModel
 from edgecap.edge_runtime.captioner import Captioner, CaptionerOptions
@@ -20,11 +21,6 @@ from edgecap.edge_runtime.manifest import MODEL_ROLES, TENSORS
 from edgecap.train.flickr8k import load_dataset
 
 ROLES = MODEL_ROLES
-
-
-def edge_caption(*args) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "edgecap.edge_runtime.cli", *map(str, args)]
-    return subprocess.run(command, capture_output=True, text=True)
 
 
 @pytest.fixture(scope="module")

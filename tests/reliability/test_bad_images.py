@@ -2,11 +2,10 @@
 exit status says that something failed. Unusual but valid images caption normally."""
 
 import io
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from cli_helpers import edge_caption
 from PIL import Image
 
 from edgecap.edge_runtime.captioner import Captioner
@@ -39,10 +38,7 @@ def test_bad_files_each_get_one_line_and_the_batch_goes_on(e2e, good_image, tmp_
     (folder / "d_text.jpg").write_text("this is not an image\n")
     (folder / "e_corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00garbage" * 20)
     good_image.save(folder / "f_good.png")
-    result = subprocess.run(
-        [sys.executable, "-m", "edgecap.edge_runtime.cli", "--model", str(e2e["bundle"]), "--source", str(folder)],
-        capture_output=True, text=True,
-    )  # fmt: skip
+    result = edge_caption("--model", e2e["bundle"], "--source", folder)
     assert result.returncode == 1
     captioned = [line.split("\t")[0] for line in result.stdout.splitlines()]
     assert captioned == [str(folder / "a_good.jpg"), str(folder / "f_good.png")]
