@@ -111,7 +111,9 @@ def _convert_model(
             data = tflite.convert_decoder_function(function, precision)
         return data, tflite.check_builtin_only(data, name)
     if function is None:
-        data = onnx_export.convert_encoder(run.encoder, run.preprocessing.input_size, precision)
+        data = onnx_export.convert_encoder(
+            run.encoder, run.preprocessing.input_size, precision, calibration
+        )
     else:
         data = onnx_export.convert_decoder_function(function, name, precision)
     onnx_export.check_model(data, name)
@@ -150,7 +152,7 @@ def export_bundle(
         ops: dict[str, list[str]] = {}
         suffix = MODEL_FORMATS[model_format]
         names = tensor_names(run.decoder_config.kind)
-        if model_format == "tflite" and "int8" in map(recipe.file_precision, MODEL_ROLES):
+        if "int8" in map(recipe.file_precision, MODEL_ROLES):
             ids = dataset.splits["train"][:CALIBRATION_IMAGES]
             calibration = [preprocess(load_image(dataset.image_path(i)), prep) for i in ids]
         for role in MODEL_ROLES:

@@ -61,6 +61,7 @@ RECIPES: tuple[Recipe, ...] = (
     Recipe("tflite", "dynamic", "dynamic-range int8 weights in all three files, float math", _DYN, _DYN, _DYN),
     Recipe("onnx", "fp32", "all float32", "fp32", "fp32", "fp32"),
     Recipe("onnx", "dynamic", "int8 weights, activations quantized per call (onnxruntime.quantization)", _DYN, _DYN, _DYN),
+    Recipe("onnx", "int8", "static int8 (QDQ) encoder calibrated on training images + dynamic-range int8 decoders", "int8", _DYN, _DYN),
 )
 # fmt: on
 

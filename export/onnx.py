@@ -27,7 +27,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-PRECISIONS = ("fp32", "dynamic")  # "dynamic-int8", the manifest's label, is "dynamic"
+PRECISIONS = ("fp32", "dynamic", "int8")  # "dynamic-int8", the manifest's label, is "dynamic"
 OPSET = 17  # ONNX Runtime >= 1.14 runs it; tf2onnx 1.17 supports up to 18
 BATCH_DIM = "batch"  # the symbolic name of a dynamic first dimension
 
@@ -113,8 +113,14 @@ def _check_precision(precision: str) -> str:
     return precision
 
 
-def convert_encoder(encoder, input_size: int, precision: str = "fp32") -> bytes:
-    """Encoder image [1, S, S, 3] -> features [1, F] (the same fixed batch as TFLite)."""
+def convert_encoder(
+    encoder, input_size: int, precision: str = "fp32", calibration: list[np.ndarray] | None = None
+) -> bytes:
+    """Encoder image [1, S, S, 3] -> features [1, F] (the same fixed batch as TFLite).
+
+    int8 is static QDQ quantization calibrated on `calibration` (preprocessed training
+    images); the model keeps float input and output, so the runtime feeds it unchanged.
+    """
     import tensorflow as tf
 
     precision = _check_precision(precision)
@@ -126,6 +132,10 @@ def convert_encoder(encoder, input_size: int, precision: str = "fp32") -> bytes:
         return {"features": encoder(image, training=False)}
 
     model = _convert(encode, "encoder.onnx")
+    if precision == "int8":
+        if not calibration:
+            raise ValueError("static int8 encoder quantization needs calibration images")
+        return quantize_static(model, calibration)
     return quantize_dynamic(model) if precision == "dynamic" else model
 
 
@@ -133,7 +143,9 @@ def convert_decoder_function(function, what: str, precision: str = "fp32") -> by
     """decoder_init / decoder_step: the step module's tf.function, dynamic batch."""
     precision = _check_precision(precision)
     model = _convert(function, what)
-    return quantize_dynamic(model) if precision == "dynamic" else model
+    # Decoders stay dynamic-range even in the int8 recipe: their recurrent state is what
+    # static activation ranges would clip, as in the TFLite int8 recipe.
+    return quantize_dynamic(model) if precision in ("dynamic", "int8") else model
 
 
 def quantize_dynamic(model: bytes) -> bytes:
@@ -154,6 +166,38 @@ def quantize_dynamic(model: bytes) -> bytes:
             f.write(model)
         with _quiet():
             ort_quantize_dynamic(src, dst, weight_type=QuantType.QInt8, per_channel=True)
+        with open(dst, "rb") as f:
+            return f.read()
+
+
+def quantize_static(model: bytes, calibration: list[np.ndarray]) -> bytes:
+    """Static int8 in QDQ form: per-channel int8 weights, int8 activations with ranges
+    calibrated (min-max) on preprocessed training images."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType
+    from onnxruntime.quantization import quantize_static as ort_quantize_static
+
+    class Images(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._samples = iter(calibration)
+
+        def get_next(self) -> dict | None:
+            sample = next(self._samples, None)
+            return None if sample is None else {"image": sample[None].astype(np.float32)}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = os.path.join(tmp, "in.onnx"), os.path.join(tmp, "out.onnx")
+        with open(src, "wb") as f:
+            f.write(model)
+        with _quiet():
+            ort_quantize_static(
+                src,
+                dst,
+                Images(),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+            )
         with open(dst, "rb") as f:
             return f.read()
 

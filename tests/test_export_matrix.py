@@ -45,7 +45,11 @@ def test_registry_is_the_one_table():
 def test_select_skips_missing_pairs_only_for_all():
     assert [r.name for r in formats.select("all", "fp16")] == ["tflite-fp16"]
     assert len(formats.select("all", "all")) == len(formats.RECIPES)
-    assert [r.name for r in formats.select("onnx", "all")] == ["onnx-fp32", "onnx-dynamic"]
+    assert [r.name for r in formats.select("onnx", "all")] == [
+        "onnx-fp32",
+        "onnx-dynamic",
+        "onnx-int8",
+    ]
     assert [r.name for r in formats.select("tflite", None)] == ["tflite-int8"]
     with pytest.raises(ValueError, match="--quantize fp16 is not available for --format onnx"):
         formats.select("onnx", "fp32,fp16")
@@ -126,6 +130,15 @@ def test_caption_export_all_pairs(e2e, tmp_path):
         if row[1] == "fp32":  # decodes like Keras
             assert float(row[4]) == 1.0 and float(row[6]) < 1e-3, row
     kb = {(row[0], row[1]): float(row[3]) for row in rows}
+    # ONNX int8: a statically quantized (QDQ) encoder with float input, dynamic decoders.
+    onnx_int8 = json.loads((out / "onnx-int8" / "manifest.json").read_text())["models"]
+    assert (
+        "QuantizeLinear" in onnx_int8["encoder"]["ops"]
+        and onnx_int8["encoder"]["precision"] == "int8"
+    )
+    assert onnx_int8["encoder"]["inputs"][0]["dtype"] == "float32"
+    assert onnx_int8["decoder_step"]["precision"] == "dynamic-int8"
+    assert kb["onnx", "int8"] < kb["onnx", "fp32"] / 2
     assert (
         kb["tflite", "fp16"] < kb["tflite", "fp32"] and kb["onnx", "dynamic"] < kb["onnx", "fp32"]
     )

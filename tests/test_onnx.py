@@ -207,12 +207,12 @@ def test_caption_export_format_flags():
     assert QUANTIZE == PRECISIONS
     result = subprocess.run(
         [sys.executable, "-m", "edgecap.export.cli", "run", "--out", "b", "--format", "onnx"]
-        + ["--quantize", "int8"],
+        + ["--quantize", "fp16"],
         capture_output=True,
         text=True,
     )
     assert result.returncode == 2
-    assert "--quantize int8 is not available for --format onnx" in result.stderr
+    assert "--quantize fp16 is not available for --format onnx" in result.stderr
 
 
 BLOCKER = textwrap.dedent(
