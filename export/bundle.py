@@ -258,7 +258,12 @@ def check_parity(run: TrainedRun, bundle: Path, dataset, n_images: int) -> dict:
     scenes = load_scenes(dataset.root)
 
     def track(name: str, expected, actual) -> None:
-        diffs[name] = max(diffs[name], float(np.max(np.abs(np.asarray(expected) - actual))))
+        expected, actual = np.asarray(expected), np.asarray(actual)
+        if expected.shape != actual.shape:  # optimum's order: names, then shapes, then values
+            raise ParityError(
+                f"{name}: the bundle gives shape {actual.shape}, Keras {expected.shape}"
+            )
+        diffs[name] = max(diffs[name], float(np.max(np.abs(expected - actual))))
 
     model_format = load_manifest(bundle, verify_hashes=False).model_format
     options = CaptionerOptions(backend=PARITY_BACKEND[model_format])
@@ -294,6 +299,9 @@ def check_parity(run: TrainedRun, bundle: Path, dataset, n_images: int) -> dict:
     if scenes:
         result["same_scene_rate"] = round(same_scene / max(len(ids), 1), 4)
     print(f"parity of the {model_format} bundle vs Keras on {len(ids)} test images:")
+    # Names were checked when the Captioner loaded the files against the manifest.
+    print(f"  tensor names     match the manifest ({', '.join(diffs)} compared)")
+    print("  shapes           match Keras for every compared output")
     for name, value in result["max_abs_diff"].items():
         print(f"  {name:<16} max abs diff {value:.6f}")
     print(f"  identical captions: {identical}/{len(ids)} ({result['identical_caption_rate']:.1%})")
