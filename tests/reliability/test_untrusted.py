@@ -54,7 +54,9 @@ def test_every_keras_load_uses_safe_mode():
     calls = [
         (p, m.group(0))
         for p in SOURCES
-        for m in re.finditer(r"(?:models|saving)\.load_model\((?:[^()]|\([^()]*\))*\)", p.read_text())
+        for m in re.finditer(
+            r"(?:models|saving)\.load_model\((?:[^()]|\([^()]*\))*\)", p.read_text()
+        )
     ]
     assert calls, "expected some Keras loads to check"
     assert all("safe_mode=True" in call for _, call in calls), [
