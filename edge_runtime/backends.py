@@ -78,9 +78,6 @@ class TFLiteModel(_NamedModel):
         self._inputs = self._runner.get_input_details()
         self._outputs = self._runner.get_output_details()
 
-    def input_details(self, name: str) -> dict:
-        return self._inputs[name]
-
     def __call__(self, **inputs: np.ndarray) -> dict[str, np.ndarray]:
         feed = {}
         for name, value in inputs.items():

@@ -33,10 +33,6 @@ def tensor_names(decoder_kind: str) -> dict[str, dict[str, list[str]]]:
     return {"encoder": ENCODER_TENSORS, **DECODER_TENSORS[decoder_kind]}
 
 
-# The LSTM inject decoder's names, for code that predates the other decoder kinds.
-TENSORS = tensor_names("lstm")
-
-
 @dataclass(frozen=True)
 class ModelEntry:
     role: str

@@ -8,7 +8,7 @@ training-time evaluation and the device-side reports share one grammar.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 from .text import normalize_caption
 
@@ -106,11 +106,3 @@ def scene_accuracy(predictions: Mapping[str, str], scenes: Mapping[str, Mapping]
         raise KeyError(f"{len(missing)} predicted images have no scene truth, e.g. {missing[0]}")
     correct = sum(parse_caption(cap) == scene_key(scenes[img]) for img, cap in predictions.items())
     return correct / len(predictions)
-
-
-def all_words() -> Sequence[str]:
-    """Every word the grammar can produce (used by tests)."""
-    words = set()
-    for text in (*SINGLE_TEMPLATES, *PAIR_TEMPLATES, *RELATIONS, *SIZES, *COLORS, *SHAPES, "a"):
-        words.update(w for w in text.split() if not w.startswith("{"))
-    return sorted(words)

@@ -35,11 +35,11 @@ from edgecap.edge_runtime.preprocess import load_image, preprocess
 from edgecap.edge_runtime.scenes import parse_caption
 from edgecap.train.decoders import KerasStepModel, StepModule
 from edgecap.train.flickr8k import load_dataset
+from edgecap.train.runs import TrainedRun, load_run
 from edgecap.train.synthetic import load_scenes
 
 from . import formats, tflite
 from . import onnx as onnx_export
-from .run import TrainedRun, load_run
 
 log = logging.getLogger(__name__)
 

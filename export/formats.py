@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-ROLES = ("encoder", "decoder_init", "decoder_step")  # = edge_runtime.manifest.MODEL_ROLES
+from edgecap.edge_runtime.manifest import MODEL_ROLES as ROLES
 
 
 @dataclass(frozen=True)

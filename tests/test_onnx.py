@@ -17,10 +17,11 @@ from cli_helpers import edge_caption
 from edgecap.edge_runtime.backends import OnnxModel, TFLiteModel
 from edgecap.edge_runtime.captioner import Captioner, CaptionerOptions
 from edgecap.edge_runtime.errors import BackendError, BundleError
-from edgecap.edge_runtime.manifest import MODEL_ROLES, TENSORS
+from edgecap.edge_runtime.manifest import MODEL_ROLES, tensor_names
 from edgecap.train.flickr8k import load_dataset
 
 ROLES = MODEL_ROLES
+TENSORS = tensor_names("lstm")  # the e2e run decodes with an LSTM inject decoder
 
 
 @pytest.fixture(scope="module")
@@ -108,8 +109,8 @@ def test_edge_caption_onnx_agrees_with_keras_greedy(e2e, onnx_bundle, test_image
 def test_step_log_probs_match_keras_and_fp32_tflite(e2e, onnx_bundle, tmp_path):
     """Word by word, batch 3: ONNX = Keras = fp32 TFLite within 1e-4, on a shared trajectory."""
     from edgecap.export import tflite
-    from edgecap.export.run import load_run
     from edgecap.train.decoders import StepModule
+    from edgecap.train.runs import load_run
 
     run = load_run(e2e["run"])
     module = StepModule(run.decoder, run.decoder_config)

@@ -235,9 +235,6 @@ class StepModule:
         return {"log_probs": self._log_probs(hidden)}
 
 
-LstmStepModule = StepModule  # the name export/ and older code use
-
-
 class KerasStepModel:
     """decoding.StepModel over a StepModule, for evaluating a Keras run in-process."""
 

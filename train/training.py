@@ -27,7 +27,7 @@ from edgecap.edge_runtime.scenes import scene_accuracy
 from edgecap.edge_runtime.text import normalize_caption
 from edgecap.edge_runtime.vocab import Vocabulary
 
-from .decoders import DecoderConfig, KerasStepModel, LstmStepModule, build_training_model
+from .decoders import DecoderConfig, KerasStepModel, StepModule, build_training_model
 from .encoders import build_encoder, get_encoder_spec, resolve_weights
 from .features import extract_features
 from .flickr8k import CaptionDataset, load_dataset
@@ -259,7 +259,7 @@ def evaluate_keras(
     vocab: Vocabulary,
 ) -> dict:
     """Greedy-decode the test split with the shared decoding code and score it."""
-    step_model = KerasStepModel(LstmStepModule(model, config))
+    step_model = KerasStepModel(StepModule(model, config))
     ids = dataset.splits["test"]
     decoded = []
     for start in range(0, len(ids), 256):
