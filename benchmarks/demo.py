@@ -96,7 +96,12 @@ def report(demo: Path, bundle: Path, run: Path) -> dict:
     bleu = corpus_bleu(predictions, references)
 
     video_info = json.loads((demo / "test_video.json").read_text())
-    video_rows = _read_jsonl(demo / "video_captions.jsonl")
+    video_lines = _read_jsonl(demo / "video_captions.jsonl")  # one per frame
+    video_rows = [r for r in video_lines if "caption" in r]
+    video_skipped: dict[str, int] = {}
+    for r in video_lines:
+        if "skipped" in r:
+            video_skipped[r["skipped"]] = video_skipped.get(r["skipped"], 0) + 1
     video_predictions = {}
     for r in video_rows:
         frame = int(r["source"].rsplit("#frame=", 1)[1])
@@ -112,7 +117,9 @@ def report(demo: Path, bundle: Path, run: Path) -> dict:
         "bleu4": round(bleu[3], 4),
         "bleu1": round(bleu[0], 4),
         "test_images": len(predictions),
+        "video_frames": len(video_lines),
         "video_frames_captioned": len(video_rows),
+        "video_frames_skipped": video_skipped,
         "video_scene_accuracy": round(scene_accuracy(video_predictions, scenes), 4),
         "caption_ms_median": round(statistics.median(r["ms"] for r in rows), 2),
         "run": str(run),
@@ -133,7 +140,9 @@ def report(demo: Path, bundle: Path, run: Path) -> dict:
             f"keras run   scene accuracy {keras_metrics.get('scene_accuracy', float('nan')):.3f}, BLEU-4 {keras_metrics.get('bleu4', float('nan')):.3f}"
         )
     print(
-        f"video       {len(video_rows)} frames captioned, scene accuracy {result['video_scene_accuracy']:.3f}"
+        f"video       {len(video_lines)} frames replayed live at 30 fps: {len(video_rows)} captioned, "
+        f"skipped {video_skipped or 'none'}; scene accuracy {result['video_scene_accuracy']:.3f}; "
+        f"annotated video {demo / 'annotated.mp4'}"
     )
     print(
         f"latency     {result['caption_ms_median']:.1f} ms per caption (median, preprocessing + encoder + greedy decode)"

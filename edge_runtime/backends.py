@@ -79,23 +79,116 @@ class TFLiteModel(_NamedModel):
         self._outputs = self._runner.get_output_details()
 
     def __call__(self, **inputs: np.ndarray) -> dict[str, np.ndarray]:
-        feed = {}
-        for name, value in inputs.items():
-            detail = self._inputs[name]
-            dtype = detail["dtype"]
-            scale, zero_point = detail["quantization"]
-            if dtype in (np.int8, np.uint8) and scale:
-                info = np.iinfo(dtype)
-                value = np.clip(np.round(value / scale + zero_point), info.min, info.max)
-            feed[name] = np.asarray(value, dtype=dtype)
+        feed = {name: _quantize(value, self._inputs[name]) for name, value in inputs.items()}
         raw = self._runner(**feed)
+        return {name: _dequantize(value, self._outputs[name]) for name, value in raw.items()}
+
+
+def _quantize(value: np.ndarray, detail: dict) -> np.ndarray:
+    """A float input as the tensor's dtype, with its own scale and zero point if quantized."""
+    dtype = detail["dtype"]
+    scale, zero_point = detail["quantization"]
+    if dtype in (np.int8, np.uint8) and scale:
+        info = np.iinfo(dtype)
+        value = np.clip(np.round(value / scale + zero_point), info.min, info.max)
+    return np.asarray(value, dtype=dtype)
+
+
+def _dequantize(value: np.ndarray, detail: dict) -> np.ndarray:
+    scale, zero_point = detail["quantization"]
+    if value.dtype in (np.int8, np.uint8) and scale:
+        value = (value.astype(np.float32) - zero_point) * np.float32(scale)
+    return value
+
+
+class LiteRtCompiledModel(_NamedModel):
+    """One .tflite file run through LiteRT's CompiledModel API on a hardware accelerator.
+
+    This is the GPU path of the `ai_edge_litert` wheel (its WebGPU/OpenCL accelerator).
+    The model is compiled for the GPU alone, with no CPU fallback: if the GPU cannot take
+    every op, or there is no usable GPU, loading fails and says so, rather than running on
+    the CPU under a GPU label. `accelerator="cpu"` exists so that tests can check this
+    code path against the Interpreter on machines without a GPU.
+    """
+
+    SIGNATURE = "serving_default"
+
+    def __init__(self, path: str | Path, accelerator: str = "gpu"):
+        self.path = Path(path)
+        try:
+            from ai_edge_litert.compiled_model import CompiledModel
+            from ai_edge_litert.hardware_accelerator import HardwareAccelerator
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError:
+            raise BackendError(
+                "accelerator 'gpu' for a TFLite bundle needs ai-edge-litert with its "
+                "CompiledModel API (pip install 'edge-caption[edge]'); tflite_runtime has no "
+                "GPU path"
+            ) from None
+        flag = {"gpu": HardwareAccelerator.GPU, "cpu": HardwareAccelerator.CPU}[accelerator]
+        # The Interpreter reads the quantization parameters, which CompiledModel does not report.
+        try:
+            runner = Interpreter(model_path=str(self.path)).get_signature_runner(self.SIGNATURE)
+        except (ValueError, RuntimeError) as exc:
+            raise BundleError(
+                f"{self.path}: cannot load this TFLite model ({exc}); the file is corrupt or truncated"
+            ) from None
+        self._inputs = runner.get_input_details()
+        self._outputs = runner.get_output_details()
+        try:
+            self._model = CompiledModel.from_file(str(self.path), hardware_accel=flag)
+        except RuntimeError:
+            # LiteRT prints its reason (e.g. "No adapters found") to stderr, not into exc.
+            raise BackendError(
+                f"{self.path.name}: LiteRT could not compile it for the {accelerator.upper()} "
+                f"(tried ai_edge_litert {_version('ai-edge-litert')} CompiledModel with "
+                f"HardwareAccelerator.{flag.name}; LiteRT's log above says why). The GPU path "
+                "needs a GPU driver (Vulkan or OpenCL) visible to this process; without one, "
+                "use --accelerator cpu"
+            ) from None
+        if accelerator == "gpu" and not self._model.is_fully_accelerated():
+            raise BackendError(
+                f"{self.path.name}: LiteRT compiled it, but not every op runs on the GPU; "
+                "use --accelerator cpu for this bundle"
+            )
+        self.backend_name = f"ai_edge_litert CompiledModel ({accelerator.upper()})"
+        self._shapes: dict[str, tuple[int, ...]] = {}
+
+    def __call__(self, **inputs: np.ndarray) -> dict[str, np.ndarray]:
+        signature = self.SIGNATURE
+        feed = {name: _quantize(value, self._inputs[name]) for name, value in inputs.items()}
+        for name, value in feed.items():
+            if self._shapes.get(name, tuple(self._inputs[name]["shape"])) != value.shape:
+                # A batch of beams: the step's batch dimension is dynamic.
+                self._model.resize_input_tensor_by_name(signature, name, value.shape)
+            self._shapes[name] = value.shape
+        input_buffers = {}
+        for name, value in feed.items():
+            buffer = self._model.create_input_buffer_by_name(signature, name)
+            buffer.write(np.ascontiguousarray(value))
+            input_buffers[name] = buffer
+        output_buffers = {
+            name: self._model.create_output_buffer_by_name(signature, name)
+            for name in self._outputs
+        }
+        self._model.run_by_name(signature, input_buffers, output_buffers)
+        details = self._model.get_output_tensor_details(signature)
         out = {}
-        for name, value in raw.items():
-            scale, zero_point = self._outputs[name]["quantization"]
-            if value.dtype in (np.int8, np.uint8) and scale:
-                value = (value.astype(np.float32) - zero_point) * np.float32(scale)
-            out[name] = value
+        for name, buffer in output_buffers.items():
+            shape = tuple(details[name]["shape"])
+            dtype = self._outputs[name]["dtype"]
+            value = buffer.read(int(np.prod(shape)), dtype).reshape(shape)  # flat -> tensor shape
+            out[name] = _dequantize(value, self._outputs[name])
         return out
+
+
+def _version(distribution: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return "(version unknown)"
 
 
 def _load_onnxruntime():
@@ -107,6 +200,36 @@ def _load_onnxruntime():
             "(or pip install onnxruntime)"
         ) from None
     return onnxruntime
+
+
+# onnxruntime providers that put work on an accelerator, in order of preference.
+ONNX_ACCELERATOR_PROVIDERS = (
+    "TensorrtExecutionProvider",
+    "CUDAExecutionProvider",
+    "ROCMExecutionProvider",
+    "OpenVINOExecutionProvider",
+    "CoreMLExecutionProvider",
+    "DmlExecutionProvider",
+)
+
+
+def onnx_accelerator_providers() -> list[str]:
+    """[the best accelerator provider this onnxruntime has, CPU] for the GPU path.
+
+    CPU stays second so that the few ops an accelerator lacks still run; the first
+    provider must be the accelerator, which OnnxModel checks after loading.
+    """
+    ort = _load_onnxruntime()
+    available = ort.get_available_providers()
+    found = [p for p in ONNX_ACCELERATOR_PROVIDERS if p in available]
+    if not found:
+        raise BackendError(
+            f"accelerator 'gpu': onnxruntime {ort.__version__} on this machine has none of "
+            f"{', '.join(ONNX_ACCELERATOR_PROVIDERS)} (it has {', '.join(available)}). "
+            "Install the build for your hardware (onnxruntime-gpu for CUDA/TensorRT, "
+            "onnxruntime-openvino, onnxruntime-directml), or use --accelerator cpu"
+        )
+    return [found[0], "CPUExecutionProvider"]
 
 
 # ONNX tensor types the bundle uses, as numpy dtypes (onnxruntime wants exact dtypes).
@@ -164,7 +287,15 @@ class OnnxModel(_NamedModel):
                 f"{self.path}: cannot load this ONNX model ({exc}); the file is corrupt or "
                 "truncated, or needs a newer onnxruntime"
             ) from None
-        self.backend_name = f"onnxruntime {ort.__version__} ({self._session.get_providers()[0]})"
+        active = self._session.get_providers()
+        if active[0] != providers[0]:
+            # onnxruntime drops a provider whose libraries fail to load with only a warning.
+            raise BackendError(
+                f"{self.path.name}: onnxruntime was asked for {providers[0]} but runs on "
+                f"{active[0]}; the provider's libraries (e.g. CUDA, cuDNN) did not load. "
+                "Fix the install, or choose providers that work here"
+            )
+        self.backend_name = f"onnxruntime {ort.__version__} ({active[0]})"
         self._inputs = {i.name: i for i in self._session.get_inputs()}
         self._outputs = [o.name for o in self._session.get_outputs()]
 

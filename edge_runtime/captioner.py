@@ -5,13 +5,19 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from .backends import OnnxModel, TFLiteModel
+from .backends import (
+    LiteRtCompiledModel,
+    OnnxModel,
+    TFLiteModel,
+    onnx_accelerator_providers,
+)
 from .decoding import Decoded, StepModel, beam_search, greedy_decode
 from .errors import BackendError, BundleError, ImageError
 from .manifest import Manifest, load_manifest
@@ -36,7 +42,19 @@ class CaptionerOptions:
     no providers, so setting them for one is an error rather than ignored."""
 
     num_threads: int | None = None
-    """CPU threads per model; None lets the backend choose."""
+    """CPU threads per model; None lets the backend choose. TFLite runs its CPU kernels
+    through XNNPACK, which LiteRT applies by default."""
+
+    accelerator: str = "cpu"
+    """'cpu', or 'gpu': LiteRT's GPU accelerator for TFLite bundles, or the first GPU
+    provider onnxruntime has (TensorRT, CUDA, ROCm, OpenVINO, CoreML, DirectML) for ONNX
+    ones. Without one, loading fails and says what was tried; it never falls back to the
+    CPU quietly."""
+
+    accelerate_decoder: bool = False
+    """With accelerator 'gpu', also put the decoder on it. Off by default: a step is a few
+    small matrix products, so on a GPU it costs more in launches and host-device copies
+    than it saves, once per word; the encoder is where a GPU pays."""
 
     max_length: int | None = None
     """Longest caption in words; None uses the bundle's max_caption_length."""
@@ -66,11 +84,12 @@ class CaptionResult:
 
 # Backend models, one per role; both classes take and return named float32 numpy arrays,
 # which is what step_models' init_fn / step_fn expect.
-BackendModel = TFLiteModel | OnnxModel
+BackendModel = TFLiteModel | LiteRtCompiledModel | OnnxModel
 
 # Which model format each explicit backend runs.
 BACKEND_FORMATS = {"litert": "tflite", "tflite-runtime": "tflite", "onnx": "onnx"}
 BACKENDS = ("auto", *BACKEND_FORMATS)
+ACCELERATORS = ("cpu", "gpu")
 
 
 class Captioner:
@@ -118,7 +137,7 @@ class Captioner:
                 f"{manifest.vocab_size}; the bundle is inconsistent, re-export it"
             )
         models = {
-            role: _load_model(manifest.path(entry.file), manifest.model_format, options)
+            role: _load_model(manifest.path(entry.file), manifest.model_format, options, role)
             for role, entry in manifest.models.items()
         }
         for role, model in models.items():
@@ -195,6 +214,22 @@ class Captioner:
             self.vocab.decode(decoded.tokens), decoded.tokens, decoded.score, timings
         )
 
+    def caption_stream(
+        self, images: Iterable[str | os.PathLike | Image.Image | np.ndarray], bgr: bool = False
+    ) -> Iterator[CaptionResult]:
+        """Caption images one after another as they come (arrays are RGB, or BGR with bgr=True).
+
+        For video files and cameras, with frame skipping and dropped-frame accounting, see
+        edge_runtime.stream.caption_video.
+        """
+        for image in images:
+            yield self.caption(image, bgr=bgr)
+
+    @property
+    def backends(self) -> dict[str, str]:
+        """What runs each model, e.g. {'encoder': 'ai_edge_litert', ...}."""
+        return {role: model.backend_name for role, model in self.models.items()}
+
     def close(self) -> None:
         self.models = {}
         self._closed = True
@@ -216,6 +251,20 @@ def _check_backend(path: str | os.PathLike, model_format: str, options: Captione
             f"model_format is {model_format!r}; use backend 'auto' or {fits}, or re-export "
             f"the run with caption-export --format {wanted}"
         )
+    if options.accelerator not in ACCELERATORS:
+        raise BackendError(
+            f"unknown accelerator {options.accelerator!r}; choose one of {', '.join(ACCELERATORS)}"
+        )
+    if options.accelerator == "gpu" and options.providers:
+        raise BackendError(
+            "choose either an accelerator or a list of providers, not both: accelerator 'gpu' "
+            "picks the onnxruntime provider itself"
+        )
+    if options.accelerator == "gpu" and options.backend == "tflite-runtime":
+        raise BackendError(
+            "backend 'tflite-runtime' has no GPU path; use backend 'litert' (ai-edge-litert) "
+            "with accelerator 'gpu'"
+        )
     if options.providers and model_format != "onnx":
         raise BackendError(
             f"{path}: execution providers ({', '.join(options.providers)}) apply to onnxruntime "
@@ -223,9 +272,17 @@ def _check_backend(path: str | os.PathLike, model_format: str, options: Captione
         )
 
 
-def _load_model(path: Path, model_format: str, options: CaptionerOptions) -> BackendModel:
+def _load_model(
+    path: Path, model_format: str, options: CaptionerOptions, role: str
+) -> BackendModel:
+    on_accelerator = options.accelerator == "gpu" and (
+        role == "encoder" or options.accelerate_decoder
+    )
     if model_format == "onnx":
-        return OnnxModel(path, providers=options.providers, num_threads=options.num_threads)
+        providers = onnx_accelerator_providers() if on_accelerator else options.providers
+        return OnnxModel(path, providers=providers, num_threads=options.num_threads)
+    if on_accelerator:
+        return LiteRtCompiledModel(path, accelerator="gpu")
     backend = {"tflite-runtime": "tflite_runtime"}.get(options.backend, options.backend)
     return TFLiteModel(path, backend=backend, num_threads=options.num_threads)
 

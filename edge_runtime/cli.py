@@ -5,15 +5,22 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
+import time
 from contextlib import closing
 
-from .errors import EdgeCaptionError, ImageError
+from .errors import EdgeCaptionError, ImageError, SourceError
+
+ESC = 27
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="edge_caption", description="Caption images, videos or a camera with a bundle."
+        prog="edge_caption",
+        description="Caption images, videos or a camera with a bundle.",
+        epilog="Video and camera: q or ESC in the --show window, or Ctrl-C, stops cleanly; "
+        "the camera is released and the --output file is finalized either way.",
     )
     parser.add_argument("--model", required=True, help="bundle folder written by caption-export")
     parser.add_argument(
@@ -22,13 +29,45 @@ def main(argv: list[str] | None = None) -> int:
         help="image file, folder of images, video file, or camera index (0)",
     )
     parser.add_argument(
-        "--jsonl", action="store_true", help="print JSON lines: source, caption, ms"
+        "--jsonl",
+        action="store_true",
+        help="print JSON lines: source, caption, ms; for video, also one line per skipped frame",
     )
     parser.add_argument(
         "--every",
         type=int,
         default=1,
-        help="caption every N-th frame of a video or camera (default 1)",
+        help="video/camera: caption a frame only if N frames passed since the last one (default 1)",
+    )
+    parser.add_argument(
+        "--max-fps",
+        type=float,
+        default=None,
+        help="video/camera: caption at most this many frames per second (default: no limit)",
+    )
+    parser.add_argument(
+        "--realtime",
+        action="store_true",
+        help="replay a video file as a live camera at its own frame rate: frames that arrive "
+        "while the captioner is busy are dropped and counted (cameras are always live)",
+    )
+    parser.add_argument(
+        "--output",
+        default=None,
+        help="video/camera: write the frames with the caption, captions/s and stage times "
+        "drawn on them to this .mp4",
+    )
+    parser.add_argument(
+        "--show",
+        action="store_true",
+        help="video/camera: show the annotated frames in a window (needs a display and "
+        "OpenCV with GUI support)",
+    )
+    parser.add_argument(
+        "--stall-timeout",
+        type=float,
+        default=5.0,
+        help="live sources: seconds without a frame before giving up (default 5)",
     )
     parser.add_argument(
         "--backend",
@@ -44,6 +83,19 @@ def main(argv: list[str] | None = None) -> int:
         "comma-separated, e.g. CUDAExecutionProvider,CPUExecutionProvider (default: CPU)",
     )
     parser.add_argument(
+        "--accelerator",
+        default="cpu",
+        choices=["cpu", "gpu"],
+        help="gpu runs the encoder on LiteRT's GPU accelerator (TFLite) or an onnxruntime "
+        "GPU provider (ONNX), and fails if there is none; the decoder stays on the CPU "
+        "(default cpu)",
+    )
+    parser.add_argument(
+        "--accelerate-decoder",
+        action="store_true",
+        help="with --accelerator gpu, put the decoder step on the GPU too (usually slower)",
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         default=None,
@@ -52,11 +104,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--beam", type=int, default=1, help="beam width; 1 decodes greedily (default 1)"
     )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
     if args.beam < 1:
         parser.error("--beam must be at least 1")
     if args.every < 1:
         parser.error("--every must be at least 1")
+    if args.max_fps is not None and args.max_fps <= 0:
+        parser.error("--max-fps must be positive")
+    if args.stall_timeout <= 0:
+        parser.error("--stall-timeout must be positive")
     providers = None
     if args.providers is not None:
         providers = [p.strip() for p in args.providers.split(",") if p.strip()]
@@ -65,9 +126,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="edge_caption: %(message)s")
 
     from .captioner import Captioner, CaptionerOptions
-    from .sources import iter_frames
+    from .sources import source_kind
 
-    failures = 0
+    kind = source_kind(args.source)
+    if kind in ("image", "folder"):
+        for flag in ("output", "show", "realtime", "max_fps"):
+            if getattr(args, flag):
+                parser.error(f"--{flag.replace('_', '-')} applies to video files and cameras")
     try:
         with Captioner.from_bundle(
             args.model,
@@ -76,39 +141,166 @@ def main(argv: list[str] | None = None) -> int:
                 providers=providers,
                 num_threads=args.threads,
                 beam_width=args.beam,
+                accelerator=args.accelerator,
+                accelerate_decoder=args.accelerate_decoder,
             ),
         ) as captioner:
-            # closing(): a camera is released even when Ctrl-C stops the loop mid-frame.
-            with closing(iter_frames(args.source, every=args.every)) as frames:
-                for frame in frames:
-                    try:
-                        result = captioner.caption(frame.image, bgr=frame.bgr)
-                    except ImageError as exc:
-                        failures += 1
-                        print(f"edge_caption: skipped: {exc}", file=sys.stderr)
-                        continue
-                    if args.jsonl:
-                        print(
-                            json.dumps(
-                                {
-                                    "source": frame.source,
-                                    "caption": result.text,
-                                    "ms": round(result.timings_ms["total"], 2),
-                                }
-                            )
-                        )
-                    else:
-                        print(f"{frame.source}\t{result.text}")
-                    sys.stdout.flush()
+            if kind in ("image", "folder"):
+                return _caption_files(captioner, args)
+            return _caption_video(captioner, args)
     except EdgeCaptionError as exc:
         print(f"edge_caption: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _caption_files(captioner, args) -> int:
+    from .sources import iter_frames
+
+    failures = 0
+    with closing(iter_frames(args.source)) as frames:
+        for frame in frames:
+            try:
+                result = captioner.caption(frame.image, bgr=frame.bgr)
+            except ImageError as exc:
+                failures += 1
+                print(f"edge_caption: skipped: {exc}", file=sys.stderr)
+                continue
+            if args.jsonl:
+                record = {
+                    "source": frame.source,
+                    "caption": result.text,
+                    "ms": round(result.timings_ms["total"], 2),
+                }
+                print(json.dumps(record))
+            else:
+                print(f"{frame.source}\t{result.text}")
+            sys.stdout.flush()
     if failures:
         print(f"edge_caption: {failures} input(s) could not be captioned", file=sys.stderr)
         return 1
     return 0
+
+
+class _RateMeter:
+    """Captions per second, smoothed over the last few captions."""
+
+    def __init__(self, smoothing: float = 0.9):
+        self.smoothing, self.rate, self._last = smoothing, None, None
+
+    def tick(self) -> None:
+        now = time.perf_counter()
+        if self._last is not None and now > self._last:
+            instant = 1.0 / (now - self._last)
+            self.rate = (
+                instant
+                if self.rate is None
+                else self.smoothing * self.rate + (1 - self.smoothing) * instant
+            )
+        self._last = now
+
+
+def _open_window() -> None:
+    from .capture import _cv2
+
+    cv2 = _cv2()
+    try:
+        cv2.namedWindow("edge_caption", cv2.WINDOW_NORMAL)
+    except cv2.error:
+        raise SourceError(
+            "--show needs OpenCV with GUI support and a display; this OpenCV has none "
+            "(opencv-python-headless). Install opencv-python instead, or drop --show and "
+            "use --output"
+        ) from None
+
+
+def _caption_video(captioner, args) -> int:
+    from .capture import _cv2
+    from .overlay import AnnotatedVideoWriter, draw_overlay, overlay_size
+    from .stream import StreamOptions, StreamStats, caption_video
+
+    options = StreamOptions(
+        every=args.every,
+        max_fps=args.max_fps,
+        realtime=args.realtime,
+        stall_timeout_s=args.stall_timeout,
+    )
+    if args.show:
+        _open_window()
+    stats, meter = StreamStats(), _RateMeter()
+    writer, last_result, last_canvas = None, None, None
+    interrupted, failed = False, None
+    try:
+        with closing(caption_video(captioner, args.source, options)) as events:
+            for event in events:
+                stats.add(event)
+                if event.result is not None:
+                    meter.tick()
+                    last_result = event.result
+                _print_event(event, args.jsonl)
+                if not (args.output or args.show):
+                    continue
+                if event.frame is not None:
+                    last_canvas = draw_overlay(
+                        event.frame,
+                        last_result.text if last_result else "",
+                        meter.rate,
+                        last_result.timings_ms if last_result else None,
+                    )
+                if last_canvas is None:
+                    continue
+                if args.output:
+                    if writer is None:
+                        height, width = event.frame.shape[:2]
+                        fps = event.source_fps if math.isfinite(event.source_fps) else 30.0
+                        writer = AnnotatedVideoWriter(args.output, fps, overlay_size(width, height))
+                    # A dropped frame repeats the last canvas, so the file keeps real time.
+                    writer.write(last_canvas)
+                if args.show and event.frame is not None:
+                    cv2 = _cv2()
+                    cv2.imshow("edge_caption", last_canvas)
+                    if cv2.waitKey(1) & 0xFF in (ord("q"), ESC):
+                        break
+    except KeyboardInterrupt:
+        interrupted = True
+    except SourceError as exc:
+        failed = exc
+    finally:
+        if writer is not None:
+            # What was written is a playable video even when the stream stopped early.
+            writer.close(keep=True)
+        if args.show:
+            _cv2().destroyAllWindows()
+    print(f"edge_caption: {stats.summary(args.source)}", file=sys.stderr)
+    if writer is not None:
+        print(f"edge_caption: wrote {writer.frames} frames to {args.output}", file=sys.stderr)
+    if failed is not None:
+        print(f"edge_caption: error: {failed}", file=sys.stderr)
+        return 2
+    return 130 if interrupted else 0
+
+
+def _print_event(event, jsonl: bool) -> None:
+    result = event.result
+    if jsonl:
+        record = {"source": event.source, "frame": event.index}
+        if result is not None:
+            record.update(
+                caption=result.text,
+                ms=round(result.timings_ms["total"], 2),
+                timings_ms={k: round(v, 2) for k, v in result.timings_ms.items()},
+            )
+            if event.latency_ms is not None:
+                record["latency_ms"] = round(event.latency_ms, 2)
+        else:
+            record["skipped"] = event.skipped
+        print(json.dumps(record))
+    elif result is not None:
+        print(f"{event.source}\t{result.text}")
+    else:
+        return
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,8 +37,12 @@ def image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def iter_frames(source: str, every: int = 1) -> Iterator[Frame]:
-    """Frames of a source; for videos and cameras only every `every`-th frame is yielded."""
+def iter_frames(source: str) -> Iterator[Frame]:
+    """The images of an image file or a folder, in name order.
+
+    Video files and cameras go through edge_runtime.stream.caption_video, which knows
+    about frame rates, skipping and dropped frames.
+    """
     kind = source_kind(source)
     if kind == "image":
         yield Frame(source, Path(source))
@@ -52,39 +55,4 @@ def iter_frames(source: str, every: int = 1) -> Iterator[Frame]:
         for path in files:
             yield Frame(str(path), path)
     else:
-        yield from _capture_frames(source, kind, every)
-
-
-def _capture_frames(source: str, kind: str, every: int) -> Iterator[Frame]:
-    try:
-        import cv2
-    except ImportError:
-        raise SourceError(
-            "video and camera sources need OpenCV: pip install 'edge-caption[edge]'"
-        ) from None
-    if kind == "video" and not os.path.isfile(source):
-        raise SourceError(f"{source}: video file not found")
-    capture = cv2.VideoCapture(int(source) if kind == "camera" else source)
-    try:
-        if not capture.isOpened():
-            what = f"camera {source}" if kind == "camera" else source
-            raise SourceError(
-                f"{what}: cannot open it with OpenCV (is it connected / a readable video?)"
-            )
-        index = 0
-        while True:
-            ok, frame = capture.read()
-            if not ok:
-                if index == 0:
-                    raise SourceError(f"{source}: opened, but no frame could be read")
-                return
-            if index % every == 0:
-                name = (
-                    f"camera{source}#frame={index}"
-                    if kind == "camera"
-                    else f"{source}#frame={index}"
-                )
-                yield Frame(name, frame, bgr=True)
-            index += 1
-    finally:
-        capture.release()
+        raise ValueError(f"{source} is a {kind}; use edge_runtime.stream.caption_video")

@@ -36,6 +36,7 @@ DECODER_TENSORS: dict[str, dict[str, dict[str, list[str]]]] = {
         },
     },
     # A bidirectional LSTM re-reads the whole prefix every step: no state to carry.
+    # image_embedding [B, 4U] is the initial (h, c) of both directions, set by the image.
     "blstm": {
         "decoder_init": {"inputs": ["features"], "outputs": ["image_embedding"]},
         "decoder_step": {"inputs": ["prefix", "image_embedding"], "outputs": ["log_probs"]},

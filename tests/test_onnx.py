@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from cli_helpers import edge_caption
 
-from edgecap.edge_runtime.backends import OnnxModel, TFLiteModel
+from edgecap.edge_runtime.backends import ONNX_ACCELERATOR_PROVIDERS, OnnxModel, TFLiteModel
 from edgecap.edge_runtime.captioner import Captioner, CaptionerOptions
 from edgecap.edge_runtime.errors import BackendError, BundleError
 from edgecap.edge_runtime.manifest import MODEL_ROLES, tensor_names
@@ -273,3 +273,28 @@ def test_missing_onnxruntime_names_the_extra(onnx_bundle):
     )
     assert result.returncode == 0, result.stderr
     assert "needs the onnxruntime package: pip install '.[edge]'" in result.stdout
+
+
+def test_gpu_accelerator_picks_a_gpu_provider_or_says_what_it_tried(e2e, onnx_bundle):
+    import onnxruntime
+
+    available = onnxruntime.get_available_providers()
+    options = CaptionerOptions(accelerator="gpu")
+    if any(p in available for p in ONNX_ACCELERATOR_PROVIDERS):
+        with Captioner.from_bundle(onnx_bundle["path"], options) as captioner:
+            assert captioner.models["encoder"].providers[0] in ONNX_ACCELERATOR_PROVIDERS
+            assert captioner.models["decoder_step"].providers == ["CPUExecutionProvider"]
+        return
+    with pytest.raises(BackendError) as error:
+        Captioner.from_bundle(onnx_bundle["path"], options)
+    message = str(error.value)
+    assert message.startswith(
+        f"accelerator 'gpu': onnxruntime {onnxruntime.__version__} on this machine has none of "
+        "TensorrtExecutionProvider, CUDAExecutionProvider"
+    )
+    assert f"(it has {', '.join(available)})" in message
+    with pytest.raises(BackendError, match="choose either an accelerator or a list of providers"):
+        Captioner.from_bundle(
+            onnx_bundle["path"],
+            CaptionerOptions(accelerator="gpu", providers=["CPUExecutionProvider"]),
+        )
