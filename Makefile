@@ -9,7 +9,7 @@ DEMO_IMAGES ?= 4000
 ENCODER_IMAGES ?= 16000
 ENCODER_FILE := train/assets/mobilenet_synth.keras
 
-.PHONY: install demo test test-all lint encoder synth-results flickr8k clean
+.PHONY: install demo bench test test-all lint encoder synth-results flickr8k clean
 
 install: $(STAMP)
 
@@ -28,13 +28,30 @@ demo: $(STAMP)
 	$(BIN)/caption-export $(DEMO)/run --format tflite --quantize int8 --out $(DEMO)/bundle-int8
 	$(BIN)/python -m edgecap.benchmarks.demo prepare $(DEMO)
 	$(BIN)/edge_caption --model $(DEMO)/bundle-int8 --source $(DEMO)/test_images --jsonl > $(DEMO)/test_captions.jsonl
-	$(BIN)/edge_caption --model $(DEMO)/bundle-int8 --source $(DEMO)/test_video.mp4 --every 15 --jsonl > $(DEMO)/video_captions.jsonl
+	$(BIN)/edge_caption --model $(DEMO)/bundle-int8 --source $(DEMO)/test_video.mp4 --realtime --every 15 \
+		--output $(DEMO)/annotated.mp4 --jsonl > $(DEMO)/video_captions.jsonl
 	$(BIN)/python -m edgecap.benchmarks.demo report $(DEMO) --bundle $(DEMO)/bundle-int8 --run $(DEMO)/run
 
 # The recipe of the shipped demo encoder (train/assets/mobilenet_synth.keras).
 encoder: $(STAMP)
 	$(BIN)/caption-data synth artifacts/encoder-data --images $(ENCODER_IMAGES) --seed 12345
 	$(BIN)/caption-train pretrain-encoder --data artifacts/encoder-data --out $(ENCODER_FILE)
+
+# Every export pair of the demo run on this machine, with the Keras baselines (README
+# "Benchmarks"). Run `make demo` first; pairs missing under $(DEMO)/bundles are exported
+# first (their names come from export/formats.py's RECIPES). Writes $(BENCH)/results.json,
+# results.md and latency_quality.png. BENCH_ARGS adds caption-bench options.
+BENCH := artifacts/bench
+BENCH_ARGS ?=
+bench: $(STAMP)
+	@test -f $(DEMO)/run/config.json || { echo "make bench: no $(DEMO)/run; run 'make demo' first" >&2; exit 2; }
+	for pair in $$($(BIN)/python -c "from edgecap.export.formats import RECIPES; print(*(r.name for r in RECIPES))"); do \
+		test -f $(DEMO)/bundles/$$pair/manifest.json || \
+			$(BIN)/caption-export $(DEMO)/run --format $${pair%%-*} --quantize $${pair#*-} \
+				--out $(DEMO)/bundles/$$pair || exit 1; \
+	done
+	$(BIN)/caption-bench $(DEMO)/bundles/* --data $(DEMO)/data --split test \
+		--keras-run $(DEMO)/run --out $(BENCH) $(BENCH_ARGS)
 
 # The README's synthetic results table: every decoder on the demo data, greedy and beam 3.
 # Run `make demo` first (it makes the data and the feature cache). About 35 minutes on 2 cores.
@@ -65,11 +82,22 @@ flickr8k: $(STAMP)
 	done
 	$(BIN)/python -m edgecap.benchmarks.results $(F8K_OUT)/eval-*/metrics.json --out $(F8K_OUT)/table.md
 
-test: $(STAMP)
-	$(BIN)/python -m pytest -q
+# The Raspberry Pi legacy environment: tflite-runtime 2.14 + numpy < 2, no ai_edge_litert and
+# no TensorFlow. tests/test_pi_legacy.py runs the runtime's tests in it.
+PI_VENV := .venv-pi
+PI_STAMP := $(PI_VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-10)
+$(PI_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(PI_VENV)
+	$(PI_VENV)/bin/pip install --quiet --upgrade pip
+	$(PI_VENV)/bin/pip install --quiet -e ".[pi-legacy]" "pytest>=8.0" "pytest-timeout>=2.3" "hypothesis>=6.100"
+	rm -f $(PI_VENV)/.installed-*
+	touch $@
 
-test-all: $(STAMP)
-	$(BIN)/python -m pytest -q -m "slow or not slow"
+test: $(STAMP) $(PI_STAMP)
+	EDGECAP_PI_PYTHON=$(PI_VENV)/bin/python $(BIN)/python -m pytest -q
+
+test-all: $(STAMP) $(PI_STAMP)
+	EDGECAP_PI_PYTHON=$(PI_VENV)/bin/python $(BIN)/python -m pytest -q -m "slow or not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import BackendError, BundleError
+from .flatbuffer_check import FlatBufferError, check_tflite_bytes
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +61,24 @@ class _NamedModel:
         return list(self._outputs)
 
 
+def _check_structure(path: Path) -> None:
+    """Refuse a damaged .tflite file before an interpreter without a verifier crashes on it."""
+    try:
+        check_tflite_bytes(path.read_bytes())
+    except FlatBufferError as exc:
+        raise BundleError(
+            f"{path}: cannot load this TFLite model ({exc}); the file is corrupt or truncated, "
+            "export the bundle again"
+        ) from None
+
+
 class TFLiteModel(_NamedModel):
     """One .tflite file run through its 'serving_default' signature."""
 
     def __init__(self, path: str | Path, backend: str = "auto", num_threads: int | None = None):
         interpreter_class, self.backend_name = _load_interpreter_class(backend)
         self.path = Path(path)
+        _check_structure(self.path)
         try:
             self._interpreter = interpreter_class(
                 model_path=str(self.path), num_threads=num_threads
@@ -126,6 +139,7 @@ class LiteRtCompiledModel(_NamedModel):
                 "GPU path"
             ) from None
         flag = {"gpu": HardwareAccelerator.GPU, "cpu": HardwareAccelerator.CPU}[accelerator]
+        _check_structure(self.path)
         # The Interpreter reads the quantization parameters, which CompiledModel does not report.
         try:
             runner = Interpreter(model_path=str(self.path)).get_signature_runner(self.SIGNATURE)

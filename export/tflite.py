@@ -53,6 +53,10 @@ def _weights_only(precision: str) -> Callable | None:
 
         def quantize(converter):
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            # Per-channel dense weights need FULLY_CONNECTED version 12, which tflite-runtime
+            # 2.14 (the last release, the Raspberry Pi legacy backend) cannot load. Per-tensor
+            # scales keep every bundle loadable by both runtimes.
+            converter._experimental_disable_per_channel_quantization_for_dense_layers = True
 
         return quantize
     return None

@@ -1,3 +1,4 @@
+import json
 import os
 from pathlib import Path
 
@@ -23,8 +24,23 @@ E2E_IMAGES = 1600
 E2E_EPOCHS = 25
 
 
+# The Raspberry Pi legacy job (tests/test_pi_legacy.py) runs the runtime's tests in an
+# environment without TensorFlow, on the pipeline the main session already built.
+PREBUILT_E2E = os.environ.get("EDGECAP_PREBUILT_E2E")
+
+
 @pytest.fixture(scope="session")
 def e2e(tmp_path_factory):
+    if PREBUILT_E2E:
+        root = Path(PREBUILT_E2E)
+        return {
+            "root": root,
+            "data": root / "data",
+            "run": root / "run",
+            "bundle": root / "bundle-int8",
+            "metrics": json.loads((root / "run" / "metrics.json").read_text()),
+            "manifest": json.loads((root / "bundle-int8" / "manifest.json").read_text()),
+        }
     from edgecap.export.bundle import export_bundle
     from edgecap.train.decoders import DecoderConfig
     from edgecap.train.synthetic import generate

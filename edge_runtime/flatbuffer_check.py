@@ -1,0 +1,86 @@
+"""A bounds check of a .tflite file's FlatBuffer, before an interpreter reads it.
+
+tflite_runtime 2.14 (the Raspberry Pi legacy backend) has no verifier: a truncated file
+whose hash was recorded after the damage crashes the process with a segmentation fault
+instead of raising. FlatBuffers are written back to front, so the tensor data sits at the
+end of the file and truncation leaves references pointing past its end. Following the
+model's subgraph and buffer references catches that, in well under a millisecond.
+"""
+
+from __future__ import annotations
+
+import struct
+
+TFLITE_IDENTIFIER = b"TFL3"
+# Field numbers of tflite::Model and tflite::Buffer in the TFLite schema.
+MODEL_OPERATOR_CODES, MODEL_SUBGRAPHS, MODEL_BUFFERS = 1, 2, 4
+BUFFER_DATA, BUFFER_OFFSET, BUFFER_SIZE = 0, 1, 2
+
+
+class FlatBufferError(ValueError):
+    pass
+
+
+class _Reader:
+    def __init__(self, data: bytes):
+        self.data, self.size = data, len(data)
+
+    def _unpack(self, fmt: str, at: int) -> int:
+        width = struct.calcsize(fmt)
+        if at < 0 or at + width > self.size:
+            raise FlatBufferError(f"a reference points to byte {at}, past the end ({self.size})")
+        return struct.unpack_from(fmt, self.data, at)[0]
+
+    def target(self, at: int) -> int:
+        """Where the unsigned offset stored at `at` points."""
+        return at + self._unpack("<I", at)
+
+    def field(self, table: int, number: int) -> int | None:
+        """Position of a table's field, or None where the field is absent."""
+        vtable = table - self._unpack("<i", table)
+        vtable_size = self._unpack("<H", vtable)
+        slot = 4 + 2 * number
+        if slot + 2 > vtable_size:
+            return None
+        offset = self._unpack("<H", vtable + slot)
+        return table + offset if offset else None
+
+    def vector(self, at: int, element_size: int) -> tuple[int, int]:
+        """(first element position, length) of the vector referenced at `at`."""
+        start = self.target(at)
+        length = self._unpack("<I", start)
+        end = start + 4 + length * element_size
+        if end > self.size:
+            raise FlatBufferError(f"a vector ends at byte {end}, past the end ({self.size})")
+        return start + 4, length
+
+    def tables(self, table: int, number: int) -> list[int]:
+        at = self.field(table, number)
+        if at is None:
+            return []
+        first, length = self.vector(at, 4)
+        return [self.target(first + 4 * i) for i in range(length)]
+
+
+def check_tflite_bytes(data: bytes) -> None:
+    """Raise FlatBufferError if `data` is not a whole .tflite model."""
+    if len(data) < 8 or data[4:8] != TFLITE_IDENTIFIER:
+        raise FlatBufferError("not a TFLite model (no TFL3 identifier)")
+    reader = _Reader(data)
+    model = reader.target(0)
+    if not reader.tables(model, MODEL_SUBGRAPHS):
+        raise FlatBufferError("the model has no subgraph")
+    for code in reader.tables(model, MODEL_OPERATOR_CODES):
+        reader.field(code, 0)  # reads the table's vtable, which must lie inside the file
+    for buffer in reader.tables(model, MODEL_BUFFERS):
+        at = reader.field(buffer, BUFFER_DATA)
+        if at is not None:
+            reader.vector(at, 1)
+        offset_at, size_at = reader.field(buffer, BUFFER_OFFSET), reader.field(buffer, BUFFER_SIZE)
+        if offset_at is not None and size_at is not None:
+            # Models over 2 GB keep tensor data after the FlatBuffer, at these positions.
+            end = reader._unpack("<Q", offset_at) + reader._unpack("<Q", size_at)
+            if end > reader.size:
+                raise FlatBufferError(
+                    f"tensor data ends at byte {end}, past the end ({reader.size})"
+                )
