@@ -1,0 +1,421 @@
+"""`caption-bench`: size, speed, memory and quality of bundles on this device, against
+Keras baselines measured in the same run; and `caption-bench merge` across devices.
+
+    caption-bench BUNDLE... --out DIR [--data DIR --split test] [--min-scene-accuracy X]
+    caption-bench merge RESULTS.json... --out DIR
+
+A run writes DIR/results.json (schema: benchmarks/schema.py), DIR/results.md (the table)
+and DIR/latency_quality.png. Each bundle is measured in a process of its own
+(benchmarks/measure.py); the Keras baselines run in processes of their own too
+(benchmarks/baselines.py), so TensorFlow never shares memory or cores with a bundle.
+
+Exit status: 0 when every bundle was measured (and passed the gate, if one was set);
+1 when --min-scene-accuracy was set and a bundle is below it, or has no scene accuracy
+because it failed (each is named on stderr); 2 when a bundle or a baseline could not be
+measured (its row says why; the other rows are still measured and written) or the
+arguments are wrong. A failed bundle is an error even without a gate: a table with a
+silently missing row would not be trustworthy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from edgecap.edge_runtime.atomic import write_json_atomic, write_text_atomic
+
+from . import baselines as base
+from .fingerprint import fingerprint, label, load_average
+from .measure import identify
+from .schema import SCHEMA, SCHEMA_VERSION, SchemaError, load_results, validate
+from .timing import OUTLIER_RULE
+
+RESULTS_FILE = "results.json"
+MARKDOWN_FILE = "results.md"
+PLOT_FILE = "latency_quality.png"
+CHILD_TIMEOUT_S = 1800  # one bundle's measurement; a hung backend must not hang the run
+
+
+def _run_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="caption-bench",
+        description="Benchmark bundles on this device: file sizes, init and first caption, "
+        "latency (encoder, decoder step, greedy and beam captions), peak RSS, quality, and "
+        "Keras baselines as ratios. `caption-bench merge FILE... --out DIR` compares "
+        "results files from several devices.",
+        epilog="exit status: 0 all measured (and the gate passed); 1 the --min-scene-accuracy "
+        "gate failed; 2 a bundle or baseline could not be measured, or bad arguments",
+    )
+    p.add_argument("bundles", nargs="+", help="bundle folders written by caption-export")
+    p.add_argument("--out", required=True, type=Path, help="folder for results.json/.md/.png")
+    p.add_argument("--data", help="dataset in the Flickr8k layout, for quality and images")
+    p.add_argument("--split", default="test", help="split to score (default test)")
+    p.add_argument(
+        "--quality-images",
+        type=int,
+        default=None,
+        help="score only the first N images of the split (default: all; 0: no quality)",
+    )
+    p.add_argument(
+        "--backend",
+        default="auto",
+        choices=["auto", "litert", "tflite-runtime", "onnx"],
+        help="runtime backend (default auto: each bundle's format picks its own)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads per model (default: backend's choice)",
+    )
+    p.add_argument("--providers", default=None, help="onnxruntime providers, comma-separated")
+    p.add_argument(
+        "--budget-s", type=float, default=2.0, help="seconds per latency measurement (default 2)"
+    )
+    p.add_argument(
+        "--warmup", type=int, default=5, help="unrecorded calls before each measurement (default 5)"
+    )
+    p.add_argument(
+        "--beam", type=int, default=3, help="beam width measured besides greedy (default 3)"
+    )
+    p.add_argument(
+        "--cold-repeats",
+        type=int,
+        default=3,
+        help="fresh processes per cold start, median reported (default 3)",
+    )
+    p.add_argument(
+        "--keras-run",
+        type=Path,
+        default=None,
+        help="Keras run for the baselines (default: the bundles' source_run)",
+    )
+    p.add_argument(
+        "--seed-images",
+        type=int,
+        default=base.SEED_STYLE_IMAGES,
+        help=f"images decoded seed-style (default {base.SEED_STYLE_IMAGES})",
+    )
+    p.add_argument(
+        "--no-baselines",
+        action="store_true",
+        help="skip the Keras baselines (no TensorFlow needed)",
+    )
+    p.add_argument(
+        "--min-scene-accuracy",
+        type=float,
+        default=None,
+        help="regression gate: exit 1 if a bundle's greedy scene accuracy is below this",
+    )
+    p.add_argument(
+        "--device", default=None, help="device label in tables (default: CPU model and cores)"
+    )
+    return p
+
+
+def _merge_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="caption-bench merge",
+        description="One comparison of caption-bench results from several devices.",
+    )
+    p.add_argument("results", nargs="+", type=Path, help="results.json files, one per device")
+    p.add_argument("--out", required=True, type=Path, help="folder for merged.json/.md/.png")
+    return p
+
+
+def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.budget_s <= 0 or args.warmup < 0 or args.beam < 2 or args.cold_repeats < 1:
+        parser.error("need --budget-s > 0, --warmup >= 0, --beam >= 2 and --cold-repeats >= 1")
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads must be at least 1")
+    if args.seed_images < 1:
+        parser.error("--seed-images must be at least 1")
+    if args.min_scene_accuracy is not None:
+        if not args.data or args.quality_images == 0:
+            parser.error("--min-scene-accuracy needs --data (and quality: not --quality-images 0)")
+        from edgecap.train.synthetic import load_scenes
+
+        if not load_scenes(args.data):
+            parser.error(
+                f"--min-scene-accuracy needs a synthetic dataset; {args.data} has no scenes.json"
+            )
+
+
+def _measure_bundle(bundle: str, args: argparse.Namespace, work: Path, index: int) -> dict:
+    out = work / f"bundle-{index}.json"
+    command = [sys.executable, "-m", "edgecap.benchmarks.measure", "--bundle", bundle]
+    command += ["--out", str(out), "--split", args.split, "--backend", args.backend]
+    command += ["--budget-s", str(args.budget_s), "--warmup", str(args.warmup)]
+    command += ["--beam", str(args.beam)]
+    for flag, value in (
+        ("--data", args.data),
+        ("--threads", args.threads),
+        ("--providers", args.providers),
+        ("--quality-images", args.quality_images),
+    ):
+        if value is not None:
+            command += [flag, str(value)]
+    try:
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S, env=base.child_env()
+        )
+    except subprocess.TimeoutExpired:
+        done = None
+    if out.is_file():
+        return json.loads(out.read_text())
+    reason = f"timed out after {CHILD_TIMEOUT_S} s" if done is None else base.last_line(done.stderr)
+    variant, model_format, precision = identify(bundle)
+    return {
+        "name": Path(bundle).name,
+        "path": bundle,
+        "variant": variant,
+        "format": model_format,
+        "precision": precision,
+        "status": f"failed: {reason}",
+    }
+
+
+def _cold_start_image(args: argparse.Namespace, work: Path) -> Path:
+    """The image every cold start captions: the split's first, or a seeded random one."""
+    if args.data:
+        from edgecap.train.flickr8k import load_dataset
+
+        dataset = load_dataset(args.data)
+        return dataset.image_path(dataset.split_items(args.split)[0][0])
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    path = work / "random.png"
+    shape = (224, 224, 3)  # [H, W, 3] uint8 RGB
+    Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(path)
+    return path
+
+
+def _keras_run(args: argparse.Namespace, entries: list[dict]) -> Path | None:
+    """--keras-run, else the first measured bundle's source_run that still exists."""
+    if args.keras_run is not None:
+        return args.keras_run
+    for entry in entries:
+        source = entry.get("source_run")
+        if source and (Path(source) / "config.json").is_file():
+            return Path(source)
+    return None
+
+
+def _baselines(args: argparse.Namespace, entries: list[dict], work: Path) -> dict:
+    run = _keras_run(args, entries)
+    if run is None:
+        return {"status": "skipped: no Keras run found; pass --keras-run"}
+    if not (run / "config.json").is_file():
+        return {
+            "status": f"failed: {run}: not a caption-train run (no config.json)",
+            "run": str(run),
+        }
+    print(f"caption-bench: Keras baselines on {run} (seed-style, stepwise, TF import + load)")
+    result = base.keras_baselines(
+        run,
+        work / "keras.json",
+        args.data,
+        args.split,
+        args.budget_s,
+        min(args.warmup, 3),
+        args.seed_images,
+        args.quality_images,
+        args.threads,
+    )
+    if result["status"] != "ok":
+        return result
+    tf = base.tf_cold_start(run, args.cold_repeats, args.threads)
+    result["tf_cold_start"] = tf
+    if tf["status"] != "ok":
+        result["status"] = f"failed: TensorFlow cold start: {tf['status']}"
+    return result
+
+
+def _speedups(entries: list[dict], baselines: dict) -> None:
+    """Add each bundle's ratios against the baselines (how many times faster)."""
+    if baselines.get("status") != "ok":
+        return
+    seed = baselines["seed_style"]["latency_ms"]["p50"]
+    stepwise = baselines["keras_stepwise"]["latency_ms"]["p50"]
+    tf = baselines["tf_cold_start"]["median_s"]
+    run = Path(baselines["run"]).resolve()
+    for entry in entries:
+        if entry["status"] != "ok":
+            continue
+        ms = entry["latency_ms"]["caption_greedy"]["p50"]
+        cold = (entry.get("cold_start") or {}).get("median_s")
+        source = entry.get("source_run")
+        entry["speedup"] = {
+            "caption_vs_seed_style": round(seed / ms, 1),
+            "caption_vs_keras_stepwise": round(stepwise / ms, 2),
+            "cold_start_vs_tf": round(tf / cold, 2) if cold else None,
+            # A ratio against another model than the bundle's own would be a different claim.
+            "baseline_is_source_run": bool(source) and Path(source).resolve() == run,
+        }
+
+
+def _gate(entries: list[dict], threshold: float) -> list[str]:
+    """Names and reasons of the bundles below the scene-accuracy threshold (greedy)."""
+    failed = []
+    for entry in entries:
+        scene = ((entry.get("quality") or {}).get("greedy") or {}).get("scene_accuracy")
+        if scene is None:
+            failed.append(f"{entry['path']}: no scene accuracy ({entry['status']})")
+        elif scene < threshold:
+            failed.append(f"{entry['path']}: scene accuracy {scene:.4f} < {threshold}")
+    return failed
+
+
+def run(argv: list[str]) -> int:
+    parser = _run_parser()
+    args = parser.parse_args(argv)
+    _check_args(parser, args)
+    from .report import markdown, plot_tradeoff, ratio_lines
+
+    started = time.perf_counter()
+    load_start = load_average()
+    fp = fingerprint(args.device)
+    print(f"caption-bench: {label(fp)}")
+    entries = []
+    with tempfile.TemporaryDirectory(prefix="caption-bench-") as tmp:
+        work = Path(tmp)
+        try:
+            image = _cold_start_image(args, work)
+        except Exception as exc:  # DatasetError and friends: nothing can be measured without it
+            print(f"caption-bench: error: {exc}", file=sys.stderr)
+            return 2
+        for i, bundle in enumerate(args.bundles):
+            t0 = time.perf_counter()
+            entry = _measure_bundle(bundle, args, work, i)
+            if entry["status"] == "ok":
+                entry["cold_start"] = base.runtime_cold_start(
+                    bundle, image, args.cold_repeats, args.backend, args.threads, args.providers
+                )
+                entry["cold_start"].pop("stdout", None)
+                greedy = entry["latency_ms"]["caption_greedy"]
+                scene = ((entry.get("quality") or {}).get("greedy") or {}).get("scene_accuracy")
+                print(
+                    f"[{i + 1}/{len(args.bundles)}] {entry['variant']:<15} {bundle}: "
+                    f"{greedy['p50']:.2f} ms/caption (p50, greedy)"
+                    + (f", scene accuracy {scene:.3f}" if scene is not None else "")
+                    + f" ({time.perf_counter() - t0:.0f} s)"
+                )
+            else:
+                print(f"caption-bench: {bundle}: {entry['status']}", file=sys.stderr)
+            entries.append(entry)
+        if args.no_baselines:
+            baselines = {"status": "skipped: --no-baselines"}
+        else:
+            baselines = _baselines(args, entries, work)
+            if baselines["status"] != "ok":
+                print(f"caption-bench: baselines: {baselines['status']}", file=sys.stderr)
+    _speedups(entries, baselines)
+
+    result = {
+        "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "argv": ["caption-bench", *argv],
+        "fingerprint": fp,
+        "conditions": {
+            "load_average_start": load_start,
+            "load_average_end": load_average(),
+            "wall_s": round(time.perf_counter() - started, 1),
+        },
+        "settings": {
+            "threads": args.threads,
+            "backend": args.backend,
+            "providers": args.providers,
+            "budget_s": args.budget_s,
+            "warmup": args.warmup,
+            "beam": args.beam,
+            "cold_repeats": args.cold_repeats,
+            "seed_images": args.seed_images,
+            "data": args.data,
+            "split": args.split,
+            "quality_images": args.quality_images,
+            "outlier_rule": OUTLIER_RULE,
+            "batch": 1,
+        },
+        "bundles": entries,
+        "baselines": baselines,
+    }
+    failed_gate: list[str] = []
+    if args.min_scene_accuracy is not None:
+        failed_gate = _gate(entries, args.min_scene_accuracy)
+        result["gate"] = {"min_scene_accuracy": args.min_scene_accuracy, "failed": failed_gate}
+    validate(result, "caption-bench result")  # what merge will read back must be valid
+
+    out: Path = args.out
+    write_json_atomic(out / RESULTS_FILE, result)
+    text = markdown(result)
+    write_text_atomic(out / MARKDOWN_FILE, text)
+    plotted = plot_tradeoff([result], out / PLOT_FILE, f"caption-bench: {fp['device']}")
+    print()
+    print(text)
+    print("ratios:")
+    for line in ratio_lines(result):
+        print(f"  {line}")
+    written = [RESULTS_FILE, MARKDOWN_FILE] + ([PLOT_FILE] if plotted else [])
+    print(f"wrote {', '.join(str(out / name) for name in written)}")
+    print(f"caption-bench: {time.perf_counter() - started:.0f} s")
+
+    for line in failed_gate:
+        print(f"caption-bench: gate failed: {line}", file=sys.stderr)
+    if failed_gate:
+        return 1
+    if any(e["status"] != "ok" for e in entries) or baselines["status"].startswith("failed"):
+        return 2
+    return 0
+
+
+def merge(argv: list[str]) -> int:
+    args = _merge_parser().parse_args(argv)
+    from .report import merged_markdown, plot_device_bars, plot_tradeoff
+
+    try:
+        results = [load_results(path) for path in args.results]
+    except SchemaError as exc:
+        print(f"caption-bench merge: error: {exc}", file=sys.stderr)
+        return 2
+    # Two files from one device (or two unnamed devices with the same CPU) stay apart.
+    seen: dict[str, int] = {}
+    for path, result in zip(args.results, results, strict=True):
+        name = result["fingerprint"]["device"]
+        seen[name] = seen.get(name, 0) + 1
+        if seen[name] > 1 or sum(r["fingerprint"]["device"] == name for r in results) > 1:
+            result["fingerprint"]["device"] = f"{name} ({path.stem})"
+    out: Path = args.out
+    merged = {
+        "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
+        "merged_from": [str(p) for p in args.results],
+        "results": results,
+    }
+    write_json_atomic(out / "merged.json", merged)
+    text = merged_markdown(results)
+    write_text_atomic(out / "merged.md", text)
+    plot_tradeoff(results, out / "merged_latency_quality.png", "caption-bench: all devices")
+    plot_device_bars(results, out / "merged_devices.png")
+    print(text)
+    print(f"wrote {out / 'merged.json'}, merged.md, merged_latency_quality.png, merged_devices.png")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "merge":
+        return merge(argv[1:])
+    return run(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""The device fingerprint that goes into every results file: what ran, on what.
+
+Runtime versions come from installed package metadata (importlib.metadata), never from
+importing the package: importing TensorFlow alone costs seconds and hundreds of MB, and
+the fingerprint must not disturb the measurements that follow it.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+# Runtime name in the results -> the distributions that provide it, first found wins.
+RUNTIME_DISTRIBUTIONS: dict[str, tuple[str, ...]] = {
+    "edge_caption": ("edge-caption",),
+    "numpy": ("numpy",),
+    "ai_edge_litert": ("ai-edge-litert", "ai-edge-litert-nightly"),
+    "tflite_runtime": ("tflite-runtime",),
+    "onnxruntime": ("onnxruntime", "onnxruntime-gpu", "onnxruntime-silicon"),
+    "opencv": (
+        "opencv-python-headless",
+        "opencv-python",
+        "opencv-contrib-python-headless",
+        "opencv-contrib-python",
+    ),
+    "pillow": ("pillow",),
+    "tensorflow": ("tensorflow", "tensorflow-cpu", "tensorflow-macos", "tensorflow-aarch64"),
+    "keras": ("keras",),
+}
+
+# /proc/cpuinfo keys that name the CPU or board, by platform: x86 has "model name"; a
+# Raspberry Pi has "Model" (the board) and older kernels "Hardware"; some ARM SoCs "Processor".
+_CPUINFO_KEYS = ("model name", "Model", "Hardware", "Processor", "cpu model")
+
+
+def runtime_versions() -> dict[str, str | None]:
+    """Installed version of each runtime, None where it is not installed."""
+    versions: dict[str, str | None] = {}
+    for name, distributions in RUNTIME_DISTRIBUTIONS.items():
+        versions[name] = None
+        for dist in distributions:
+            try:
+                versions[name] = metadata.version(dist)
+                break
+            except metadata.PackageNotFoundError:
+                continue
+    return versions
+
+
+def cpu_model(cpuinfo: str | None = None) -> str:
+    """The CPU (or board) name: /proc/cpuinfo on Linux, sysctl on macOS, else platform."""
+    if cpuinfo is None:
+        path = Path("/proc/cpuinfo")
+        cpuinfo = path.read_text(errors="replace") if path.is_file() else ""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and value.strip():
+            fields.setdefault(key.strip(), value.strip())
+    for key in _CPUINFO_KEYS:
+        if key in fields:
+            return fields[key]
+    if sys.platform == "darwin":
+        try:
+            out = subprocess.run(
+                ["sysctl", "-n", "machdep.cpu.brand_string"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+            )
+            if out.returncode == 0 and out.stdout.strip():
+                return out.stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def _os_release() -> str | None:
+    path = Path("/etc/os-release")
+    if not path.is_file():
+        return None
+    for line in path.read_text(errors="replace").splitlines():
+        if line.startswith("PRETTY_NAME="):
+            return line.split("=", 1)[1].strip().strip('"')
+    return None
+
+
+def _physical_cores() -> int | None:
+    try:
+        import psutil
+
+        return psutil.cpu_count(logical=False)
+    except ImportError:
+        return None
+
+
+def _memory_mb() -> int | None:
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().total / 2**20)
+    except ImportError:
+        return None
+
+
+def short_label(model: str, cores: int) -> str:
+    """A compact device label for tables: 'Intel Xeon Processor, 2 cores'."""
+    name = re.sub(r"\((R|TM|tm|r)\)", "", model)
+    name = re.sub(r"\s+", " ", name).strip()
+    return f"{name}, {cores} cores"
+
+
+def fingerprint(device: str | None = None) -> dict:
+    """Everything a reader needs to tell two devices (or two setups of one) apart."""
+    model = cpu_model()
+    cores = os.cpu_count() or 1
+    try:
+        # The cores this process may run on: a container or taskset can allow fewer.
+        available = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        available = cores
+    return {
+        "device": device or short_label(model, cores),
+        "cpu_model": model,
+        "cores_logical": cores,
+        "cores_physical": _physical_cores(),
+        "cores_available": available,
+        "arch": platform.machine(),
+        "os": platform.platform(),
+        "os_release": _os_release(),
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "memory_mb": _memory_mb(),
+        "runtimes": runtime_versions(),
+    }
+
+
+def load_average() -> list[float] | None:
+    """1, 5 and 15-minute load averages (None where the OS has none): other work on the
+    machine slows every measurement, and a reader of the results should know."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
+def label(fp: dict) -> str:
+    """One line for a README or a plot title: device, arch, OS, Python, runtimes."""
+    runtimes = ", ".join(f"{k} {v}" for k, v in fp["runtimes"].items() if v and k != "edge_caption")
+    return (
+        f"{fp['device']} ({fp['cpu_model']}, {fp['cores_logical']} logical cores, {fp['arch']}), "
+        f"{fp.get('os_release') or fp['os']}, {fp['python']}; {runtimes}"
+    )

@@ -1,0 +1,253 @@
+"""Measure one bundle, in a process of its own (caption-bench starts one per bundle).
+
+    python -m edgecap.benchmarks.measure --bundle B --out result.json [--data D ...]
+
+A process per bundle makes peak RSS a per-bundle figure (no other bundle's models, and
+no TensorFlow from the Keras baselines, in the same address space) and keeps one bundle's
+crash from ending the run. The result (status "ok" or "failed: reason") goes to --out.
+
+Peak RSS is VmHWM from /proc/self/status: the high-water mark of this process's own
+memory map, which exec starts afresh. ru_maxrss is the fallback where /proc is missing
+(macOS); on Linux it would also count the parent's pages at the fork that started us.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+
+# Import cost of the runtime, from the first line of this module (numpy, Pillow, backend
+# modules load lazily below); the cold-start figure in bench.py measures the whole process.
+_T0 = time.perf_counter()
+
+LATENCY_IMAGES = 32  # distinct images cycled through by the latency loops
+RANDOM_IMAGE_SIDE = 224  # without --data, latency runs on seeded random images of this side
+
+
+def identify(bundle: str | Path) -> tuple[str, str | None, str | None]:
+    """(variant, format, precision) of a bundle: its pair in export/formats.py's RECIPES,
+    matched on the manifest's model_format and per-file precision labels.
+
+    Reads manifest.json leniently (a broken bundle still gets a row); a bundle that matches
+    no recipe is '<format>-custom', one without a readable manifest 'unknown'.
+    """
+    from edgecap.export.formats import RECIPES, ROLES
+
+    try:
+        raw = json.loads((Path(bundle) / "manifest.json").read_text(encoding="utf-8"))
+        model_format = raw["model_format"]
+        labels = tuple(raw["models"][role]["precision"] for role in ROLES)
+    except (OSError, ValueError, KeyError, TypeError):
+        return "unknown", None, None
+    for recipe in RECIPES:
+        if recipe.format == model_format and labels == tuple(map(recipe.file_precision, ROLES)):
+            return recipe.name, recipe.format, recipe.precision
+    return f"{model_format}-custom", model_format, None
+
+
+def peak_rss_mb() -> tuple[float, str]:
+    """This process's peak resident set size in MB, and how it was read."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024, "VmHWM (/proc/self/status)"
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # ru_maxrss is in bytes on macOS, in kilobytes on Linux and the BSDs.
+    divisor = 2**20 if sys.platform == "darwin" else 1024
+    return peak / divisor, "ru_maxrss (getrusage RUSAGE_SELF)"
+
+
+def _latency_images(dataset, split: str | None, count: int) -> list:
+    import numpy as np
+    from PIL import Image
+
+    from edgecap.edge_runtime.preprocess import load_image
+
+    if dataset is not None:
+        return [load_image(dataset.image_path(i)) for i in dataset.splits[split][:count]]
+    rng = np.random.default_rng(0)
+    shape = (RANDOM_IMAGE_SIDE, RANDOM_IMAGE_SIDE, 3)  # [H, W, 3] uint8 RGB
+    return [Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)) for _ in range(8)]
+
+
+def _quality(captioners: dict, dataset, split: str, limit: int | None) -> dict:
+    """Caption the first `limit` images of the split with every decoder; score each."""
+    from edgecap.edge_runtime.metrics import caption_metrics
+    from edgecap.edge_runtime.scenes import scene_accuracy
+    from edgecap.edge_runtime.text import normalize_caption
+    from edgecap.train.synthetic import load_scenes
+
+    ids = dataset.splits[split][:limit] if limit else dataset.splits[split]
+    scenes = load_scenes(dataset.root)
+    references = {i: [normalize_caption(c) for c in dataset.captions[i]] for i in ids}
+    out = {}
+    for mode, captioner in captioners.items():
+        predictions = {i: captioner.caption(dataset.image_path(i)).text for i in ids}
+        metrics = caption_metrics(predictions, references)
+        entry = {
+            "images": len(ids),
+            "bleu4": round(metrics["bleu4"], 4),
+            "cider_d": round(metrics["cider_d"], 4),
+        }
+        if scenes:
+            entry["scene_accuracy"] = round(scene_accuracy(predictions, scenes), 4)
+        out[mode] = entry
+    return out
+
+
+def measure(args: argparse.Namespace) -> dict:
+    """Everything caption-bench reports for one bundle, except the cold start and ratios
+    (those need fresh processes and the baselines; bench.py adds them)."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from edgecap.edge_runtime.captioner import Captioner, CaptionerOptions
+
+    from .timing import captions_per_second, summarize, time_calls
+
+    import_ms = (time.perf_counter() - _T0) * 1e3
+    bundle = Path(args.bundle)
+    variant, model_format, precision = identify(bundle)
+    entry: dict = {
+        "name": bundle.name,
+        "path": str(bundle),
+        "variant": variant,
+        "format": model_format,
+        "precision": precision,
+        "status": "ok",
+    }
+    dataset = None
+    if args.data:
+        from edgecap.train.flickr8k import load_dataset
+
+        dataset = load_dataset(args.data)
+        dataset.split_items(args.split)  # a DatasetError naming the split if it is unknown
+    images = _latency_images(dataset, args.split, LATENCY_IMAGES)
+
+    providers = [p for p in (args.providers or "").split(",") if p] or None
+    options = CaptionerOptions(backend=args.backend, num_threads=args.threads, providers=providers)
+    start = time.perf_counter()
+    captioner = Captioner.from_bundle(bundle, options)
+    init_ms = (time.perf_counter() - start) * 1e3
+    start = time.perf_counter()
+    captioner.caption(images[0])
+    first_ms = (time.perf_counter() - start) * 1e3
+    # The beam captioner shares the loaded models: beam width is a decoding setting only.
+    beam = Captioner(
+        captioner.manifest,
+        captioner.vocab,
+        captioner.models,
+        replace(options, beam_width=args.beam),
+    )
+    manifest = captioner.manifest
+    files = {p.name: p.stat().st_size for p in sorted(bundle.iterdir()) if p.is_file()}
+    entry.update(
+        backend=captioner.models["encoder"].backend_name,
+        threads=args.threads,
+        providers=providers,
+        decoder_kind=manifest.decoder_kind,
+        source_run=manifest.raw.get("source_run"),
+        size={"total_bytes": sum(files.values()), "files": files},
+        import_ms=round(import_ms, 2),
+        init_ms=round(init_ms, 3),
+        first_caption_ms=round(first_ms, 3),
+    )
+
+    from edgecap.edge_runtime.preprocess import preprocess
+
+    pixels = [preprocess(im, manifest.preprocessing)[None] for im in images]  # each [1, S, S, 3]
+    encoder = captioner.models["encoder"]
+    features = encoder(image=pixels[0])["features"]  # [1, F]
+    step_model = captioner.step_model
+    state = step_model.init(features)
+    start_token = np.array([manifest.start_id], dtype=np.int32)  # [1]
+    n = len(images)
+    loops = {
+        "encoder": lambda i: encoder(image=pixels[i % n]),
+        "decoder_step": lambda i: step_model.step(start_token, state),
+        "caption_greedy": lambda i: captioner.caption(images[i % n]),
+        f"caption_beam{args.beam}": lambda i: beam.caption(images[i % n]),
+    }
+    latency, throughput = {}, {}
+    for name, fn in loops.items():
+        samples = time_calls(fn, args.budget_s, warmup=args.warmup, min_samples=args.min_samples)
+        stats = summarize(samples)
+        latency[name] = stats.to_json()
+        if name.startswith("caption_"):
+            throughput[name.removeprefix("caption_")] = captions_per_second(stats)
+    entry["latency_ms"] = latency
+    entry["captions_per_s"] = throughput
+
+    if dataset is not None and args.quality_images != 0:
+        entry["quality"] = _quality(
+            {"greedy": captioner, f"beam{args.beam}": beam},
+            dataset,
+            args.split,
+            args.quality_images,
+        )
+    else:
+        entry["quality"] = None
+    captioner.close()
+    entry["peak_rss_mb"], entry["rss_method"] = peak_rss_mb()
+    entry["peak_rss_mb"] = round(entry["peak_rss_mb"], 1)
+    return entry
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m edgecap.benchmarks.measure")
+    p.add_argument("--bundle", required=True)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--data")
+    p.add_argument("--split", default="test")
+    p.add_argument("--quality-images", type=int, default=None, help="None or <0: whole split")
+    p.add_argument("--backend", default="auto")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--providers", default=None)
+    p.add_argument("--budget-s", type=float, default=2.0)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--min-samples", type=int, default=5)
+    p.add_argument("--beam", type=int, default=3)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from edgecap.edge_runtime.atomic import write_json_atomic
+    from edgecap.edge_runtime.errors import EdgeCaptionError
+
+    args = parser().parse_args(argv)
+    if args.quality_images is not None and args.quality_images < 0:
+        args.quality_images = None
+    try:
+        entry = measure(args)
+        code = 0
+    except EdgeCaptionError as exc:
+        entry, code = _failed(args.bundle, str(exc)), 1
+    except Exception as exc:  # a crash must still leave a row that says why
+        traceback.print_exc()
+        entry, code = _failed(args.bundle, f"{type(exc).__name__}: {exc}"), 1
+    write_json_atomic(args.out, entry)
+    return code
+
+
+def _failed(bundle: str, reason: str) -> dict:
+    variant, model_format, precision = identify(bundle)
+    return {
+        "name": Path(bundle).name,
+        "path": str(bundle),
+        "variant": variant,
+        "format": model_format,
+        "precision": precision,
+        "status": f"failed: {reason}",
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())
