@@ -60,6 +60,10 @@ class _NamedModel:
     def output_names(self) -> list[str]:
         return list(self._outputs)
 
+    def tensor_shapes(self) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
+        """(inputs, outputs): each tensor's shape as the file declares it, -1 where dynamic."""
+        raise NotImplementedError
+
 
 def _check_structure(path: Path) -> None:
     """Refuse a damaged .tflite file before an interpreter without a verifier crashes on it."""
@@ -72,7 +76,18 @@ def _check_structure(path: Path) -> None:
         ) from None
 
 
-class TFLiteModel(_NamedModel):
+class _TFLiteDetails(_NamedModel):
+    def tensor_shapes(self) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
+        def shapes(details: dict) -> dict[str, list[int]]:
+            return {
+                n: [int(d) for d in t.get("shape_signature", t["shape"])]
+                for n, t in details.items()
+            }
+
+        return shapes(self._inputs), shapes(self._outputs)
+
+
+class TFLiteModel(_TFLiteDetails):
     """One .tflite file run through its 'serving_default' signature."""
 
     def __init__(self, path: str | Path, backend: str = "auto", num_threads: int | None = None):
@@ -114,7 +129,7 @@ def _dequantize(value: np.ndarray, detail: dict) -> np.ndarray:
     return value
 
 
-class LiteRtCompiledModel(_NamedModel):
+class LiteRtCompiledModel(_TFLiteDetails):
     """One .tflite file run through LiteRT's CompiledModel API on a hardware accelerator.
 
     This is the GPU path of the `ai_edge_litert` wheel (its WebGPU/OpenCL accelerator).
@@ -312,6 +327,13 @@ class OnnxModel(_NamedModel):
         self.backend_name = f"onnxruntime {ort.__version__} ({active[0]})"
         self._inputs = {i.name: i for i in self._session.get_inputs()}
         self._outputs = [o.name for o in self._session.get_outputs()]
+
+    def tensor_shapes(self) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
+        def shapes(args) -> dict[str, list[int]]:
+            # onnxruntime names a dynamic dimension with a string or None
+            return {a.name: [d if isinstance(d, int) else -1 for d in a.shape] for a in args}
+
+        return shapes(self._session.get_inputs()), shapes(self._session.get_outputs())
 
     @property
     def providers(self) -> list[str]:

@@ -152,6 +152,7 @@ class Captioner:
                     f"{model.path}: tensors {sorted(model.input_names)} -> {sorted(model.output_names)} do not match "
                     f"the manifest ({expected_in} -> {expected_out})"
                 )
+            _check_shapes(model, entry)
         return cls(manifest, vocab, models, options)
 
     def _as_rgb(
@@ -162,6 +163,8 @@ class Captioner:
         if isinstance(image, Image.Image):
             return to_rgb(image)
         if isinstance(image, np.ndarray):
+            if not (np.issubdtype(image.dtype, np.number) or image.dtype == np.bool_):
+                raise ImageError(f"image array must hold numbers, got dtype {image.dtype}")
             if image.ndim == 2:
                 return Image.fromarray(image.astype(np.uint8), mode="L").convert("RGB")
             if image.ndim != 3 or image.shape[2] not in (3, 4):
@@ -239,6 +242,25 @@ class Captioner:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _check_shapes(model: BackendModel, entry) -> None:
+    """Refuse a model file whose tensor shapes are not the manifest's (-1 matches any size)."""
+    file_inputs, file_outputs = model.tensor_shapes()
+    for kind, declared, actual in (
+        ("input", entry.inputs, file_inputs),
+        ("output", entry.outputs, file_outputs),
+    ):
+        for tensor in declared:
+            want, got = list(tensor["shape"]), actual[tensor["name"]]
+            fits = len(want) == len(got) and all(
+                w == g or -1 in (w, g) for w, g in zip(want, got, strict=True)
+            )
+            if not fits:
+                raise BundleError(
+                    f"{model.path}: {kind} '{tensor['name']}' has shape {got} in the file, but the "
+                    f"manifest says {want}; the bundle is inconsistent, re-export it"
+                )
 
 
 def _check_backend(path: str | os.PathLike, model_format: str, options: CaptionerOptions) -> None:

@@ -159,6 +159,7 @@ def parse_manifest(obj: Any, root: Path, source: str = "manifest.json") -> Manif
             inputs=inputs,
             outputs=outputs,
         )
+    _check_shapes(models, prep, vocab_size, prefix_length, source)
     return Manifest(
         root=root,
         raw=obj,
@@ -175,6 +176,71 @@ def parse_manifest(obj: Any, root: Path, source: str = "manifest.json") -> Manif
     )
 
 
+def _shape(entry: ModelEntry, kind: str, name: str, source: str) -> list[int]:
+    """The manifest's shape of one tensor: a list of ints, -1 for a dynamic dimension."""
+    tensor = next(t for t in getattr(entry, kind) if t.get("name") == name)
+    shape = tensor.get("shape")
+    if (
+        not isinstance(shape, list)
+        or not shape
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= -1 for d in shape)
+    ):
+        raise BundleError(
+            f"{source} models.{entry.role}: {kind[:-1]} {name!r} needs a shape (a list of "
+            f"ints, -1 for a dynamic dimension), got {shape!r}"
+        )
+    return shape
+
+
+def _check_shapes(
+    models: dict[str, ModelEntry],
+    prep: Preprocessing,
+    vocab_size: int,
+    prefix_length: int | None,
+    source: str,
+) -> None:
+    """The tensor shapes the manifest declares must fit together and fit the rest of it.
+
+    The runtime feeds one model's output to the next by name and sizes its buffers from
+    these numbers, so a manifest that disagrees with itself (edited by hand, or stitched
+    from two exports) is refused here, before any model is loaded, rather than failing
+    with a backend's shape error in the middle of a caption.
+    """
+
+    def refuse(role: str, kind: str, name: str, shape: list[int], expected: str) -> None:
+        raise BundleError(
+            f"{source} models.{role}: {kind} {name!r} has shape {shape}, but {expected}; "
+            "the manifest disagrees with itself, re-export the bundle"
+        )
+
+    encoder, init, step = models["encoder"], models["decoder_init"], models["decoder_step"]
+    image = _shape(encoder, "inputs", "image", source)
+    size = prep.input_size
+    if len(image) != 4 or image[0] not in (-1, 1) or image[1:] != [size, size, 3]:
+        refuse("encoder", "input", "image", image, f"preprocessing makes [1, {size}, {size}, 3]")
+    features = _shape(encoder, "outputs", "features", source)[-1]
+    init_features = _shape(init, "inputs", "features", source)
+    if init_features[-1] != features:
+        refuse("decoder_init", "input", "features", init_features, f"the encoder gives {features}")
+    log_probs = _shape(step, "outputs", "log_probs", source)
+    if log_probs[-1] != vocab_size:
+        refuse("decoder_step", "output", "log_probs", log_probs, f"the vocabulary has {vocab_size}")
+    for output in init.outputs:  # state and image embedding: decoder_init -> decoder_step
+        name = output.get("name")
+        given = _shape(init, "outputs", name, source)
+        taken = _shape(step, "inputs", name, source)
+        if taken[1:] != given[1:]:
+            refuse("decoder_step", "input", name, taken, f"decoder_init gives {given}")
+        if any(t.get("name") == f"{name}_next" for t in step.outputs):
+            carried = _shape(step, "outputs", f"{name}_next", source)
+            if carried[1:] != taken[1:]:
+                refuse("decoder_step", "output", f"{name}_next", carried, f"{name} is {taken}")
+    if prefix_length is not None:
+        prefix = _shape(step, "inputs", "prefix", source)
+        if prefix[-1] != prefix_length:
+            refuse("decoder_step", "input", "prefix", prefix, f"prefix_length is {prefix_length}")
+
+
 def load_manifest(bundle_dir: str | os.PathLike, verify_hashes: bool = True) -> Manifest:
     """Read and validate BUNDLE/manifest.json; with verify_hashes, check every file's SHA-256."""
     root = Path(bundle_dir)
@@ -187,7 +253,9 @@ def load_manifest(bundle_dir: str | os.PathLike, verify_hashes: bool = True) -> 
         )
     try:
         obj = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:
+        # ValueError covers bad UTF-8, bad JSON and integers longer than Python's digit
+        # limit; RecursionError a hostile "[[[[...". Both are a bad file, not a crash.
         raise BundleError(
             f"{path}: manifest is not valid JSON ({exc}); re-export the bundle"
         ) from None

@@ -67,21 +67,53 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     """Open an image file as RGB, applying its EXIF orientation. Raises ImageError with the path."""
     path = Path(path)
     try:
-        with Image.open(path) as img:
+        with Image.open(path) as img:  # reads the header only
+            pixels = img.width * img.height
+            if Image.MAX_IMAGE_PIXELS and pixels > Image.MAX_IMAGE_PIXELS:
+                # PIL refuses only above twice its limit and merely warns between 1x and
+                # 2x: up to ~537 MB of RGB for one hostile file, too much for a device.
+                raise Image.DecompressionBombError(
+                    f"{img.width}x{img.height} = {pixels} pixels, more than the "
+                    f"{Image.MAX_IMAGE_PIXELS} allowed"
+                )
             img = ImageOps.exif_transpose(img)
             return to_rgb(img)
+    except ImageError as exc:  # from to_rgb, which does not know the file name
+        raise ImageError(f"{path}: {exc}") from None
     except FileNotFoundError:
         raise ImageError(f"{path}: image file not found") from None
     except Image.DecompressionBombError as exc:
         raise ImageError(f"{path}: image is too large to decode safely ({exc})") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except OSError as exc:
+        if exc.errno is not None:
+            # The OS refused to read it (a folder, no permission, an I/O error): "corrupt"
+            # would send the user looking in the wrong place. PIL's own decode errors are
+            # OSErrors without an errno, handled below.
+            raise ImageError(f"{path}: cannot read image file ({exc.strerror})") from None
+        raise ImageError(
+            f"{path}: cannot decode image ({exc}); the file is corrupt or not an image"
+        ) from None
+    except (UnidentifiedImageError, SyntaxError, ValueError) as exc:
         raise ImageError(
             f"{path}: cannot decode image ({exc}); the file is corrupt or not an image"
         ) from None
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
-    """RGB copy of any PIL mode: grayscale, palette, RGBA (composited on black), CMYK, 16-bit."""
+    """RGB copy of any PIL mode: grayscale, palette, RGBA (composited on black), CMYK, 16-bit.
+
+    Raises ImageError for an image without pixels or a mode PIL cannot convert (e.g. "La").
+    """
+    if img.width == 0 or img.height == 0:
+        # PIL happily resizes a 0x0 image to a black square, which would get a caption.
+        raise ImageError(f"image has no pixels ({img.width}x{img.height})")
+    try:
+        return _to_rgb(img)
+    except ValueError as exc:
+        raise ImageError(f"cannot convert an image of mode {img.mode} to RGB ({exc})") from None
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
     if img.mode == "RGB":
         return img.copy()
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
@@ -97,6 +129,8 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 def preprocess(img: Image.Image, prep: Preprocessing) -> np.ndarray:
     """RGB PIL image -> float32 array [H, W, 3] ready for the encoder."""
+    if img.width == 0 or img.height == 0:  # e.g. an empty array passed to Captioner.caption
+        raise ImageError(f"image has no pixels ({img.width}x{img.height})")
     if prep.crop == "center":
         side = min(img.size)
         left, top = (img.width - side) // 2, (img.height - side) // 2

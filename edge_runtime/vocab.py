@@ -124,6 +124,8 @@ class Vocabulary:
             obj = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise BundleError(f"{path}: vocabulary file not found") from None
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:
+            # ValueError: bad UTF-8, bad JSON or an over-long integer; RecursionError: a
+            # hostile "[[[[...". Both are a bad file, not a crash.
             raise BundleError(f"{path}: vocabulary is not valid JSON ({exc})") from None
         return cls.from_json(obj, source=str(path))

@@ -23,6 +23,7 @@ import numpy as np
 from edgecap.edge_runtime.atomic import sha256_file, write_bytes_atomic, write_json_atomic
 from edgecap.edge_runtime.captioner import Captioner, CaptionerOptions
 from edgecap.edge_runtime.decoding import greedy_decode
+from edgecap.edge_runtime.errors import disk_full, is_disk_full
 from edgecap.edge_runtime.manifest import (
     BUNDLE_FORMAT,
     FORMAT_VERSION,
@@ -235,8 +236,11 @@ def export_bundle(
             shutil.rmtree(old, ignore_errors=True)
         else:
             staging.rename(out_dir)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
+        if is_disk_full(exc):
+            # The staging folder is gone and the old bundle (if any) was never touched.
+            raise disk_full(out_dir, exc, "rerun the same command") from exc
         raise
     return manifest
 

@@ -144,7 +144,17 @@ def main(argv: list[str] | None = None) -> int:
     for recipe in recipes:
         target = out / recipe.name if several else out
         log.info("exporting %s (%s) to %s", recipe.name, recipe.description, target)
-        outcome = _export_one(args.run, recipe, target, args.parity_images)
+        try:
+            outcome = _export_one(args.run, recipe, target, args.parity_images)
+        except KeyboardInterrupt:
+            # The bundle is built in a staging folder, which export_bundle removes on the way out.
+            done = ", ".join(str(o.recipe.name) for o in outcomes if o.error is None) or "none"
+            print(
+                f"caption-export: interrupted; {target} was not written (an older bundle there "
+                f"is kept). Finished: {done}. Rerun the command to export it",
+                file=sys.stderr,
+            )
+            return 130
         if outcome.error is None:
             from .bundle import summarize
 

@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from edgecap.edge_runtime.errors import EdgeCaptionError
+from edgecap.edge_runtime.errors import EdgeCaptionError, is_disk_full
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,6 +45,22 @@ def main(argv: list[str] | None = None) -> int:
     except EdgeCaptionError as exc:
         print(f"caption-data: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        if args.command != "synth" or not is_disk_full(exc):  # only synth writes
+            raise
+        # Every file is written atomically: those already there are whole, none is half.
+        print(
+            f"caption-data: error: {args.out}: the disk is full ({exc.strerror}); the files "
+            "already written are whole. Free some space, then rerun the same command",
+            file=sys.stderr,
+        )
+        return 2
+    except KeyboardInterrupt:
+        # The same seed writes the same bytes, so a rerun simply writes the dataset again.
+        print(
+            "\ncaption-data: interrupted; rerun the same command to write it again", file=sys.stderr
+        )
+        return 130
     return 0
 
 

@@ -164,15 +164,14 @@ def _evaluate(argv: list[str]) -> int:
 
 def _train(argv: list[str]) -> int:
     args = _train_parser().parse_args(argv)
-    from .training import train
+    from .training import resume_hint, train
 
     try:
         metrics = train(build_config(args), args.out)
     except KeyboardInterrupt:
-        print(
-            f"\ncaption-train: interrupted; rerun the same command to resume from the last checkpoint in {args.out}",
-            file=sys.stderr,
-        )
+        # Every write is atomic, so whatever Ctrl-C interrupted, the checkpoint on disk is
+        # whole: say where a rerun will pick up rather than print Keras' traceback.
+        print(f"\ncaption-train: interrupted; {resume_hint(args.out)}", file=sys.stderr)
         return 130
     print("test split: " + ", ".join(f"{k} {v}" for k, v in metrics.items()))
     return 0
@@ -189,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as exc:
         print(f"caption-train: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # evaluate and pretrain-encoder write their results at the end
+        print("\ncaption-train: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -10,11 +10,14 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from edgecap.edge_runtime.atomic import atomic_path, sha256_file, write_json_atomic
+from edgecap.edge_runtime.errors import disk_full, is_disk_full
 from edgecap.edge_runtime.preprocess import load_image, preprocess
 
 from .encoders import EncoderSpec
@@ -60,44 +63,93 @@ def extract_features(
     key = cache_key(dataset, split, spec, weights)
     folder = Path(cache_dir or default_cache_dir()) / f"{spec.name}-{split}-{key}"
     final = folder / "features.npy"
-    if final.exists():
-        log.info("features for %s/%s from cache %s", spec.name, split, final)
-        return np.load(final, allow_pickle=False)
-    folder.mkdir(parents=True, exist_ok=True)
     ids = dataset.splits[split]
+    cached = _load_rows(final, len(ids))
+    if cached is not None:
+        log.info("features for %s/%s from cache %s", spec.name, split, final)
+        return cached
+    folder.mkdir(parents=True, exist_ok=True)
     shards = [ids[i : i + SHARD_SIZE] for i in range(0, len(ids), SHARD_SIZE)]
-    done = sum((folder / f"shard_{k:05d}.npy").exists() for k in range(len(shards)))
+    parts: list[np.ndarray | None] = [
+        _load_rows(folder / f"shard_{k:05d}.npy", len(shard)) for k, shard in enumerate(shards)
+    ]
+    done = sum(part is not None for part in parts)
     if done:
         log.info(
             "resuming feature extraction: %d of %d shards already in %s", done, len(shards), folder
         )
-    bar = _bar(len(ids), f"features {split}", progress, initial=min(done * SHARD_SIZE, len(ids)))
-    parts = []
-    for k, shard in enumerate(shards):
-        shard_file = folder / f"shard_{k:05d}.npy"
-        if shard_file.exists():
-            parts.append(np.load(shard_file, allow_pickle=False))
-            continue
-        features = _compute(dataset, shard, spec, encoder, batch_size, progress=False)
-        with atomic_path(shard_file, suffix=".npy") as tmp:
-            with open(tmp, "wb") as f:
-                np.save(f, features, allow_pickle=False)
-        parts.append(features)
+    kept = sum(len(shard) for shard, part in zip(shards, parts, strict=True) if part is not None)
+    bar = _bar(len(ids), f"features {split}", progress, initial=kept)
+    try:
+        for k, shard in enumerate(shards):
+            if parts[k] is not None:
+                continue
+            shard_file = folder / f"shard_{k:05d}.npy"
+            parts[k] = _compute(dataset, shard, spec, encoder, batch_size, progress=False)
+            _save_npy(shard_file, parts[k])
+            if bar is not None:
+                bar.update(len(shard))
+    finally:
+        # Closed before an error propagates, so the bar does not redraw itself under the
+        # CLI's error message when it is garbage-collected at exit.
         if bar is not None:
-            bar.update(len(shard))
-    if bar is not None:
-        bar.close()
+            bar.close()
     features = np.concatenate(parts, axis=0)  # [N, F]
-    with atomic_path(final, suffix=".npy") as tmp:
-        with open(tmp, "wb") as f:
-            np.save(f, features, allow_pickle=False)
-    write_json_atomic(
-        folder / "info.json",
-        {"encoder": spec.name, "split": split, "images": len(ids), "dataset": str(dataset.root)},
-    )
+    _save_npy(final, features)
+    with _full_disk_names(folder / "info.json"):
+        write_json_atomic(
+            folder / "info.json",
+            {
+                "encoder": spec.name,
+                "split": split,
+                "images": len(ids),
+                "dataset": str(dataset.root),
+            },
+        )
     for k in range(len(shards)):
         (folder / f"shard_{k:05d}.npy").unlink(missing_ok=True)
     return features
+
+
+def _load_rows(path: Path, rows: int) -> np.ndarray | None:
+    """A cached array with `rows` rows, or None if it is absent or unusable.
+
+    Writes are atomic, so a file is whole or absent; but one from an older SHARD_SIZE, or
+    damaged on disk, must be recomputed, never silently concatenated.
+    """
+    if not path.exists():
+        return None
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        log.warning("%s is unreadable (%s); computing it again", path, exc)
+        return None
+    if array.ndim != 2 or len(array) != rows:
+        log.warning(
+            "%s holds %s features, expected %d rows; computing it again", path, array.shape, rows
+        )
+        return None
+    return array
+
+
+@contextmanager
+def _full_disk_names(path: Path) -> Iterator[None]:
+    """A full disk while writing `path` becomes a DiskFullError that names it."""
+    try:
+        yield
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        advice = (
+            "rerun the same command: feature extraction goes on from the shards already written"
+        )
+        raise disk_full(path, exc, advice) from exc
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with _full_disk_names(path), atomic_path(path, suffix=".npy") as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, array, allow_pickle=False)
 
 
 def _bar(total: int, desc: str, progress: bool, initial: int = 0):

@@ -76,6 +76,10 @@ def read_captions(token_file: Path) -> tuple[dict[str, list[str]], int]:
 
 def read_split(path: Path) -> list[str]:
     ids = [line.strip() for line in _read_text(path, "split file").splitlines() if line.strip()]
+    if not ids:
+        # Training, validation and the test metrics each need images; fail here, by name,
+        # rather than with numpy's "need at least one array" deep in feature extraction.
+        raise DatasetError(f"{path}: the split file lists no images; one image id per line")
     if len(set(ids)) != len(ids):
         raise DatasetError(
             f"{path}: {len(ids) - len(set(ids))} duplicate image ids; each image may appear once"

@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -22,6 +24,7 @@ import numpy as np
 
 from edgecap.edge_runtime.atomic import atomic_path, write_json_atomic
 from edgecap.edge_runtime.decoding import greedy_decode
+from edgecap.edge_runtime.errors import disk_full, is_disk_full
 from edgecap.edge_runtime.metrics import corpus_bleu
 from edgecap.edge_runtime.scenes import scene_accuracy
 from edgecap.edge_runtime.text import normalize_caption
@@ -35,6 +38,11 @@ from .synthetic import load_scenes
 
 log = logging.getLogger(__name__)
 RUN_FORMAT_VERSION = 1
+# What a run directory holds: the files atomic_path writes, so that the temporary files a
+# killed run leaves behind (".NAME.<random><suffix>", see _remove_stale_temp_files) are known.
+RUN_FILES = ("config.json", "vocab.json", "encoder.keras", "decoder.keras", "metrics.json",
+             "predictions.jsonl")  # fmt: skip
+CHECKPOINT_FILES = ("last.keras", "state.json")
 
 
 @dataclass
@@ -106,25 +114,142 @@ def _save_keras_atomic(model, path: Path) -> None:
         model.save(tmp)
 
 
+def read_state(run_dir: str | Path) -> dict:
+    """RUN/checkpoints/state.json, or an empty state if it is missing or unreadable.
+
+    It is written atomically, so "unreadable" means a disk fault or a hand edit; training
+    then recounts the finished epochs from last.keras (see train) instead of giving up.
+    """
+    state_file = Path(run_dir) / "checkpoints" / "state.json"
+    empty = {"epochs_done": 0, "history": []}
+    if not state_file.exists():
+        return empty
+    try:
+        state = json.loads(state_file.read_text(encoding="utf-8"))
+        if isinstance(state.get("epochs_done"), int) and isinstance(state.get("history"), list):
+            return state
+        problem = "fields missing or of the wrong type"
+    except (OSError, ValueError, RecursionError, AttributeError) as exc:
+        problem = str(exc)
+    log.warning(
+        "%s is unreadable (%s); counting finished epochs from last.keras", state_file, problem
+    )
+    return empty
+
+
+def resume_hint(run_dir: str | Path) -> str:
+    """What rerunning the same command does now: the advice printed after a kill or a full disk."""
+    run = Path(run_dir)
+    done = read_state(run)["epochs_done"]
+    if not done:
+        return "rerun the same command to resume; finished feature shards are kept"
+    try:
+        total = f" of {json.loads((run / 'config.json').read_text())['train']['epochs']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        total = ""
+    return f"rerun the same command to resume from epoch {done}{total}"
+
+
+@contextmanager
+def _full_disk_names(path: Path, run: Path) -> Iterator[None]:
+    """Turn a full disk while writing `path` into a DiskFullError naming it.
+
+    The atomic write has already deleted its temporary file and left the previous `path`
+    in place, so the message can say that nothing was lost and how to go on.
+    """
+    try:
+        yield
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        raise disk_full(path, exc, resume_hint(run)) from exc
+
+
+def _remove_stale_temp_files(run: Path) -> None:
+    """Delete the temporary files of writes that a kill interrupted.
+
+    SIGKILL (or a power cut) stops atomic_path before it can clean up, which leaves a
+    ".last.keras.<random>.keras" beside an intact last.keras. One process owns a run
+    directory, so any such file is a leftover, never another writer's work in progress.
+    """
+    stale = [
+        p
+        for folder, names in ((run, RUN_FILES), (run / "checkpoints", CHECKPOINT_FILES))
+        for name in names
+        for p in folder.glob(f".{name}.*")
+    ]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    if stale:
+        log.info("removed %d temporary file(s) left by an interrupted run", len(stale))
+
+
 def _checkpoint_callback(run: Path):
     import keras
 
     class AtomicCheckpoint(keras.callbacks.Callback):
-        """Rewrites last.keras and state.json after every epoch, each atomically."""
+        """Rewrites last.keras and state.json after every epoch, each atomically.
+
+        last.keras is written first: a kill between the two writes leaves a model one epoch
+        ahead of state.json, which train() notices on resume (never the reverse, which
+        would skip an epoch).
+        """
 
         def on_epoch_begin(self, epoch, logs=None):
             self.epoch_start = time.perf_counter()
 
         def on_epoch_end(self, epoch, logs=None):
-            _save_keras_atomic(self.model, run / "checkpoints" / "last.keras")
+            last = run / "checkpoints" / "last.keras"
+            with _full_disk_names(last, run):
+                _save_keras_atomic(self.model, last)
             state_file = run / "checkpoints" / "state.json"
-            history = json.loads(state_file.read_text())["history"] if state_file.exists() else []
+            history = read_state(run)["history"]
             seconds = round(time.perf_counter() - self.epoch_start, 2)
             logs = {k: float(v) for k, v in (logs or {}).items()}
             history.append({"epoch": epoch + 1, "seconds": seconds, **logs})
-            write_json_atomic(state_file, {"epochs_done": epoch + 1, "history": history})
+            with _full_disk_names(state_file, run):
+                write_json_atomic(state_file, {"epochs_done": epoch + 1, "history": history})
 
     return AtomicCheckpoint()
+
+
+def _load_checkpoint(run: Path, steps_per_epoch: int, epochs_done: int):
+    """(model, epochs done) from last.keras, reconciled with state.json's count."""
+    import keras
+
+    last = run / "checkpoints" / "last.keras"
+    try:
+        model = keras.models.load_model(last, safe_mode=True)
+    except Exception as exc:  # Keras raises several types for a damaged zip or config
+        raise ValueError(
+            f"{last}: cannot load this checkpoint ({exc}); delete {last.parent} to train "
+            "the decoder from the start"
+        ) from None
+    steps = int(np.asarray(model.optimizer.iterations))
+    model_epochs = steps // steps_per_epoch
+    # Killed between writing last.keras and state.json, the model holds exactly one more
+    # whole epoch than the state says (with state.json missing or unreadable, any number).
+    # Trust it then, so that no epoch is trained twice, and fill the gap in the history
+    # so that it still counts every epoch once. Anything else is left to state.json.
+    if steps % steps_per_epoch == 0 and (
+        model_epochs == epochs_done + 1 or (epochs_done == 0 and model_epochs > 0)
+    ):
+        log.warning(
+            "%s holds %d finished epochs but state.json says %d (the run was stopped "
+            "between the two checkpoint writes); going on from the model",
+            last,
+            model_epochs,
+            epochs_done,
+        )
+        state = read_state(run)
+        history = [h for h in state["history"] if h.get("epoch", 0) <= epochs_done]
+        history += [{"epoch": e, "seconds": 0.0, "recovered": True}
+                    for e in range(epochs_done + 1, model_epochs + 1)]  # fmt: skip
+        state_file = run / "checkpoints" / "state.json"
+        with _full_disk_names(state_file, run):
+            write_json_atomic(state_file, {"epochs_done": model_epochs, "history": history})
+        epochs_done = model_epochs
+    return model, epochs_done
 
 
 def train(config: TrainConfig, run_dir: str | Path, progress: bool = True) -> dict:
@@ -140,6 +265,7 @@ def train(config: TrainConfig, run_dir: str | Path, progress: bool = True) -> di
             raise ValueError(
                 f"{run} already holds a run with other settings; pass a new --out, or delete {run} to start over"
             )
+    _remove_stale_temp_files(run)
     keras.utils.set_random_seed(config.seed)
     dataset = load_dataset(config.data)
     spec = get_encoder_spec(config.encoder)
@@ -153,7 +279,8 @@ def train(config: TrainConfig, run_dir: str | Path, progress: bool = True) -> di
             (c for _, caps in dataset.split_items("train") for c in caps),
             min_count=config.min_count,
         )
-        vocab.save(vocab_file)
+        with _full_disk_names(vocab_file, run):
+            vocab.save(vocab_file)
     max_length = config.max_length or min(
         30, max(len(vocab.encode(c)) for _, cs in dataset.split_items("train") for c in cs)
     )
@@ -163,7 +290,8 @@ def train(config: TrainConfig, run_dir: str | Path, progress: bool = True) -> di
         encoder = keras.models.load_model(encoder_file, safe_mode=True, compile=False)
     else:
         encoder = build_encoder(config.encoder, config.weights)
-        _save_keras_atomic(encoder, encoder_file)
+        with _full_disk_names(encoder_file, run):
+            _save_keras_atomic(encoder, encoder_file)
     # Features come from the saved encoder file, so that export converts exactly this model.
     cache_weights = str(encoder_file) if weights is None else weights
     features = {
@@ -187,34 +315,38 @@ def train(config: TrainConfig, run_dir: str | Path, progress: bool = True) -> di
             "max_length": max_length,
         }
     )
-    write_json_atomic(
-        config_file,
-        {
-            "format_version": RUN_FORMAT_VERSION,
-            "train": config.to_json(),
-            "decoder": decoder_config.to_json(),
-            "encoder": {
-                "name": spec.name,
-                "input_size": spec.input_size,
-                "weights": config.weights,
-                "preprocessing": spec.preprocessing.to_json(),
+    with _full_disk_names(config_file, run):
+        write_json_atomic(
+            config_file,
+            {
+                "format_version": RUN_FORMAT_VERSION,
+                "train": config.to_json(),
+                "decoder": decoder_config.to_json(),
+                "encoder": {
+                    "name": spec.name,
+                    "input_size": spec.input_size,
+                    "weights": config.weights,
+                    "preprocessing": spec.preprocessing.to_json(),
+                },
+                "data": str(Path(config.data).resolve()),
             },
-            "data": str(Path(config.data).resolve()),
-        },
-    )
+        )
 
     state_file = run / "checkpoints" / "state.json"
-    epochs_done = json.loads(state_file.read_text())["epochs_done"] if state_file.exists() else 0
+    epochs_done = read_state(run)["epochs_done"]
     train_x, train_y, train_w = training_inputs(
         dataset, "train", vocab, decoder_config, features["train"]
     )
     dev_x, dev_y, dev_w = training_inputs(dataset, "dev", vocab, decoder_config, features["dev"])
     steps_per_epoch = int(np.ceil(len(train_y) / config.batch_size))
-    if epochs_done and (run / "checkpoints" / "last.keras").exists():
+    if (run / "checkpoints" / "last.keras").exists():
+        model, epochs_done = _load_checkpoint(run, steps_per_epoch, epochs_done)
         log.info("resuming %s from epoch %d of %d", run, epochs_done, config.epochs)
-        model = keras.models.load_model(run / "checkpoints" / "last.keras", safe_mode=True)
     else:
         epochs_done = 0
+        # No model to go on from: a state.json left alone would make the history restart
+        # in the middle of the old one.
+        state_file.unlink(missing_ok=True)
         model = build_training_model(decoder_config)
         schedule = keras.optimizers.schedules.CosineDecay(
             config.learning_rate, decay_steps=config.epochs * steps_per_epoch
@@ -239,14 +371,16 @@ def train(config: TrainConfig, run_dir: str | Path, progress: bool = True) -> di
             verbose=2 if progress else 0,
         )
     train_seconds = time.perf_counter() - start
-    _save_keras_atomic(model, run / "decoder.keras")
+    with _full_disk_names(run / "decoder.keras", run):
+        _save_keras_atomic(model, run / "decoder.keras")
 
     metrics = evaluate_keras(run, dataset, features["test"], model, decoder_config, vocab)
     metrics["train_seconds_this_session"] = round(train_seconds, 1)
     # Over every session of this run, resumed ones included.
-    history = json.loads(state_file.read_text())["history"] if state_file.exists() else []
+    history = read_state(run)["history"]
     metrics["train_seconds"] = round(sum(h.get("seconds", 0.0) for h in history), 1)
-    write_json_atomic(run / "metrics.json", metrics)
+    with _full_disk_names(run / "metrics.json", run):
+        write_json_atomic(run / "metrics.json", metrics)
     return metrics
 
 
@@ -281,7 +415,10 @@ def evaluate_keras(
     scenes = load_scenes(dataset.root)
     if scenes:
         metrics["scene_accuracy"] = round(scene_accuracy(predictions, scenes), 4)
-    with atomic_path(run / "predictions.jsonl") as tmp:
+    with (
+        _full_disk_names(run / "predictions.jsonl", run),
+        atomic_path(run / "predictions.jsonl") as tmp,
+    ):
         tmp.write_text(
             "".join(json.dumps({"image": i, "caption": c}) + "\n" for i, c in predictions.items())
         )

@@ -97,3 +97,67 @@ def test_decompression_bomb_is_refused(good_image, tmp_path, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)  # 400 x 400 > 2 x the limit
     with pytest.raises(ImageError, match=r"bomb\.png: image is too large to decode safely"):
         load_image(path)
+
+
+def test_python_api_raises_image_error_naming_each_bad_input(e2e, good_image, tmp_path):
+    """Captioner.caption, the library path: every bad input is an ImageError that names it,
+    and the captioner goes on captioning good images afterwards."""
+    good = _jpeg_bytes(good_image, quality=95)
+    decode_failures = {
+        "empty.jpg": b"",
+        "truncated.jpg": good[: len(good) // 3],
+        "text.jpg": b"this is not an image\n",
+        "corrupt.png": b"\x89PNG\r\n\x1a\n" + b"\x00garbage" * 20,
+    }
+    with Captioner.from_bundle(e2e["bundle"]) as captioner:
+        reference = captioner.caption(good_image).text
+        for name, data in decode_failures.items():
+            path = tmp_path / name
+            path.write_bytes(data)
+            with pytest.raises(ImageError) as caught:
+                captioner.caption(path)
+            message = str(caught.value)
+            assert message.startswith(f"{path}: cannot decode image ("), message
+            assert message.endswith("); the file is corrupt or not an image"), message
+
+        refused = [
+            (tmp_path / "missing.jpg", f"{tmp_path / 'missing.jpg'}: image file not found"),
+            (tmp_path, f"{tmp_path}: cannot read image file (Is a directory)"),
+            (np.zeros((0, 0, 3), np.uint8), "image has no pixels (0x0)"),
+            (
+                np.zeros((4, 4, 5), np.uint8),
+                "image array must be [H, W], [H, W, 3] or [H, W, 4], got (4, 4, 5)",
+            ),
+            (
+                Image.new("La", (8, 8)),
+                "cannot convert an image of mode La to RGB (conversion from La to L not supported)",
+            ),
+            (42, "cannot caption an object of type int; pass a path, PIL image or array"),
+            (np.full((4, 4, 3), None), "image array must hold numbers, got dtype object"),
+            (np.full((4, 4), "x"), "image array must hold numbers, got dtype <U1"),
+        ]
+        for bad, expected in refused:
+            with pytest.raises(ImageError) as caught:
+                captioner.caption(bad)
+            assert str(caught.value) == expected
+
+        bomb = tmp_path / "bomb.png"
+        good_image.resize((400, 400)).save(bomb)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)
+            with pytest.raises(ImageError, match=rf"^{bomb}: image is too large to decode safely"):
+                captioner.caption(bomb)
+        assert captioner.caption(good_image).text == reference  # still works
+
+
+def test_image_between_one_and_two_times_the_pixel_limit_is_refused(tmp_path, monkeypatch):
+    """PIL itself only warns below twice MAX_IMAGE_PIXELS and then decodes the whole image."""
+    path = tmp_path / "big.png"
+    Image.new("RGB", (400, 400), (90, 140, 200)).save(path)  # 1.6 x the limit set below
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100_000)
+    with pytest.warns(Image.DecompressionBombWarning), pytest.raises(ImageError) as caught:
+        load_image(path)
+    assert str(caught.value) == (
+        f"{path}: image is too large to decode safely (400x400 = 160000 pixels, more than the "
+        "100000 allowed)"
+    )

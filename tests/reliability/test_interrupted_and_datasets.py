@@ -4,7 +4,9 @@ datasets get clear errors or one counted warning."""
 import errno
 import json
 import logging
+import os
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -96,3 +98,141 @@ def test_split_entry_without_captions(small_dataset):
         match=r"devImages\.txt: 1 images have no caption in Flickr8k\.token\.txt, e\.g\. ghost\.jpg",
     ):
         load_dataset(small_dataset)
+
+
+def _enospc_under(monkeypatch, marker: str) -> None:
+    """os.fsync raises ENOSPC for files whose path contains `marker` (atomic writes fsync
+    their temporary file just before the rename)."""
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        if marker in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+needs_proc = pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="names fds via /proc")
+
+
+@needs_proc
+def test_full_disk_during_export_keeps_the_old_bundle(e2e, tmp_path, monkeypatch):
+    from edgecap.edge_runtime.errors import DiskFullError
+    from edgecap.export import bundle as bundle_mod
+
+    target = tmp_path / "bundle"
+    shutil.copytree(e2e["bundle"], target)
+    before = {p.name: p.read_bytes() for p in target.iterdir()}
+    # The conversions are not under test: hand back the shipped files' bytes at once.
+    monkeypatch.setattr(
+        bundle_mod,
+        "_convert_model",
+        lambda model_format, role, *args: ((e2e["bundle"] / f"{role}.tflite").read_bytes(), []),
+    )
+    _enospc_under(monkeypatch, ".bundle.partial-")
+    with pytest.raises(DiskFullError) as caught:
+        bundle_mod.export_bundle(e2e["run"], target, "fp32", parity_images=2)
+    assert str(caught.value) == (
+        f"{target}: cannot write it: the disk is full (No space left on device); the previous "
+        "bundle, if there was one, is kept. Free some space, then rerun the same command"
+    )
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]  # no staging folder left
+
+
+@needs_proc
+def test_full_disk_during_caption_data_synth(tmp_path, monkeypatch, capsys):
+    from edgecap.train import cli_data
+
+    _enospc_under(monkeypatch, "Flickr8k.token.txt")
+    assert cli_data.main(["synth", str(tmp_path / "d"), "--images", "8", "--size", "32"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"caption-data: error: {tmp_path / 'd'}: the disk is full (No space left on device); "
+        "the files already written are whole. Free some space, then rerun the same command"
+    )
+    assert not (tmp_path / "d" / TOKEN_FILE).exists()
+    assert [p.name for p in (tmp_path / "d").iterdir() if p.name.startswith(".")] == []
+
+
+def test_missing_split_file_names_it_and_what_to_do(small_dataset, capsys):
+    from edgecap.train import cli_data
+
+    (small_dataset / SPLIT_FILES["dev"]).unlink()
+    assert cli_data.main(["info", str(small_dataset)]) == 2
+    assert capsys.readouterr().err == (
+        f"caption-data: error: {small_dataset / SPLIT_FILES['dev']}: split file not found. "
+        "A Flickr8k-layout dataset needs it; see README 'Data'.\n"
+    )
+
+
+def test_empty_and_non_utf8_split_files(small_dataset):
+    split = small_dataset / SPLIT_FILES["test"]
+    split.write_text("\n  \n")
+    with pytest.raises(DatasetError) as caught:
+        load_dataset(small_dataset)
+    assert str(caught.value) == f"{split}: the split file lists no images; one image id per line"
+    split.write_bytes(b"synth_00014.jpg\ncaf\xe9.jpg\n")
+    with pytest.raises(DatasetError) as caught:
+        load_dataset(small_dataset)
+    assert str(caught.value) == f"{split}: not UTF-8 text (byte 19); re-save it as UTF-8"
+
+
+def _train_argv(data, tmp_path) -> list[str]:
+    return ["--data", str(data), "--weights", "none", "--units", "8", "--embed-dim", "8",
+            "--epochs", "1", "--out", str(tmp_path / "run"),
+            "--feature-cache", str(tmp_path / "cache")]  # fmt: skip
+
+
+def test_split_image_missing_stops_training_before_any_work(small_dataset, tmp_path, capsys):
+    from edgecap.train import cli_train
+
+    victim = load_dataset(small_dataset).splits["train"][3]
+    (small_dataset / "Flicker8k_Dataset" / victim).unlink()
+    assert cli_train.main(_train_argv(small_dataset, tmp_path)) == 2
+    images = small_dataset / "Flicker8k_Dataset"
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"caption-train: error: {images / victim}: image not found (1 of 16 split images are "
+        f"missing). Put the Flickr8k images in {images}."
+    )
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == []  # nothing written yet
+
+
+def test_corrupt_split_image_is_named_when_features_are_extracted(small_dataset, tmp_path, capsys):
+    from edgecap.train import cli_train
+
+    victim = small_dataset / "Flicker8k_Dataset" / load_dataset(small_dataset).splits["train"][5]
+    victim.write_text("not a jpeg\n")
+    assert cli_train.main(_train_argv(small_dataset, tmp_path)) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"caption-train: error: {victim}: cannot decode image (cannot identify image file "
+        f"'{victim}'); the file is corrupt or not an image"
+    )
+
+
+def test_ctrl_c_during_export_keeps_the_old_bundle_and_says_so(e2e, tmp_path):
+    import shutil
+    import signal
+    import subprocess
+    import sys
+
+    target = tmp_path / "bundle"
+    shutil.copytree(e2e["bundle"], target)  # an older bundle at the target
+    before = {p.name: p.read_bytes() for p in target.iterdir()}
+    command = [sys.executable, "-m", "edgecap.export.cli", str(e2e["run"]), "--quantize", "fp32"]
+    process = subprocess.Popen(
+        [*command, "--out", str(target)], stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    for line in process.stderr:  # wait until the export has really started
+        if "exporting tflite-fp32" in line:
+            break
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert (
+        f"caption-export: interrupted; {target} was not written (an older bundle there is "
+        "kept). Finished: none. Rerun the command to export it"
+    ) in stderr
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["bundle"]  # no staging folder left
