@@ -140,30 +140,30 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     out = Path(args.out)
 
-    outcomes = []
-    for recipe in recipes:
-        target = out / recipe.name if several else out
-        log.info("exporting %s (%s) to %s", recipe.name, recipe.description, target)
-        try:
+    outcomes, target = [], out
+    try:
+        for recipe in recipes:
+            target = out / recipe.name if several else out
+            log.info("exporting %s (%s) to %s", recipe.name, recipe.description, target)
             outcome = _export_one(args.run, recipe, target, args.parity_images)
-        except KeyboardInterrupt:
-            # The bundle is built in a staging folder, which export_bundle removes on the way out.
-            done = ", ".join(str(o.recipe.name) for o in outcomes if o.error is None) or "none"
-            print(
-                f"caption-export: interrupted; {target} was not written (an older bundle there "
-                f"is kept). Finished: {done}. Rerun the command to export it",
-                file=sys.stderr,
-            )
-            return 130
-        if outcome.error is None:
-            from .bundle import summarize
+            if outcome.error is None:
+                from .bundle import summarize
 
-            print(summarize(outcome.manifest))
-            print(f"wrote {target} in {outcome.seconds:.1f} s")
-        else:
-            which = f"{recipe.name}: " if several else ""
-            print(f"caption-export: error: {which}{outcome.error}", file=sys.stderr)
-        outcomes.append(outcome)
+                print(summarize(outcome.manifest))
+                print(f"wrote {target} in {outcome.seconds:.1f} s")
+            else:
+                which = f"{recipe.name}: " if several else ""
+                print(f"caption-export: error: {which}{outcome.error}", file=sys.stderr)
+            outcomes.append(outcome)
+    except KeyboardInterrupt:
+        # Each bundle is built in a staging folder, which export_bundle removes on the way out.
+        done = ", ".join(o.recipe.name for o in outcomes if o.error is None) or "none"
+        print(
+            f"caption-export: interrupted; {target} was not written (an older bundle there "
+            f"is kept). Finished: {done}. Rerun the command to export it",
+            file=sys.stderr,
+        )
+        return 130
     print(summary_table(outcomes))
     return 2 if any(o.error is not None for o in outcomes) else 0
 
