@@ -54,11 +54,11 @@ bench: $(STAMP)
 		--keras-run $(DEMO)/run --out $(BENCH) $(BENCH_ARGS)
 
 # The README's synthetic results table: every decoder on the demo data, greedy and beam 3.
-# Run `make demo` first (it makes the data and the feature cache). About 35 minutes on 2 cores.
+# Run `make demo` first (it makes the data and the feature cache). About 45 minutes on 2 cores.
 SYNTH_RESULTS := artifacts/synth-results
 synth-results: $(STAMP)
 	for decoder in lstm merge blstm; do \
-		epochs=30; batch=128; if [ $$decoder = blstm ]; then epochs=12; batch=512; fi; \
+		epochs=30; batch=128; if [ $$decoder = blstm ]; then epochs=20; batch=512; fi; \
 		$(BIN)/caption-train --data $(DEMO)/data --decoder $$decoder --epochs $$epochs --batch-size $$batch \
 			--out $(SYNTH_RESULTS)/run-$$decoder --feature-cache $(DEMO)/features || exit 1; \
 		for beam in 1 3; do \
@@ -84,7 +84,7 @@ flickr8k: $(STAMP)
 
 # The Raspberry Pi legacy environment: tflite-runtime 2.14 + numpy < 2, no ai_edge_litert and
 # no TensorFlow. tests/test_pi_legacy.py runs the runtime's tests in it.
-PI_VENV := .venv-pi
+PI_VENV := $(VENV)/pi-legacy
 PI_STAMP := $(PI_VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-10)
 $(PI_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(PI_VENV)

@@ -1,7 +1,7 @@
 """The Raspberry Pi legacy job: the runtime and its tests pass with tflite-runtime 2.14 and
 numpy < 2, in an environment with neither ai_edge_litert nor TensorFlow.
 
-`make test` builds that environment (.venv-pi, from the `pi-legacy` extra) and points
+`make test` builds that environment (.venv/pi-legacy, from the `pi-legacy` extra) and points
 EDGECAP_PI_PYTHON at it. The runtime's test modules then run there against the pipeline
 this session built (the `e2e` fixture), so no model is trained twice.
 """
@@ -28,7 +28,7 @@ RUNTIME_TESTS = [
 ]
 
 pytestmark = pytest.mark.skipif(
-    not PI_PYTHON, reason="make test sets EDGECAP_PI_PYTHON to the .venv-pi interpreter"
+    not PI_PYTHON, reason="make test sets EDGECAP_PI_PYTHON to the .venv/pi-legacy interpreter"
 )
 
 
