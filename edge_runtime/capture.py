@@ -36,7 +36,8 @@ class Capture(Protocol):
 CaptureOpener = Callable[[str | int], Capture]
 
 
-def _cv2():
+def import_cv2():
+    """OpenCV, imported on first use: image-only devices need not install it."""
     try:
         import cv2
     except ImportError:
@@ -47,7 +48,7 @@ def _cv2():
 
 
 def default_opener(target: str | int) -> Capture:
-    return _cv2().VideoCapture(target)
+    return import_cv2().VideoCapture(target)
 
 
 def describe(source: str) -> str:
@@ -87,13 +88,13 @@ def open_capture(
 
 def capture_fps(capture: Capture, default: float = 30.0) -> float:
     """The source's frame rate, or `default` where it reports none (many webcams report 0)."""
-    fps = float(capture.get(_cv2().CAP_PROP_FPS) or 0.0)
+    fps = float(capture.get(import_cv2().CAP_PROP_FPS) or 0.0)
     return fps if 1.0 <= fps <= 1000.0 else default
 
 
 def capture_frame_count(capture: Capture) -> int:
     """Frames the container says it holds (0 for cameras and some files)."""
-    return max(0, int(capture.get(_cv2().CAP_PROP_FRAME_COUNT) or 0))
+    return max(0, int(capture.get(import_cv2().CAP_PROP_FRAME_COUNT) or 0))
 
 
 @dataclass

@@ -162,7 +162,7 @@ def _caption_files(captioner, args) -> int:
     with closing(iter_frames(args.source)) as frames:
         for frame in frames:
             try:
-                result = captioner.caption(frame.image, bgr=frame.bgr)
+                result = captioner.caption(frame.image)
             except ImageError as exc:
                 failures += 1
                 print(f"edge_caption: skipped: {exc}", file=sys.stderr)
@@ -202,9 +202,9 @@ class _RateMeter:
 
 
 def _open_window() -> None:
-    from .capture import _cv2
+    from .capture import import_cv2
 
-    cv2 = _cv2()
+    cv2 = import_cv2()
     try:
         cv2.namedWindow("edge_caption", cv2.WINDOW_NORMAL)
     except cv2.error:
@@ -216,7 +216,7 @@ def _open_window() -> None:
 
 
 def _caption_video(captioner, args) -> int:
-    from .capture import _cv2
+    from .capture import import_cv2
     from .overlay import AnnotatedVideoWriter, draw_overlay, overlay_size
     from .stream import StreamOptions, StreamStats, caption_video
 
@@ -258,7 +258,7 @@ def _caption_video(captioner, args) -> int:
                     # A dropped frame repeats the last canvas, so the file keeps real time.
                     writer.write(last_canvas)
                 if args.show and event.frame is not None:
-                    cv2 = _cv2()
+                    cv2 = import_cv2()
                     cv2.imshow("edge_caption", last_canvas)
                     if cv2.waitKey(1) & 0xFF in (ord("q"), ESC):
                         break
@@ -271,7 +271,7 @@ def _caption_video(captioner, args) -> int:
             # What was written is a playable video even when the stream stopped early.
             writer.close(keep=True)
         if args.show:
-            _cv2().destroyAllWindows()
+            import_cv2().destroyAllWindows()
     print(f"edge_caption: {stats.summary(args.source)}", file=sys.stderr)
     if writer is not None:
         print(f"edge_caption: wrote {writer.frames} frames to {args.output}", file=sys.stderr)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .capture import _cv2
+from .capture import import_cv2
 from .errors import SourceError
 
 # Frames narrower than this are scaled up before drawing: 8-pixel text on a 96-pixel
@@ -31,7 +31,7 @@ def draw_overlay(
     status: str = "",
 ) -> np.ndarray:
     """A copy of a BGR frame with the caption at the bottom and speed figures at the top."""
-    cv2 = _cv2()
+    cv2 = import_cv2()
     height, width = frame.shape[:2]
     size = overlay_size(width, height)
     canvas = (
@@ -75,7 +75,7 @@ class AnnotatedVideoWriter:
     """
 
     def __init__(self, path: str | os.PathLike, fps: float, size: tuple[int, int]):
-        cv2 = _cv2()
+        cv2 = import_cv2()
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # OpenCV picks the container from the suffix, so the temp file keeps ".mp4".
@@ -92,7 +92,7 @@ class AnnotatedVideoWriter:
 
     def write(self, frame: np.ndarray) -> None:
         if (frame.shape[1], frame.shape[0]) != self.size:
-            frame = _cv2().resize(frame, self.size)
+            frame = import_cv2().resize(frame, self.size)
         self._writer.write(frame)
         self.frames += 1
 

@@ -1,12 +1,12 @@
-"""Where images come from: a file, a folder, a video file, or a camera index."""
+"""Where images come from: a file, a folder, a video file, or a camera index.
+
+Video files and cameras are read frame by frame in edge_runtime.stream."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
 
 from .errors import SourceError
 
@@ -16,9 +16,8 @@ VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpe
 
 @dataclass
 class Frame:
-    source: str  # what the output line names: a path, or "video.mp4#frame=12"
-    image: Path | np.ndarray  # a path for image files; a BGR uint8 array for video frames
-    bgr: bool = False
+    source: str  # what the output line names
+    image: Path
 
 
 def source_kind(source: str) -> str:
