@@ -6,7 +6,9 @@ import argparse
 import json
 import logging
 import math
+import signal
 import sys
+import threading
 import time
 from contextlib import closing
 
@@ -19,8 +21,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edge_caption",
         description="Caption images, videos or a camera with a bundle.",
-        epilog="Video and camera: q or ESC in the --show window, or Ctrl-C, stops cleanly; "
-        "the camera is released and the --output file is finalized either way.",
+        epilog="Video and camera: q or ESC in the --show window, or Ctrl-C, stops cleanly "
+        "after the current frame (a second Ctrl-C stops at once); the camera is released "
+        "and the --output file is finalized either way.",
     )
     parser.add_argument("--model", required=True, help="bundle folder written by caption-export")
     parser.add_argument(
@@ -201,6 +204,28 @@ class _RateMeter:
         self._last = now
 
 
+class _CtrlC:
+    """The first Ctrl-C asks the video loop to stop after the current frame, so that the
+    annotated file and the counts stay whole; a second one interrupts at once."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+        signal.signal(signal.SIGINT, self._previous)
+
+    def __enter__(self) -> _CtrlC:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
 def _open_window() -> None:
     from .capture import import_cv2
 
@@ -232,8 +257,11 @@ def _caption_video(captioner, args) -> int:
     writer, last_result, last_canvas = None, None, None
     interrupted, failed = False, None
     try:
-        with closing(caption_video(captioner, args.source, options)) as events:
+        with _CtrlC() as ctrl_c, closing(caption_video(captioner, args.source, options)) as events:
             for event in events:
+                if ctrl_c.requested:
+                    interrupted = True
+                    break
                 stats.add(event)
                 if event.result is not None:
                     meter.tick()
