@@ -31,11 +31,25 @@ class BackendError(EdgeCaptionError):
     """The requested inference backend or accelerator is not available."""
 
 
-class DiskFullError(EdgeCaptionError):
-    """The disk (or the user's quota) filled up while a file was being written.
+class WriteError(EdgeCaptionError):
+    """A file could not be written: the disk is full, or the folder is not writable.
 
     Every write in this toolkit goes to a temporary file that is renamed over the target
     only when complete, so the previous version of that file is still in place."""
+
+
+class DiskFullError(WriteError):
+    """The disk (or the user's quota) filled up while a file was being written."""
+
+
+# errno -> (what happened, what to do), for the write failures a user can fix.
+_WRITE_FAILURES = {
+    errno.ENOSPC: ("the disk is full", "Free some space"),
+    getattr(errno, "EDQUOT", -1): ("the disk quota is full", "Free some space"),
+    errno.EACCES: ("permission denied", "Make the folder writable, or write somewhere else"),
+    errno.EPERM: ("not permitted", "Make the folder writable, or write somewhere else"),
+    errno.EROFS: ("the file system is read-only", "Write somewhere else"),
+}
 
 
 def is_disk_full(exc: BaseException) -> bool:
@@ -43,9 +57,23 @@ def is_disk_full(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1))
 
 
-def disk_full(path: str | os.PathLike, exc: OSError, advice: str) -> DiskFullError:
-    """A DiskFullError that names the file that could not be written and what to do next."""
-    return DiskFullError(
-        f"{path}: cannot write it: the disk is full ({exc.strerror or exc}); the previous "
-        f"{os.path.basename(path)}, if there was one, is kept. Free some space, then {advice}"
+def is_write_failure(exc: BaseException) -> bool:
+    """True for an OSError a user fixes by freeing space or choosing a writable place."""
+    return isinstance(exc, OSError) and exc.errno in _WRITE_FAILURES
+
+
+def write_failure_reason(exc: OSError) -> tuple[str, str]:
+    """(what happened, what to do) for a write failure, e.g. ("the disk is full", "Free
+    some space")."""
+    return _WRITE_FAILURES[exc.errno]
+
+
+def write_failure(path: str | os.PathLike, exc: OSError, advice: str) -> WriteError:
+    """The WriteError (a DiskFullError for a full disk) that names the file that could not
+    be written, says that its previous version is kept, and what to do next."""
+    what, fix = write_failure_reason(exc)
+    kind = DiskFullError if is_disk_full(exc) else WriteError
+    return kind(
+        f"{path}: cannot write it: {what} ({exc.strerror or exc}); the previous "
+        f"{os.path.basename(path)}, if there was one, is kept. {fix}, then {advice}"
     )

@@ -23,7 +23,7 @@ import numpy as np
 from edgecap.edge_runtime.atomic import sha256_file, write_bytes_atomic, write_json_atomic
 from edgecap.edge_runtime.captioner import Captioner, CaptionerOptions
 from edgecap.edge_runtime.decoding import greedy_decode
-from edgecap.edge_runtime.errors import disk_full, is_disk_full
+from edgecap.edge_runtime.errors import is_write_failure, write_failure
 from edgecap.edge_runtime.manifest import (
     BUNDLE_FORMAT,
     FORMAT_VERSION,
@@ -144,8 +144,13 @@ def export_bundle(
     prep = run.preprocessing
     step_module = StepModule(run.decoder, run.decoder_config)
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    except OSError as exc:
+        if is_write_failure(exc):  # nothing was written yet
+            raise write_failure(out_dir, exc, "rerun the same command") from exc
+        raise
     try:
         files: dict[str, bytes] = {}
         timings: dict[str, float] = {}
@@ -238,9 +243,9 @@ def export_bundle(
             staging.rename(out_dir)
     except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
-        if is_disk_full(exc):
+        if is_write_failure(exc):
             # The staging folder is gone and the old bundle (if any) was never touched.
-            raise disk_full(out_dir, exc, "rerun the same command") from exc
+            raise write_failure(out_dir, exc, "rerun the same command") from exc
         raise
     return manifest
 

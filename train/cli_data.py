@@ -6,7 +6,11 @@ import argparse
 import logging
 import sys
 
-from edgecap.edge_runtime.errors import EdgeCaptionError, is_disk_full
+from edgecap.edge_runtime.errors import (
+    EdgeCaptionError,
+    is_write_failure,
+    write_failure_reason,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,12 +50,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"caption-data: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
-        if args.command != "synth" or not is_disk_full(exc):  # only synth writes
+        if args.command != "synth" or not is_write_failure(exc):  # only synth writes
             raise
         # Every file is written atomically: those already there are whole, none is half.
+        what, fix = write_failure_reason(exc)
         print(
-            f"caption-data: error: {args.out}: the disk is full ({exc.strerror}); the files "
-            "already written are whole. Free some space, then rerun the same command",
+            f"caption-data: error: {args.out}: {what} ({exc.strerror}); the files "
+            f"already written are whole. {fix}, then rerun the same command",
             file=sys.stderr,
         )
         return 2

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from edgecap.edge_runtime.atomic import atomic_path, sha256_file, write_json_atomic
-from edgecap.edge_runtime.errors import disk_full, is_disk_full
+from edgecap.edge_runtime.errors import is_write_failure, write_failure
 from edgecap.edge_runtime.preprocess import load_image, preprocess
 
 from .encoders import EncoderSpec
@@ -96,7 +96,7 @@ def extract_features(
             bar.close()
     features = np.concatenate(parts, axis=0)  # [N, F]
     _save_npy(final, features)
-    with _full_disk_names(folder / "info.json"):
+    with _name_write_failures(folder / "info.json"):
         write_json_atomic(
             folder / "info.json",
             {
@@ -133,21 +133,21 @@ def _load_rows(path: Path, rows: int) -> np.ndarray | None:
 
 
 @contextmanager
-def _full_disk_names(path: Path) -> Iterator[None]:
-    """A full disk while writing `path` becomes a DiskFullError that names it."""
+def _name_write_failures(path: Path) -> Iterator[None]:
+    """A full disk or an unwritable folder while writing `path` becomes a WriteError naming it."""
     try:
         yield
     except OSError as exc:
-        if not is_disk_full(exc):
+        if not is_write_failure(exc):
             raise
         advice = (
             "rerun the same command: feature extraction goes on from the shards already written"
         )
-        raise disk_full(path, exc, advice) from exc
+        raise write_failure(path, exc, advice) from exc
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
-    with _full_disk_names(path), atomic_path(path, suffix=".npy") as tmp:
+    with _name_write_failures(path), atomic_path(path, suffix=".npy") as tmp:
         with open(tmp, "wb") as f:
             np.save(f, array, allow_pickle=False)
 

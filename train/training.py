@@ -24,7 +24,7 @@ import numpy as np
 
 from edgecap.edge_runtime.atomic import atomic_path, write_json_atomic
 from edgecap.edge_runtime.decoding import greedy_decode
-from edgecap.edge_runtime.errors import disk_full, is_disk_full
+from edgecap.edge_runtime.errors import is_write_failure, write_failure
 from edgecap.edge_runtime.metrics import corpus_bleu
 from edgecap.edge_runtime.scenes import scene_accuracy
 from edgecap.edge_runtime.text import normalize_caption
@@ -151,8 +151,8 @@ def resume_hint(run_dir: str | Path) -> str:
 
 
 @contextmanager
-def _full_disk_names(path: Path, run: Path) -> Iterator[None]:
-    """Turn a full disk while writing `path` into a DiskFullError naming it.
+def _name_write_failures(path: Path, run: Path) -> Iterator[None]:
+    """Turn a full disk or an unwritable folder while writing `path` into a WriteError naming it.
 
     The atomic write has already deleted its temporary file and left the previous `path`
     in place, so the message can say that nothing was lost and how to go on.
@@ -160,9 +160,9 @@ def _full_disk_names(path: Path, run: Path) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        if not is_disk_full(exc):
+        if not is_write_failure(exc):
             raise
-        raise disk_full(path, exc, resume_hint(run)) from exc
+        raise write_failure(path, exc, resume_hint(run)) from exc
 
 
 def _remove_stale_temp_files(run: Path) -> None:
@@ -200,14 +200,14 @@ def _checkpoint_callback(run: Path):
 
         def on_epoch_end(self, epoch, logs=None):
             last = run / "checkpoints" / "last.keras"
-            with _full_disk_names(last, run):
+            with _name_write_failures(last, run):
                 _save_keras_atomic(self.model, last)
             state_file = run / "checkpoints" / "state.json"
             history = read_state(run)["history"]
             seconds = round(time.perf_counter() - self.epoch_start, 2)
             logs = {k: float(v) for k, v in (logs or {}).items()}
             history.append({"epoch": epoch + 1, "seconds": seconds, **logs})
-            with _full_disk_names(state_file, run):
+            with _name_write_failures(state_file, run):
                 write_json_atomic(state_file, {"epochs_done": epoch + 1, "history": history})
 
     return AtomicCheckpoint()
@@ -246,7 +246,7 @@ def _load_checkpoint(run: Path, steps_per_epoch: int, epochs_done: int):
         history += [{"epoch": e, "seconds": 0.0, "recovered": True}
                     for e in range(epochs_done + 1, model_epochs + 1)]  # fmt: skip
         state_file = run / "checkpoints" / "state.json"
-        with _full_disk_names(state_file, run):
+        with _name_write_failures(state_file, run):
             write_json_atomic(state_file, {"epochs_done": model_epochs, "history": history})
         epochs_done = model_epochs
     return model, epochs_done
@@ -279,7 +279,7 @@ def train(config: TrainConfig, run_dir: str | Path, progress: bool = True) -> di
             (c for _, caps in dataset.split_items("train") for c in caps),
             min_count=config.min_count,
         )
-        with _full_disk_names(vocab_file, run):
+        with _name_write_failures(vocab_file, run):
             vocab.save(vocab_file)
     max_length = config.max_length or min(
         30, max(len(vocab.encode(c)) for _, cs in dataset.split_items("train") for c in cs)
@@ -290,7 +290,7 @@ def train(config: TrainConfig, run_dir: str | Path, progress: bool = True) -> di
         encoder = keras.models.load_model(encoder_file, safe_mode=True, compile=False)
     else:
         encoder = build_encoder(config.encoder, config.weights)
-        with _full_disk_names(encoder_file, run):
+        with _name_write_failures(encoder_file, run):
             _save_keras_atomic(encoder, encoder_file)
     # Features come from the saved encoder file, so that export converts exactly this model.
     cache_weights = str(encoder_file) if weights is None else weights
@@ -315,7 +315,7 @@ def train(config: TrainConfig, run_dir: str | Path, progress: bool = True) -> di
             "max_length": max_length,
         }
     )
-    with _full_disk_names(config_file, run):
+    with _name_write_failures(config_file, run):
         write_json_atomic(
             config_file,
             {
@@ -371,7 +371,7 @@ def train(config: TrainConfig, run_dir: str | Path, progress: bool = True) -> di
             verbose=2 if progress else 0,
         )
     train_seconds = time.perf_counter() - start
-    with _full_disk_names(run / "decoder.keras", run):
+    with _name_write_failures(run / "decoder.keras", run):
         _save_keras_atomic(model, run / "decoder.keras")
 
     metrics = evaluate_keras(run, dataset, features["test"], model, decoder_config, vocab)
@@ -379,7 +379,7 @@ def train(config: TrainConfig, run_dir: str | Path, progress: bool = True) -> di
     # Over every session of this run, resumed ones included.
     history = read_state(run)["history"]
     metrics["train_seconds"] = round(sum(h.get("seconds", 0.0) for h in history), 1)
-    with _full_disk_names(run / "metrics.json", run):
+    with _name_write_failures(run / "metrics.json", run):
         write_json_atomic(run / "metrics.json", metrics)
     return metrics
 
@@ -416,7 +416,7 @@ def evaluate_keras(
     if scenes:
         metrics["scene_accuracy"] = round(scene_accuracy(predictions, scenes), 4)
     with (
-        _full_disk_names(run / "predictions.jsonl", run),
+        _name_write_failures(run / "predictions.jsonl", run),
         atomic_path(run / "predictions.jsonl") as tmp,
     ):
         tmp.write_text(

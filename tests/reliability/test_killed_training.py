@@ -354,3 +354,53 @@ def test_sigkill_at_random_moments_never_leaves_a_broken_file(data, tmp_path):
             elif path.suffix == ".npy":
                 np.load(path, allow_pickle=False)
     _assert_finished(run, Trainer(tmp_path, args, shard_size=8))
+
+
+@pytest.mark.parametrize(
+    "code, what, fix",
+    [
+        (
+            errno.EROFS,
+            "the file system is read-only (Read-only file system)",
+            "Write somewhere else",
+        ),
+        (
+            errno.EACCES,
+            "permission denied (Permission denied)",
+            "Make the folder writable, or write somewhere else",
+        ),
+    ],
+)
+def test_unwritable_cache_is_named_with_what_to_do(tmp_path, monkeypatch, code, what, fix):
+    """Root ignores permission bits, so the failure is injected where a write would fail."""
+    import dataclasses
+
+    from edgecap.edge_runtime.errors import WriteError
+    from edgecap.train.encoders import get_encoder_spec
+
+    generate(tmp_path / "data", 24, seed=3, image_size=32, progress=False)
+    dataset = load_dataset(tmp_path / "data")
+    spec = dataclasses.replace(get_encoder_spec("mobilenet_synth"), input_size=32)
+    weights = tmp_path / "weights.bin"
+    weights.write_bytes(b"stand-in weights")
+    monkeypatch.setattr(features_mod, "SHARD_SIZE", 8)
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        if Path(os.readlink(f"/proc/self/fd/{fd}")).name.startswith(".shard_00000.npy."):
+            raise OSError(code, os.strerror(code))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with pytest.raises(WriteError) as caught:
+        features_mod.extract_features(
+            dataset, "train", spec, str(weights), lambda b, training=False: b.mean(axis=(1, 2)),
+            tmp_path / "cache", 8, False,
+        )  # fmt: skip
+    (folder,) = (tmp_path / "cache").iterdir()
+    assert str(caught.value) == (
+        f"{folder / 'shard_00000.npy'}: cannot write it: {what}; the previous shard_00000.npy, "
+        f"if there was one, is kept. {fix}, then rerun the same command: feature extraction "
+        "goes on from the shards already written"
+    )
+    assert not list(folder.iterdir())  # no temporary file left
