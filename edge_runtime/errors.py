@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 
 class EdgeCaptionError(Exception):
@@ -77,3 +79,21 @@ def write_failure(path: str | os.PathLike, exc: OSError, advice: str) -> WriteEr
         f"{path}: cannot write it: {what} ({exc.strerror or exc}); the previous "
         f"{os.path.basename(path)}, if there was one, is kept. {fix}, then {advice}"
     )
+
+
+@contextmanager
+def named_write_failures(
+    path: str | os.PathLike, advice: str | Callable[[], str]
+) -> Iterator[None]:
+    """Turn a full disk or an unwritable folder while writing `path` into a WriteError that
+    names it. `advice` (or what it returns, computed only on failure) says how to go on.
+
+    The atomic write has already deleted its temporary file and left the previous `path`
+    in place, so the message can say that nothing was lost.
+    """
+    try:
+        yield
+    except OSError as exc:
+        if not is_write_failure(exc):
+            raise
+        raise write_failure(path, exc, advice() if callable(advice) else advice) from exc

@@ -10,14 +10,12 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from edgecap.edge_runtime.atomic import atomic_path, sha256_file, write_json_atomic
-from edgecap.edge_runtime.errors import is_write_failure, write_failure
+from edgecap.edge_runtime.errors import named_write_failures
 from edgecap.edge_runtime.preprocess import load_image, preprocess
 
 from .encoders import EncoderSpec
@@ -96,7 +94,7 @@ def extract_features(
             bar.close()
     features = np.concatenate(parts, axis=0)  # [N, F]
     _save_npy(final, features)
-    with _name_write_failures(folder / "info.json"):
+    with named_write_failures(folder / "info.json", RESUME_ADVICE):
         write_json_atomic(
             folder / "info.json",
             {
@@ -132,22 +130,12 @@ def _load_rows(path: Path, rows: int) -> np.ndarray | None:
     return array
 
 
-@contextmanager
-def _name_write_failures(path: Path) -> Iterator[None]:
-    """A full disk or an unwritable folder while writing `path` becomes a WriteError naming it."""
-    try:
-        yield
-    except OSError as exc:
-        if not is_write_failure(exc):
-            raise
-        advice = (
-            "rerun the same command: feature extraction goes on from the shards already written"
-        )
-        raise write_failure(path, exc, advice) from exc
+# What to do after a failed write of the feature cache.
+RESUME_ADVICE = "rerun the same command: feature extraction goes on from the shards already written"
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
-    with _name_write_failures(path), atomic_path(path, suffix=".npy") as tmp:
+    with named_write_failures(path, RESUME_ADVICE), atomic_path(path, suffix=".npy") as tmp:
         with open(tmp, "wb") as f:
             np.save(f, array, allow_pickle=False)
 

@@ -15,8 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -24,7 +22,7 @@ import numpy as np
 
 from edgecap.edge_runtime.atomic import atomic_path, write_json_atomic
 from edgecap.edge_runtime.decoding import greedy_decode
-from edgecap.edge_runtime.errors import is_write_failure, write_failure
+from edgecap.edge_runtime.errors import named_write_failures
 from edgecap.edge_runtime.metrics import corpus_bleu
 from edgecap.edge_runtime.scenes import scene_accuracy
 from edgecap.edge_runtime.text import normalize_caption
@@ -150,19 +148,9 @@ def resume_hint(run_dir: str | Path) -> str:
     return f"rerun the same command to resume from epoch {done}{total}"
 
 
-@contextmanager
-def _name_write_failures(path: Path, run: Path) -> Iterator[None]:
-    """Turn a full disk or an unwritable folder while writing `path` into a WriteError naming it.
-
-    The atomic write has already deleted its temporary file and left the previous `path`
-    in place, so the message can say that nothing was lost and how to go on.
-    """
-    try:
-        yield
-    except OSError as exc:
-        if not is_write_failure(exc):
-            raise
-        raise write_failure(path, exc, resume_hint(run)) from exc
+def _name_write_failures(path: Path, run: Path):
+    """A WriteError naming `path` on a full disk or unwritable folder, with the resume hint."""
+    return named_write_failures(path, lambda: resume_hint(run))
 
 
 def _remove_stale_temp_files(run: Path) -> None:
