@@ -236,8 +236,8 @@ def test_killed_at_every_stage_then_the_same_command_finishes_and_exports(data, 
         )
 
 
-def _fail_fsync_for(monkeypatch, name: str, after: int) -> list[str]:
-    """Make os.fsync raise ENOSPC for the temp files of `name`, after `after` good writes.
+def _fail_fsync_for(monkeypatch, name: str, after: int, code: int = errno.ENOSPC) -> list[str]:
+    """Make os.fsync raise `code` (ENOSPC) for the temp files of `name`, after `after` good writes.
 
     fsync is the last step of atomic_path before its rename; failing there is what a full
     disk looks like when the data sat in the page cache until then. Returns the paths hit.
@@ -250,7 +250,7 @@ def _fail_fsync_for(monkeypatch, name: str, after: int) -> list[str]:
             seen[0] += 1
             if seen[0] > after:
                 hit.append(path)
-                raise OSError(errno.ENOSPC, "No space left on device")
+                raise OSError(code, os.strerror(code))
         return real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", fsync)
@@ -276,8 +276,9 @@ def test_full_disk_at_a_checkpoint_keeps_the_previous_one(data, tmp_path, monkey
     assert _hidden(run / "checkpoints") == []
 
 
-@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to name the fd")
-def test_full_disk_during_feature_extraction_keeps_the_finished_shards(tmp_path, monkeypatch):
+def _tiny_extraction(tmp_path, monkeypatch):
+    """(extract, dataset, spec, encoder): feature extraction of 18 images in 8-image shards,
+    with the mean colour as a cheap, exact stand-in encoder."""
     import dataclasses
 
     from edgecap.train.encoders import get_encoder_spec
@@ -289,13 +290,20 @@ def test_full_disk_during_feature_extraction_keeps_the_finished_shards(tmp_path,
     weights.write_bytes(b"stand-in weights")
     monkeypatch.setattr(features_mod, "SHARD_SIZE", 8)
 
-    def encoder(batch, training=False):  # the mean colour: a cheap, exact stand-in
+    def encoder(batch, training=False):
         return batch.mean(axis=(1, 2))
 
     def extract():
         return features_mod.extract_features(
             dataset, "train", spec, str(weights), encoder, tmp_path / "cache", 8, False
         )
+
+    return extract, dataset, spec, encoder
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to name the fd")
+def test_full_disk_during_feature_extraction_keeps_the_finished_shards(tmp_path, monkeypatch):
+    extract, dataset, spec, encoder = _tiny_extraction(tmp_path, monkeypatch)
 
     hit = _fail_fsync_for(monkeypatch, "shard_00001.npy", after=0)
     with pytest.raises(DiskFullError) as caught:
@@ -356,6 +364,7 @@ def test_sigkill_at_random_moments_never_leaves_a_broken_file(data, tmp_path):
     _assert_finished(run, Trainer(tmp_path, args, shard_size=8))
 
 
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to name the fd")
 @pytest.mark.parametrize(
     "code, what, fix",
     [
@@ -373,30 +382,12 @@ def test_sigkill_at_random_moments_never_leaves_a_broken_file(data, tmp_path):
 )
 def test_unwritable_cache_is_named_with_what_to_do(tmp_path, monkeypatch, code, what, fix):
     """Root ignores permission bits, so the failure is injected where a write would fail."""
-    import dataclasses
-
     from edgecap.edge_runtime.errors import WriteError
-    from edgecap.train.encoders import get_encoder_spec
 
-    generate(tmp_path / "data", 24, seed=3, image_size=32, progress=False)
-    dataset = load_dataset(tmp_path / "data")
-    spec = dataclasses.replace(get_encoder_spec("mobilenet_synth"), input_size=32)
-    weights = tmp_path / "weights.bin"
-    weights.write_bytes(b"stand-in weights")
-    monkeypatch.setattr(features_mod, "SHARD_SIZE", 8)
-    real_fsync = os.fsync
-
-    def fsync(fd):
-        if Path(os.readlink(f"/proc/self/fd/{fd}")).name.startswith(".shard_00000.npy."):
-            raise OSError(code, os.strerror(code))
-        return real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", fsync)
+    extract, *_ = _tiny_extraction(tmp_path, monkeypatch)
+    _fail_fsync_for(monkeypatch, "shard_00000.npy", after=0, code=code)
     with pytest.raises(WriteError) as caught:
-        features_mod.extract_features(
-            dataset, "train", spec, str(weights), lambda b, training=False: b.mean(axis=(1, 2)),
-            tmp_path / "cache", 8, False,
-        )  # fmt: skip
+        extract()
     (folder,) = (tmp_path / "cache").iterdir()
     assert str(caught.value) == (
         f"{folder / 'shard_00000.npy'}: cannot write it: {what}; the previous shard_00000.npy, "
