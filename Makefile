@@ -68,19 +68,17 @@ synth-results: $(STAMP)
 	done
 	$(BIN)/python -m edgecap.benchmarks.results $(SYNTH_RESULTS)/eval-*/metrics.json --out $(SYNTH_RESULTS)/table.md
 
-# The seed's four configurations on the real Flickr8k (needs internet for ImageNet weights
-# and the images in $(FLICKR8K)/Flicker8k_Dataset). See README "Reproducing the seed".
-FLICKR8K ?= data/flickr8k
-F8K_OUT := artifacts/flickr8k
+# The real Flickr8k models (README "Flickr8k"): train, export and evaluate each model of
+# export/pipeline.py's MODELS, then write $(F8K_OUT)/table.md. Hours on 2 cores; resumable:
+# a rerun skips every run, bundle and evaluation already finished. FLICKR8K and
+# IMAGENET_WEIGHTS default to the copies in ../shared when they are there.
+FLICKR8K ?= $(wildcard ../shared/data/flickr8k-224)
+IMAGENET_WEIGHTS ?= $(wildcard ../shared/weights/imagenet)
+F8K_OUT ?= artifacts/flickr8k
+F8K_MODELS ?= all
 flickr8k: $(STAMP)
-	for preset in seed-inception-lstm seed-inception-blstm seed-mobilenet-lstm seed-mobilenet-blstm; do \
-		$(BIN)/caption-train --data $(FLICKR8K) --preset $$preset --out $(F8K_OUT)/$$preset || exit 1; \
-		$(BIN)/caption-export $(F8K_OUT)/$$preset --format tflite --quantize int8 --out $(F8K_OUT)/$$preset-int8 || exit 1; \
-		for target in $$preset $$preset-int8; do \
-			$(BIN)/caption-train evaluate $(F8K_OUT)/$$target --data $(FLICKR8K) --out $(F8K_OUT)/eval-$$target || exit 1; \
-		done; \
-	done
-	$(BIN)/python -m edgecap.benchmarks.results $(F8K_OUT)/eval-*/metrics.json --out $(F8K_OUT)/table.md
+	PYTHONUNBUFFERED=1 $(BIN)/python -m edgecap.export.pipeline --data "$(FLICKR8K)" \
+		--weights-dir "$(IMAGENET_WEIGHTS)" --out $(F8K_OUT) --models $(F8K_MODELS)
 
 # The Raspberry Pi legacy environment: tflite-runtime 2.14 + numpy < 2, no ai_edge_litert and
 # no TensorFlow. tests/test_pi_legacy.py runs the runtime's tests in it.

@@ -21,6 +21,7 @@ COLUMNS = (
     ("ROUGE-L", "rouge_l"),
     ("CIDEr-D", "cider_d"),
     ("METEOR", "meteor"),
+    ("sent. BLEU-1", "bleu1_sentence_mean"),
     ("scene acc.", "scene_accuracy"),
 )
 
@@ -43,11 +44,11 @@ def row(metrics_file: Path) -> dict:
     run_metrics = (
         json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").is_file() else {}
     )
-    model = (
-        "Keras run"
-        if metrics["kind"] == "run"
-        else json.loads((target / "manifest.json").read_text())["model_format"]
-    )
+    if metrics["kind"] == "run":
+        model = "Keras run"
+    else:
+        manifest = json.loads((target / "manifest.json").read_text())
+        model = manifest.get("recipe", {}).get("name", manifest["model_format"])
     return {
         "encoder": config.get("encoder", {}).get("name", "?"),
         "decoder": config.get("decoder", {}).get("kind", "?"),
@@ -81,6 +82,13 @@ def main(argv: list[str] | None = None) -> int:
         "metrics", nargs="+", type=Path, help="metrics.json files written by caption-train evaluate"
     )
     parser.add_argument("--out", type=Path, help="also write the table to this Markdown file")
+    parser.add_argument(
+        "--into",
+        type=Path,
+        help="also put the table into this Markdown file (e.g. README.md), between the lines "
+        "<!-- BEGIN MARKER --> and <!-- END MARKER -->",
+    )
+    parser.add_argument("--marker", default="results", help="the marker name for --into")
     args = parser.parse_args(argv)
     missing = [p for p in args.metrics if not p.is_file()]
     if missing:
@@ -92,7 +100,26 @@ def main(argv: list[str] | None = None) -> int:
         from edgecap.edge_runtime.atomic import write_text_atomic
 
         write_text_atomic(args.out, table + "\n")
+    if args.into:
+        try:
+            replace_between_markers(args.into, args.marker, table)
+        except ValueError as exc:
+            print(f"results: {exc}", file=sys.stderr)
+            return 2
     return 0
+
+
+def replace_between_markers(path: Path, marker: str, text: str) -> None:
+    """Swap what stands between <!-- BEGIN marker --> and <!-- END marker --> in `path`."""
+    from edgecap.edge_runtime.atomic import write_text_atomic
+
+    begin, end = f"<!-- BEGIN {marker} -->", f"<!-- END {marker} -->"
+    content = path.read_text(encoding="utf-8")
+    if content.count(begin) != 1 or content.count(end) != 1:
+        raise ValueError(f"{path}: needs exactly one {begin} line and one {end} line")
+    head, rest = content.split(begin)
+    _, tail = rest.split(end)
+    write_text_atomic(path, f"{head}{begin}\n{text}\n{end}{tail}")
 
 
 if __name__ == "__main__":

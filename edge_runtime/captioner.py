@@ -179,6 +179,15 @@ class Captioner:
             f"cannot caption an object of type {type(image).__name__}; pass a path, PIL image or array"
         )
 
+    def encode(
+        self, image: str | os.PathLike | Image.Image | np.ndarray, bgr: bool = False
+    ) -> np.ndarray:
+        """Features [1, F] of one image: preprocessing and the encoder, no decoding."""
+        if self._closed:
+            raise RuntimeError("this Captioner is closed")
+        pixels = preprocess(self._as_rgb(image, bgr), self.manifest.preprocessing)[None]
+        return self.models["encoder"](image=pixels)["features"]  # [1, F]
+
     def caption(
         self, image: str | os.PathLike | Image.Image | np.ndarray, bgr: bool = False
     ) -> CaptionResult:

@@ -7,10 +7,13 @@ is the batch, so that a beam search can reorder hypotheses by indexing.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+
+from .vocab import NEVER_EMITTED_IDS
 
 State = tuple[np.ndarray, ...]
 
@@ -33,12 +36,28 @@ class Decoded:
     score: float  # sum of the chosen words' log-probabilities, end token included
 
 
+def _masked(log_probs: np.ndarray, banned: Sequence[int]) -> np.ndarray:
+    """log_probs [B, V] with the banned ids at -inf, so no search can ever pick them."""
+    if not banned:
+        return log_probs
+    out = np.array(log_probs, dtype=np.float64)  # a copy: the model's buffer stays untouched
+    out[:, list(banned)] = -np.inf
+    return out
+
+
 def greedy_decode(
-    model: StepModel, features: np.ndarray, start_id: int, end_id: int, max_length: int
+    model: StepModel,
+    features: np.ndarray,
+    start_id: int,
+    end_id: int,
+    max_length: int,
+    banned: Sequence[int] = NEVER_EMITTED_IDS,
 ) -> list[Decoded]:
     """Pick the most probable word at every step, for a batch of images at once.
 
     `max_length` counts words, not the end token; a caption that never ends is cut there.
+    `banned` ids (by default <pad>, <start> and <unk>) are never chosen: a caption that
+    says "<unk>" tells the user nothing, and the next most probable word usually does.
     """
     if features.ndim != 2:
         raise ValueError(f"features must be [B, F], got shape {features.shape}")
@@ -50,6 +69,7 @@ def greedy_decode(
     done = np.zeros(batch, dtype=bool)
     for _ in range(max_length + 1):
         log_probs, state = model.step(tokens, state)
+        log_probs = _masked(log_probs, banned)
         tokens = np.argmax(log_probs, axis=-1).astype(np.int32)
         chosen = log_probs[np.arange(batch), tokens]
         for b in np.flatnonzero(~done):
@@ -73,6 +93,7 @@ def beam_search(
     max_length: int,
     beam_width: int = 3,
     length_penalty: float = 0.0,
+    banned: Sequence[int] = NEVER_EMITTED_IDS,
 ) -> list[Decoded]:
     """Beam search for one image; returns up to `beam_width` captions, best first.
 
@@ -80,7 +101,7 @@ def beam_search(
     Finished captions are ranked by score / (words + 1) ** length_penalty (0: plain sum of
     log-probabilities). Unlike im2txt's original search, a finished caption is never pruned
     by later, longer hypotheses, and if no beam ever ends, the best unfinished ones are
-    returned rather than nothing.
+    returned rather than nothing. `banned` ids are never chosen, as in greedy_decode.
     """
     if features.ndim != 2 or features.shape[0] != 1:
         raise ValueError(
@@ -99,6 +120,7 @@ def beam_search(
     finished: list[Decoded] = []
     for _ in range(max_length + 1):
         log_probs, state = model.step(tokens, state)  # [live, V]
+        log_probs = _masked(log_probs, banned)
         totals = live_scores[:, None] + log_probs  # [live, V]
         order = np.argsort(-totals, axis=None, kind="stable")  # best first, over (beam, word)
         vocab_size = totals.shape[1]

@@ -79,6 +79,34 @@ def corpus_bleu(
     return scores
 
 
+def mean_sentence_bleu1(
+    hypotheses: Mapping[str, str], references: Mapping[str, Sequence[str]]
+) -> float:
+    """The seed project's measure: the mean over images of sentence-level BLEU-1, as NLTK's
+    `sentence_bleu(refs, hyp, weights=(1, 0, 0, 0))` computes it (clipped unigram precision
+    times the brevity penalty against the closest reference length, no smoothing).
+
+    Unlike corpus BLEU, short captions are penalized image by image, so it is lower than
+    corpus BLEU-1 for a model that often says too little.
+    """
+    total, count = 0.0, 0
+    for hyp, refs in _pairs(hypotheses, references):
+        hyp_words = hyp.split()
+        count += 1
+        if not hyp_words:
+            continue  # NLTK scores an empty hypothesis 0
+        ref_words = [r.split() for r in refs]
+        max_ref: Counter = Counter()
+        for r in ref_words:
+            for word, c in Counter(r).items():
+                max_ref[word] = max(max_ref[word], c)
+        matched = sum(min(c, max_ref[w]) for w, c in Counter(hyp_words).items())
+        closest = min((abs(len(r) - len(hyp_words)), len(r)) for r in ref_words)[1]
+        brevity = 1.0 if len(hyp_words) > closest else math.exp(1 - closest / len(hyp_words))
+        total += brevity * matched / len(hyp_words)
+    return total / count
+
+
 def _lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
     # One DP row instead of pycocoevalcap's full table; the length is an integer either way.
     if len(a) < len(b):
@@ -208,4 +236,5 @@ def caption_metrics(
         **{f"bleu{n + 1}": float(b) for n, b in enumerate(bleu)},
         "rouge_l": corpus_rouge_l(hypotheses, references),
         "cider_d": corpus_cider_d(hypotheses, references),
+        "bleu1_sentence_mean": mean_sentence_bleu1(hypotheses, references),
     }

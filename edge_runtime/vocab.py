@@ -19,6 +19,9 @@ VOCAB_VERSION = 1
 # Fixed ids: padding must be 0 so that Keras masking (mask_zero) ignores it.
 PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
 SPECIAL_TOKENS = (PAD, START, END, UNK)
+# Ids decoding never chooses: <pad>, <start> and <unk> (ids 0, 1 and 3). <end> stays, it
+# is how a caption stops.
+NEVER_EMITTED_IDS = (0, 1, 3)
 
 
 @dataclass(frozen=True)

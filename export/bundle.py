@@ -32,8 +32,10 @@ from edgecap.edge_runtime.manifest import (
     load_manifest,
     tensor_names,
 )
+from edgecap.edge_runtime.metrics import corpus_bleu, corpus_cider_d
 from edgecap.edge_runtime.preprocess import load_image, preprocess
 from edgecap.edge_runtime.scenes import parse_caption
+from edgecap.edge_runtime.text import normalize_caption
 from edgecap.train.decoders import KerasStepModel, StepModule
 from edgecap.train.flickr8k import load_dataset
 from edgecap.train.runs import TrainedRun, load_run
@@ -62,6 +64,12 @@ FP32_MIN_IDENTICAL_RATE = 0.99
 FP32_MAX_LOG_PROBS_DIFF = 1e-3
 # A quantized bundle whose same-scene rate falls more than this below 1.0 gets a WARNING.
 QUANTIZED_SAME_SCENE_DROP = 0.02
+# On real data (no scenes.json) a bundle fails when its greedy captions of the parity images
+# score this much below Keras' captions of the same images (absolute, corpus scores against
+# the references). On 100 Flickr8k images two Keras runs of different seeds differ by about
+# 0.01 BLEU-4 and 0.04 CIDEr-D; a broken quantization loses several times that.
+MAX_BLEU4_DROP = 0.03
+MAX_CIDER_D_DROP = 0.10
 # The backend the parity check runs each format with: the one a device runs by default.
 PARITY_BACKEND = {"tflite": "litert", "onnx": "onnx"}
 
@@ -187,10 +195,14 @@ def export_bundle(
             "format": BUNDLE_FORMAT,
             "format_version": FORMAT_VERSION,
             "model_format": model_format,
+            # The pair this bundle was made with, so that nothing has to infer it from files.
+            "recipe": {"name": recipe.name, "format": recipe.format, "precision": recipe.precision},
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "source_run": str(Path(run_dir).resolve()),
             "encoder": {
                 "name": run.config["encoder"]["name"],
+                "alpha": run.config["encoder"].get("alpha"),
+                "input_size": prep.input_size,
                 "feature_dim": run.decoder_config.feature_dim,
             },
             "preprocessing": prep.to_json(),
@@ -265,6 +277,14 @@ def check_parity(run: TrainedRun, bundle: Path, dataset, n_images: int) -> dict:
     diffs = dict.fromkeys(["features", *init_outputs, "log_probs"], 0.0)
     identical = same_scene = 0
     scenes = load_scenes(dataset.root)
+    # Greedy captions per source: Keras, the bundle, and each half of the bundle alone
+    # (its encoder with Keras' decoder, Keras' encoder with its decoder), to say which
+    # file is to blame when the bundle's captions are worse than Keras'.
+    captions: dict[str, dict[str, str]] = {k: {} for k in QUALITY_SOURCES}
+
+    def greedy_text(steps, features) -> str:
+        decoded = greedy_decode(steps, features, vocab.start_id, vocab.end_id, cfg.max_length)
+        return vocab.decode(decoded[0].tokens)
 
     def track(name: str, expected, actual) -> None:
         expected, actual = np.asarray(expected), np.asarray(actual)
@@ -292,11 +312,15 @@ def check_parity(run: TrainedRun, bundle: Path, dataset, n_images: int) -> dict:
             keras_lp, _ = keras_steps.step(start, keras_state)
             bundle_lp, _ = captioner.step_model.step(start, keras_state)
             track("log_probs", keras_lp, bundle_lp)
-            keras_caption = greedy_decode(
-                keras_steps, keras_features, vocab.start_id, vocab.end_id, cfg.max_length
-            )[0]
-            keras_text = vocab.decode(keras_caption.tokens)
+            keras_text = greedy_text(keras_steps, keras_features)
             bundle_text = captioner.caption(dataset.image_path(image_id)).text
+            bundle_features = captioner.models["encoder"](image=pixels)["features"]
+            captions["keras"][image_id] = keras_text
+            captions["bundle"][image_id] = bundle_text
+            captions["bundle_encoder_only"][image_id] = greedy_text(keras_steps, bundle_features)
+            captions["bundle_decoder_only"][image_id] = greedy_text(
+                captioner.step_model, keras_features
+            )
             identical += keras_text == bundle_text
             # Paraphrases differ in words but not in meaning; on synthetic data, count meaning.
             same_scene += parse_caption(keras_text) == parse_caption(bundle_text)
@@ -307,6 +331,14 @@ def check_parity(run: TrainedRun, bundle: Path, dataset, n_images: int) -> dict:
     }
     if scenes:
         result["same_scene_rate"] = round(same_scene / max(len(ids), 1), 4)
+    references = {i: [normalize_caption(c) for c in dataset.captions[i]] for i in ids}
+    result["quality"] = {
+        source: {
+            "bleu4": round(corpus_bleu(texts, references)[3], 4),
+            "cider_d": round(corpus_cider_d(texts, references), 4),
+        }
+        for source, texts in captions.items()
+    }
     print(f"parity of the {model_format} bundle vs Keras on {len(ids)} test images:")
     # Names were checked when the Captioner loaded the files against the manifest.
     print(f"  tensor names     match the manifest ({', '.join(diffs)} compared)")
@@ -316,11 +348,58 @@ def check_parity(run: TrainedRun, bundle: Path, dataset, n_images: int) -> dict:
     print(f"  identical captions: {identical}/{len(ids)} ({result['identical_caption_rate']:.1%})")
     if scenes:
         print(f"  same scene named:   {same_scene}/{len(ids)} ({result['same_scene_rate']:.1%})")
+    for source, q in result["quality"].items():
+        print(f"  {source:<20} greedy BLEU-4 {q['bleu4']:.4f}  CIDEr-D {q['cider_d']:.4f}")
     return result
 
 
+# Whose captions the parity check scores (see check_parity).
+QUALITY_SOURCES = ("keras", "bundle", "bundle_encoder_only", "bundle_decoder_only")
+
+
+def quality_drops(parity: dict, source: str = "bundle") -> tuple[float, float]:
+    """(BLEU-4 drop, CIDEr-D drop) of `source`'s captions against Keras' on the parity images."""
+    keras, other = parity["quality"]["keras"], parity["quality"][source]
+    return keras["bleu4"] - other["bleu4"], keras["cider_d"] - other["cider_d"]
+
+
+def _blame(parity: dict, model_format: str) -> str:
+    """Which file(s) the quality loss comes from, by swapping one half at a time."""
+    suffix = MODEL_FORMATS[model_format]
+    halves = {
+        f"encoder{suffix}": quality_drops(parity, "bundle_encoder_only"),
+        f"decoder_init{suffix} + decoder_step{suffix}": quality_drops(
+            parity, "bundle_decoder_only"
+        ),
+    }
+    guilty = [
+        name
+        for name, (bleu, cider) in halves.items()
+        if bleu > MAX_BLEU4_DROP / 2 or cider > MAX_CIDER_D_DROP / 2
+    ]
+    described = "; ".join(
+        f"{name} alone loses BLEU-4 {bleu:+.4f}, CIDEr-D {cider:+.4f}"
+        for name, (bleu, cider) in halves.items()
+    )
+    culprit = " and ".join(guilty) if guilty else "neither file alone (their errors add up)"
+    return f"to blame: {culprit} ({described})"
+
+
 def judge_parity(recipe: formats.Recipe, parity: dict) -> None:
-    """Raise ParityError for an all-float bundle off Keras; WARN for a quantized one off scene."""
+    """Raise ParityError for an all-float bundle off Keras, or for any bundle whose captions
+    score clearly worse than Keras' on real data; WARN for a quantized one off scene."""
+    if "same_scene_rate" not in parity and "quality" in parity:
+        bleu, cider = quality_drops(parity)
+        if bleu > MAX_BLEU4_DROP or cider > MAX_CIDER_D_DROP:
+            q = parity["quality"]
+            raise ParityError(
+                f"{recipe.name} bundle captions the {parity['images']} parity images worse "
+                f"than Keras: greedy BLEU-4 {q['bundle']['bleu4']:.4f} vs {q['keras']['bleu4']:.4f} "
+                f"(drop {bleu:.4f} > {MAX_BLEU4_DROP}), CIDEr-D {q['bundle']['cider_d']:.4f} vs "
+                f"{q['keras']['cider_d']:.4f} (drop {cider:.4f}, limit {MAX_CIDER_D_DROP}); "
+                f"{_blame(parity, recipe.format)}",
+                parity,
+            )
     identical = parity["identical_caption_rate"]
     log_probs = parity["max_abs_diff"]["log_probs"]
     if recipe.float_only:

@@ -104,14 +104,20 @@ def summary_table(outcomes: list[Outcome]) -> str:
     """One line per pair: format, precision, status, size, parity, export seconds."""
     header = (
         f"{'format':<8}{'precision':<11}{'status':<10}{'KB':>9}{'identical':>11}"
-        f"{'same scene':>12}{'max|dlogp|':>12}{'seconds':>9}"
+        f"{'same scene':>12}{'max|dlogp|':>12}{'dBLEU-4':>9}{'dCIDEr-D':>10}{'seconds':>9}"
     )
     rows = [header]
     for o in outcomes:
         kb = "-"
         if o.manifest is not None:
             kb = f"{sum(m['bytes'] for m in o.manifest['models'].values()) / 1024:.1f}"
-        identical = scene = logp = "-"
+        identical = scene = logp = d_bleu = d_cider = "-"
+        if o.parity and "quality" in o.parity:
+            from .bundle import quality_drops
+
+            bleu, cider = quality_drops(o.parity)
+            # Signed change of the bundle's greedy scores against Keras' on the parity images.
+            d_bleu, d_cider = f"{-bleu:+.4f}", f"{-cider:+.4f}"
         if o.parity:
             identical = f"{o.parity['identical_caption_rate']:.3f}"
             if "same_scene_rate" in o.parity:
@@ -120,7 +126,7 @@ def summary_table(outcomes: list[Outcome]) -> str:
         status = "ok" if o.error is None else "failed"
         rows.append(
             f"{o.recipe.format:<8}{o.recipe.precision:<11}{status:<10}{kb:>9}{identical:>11}"
-            f"{scene:>12}{logp:>12}{o.seconds:>9.1f}"
+            f"{scene:>12}{logp:>12}{d_bleu:>9}{d_cider:>10}{o.seconds:>9.1f}"
         )
         if o.error is not None:
             rows.append(f"    failed: {o.error}")

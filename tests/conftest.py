@@ -18,6 +18,35 @@ def flickr8k_annotations() -> Path:
     return FLICKR8K
 
 
+# Real photos and ImageNet weights, beside the repository (never committed into it).
+SHARED = Path(os.environ.get("EDGECAP_SHARED", REPO.parent / "shared"))
+
+
+def _shared(relative: str, what: str) -> Path:
+    path = SHARED / relative
+    if not path.exists():
+        pytest.fail(
+            f"{what} not found at {path}; set EDGECAP_SHARED to the folder that holds "
+            "data/ and weights/ (by default ../shared beside the repository)"
+        )
+    return path
+
+
+@pytest.fixture(scope="session")
+def imagenet_weights() -> Path:
+    return _shared("weights/imagenet", "ImageNet encoder weights")
+
+
+@pytest.fixture(scope="session")
+def imagenet_check() -> Path:
+    return _shared("data/imagenet_check", "ImageNet check photos")
+
+
+@pytest.fixture(scope="session")
+def flickr8k_224() -> Path:
+    return _shared("data/flickr8k-224", "Flickr8k (224 px copy)")
+
+
 # A small but real pipeline, shared by the end-to-end tests: synthetic scenes -> features from
 # the shipped demo encoder -> LSTM decoder -> int8 TFLite bundle. About a minute on 2 cores.
 E2E_IMAGES = 1600

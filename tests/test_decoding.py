@@ -1,9 +1,16 @@
+from functools import partial
+
 import numpy as np
 import pytest
 
-from edgecap.edge_runtime.decoding import beam_search, greedy_decode
+from edgecap.edge_runtime import decoding
+from edgecap.edge_runtime.vocab import NEVER_EMITTED_IDS
 
 START, END = 1, 2
+# The search itself, with nothing banned: these fakes use id 3 (<unk> in a real
+# vocabulary) as an ordinary word. The tests at the end check the default bans.
+greedy_decode = partial(decoding.greedy_decode, banned=())
+beam_search = partial(decoding.beam_search, banned=())
 
 
 class FakeModel:
@@ -159,3 +166,38 @@ def test_beam_width_one_is_greedy():
     greedy = greedy_decode(PrefixModel(table), np.zeros((1, 2)), START, END, max_length=4)
     assert beam[0].tokens == greedy[0].tokens == [3]
     assert beam[0].score == pytest.approx(greedy[0].score)
+
+
+# pad start end unk  4     5     6: a fake that loves the special tokens
+LOVES_SPECIALS = {
+    (): [0.3, 0.25, 0.0, 0.3, 0.1, 0.05, 0.0],
+    (4,): [0.2, 0.2, 0.05, 0.4, 0.0, 0.15, 0.0],
+    (4, 5): [0.3, 0.1, 0.04, 0.5, 0.0, 0.0, 0.06],
+    (4, 5, 6): [0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0],
+    (4, 2): [0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0],
+    (5,): [0.0, 0.0, 0.9, 0.1, 0.0, 0.0, 0.0],
+}
+
+
+def test_greedy_never_chooses_pad_start_or_unk():
+    assert NEVER_EMITTED_IDS == (0, 1, 3)
+    model = PrefixModel(LOVES_SPECIALS, vocab_size=7, default=[0, 0, 1.0, 0, 0, 0, 0])
+    (decoded,) = decoding.greedy_decode(model, np.zeros((1, 2)), START, END, max_length=6)
+    # Unmasked, greedy would say <pad> or <unk> at every step; masked, it takes the best word.
+    assert decoded.tokens == [4, 5, 6]
+    assert decoded.score == pytest.approx(np.log(0.1) + np.log(0.15) + np.log(0.06) + np.log(1.0))
+    (raw,) = greedy_decode(
+        PrefixModel(LOVES_SPECIALS, 7, [0, 0, 1.0, 0, 0, 0, 0]), np.zeros((1, 2)), START, END, 6
+    )
+    assert raw.tokens[0] in (0, 3)  # the fake really does prefer them
+
+
+def test_beam_never_chooses_pad_start_or_unk():
+    model = PrefixModel(LOVES_SPECIALS, vocab_size=7, default=[0, 0, 1.0, 0, 0, 0, 0])
+    best = decoding.beam_search(model, np.zeros((1, 2)), START, END, max_length=6, beam_width=3)
+    assert best, "the search must still return captions"
+    for hypothesis in best:
+        assert not set(hypothesis.tokens) & set(NEVER_EMITTED_IDS), hypothesis
+    # (5,) then end: 0.05 * 0.9 beats (4, 5, 6) end: 0.1 * 0.15 * 0.06
+    assert best[0].tokens == [5]
+    assert best[0].score == pytest.approx(np.log(0.05) + np.log(0.9))

@@ -13,13 +13,46 @@ SEED_SIZES = {
 
 
 def test_registry_sizes_and_preprocessing():
-    assert set(SEED_SIZES) | {"mobilenet_synth"} == set(ENCODERS)
+    assert set(SEED_SIZES) | {"mobilenet_synth", "mobilenet_025", "mobilenet_v2_035"} == set(
+        ENCODERS
+    )
     for name, size in SEED_SIZES.items():
         spec = get_encoder_spec(name)
         assert spec.input_size == size and spec.default_weights == "imagenet"
         assert (spec.preprocessing.scale, spec.preprocessing.offset) == (1 / 127.5, -1.0)
     with pytest.raises(ValueError, match="unknown encoder 'resnet'"):
         get_encoder_spec("resnet")
+
+
+def test_width_multipliers_have_one_name_each():
+    assert get_encoder_spec("mobilenet_v2", 0.35) is ENCODERS["mobilenet_v2_035"]
+    assert get_encoder_spec("mobilenet", 0.25) is ENCODERS["mobilenet_025"]
+    assert get_encoder_spec("mobilenet_025", 1.0) is ENCODERS["mobilenet"]
+    half = get_encoder_spec("mobilenet_v2", 0.5)
+    assert (half.name, half.alpha, half.feature_dim) == ("mobilenet_v2_050", 0.5, 1280)
+    assert get_encoder_spec("mobilenet_v2_050") == half  # the name alone says the width
+    assert get_encoder_spec("mobilenet_v2", 1.4).feature_dim == 1792  # V2 widens above 1
+    assert get_encoder_spec("mobilenet", 0.5).feature_dim == 512
+    with pytest.raises(ValueError, match="encoder 'inception_v3' has no width multiplier"):
+        get_encoder_spec("inception_v3", 0.5)
+    with pytest.raises(ValueError, match="Keras has no ImageNet weights for mobilenet_v2_060"):
+        build_encoder("mobilenet_v2_060", "imagenet")
+
+
+def test_alpha_flag_names_the_encoder(tmp_path):
+    from edgecap.train.cli_train import _train_parser, build_config
+
+    args = ["--data", "d", "--out", "o", "--encoder", "mobilenet_v2", "--alpha", "0.35"]
+    assert build_config(_train_parser().parse_args(args)).encoder == "mobilenet_v2_035"
+    preset = ["--data", "d", "--out", "o", "--preset", "seed-mobilenet-lstm", "--alpha", "0.25"]
+    assert build_config(_train_parser().parse_args(preset)).encoder == "mobilenet_025"
+
+
+@pytest.mark.parametrize("name", ["mobilenet_025", "mobilenet_v2_035"])
+def test_width_variants_build_to_their_feature_width(name):
+    spec = get_encoder_spec(name)
+    model = build_encoder(name, "none")
+    assert model.output_shape == (None, spec.feature_dim)
 
 
 def test_weights_choices(tmp_path):

@@ -121,7 +121,7 @@ def test_caption_export_all_pairs(e2e, tmp_path):
     header = max(i for i, line in enumerate(lines) if line.startswith("format "))
     assert lines[header].split() == [
         "format", "precision", "status", "KB", "identical", "same", "scene", "max|dlogp|",
-        "seconds",
+        "dBLEU-4", "dCIDEr-D", "seconds",
     ]  # fmt: skip
     rows = [line.split() for line in lines[header + 1 :]]
     expected = [[r.format, r.precision, "ok"] for r in formats.RECIPES]

@@ -70,7 +70,7 @@ def test_matches_pycocoevalcap_on_flickr8k_test(ours, theirs, metric):
 
 
 def test_caption_metrics_shape(ours):
-    assert list(ours) == METRICS
+    assert list(ours) == [*METRICS, "bleu1_sentence_mean"]
     assert all(type(v) is float and math.isfinite(v) for v in ours.values())
     # Caption #0 vs the other four is a human baseline: well above zero, well below perfect.
     assert 0.1 < ours["bleu4"] < 0.5 and 0.3 < ours["rouge_l"] < 0.7 and 0.3 < ours["cider_d"] < 2
@@ -169,3 +169,29 @@ def test_meteor_without_pycocoevalcap_is_skipped_with_one_warning(monkeypatch, c
     records = [r for r in caplog.records if r.name == meteor.__name__]
     assert len(records) == 1 and records[0].levelno == logging.WARNING
     assert "pycocoevalcap is not installed" in records[0].getMessage()
+
+
+@pytest.mark.filterwarnings("ignore:\\nThe hypothesis contains 0 counts")
+def test_mean_sentence_bleu1_equals_nltk(test_split):
+    """The seed's measure (mean sentence BLEU-1) equals NLTK's sentence_bleu, image by image
+    averaged, on human captions and on short and empty ones that the brevity penalty bites."""
+    from nltk.translate.bleu_score import sentence_bleu
+
+    from edgecap.edge_runtime.metrics import mean_sentence_bleu1
+
+    hyps, refs = test_split
+    variants = {
+        "human": hyps,
+        "short": {i: " ".join(h.split()[:3]) for i, h in hyps.items()},
+        "repeated": {i: " ".join([h.split()[0]] * 6) for i, h in hyps.items()},
+        "with empty": {i: ("" if n % 7 == 0 else h) for n, (i, h) in enumerate(hyps.items())},
+    }
+    for name, hypotheses in variants.items():
+        expected = sum(
+            sentence_bleu([r.split() for r in refs[i]], h.split(), weights=(1, 0, 0, 0))
+            if h
+            else 0.0
+            for i, h in hypotheses.items()
+        ) / len(hypotheses)
+        assert mean_sentence_bleu1(hypotheses, refs) == pytest.approx(expected, abs=1e-9), name
+    assert 0.3 < mean_sentence_bleu1(hyps, refs) < 0.8

@@ -28,6 +28,15 @@ def main(argv: list[str] | None = None) -> int:
     info = sub.add_parser("info", help="summarize a Flickr8k-layout dataset")
     info.add_argument("data", help="dataset folder")
     info.add_argument("--annotations-only", action="store_true", help="do not require the images")
+    subset = sub.add_parser(
+        "subset", help="a smaller Flickr8k-layout dataset: the first N images of each split"
+    )
+    subset.add_argument("source", help="a Flickr8k-layout dataset")
+    subset.add_argument("out", help="output folder (images are symlinked, not copied)")
+    for split, default in (("train", 600), ("dev", 100), ("test", 100)):
+        subset.add_argument(
+            f"--{split}", type=int, default=default, help=f"images (default {default})"
+        )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
@@ -38,6 +47,13 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"wrote {args.out}: {counts['images']} images (train {counts['train']}, dev {counts['dev']}, test {counts['test']})"
             )
+        elif args.command == "subset":
+            from .flickr8k import write_subset
+
+            ds = write_subset(
+                args.source, args.out, {"train": args.train, "dev": args.dev, "test": args.test}
+            )
+            print(f"wrote {args.out}: " + ", ".join(f"{s} {len(i)}" for s, i in ds.splits.items()))
         else:
             from .flickr8k import load_dataset
 
@@ -50,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"caption-data: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
-        if args.command != "synth" or not is_write_failure(exc):  # only synth writes
+        if args.command == "info" or not is_write_failure(exc):
             raise
         # Every file is written atomically: those already there are whole, none is half.
         what, fix = write_failure_reason(exc)

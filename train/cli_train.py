@@ -3,6 +3,7 @@ synthetic demo encoder.
 
     caption-train --data DIR (--preset NAME | --encoder E --decoder D) --out RUN
     caption-train evaluate (RUN | BUNDLE) --data DIR [--split test] [--beam K] [--out DIR]
+    caption-train gallery LABEL=PREDICTIONS... --data DIR --out DIR
     caption-train pretrain-encoder --data SYNTH --out FILE
 """
 
@@ -29,7 +30,7 @@ def _train_parser() -> argparse.ArgumentParser:
     d, t = DecoderConfig(), TrainConfig()
     parser = argparse.ArgumentParser(
         prog="caption-train",
-        description="Train a caption decoder. Subcommands: evaluate, pretrain-encoder.",
+        description="Train a caption decoder. Subcommands: evaluate, gallery, pretrain-encoder.",
     )
     parser.add_argument("--data", required=True, help="dataset folder in the Flickr8k layout")
     parser.add_argument(
@@ -41,7 +42,15 @@ def _train_parser() -> argparse.ArgumentParser:
         help="one of the seed's configurations; other flags override it",
     )
     parser.add_argument(
-        "--encoder", choices=list(ENCODERS), help=f"CNN encoder (default {t.encoder})"
+        "--encoder",
+        metavar="NAME",
+        help=f"CNN encoder: {', '.join(ENCODERS)} (default {t.encoder})",
+    )
+    parser.add_argument(
+        "--alpha",
+        type=float,
+        help="MobileNet width multiplier (e.g. 0.35); names the encoder's width, so "
+        "--encoder mobilenet_v2 --alpha 0.35 is mobilenet_v2_035",
     )
     parser.add_argument(
         "--weights", help="imagenet | none | FILE | default (the registry's choice)"
@@ -59,6 +68,31 @@ def _train_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dropout", type=float, help=f"training dropout (default {d.dropout})")
     parser.add_argument(
         "--min-count", type=int, help=f"rarer words become <unk> (default {t.min_count})"
+    )
+    parser.add_argument(
+        "--max-length",
+        type=int,
+        help="longest caption in words; longer training captions are cut "
+        "(default: the longest training caption, at most 30)",
+    )
+    parser.add_argument(
+        "--keep",
+        choices=["dev_cider_d", "last"],
+        help="which epoch's decoder the run keeps: the best greedy CIDEr-D on the dev split, "
+        f"or the last (default {t.keep})",
+    )
+    parser.add_argument(
+        "--final-split",
+        choices=["test", "dev", "none"],
+        default="test",
+        help="the split scored (greedy) when training ends; dev while choosing settings, so "
+        "that the test split is scored once, for the final model (default test)",
+    )
+    parser.add_argument(
+        "--epoch-fraction",
+        type=float,
+        help="share of the training examples each epoch sees, drawn afresh per epoch "
+        f"(default {t.epoch_fraction}; ~0.2 keeps a BLSTM epoch affordable)",
     )
     parser.add_argument("--seed", type=int, help=f"default {t.seed}")
     parser.add_argument(
@@ -91,9 +125,15 @@ def build_config(args: argparse.Namespace):
         )
     for flag, field in (("encoder", "encoder"), ("weights", "weights"), ("epochs", "epochs"), ("batch_size", "batch_size"),
                         ("learning_rate", "learning_rate"), ("min_count", "min_count"), ("seed", "seed"),
-                        ("feature_cache", "feature_cache")):  # fmt: skip
+                        ("feature_cache", "feature_cache"), ("max_length", "max_length"), ("keep", "keep"),
+                        ("epoch_fraction", "epoch_fraction")):  # fmt: skip
         if getattr(args, flag) is not None:
             train_fields[field] = getattr(args, flag)
+    if args.alpha is not None or args.encoder is not None:
+        from .encoders import get_encoder_spec
+
+        name = train_fields.get("encoder", TrainConfig.encoder)
+        train_fields["encoder"] = get_encoder_spec(name, args.alpha).name
     for flag, field in (
         ("decoder", "kind"),
         ("units", "units"),
@@ -162,18 +202,46 @@ def _evaluate(argv: list[str]) -> int:
     return 0
 
 
+def _gallery(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="caption-train gallery",
+        description="An HTML page and a PNG contact sheet of test photos with their "
+        "references and several models' captions (from predictions.jsonl files).",
+    )
+    parser.add_argument(
+        "sources", nargs="+", metavar="LABEL=PREDICTIONS", help="e.g. keras=EVAL/predictions.jsonl"
+    )
+    parser.add_argument("--data", required=True, help="the dataset the predictions are of")
+    parser.add_argument("--out", required=True, help="output folder (keep it under artifacts/)")
+    parser.add_argument("--split", default="test", help="default test")
+    parser.add_argument("--images", type=int, default=24, help="photos on the page (default 24)")
+    args = parser.parse_args(argv)
+    sources = {}
+    for item in args.sources:
+        label, sep, path = item.partition("=")
+        if not sep or not label or not path:
+            parser.error(f"{item!r}: expected LABEL=PREDICTIONS")
+        sources[label] = path
+    from .gallery import write_gallery
+
+    index, sheet = write_gallery(args.data, sources, args.out, args.split, args.images)
+    print(f"wrote {index} and {sheet}")
+    return 0
+
+
 def _train(argv: list[str]) -> int:
     args = _train_parser().parse_args(argv)
     from .training import resume_hint, train
 
     try:
-        metrics = train(build_config(args), args.out)
+        metrics = train(build_config(args), args.out, final_split=args.final_split)
     except KeyboardInterrupt:
         # Every write is atomic, so whatever Ctrl-C interrupted, the checkpoint on disk is
         # whole: say where a rerun will pick up rather than print Keras' traceback.
         print(f"\ncaption-train: interrupted; {resume_hint(args.out)}", file=sys.stderr)
         return 130
-    print("test split: " + ", ".join(f"{k} {v}" for k, v in metrics.items()))
+    if metrics:
+        print(f"{metrics['split']} split: " + ", ".join(f"{k} {v}" for k, v in metrics.items()))
     return 0
 
 
@@ -181,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    commands = {"pretrain-encoder": _pretrain, "evaluate": _evaluate}
+    commands = {"pretrain-encoder": _pretrain, "evaluate": _evaluate, "gallery": _gallery}
     command = commands.get(argv[0]) if argv else None
     try:
         return command(argv[1:]) if command else _train(argv)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from edgecap.edge_runtime.preprocess import Preprocessing
@@ -20,12 +20,14 @@ SCRATCH_BN_MOMENTUM = 0.9
 
 @dataclass(frozen=True)
 class EncoderSpec:
-    name: str
+    name: str  # registry name; one name per (family, width), e.g. mobilenet_v2_035
     input_size: int
     feature_dim: int
-    build: Callable[..., object]  # (weights, input_size) -> keras.Model image -> [F]
+    build: Callable[..., object]  # (weights, input_size, alpha) -> keras.Model image -> [F]
     default_weights: str
     description: str
+    alpha: float | None = None  # Keras width multiplier; None for models that have none
+    family: str = ""  # the registry name of this architecture at alpha 1.0 ("" = own name)
 
     @property
     def preprocessing(self) -> Preprocessing:
@@ -35,10 +37,12 @@ class EncoderSpec:
 
 
 def _applications(fn_name: str, **kwargs) -> Callable[..., object]:
-    def build(weights: str | None, input_size: int):
+    def build(weights: str | None, input_size: int, alpha: float | None = None):
         import keras
 
         fn = getattr(keras.applications, fn_name)
+        if alpha is not None:
+            kwargs["alpha"] = alpha
         return fn(
             include_top=False,
             weights=weights,
@@ -48,6 +52,22 @@ def _applications(fn_name: str, **kwargs) -> Callable[..., object]:
         )
 
     return build
+
+
+def _make_divisible(value: float, divisor: int = 8) -> int:
+    """keras.applications' channel rounding (MobileNetV2's last layer above alpha 1)."""
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * value else rounded
+
+
+# Feature width per width-multiplied family, as keras.applications builds them: v1's last
+# block has 1024 * alpha filters; V2 keeps 1280 up to alpha 1 and widens only above it.
+WIDTH_FEATURES: dict[str, Callable[[float], int]] = {
+    "mobilenet": lambda alpha: int(1024 * alpha),
+    "mobilenet_v2": lambda alpha: 1280 if alpha <= 1.0 else _make_divisible(1280 * alpha),
+}
+# The widths Keras publishes ImageNet weights for; others build (weights none or a file).
+IMAGENET_ALPHAS = {"mobilenet": (0.25, 0.5, 0.75, 1.0), "mobilenet_v2": (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)}  # fmt: skip
 
 
 # (filters, stride) of each depthwise-separable block after the stem: 96 px -> 6 x 6.
@@ -86,7 +106,7 @@ def build_synth_backbone(input_size: int = 96, embedding_dim: int = 256):
     return keras.Model(image, features, name="mobilenet_synth")
 
 
-def _build_synth(weights: str | None, input_size: int):
+def _build_synth(weights: str | None, input_size: int, alpha: float | None = None):
     import keras
 
     if weights is None:
@@ -109,6 +129,17 @@ ENCODERS: dict[str, EncoderSpec] = {
             _applications("MobileNet"),
             "imagenet",
             "MobileNet v1, alpha 1.0 (the seed's)",
+            alpha=1.0,
+        ),
+        EncoderSpec(
+            "mobilenet_025",
+            224,
+            256,
+            _applications("MobileNet"),
+            "imagenet",
+            "MobileNet v1, alpha 0.25: the smallest",
+            alpha=0.25,
+            family="mobilenet",
         ),
         EncoderSpec(
             "mobilenet_v2",
@@ -116,7 +147,18 @@ ENCODERS: dict[str, EncoderSpec] = {
             1280,
             _applications("MobileNetV2"),
             "imagenet",
-            "MobileNetV2, alpha 1.0",
+            "MobileNetV2, alpha 1.0: the recommended edge encoder",
+            alpha=1.0,
+        ),
+        EncoderSpec(
+            "mobilenet_v2_035",
+            224,
+            1280,
+            _applications("MobileNetV2"),
+            "imagenet",
+            "MobileNetV2, alpha 0.35",
+            alpha=0.35,
+            family="mobilenet_v2",
         ),
         EncoderSpec(
             "mobilenet_v3_small",
@@ -154,11 +196,40 @@ ENCODERS: dict[str, EncoderSpec] = {
 }
 
 
-def get_encoder_spec(name: str) -> EncoderSpec:
-    try:
-        return ENCODERS[name]
-    except KeyError:
-        raise ValueError(f"unknown encoder {name!r}; choose one of {', '.join(ENCODERS)}") from None
+def width_name(family: str, alpha: float) -> str:
+    """The registry name of `family` at width `alpha`: mobilenet_v2 at 0.35 -> mobilenet_v2_035."""
+    return family if alpha == 1.0 else f"{family}_{round(alpha * 100):03d}"
+
+
+def get_encoder_spec(name: str, alpha: float | None = None) -> EncoderSpec:
+    """The registered encoder `name`, or its family at width `alpha` (e.g. mobilenet_v2, 0.5).
+
+    Every width has one name (width_name), so that run configs, feature caches and
+    manifests never spell the same model two ways.
+    """
+    spec = ENCODERS.get(name) or _parse_width_name(name)
+    if spec is None:
+        raise ValueError(f"unknown encoder {name!r}; choose one of {', '.join(ENCODERS)}")
+    if alpha is None or alpha == spec.alpha:
+        return spec
+    family = spec.family or spec.name
+    if family not in WIDTH_FEATURES:
+        widths = ", ".join(WIDTH_FEATURES)
+        raise ValueError(f"encoder {name!r} has no width multiplier; --alpha works with {widths}")
+    if not 0.1 <= alpha <= 2.0:
+        raise ValueError(f"--alpha {alpha} is out of range; use a width between 0.1 and 2.0")
+    registered = ENCODERS.get(width_name(family, alpha))
+    if registered is not None and registered.alpha == alpha:
+        return registered
+    base = ENCODERS[family]
+    return replace(
+        base,
+        name=width_name(family, alpha),
+        feature_dim=WIDTH_FEATURES[family](alpha),
+        alpha=alpha,
+        family=family,
+        description=f"{base.description.split(',')[0]}, alpha {alpha}",
+    )
 
 
 def resolve_weights(spec: EncoderSpec, weights: str | None) -> str | None:
@@ -187,7 +258,33 @@ def resolve_weights(spec: EncoderSpec, weights: str | None) -> str | None:
 def build_encoder(name: str, weights: str = "default"):
     """A Keras model: preprocessed image [B, S, S, 3] -> features [B, F].
 
-    `weights`: "imagenet", "none", a file, or "default" (the registry's choice).
+    `name` is a registry name (widths included, e.g. mobilenet_v2_035, or any name
+    width_name gives); `weights`: "imagenet", "none", a file, or "default".
     """
     spec = get_encoder_spec(name)
-    return spec.build(resolve_weights(spec, weights), spec.input_size)
+    resolved = resolve_weights(spec, weights)
+    family = spec.family or spec.name
+    if resolved == "imagenet" and spec.alpha not in IMAGENET_ALPHAS.get(family, (spec.alpha,)):
+        raise ValueError(
+            f"Keras has no ImageNet weights for {spec.name} (alpha {spec.alpha}); choose an "
+            f"alpha in {IMAGENET_ALPHAS[family]}, or pass --weights FILE or none"
+        )
+    try:
+        return spec.build(resolved, spec.input_size, spec.alpha)
+    except ValueError as exc:
+        if resolved in (None, "imagenet"):
+            raise
+        # Keras' message for a file of another architecture names layers, not the file.
+        raise ValueError(
+            f"{resolved}: these weights do not fit {spec.name} ({exc}); pass the weights "
+            f"file made for {spec.description}"
+        ) from None
+
+
+def _parse_width_name(name: str) -> EncoderSpec | None:
+    """The spec behind a width name that width_name made (mobilenet_v2_050), else None."""
+    for family in WIDTH_FEATURES:
+        code = name.removeprefix(f"{family}_")
+        if code != name and code.isdigit() and len(code) == 3 and int(code) > 0:
+            return get_encoder_spec(family, int(code) / 100)
+    return None

@@ -8,6 +8,7 @@ ROOT/Flickr_8k.{train,dev,test}Images.txt
 from __future__ import annotations
 
 import logging
+import shutil
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,3 +150,30 @@ def load_dataset(root: str | Path, require_images: bool = True) -> CaptionDatase
         captions={i: captions[i] for i in seen},
         unsplit_ids=len(unsplit),
     )
+
+
+def write_subset(
+    source: str | Path, out: str | Path, sizes: dict[str, int], link: bool = True
+) -> CaptionDataset:
+    """A smaller Flickr8k-layout dataset: the first sizes[split] images of each split.
+
+    The images are symlinked (link=True) or copied, never re-encoded, so that features of
+    the subset equal features of the same images in the full dataset.
+    """
+    source_set = load_dataset(source)
+    out = Path(out)
+    (out / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
+    chosen = {split: source_set.splits[split][: sizes.get(split, 0)] for split in SPLIT_FILES}
+    lines = []
+    for split, ids in chosen.items():
+        (out / SPLIT_FILES[split]).write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")
+        for image_id in ids:
+            target = out / IMAGES_DIR / image_id
+            if not target.exists():
+                if link:
+                    target.symlink_to(source_set.image_path(image_id).resolve())
+                else:
+                    shutil.copyfile(source_set.image_path(image_id), target)
+            lines += [f"{image_id}#{n}\t{c}\n" for n, c in enumerate(source_set.captions[image_id])]
+    (out / TOKEN_FILE).write_text("".join(lines), encoding="utf-8")
+    return load_dataset(out)

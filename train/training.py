@@ -23,7 +23,7 @@ import numpy as np
 from edgecap.edge_runtime.atomic import atomic_path, write_json_atomic
 from edgecap.edge_runtime.decoding import greedy_decode
 from edgecap.edge_runtime.errors import named_write_failures
-from edgecap.edge_runtime.metrics import corpus_bleu
+from edgecap.edge_runtime.metrics import corpus_bleu, corpus_cider_d
 from edgecap.edge_runtime.scenes import scene_accuracy
 from edgecap.edge_runtime.text import normalize_caption
 from edgecap.edge_runtime.vocab import Vocabulary
@@ -32,6 +32,7 @@ from .decoders import DecoderConfig, KerasStepModel, StepModule, build_training_
 from .encoders import build_encoder, get_encoder_spec, resolve_weights
 from .features import extract_features
 from .flickr8k import CaptionDataset, load_dataset
+from .inputs import CaptionTable, TrainingBatches
 from .synthetic import load_scenes
 
 log = logging.getLogger(__name__)
@@ -40,71 +41,34 @@ RUN_FORMAT_VERSION = 1
 # killed run leaves behind (".NAME.<random><suffix>", see _remove_stale_temp_files) are known.
 RUN_FILES = ("config.json", "vocab.json", "encoder.keras", "decoder.keras", "metrics.json",
              "predictions.jsonl")  # fmt: skip
-CHECKPOINT_FILES = ("last.keras", "state.json")
+CHECKPOINT_FILES = ("last.keras", "best.keras", "state.json")
+KEEP_CHOICES = ("dev_cider_d", "last")
 
 
 @dataclass
 class TrainConfig:
     data: str = ""  # dataset folder in the Flickr8k layout
-    encoder: str = "mobilenet_synth"  # a name from encoders.ENCODERS
+    encoder: str = "mobilenet_synth"  # a registry name (encoders.get_encoder_spec), width included
     weights: str = "default"  # "imagenet", "none", a file, or "default" (the registry's)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
-    epochs: int = 30  # passes over every (image, caption) pair of the train split
+    epochs: int = 30  # passes over the (image, caption) pairs of the train split
+    # Share of the training examples one epoch sees, drawn afresh every epoch: 1.0 for
+    # lstm/merge; about 0.2 makes a BLSTM epoch (one pair per word) cost an LSTM's.
+    epoch_fraction: float = 1.0
     batch_size: int = 128
     learning_rate: float = 3e-3  # Adam, cosine-decayed to 0 over the run
     min_count: int = 1  # words seen fewer times map to <unk>
     max_length: int = 0  # 0: the longest training caption, capped at 30 words
     seed: int = 0
     feature_cache: str = ""  # "" -> ~/.cache/edge-caption/features
+    # The decoder a run keeps: "dev_cider_d" the epoch with the best greedy CIDEr-D on the
+    # dev split (early stopping without stopping), "last" the final epoch.
+    keep: str = "dev_cider_d"
 
     def to_json(self) -> dict:
         out = asdict(self)
         out["decoder"] = self.decoder.to_json()
         return out
-
-
-def caption_arrays(
-    dataset: CaptionDataset, split: str, vocab: Vocabulary, max_length: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every (image index, input ids, target ids) pair of a split, for teacher forcing.
-
-    inputs = [<start>, w1 .. wn], targets = [w1 .. wn, <end>], both 0-padded to max_length + 1.
-    """
-    image_index, inputs, targets = [], [], []
-    width = max_length + 1
-    for index, (_, captions) in enumerate(dataset.split_items(split)):
-        for caption in captions:
-            ids = vocab.encode(caption)[:max_length]
-            row_in = [vocab.start_id, *ids] + [vocab.pad_id] * (width - len(ids) - 1)
-            row_out = [*ids, vocab.end_id] + [vocab.pad_id] * (width - len(ids) - 1)
-            image_index.append(index)
-            inputs.append(row_in)
-            targets.append(row_out)
-    return np.array(image_index, np.int32), np.array(inputs, np.int32), np.array(targets, np.int32)
-
-
-def training_inputs(
-    dataset: CaptionDataset,
-    split: str,
-    vocab: Vocabulary,
-    config: DecoderConfig,
-    features: np.ndarray,
-) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    """(inputs, targets, sample weights) for Keras' fit, per decoder kind.
-
-    lstm/merge learn whole captions at once (teacher forcing, padding weighted 0);
-    blstm learns one (prefix -> next word) pair per word, since it must re-read the prefix.
-    """
-    image_index, inputs, targets = caption_arrays(dataset, split, vocab, config.max_length)
-    if config.kind != "blstm":
-        x = {"features": features[image_index], "tokens": inputs}
-        return x, targets, (targets != vocab.pad_id).astype(np.float32)
-    rows, steps = np.nonzero(targets != vocab.pad_id)  # one pair per predicted word
-    width = inputs.shape[1]  # == config.prefix_length
-    keep = np.arange(width)[None, :] <= steps[:, None]  # [P, L]: the prefix up to that word
-    prefixes = np.where(keep, inputs[rows], vocab.pad_id).astype(np.int32)  # [P, L]
-    x = {"features": features[image_index[rows]], "prefix": prefixes}
-    return x, targets[rows, steps], np.ones(len(rows), np.float32)
 
 
 def _save_keras_atomic(model, path: Path) -> None:
@@ -176,10 +140,11 @@ def _checkpoint_callback(run: Path):
     import keras
 
     class AtomicCheckpoint(keras.callbacks.Callback):
-        """Rewrites last.keras and state.json after every epoch, each atomically.
+        """Rewrites last.keras (and best.keras on a new best dev score), then state.json,
+        after every epoch, each atomically.
 
-        last.keras is written first: a kill between the two writes leaves a model one epoch
-        ahead of state.json, which train() notices on resume (never the reverse, which
+        The models are written first: a kill between them and state.json leaves a model one
+        epoch ahead of state.json, which train() notices on resume (never the reverse, which
         would skip an epoch).
         """
 
@@ -190,15 +155,60 @@ def _checkpoint_callback(run: Path):
             last = run / "checkpoints" / "last.keras"
             with _name_write_failures(last, run):
                 _save_keras_atomic(self.model, last)
-            state_file = run / "checkpoints" / "state.json"
             history = read_state(run)["history"]
-            seconds = round(time.perf_counter() - self.epoch_start, 2)
             logs = {k: float(v) for k, v in (logs or {}).items()}
+            score = logs.get(DEV_SCORE)
+            if score is not None and score > max(_dev_scores(history), default=-1.0):
+                best = run / "checkpoints" / "best.keras"
+                with _name_write_failures(best, run):
+                    _save_keras_atomic(self.model, best)
+                logs["best"] = 1.0
+            state_file = run / "checkpoints" / "state.json"
+            seconds = round(time.perf_counter() - self.epoch_start, 2)
             history.append({"epoch": epoch + 1, "seconds": seconds, **logs})
             with _name_write_failures(state_file, run):
                 write_json_atomic(state_file, {"epochs_done": epoch + 1, "history": history})
 
     return AtomicCheckpoint()
+
+
+DEV_SCORE = "dev_cider_d"  # the history key best.keras is chosen by
+
+
+def _dev_scores(history: list[dict]) -> list[float]:
+    return [h[DEV_SCORE] for h in history if isinstance(h.get(DEV_SCORE), (int, float))]
+
+
+def _dev_score_callback(
+    dataset: CaptionDataset, features: np.ndarray, config: DecoderConfig, vocab: Vocabulary
+):
+    """Greedy-decodes the dev split after every epoch and adds dev_bleu4 and dev_cider_d to
+    the epoch's logs, which the checkpoint callback (after this one) records."""
+    import keras
+
+    ids = dataset.splits["dev"]
+    references = {i: [normalize_caption(c) for c in dataset.captions[i]] for i in ids}
+
+    class DevScore(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            predictions = decode_features(self.model, config, vocab, features, ids)
+            if logs is not None:
+                logs["dev_bleu4"] = corpus_bleu(predictions, references)[3]
+                logs[DEV_SCORE] = corpus_cider_d(predictions, references)
+
+    return DevScore()
+
+
+def decode_features(
+    model, config: DecoderConfig, vocab: Vocabulary, features: np.ndarray, ids
+) -> dict[str, str]:
+    """Greedy captions {image id: text} of cached features [N, F], with the shared decoding."""
+    step_model = KerasStepModel(StepModule(model, config))
+    decoded = []
+    for start in range(0, len(ids), 256):
+        batch = features[start : start + 256]  # [B, F]
+        decoded += greedy_decode(step_model, batch, vocab.start_id, vocab.end_id, config.max_length)
+    return {i: vocab.decode(d.tokens) for i, d in zip(ids, decoded, strict=True)}
 
 
 def _load_checkpoint(run: Path, steps_per_epoch: int, epochs_done: int):
@@ -240,10 +250,18 @@ def _load_checkpoint(run: Path, steps_per_epoch: int, epochs_done: int):
     return model, epochs_done
 
 
-def train(config: TrainConfig, run_dir: str | Path, progress: bool = True) -> dict:
-    """Train (or resume) a run and evaluate it on the test split. Returns the metrics."""
+def train(
+    config: TrainConfig, run_dir: str | Path, progress: bool = True, final_split: str = "test"
+) -> dict:
+    """Train (or resume) a run and evaluate it greedily on `final_split`. Returns the metrics.
+
+    Pass final_split="dev" while choosing settings, so the test split is scored only once,
+    for the final model (`caption-train evaluate`).
+    """
     import keras
 
+    if config.keep not in KEEP_CHOICES:
+        raise ValueError(f"keep must be one of {KEEP_CHOICES}, not {config.keep!r}")
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
     config_file = run / "config.json"
@@ -312,6 +330,7 @@ def train(config: TrainConfig, run_dir: str | Path, progress: bool = True) -> di
                 "decoder": decoder_config.to_json(),
                 "encoder": {
                     "name": spec.name,
+                    "alpha": spec.alpha,
                     "input_size": spec.input_size,
                     "weights": config.weights,
                     "preprocessing": spec.preprocessing.to_json(),
@@ -322,11 +341,16 @@ def train(config: TrainConfig, run_dir: str | Path, progress: bool = True) -> di
 
     state_file = run / "checkpoints" / "state.json"
     epochs_done = read_state(run)["epochs_done"]
-    train_x, train_y, train_w = training_inputs(
-        dataset, "train", vocab, decoder_config, features["train"]
+    kind, batch_size = decoder_config.kind, config.batch_size
+    tables = {
+        split: CaptionTable.build(dataset, split, vocab, decoder_config.max_length)
+        for split in ("train", "dev")
+    }
+    train_batches = TrainingBatches(
+        tables["train"], features["train"], kind, batch_size, config.seed
     )
-    dev_x, dev_y, dev_w = training_inputs(dataset, "dev", vocab, decoder_config, features["dev"])
-    steps_per_epoch = int(np.ceil(len(train_y) / config.batch_size))
+    dev_batches = TrainingBatches(tables["dev"], features["dev"], kind, batch_size, config.seed)
+    steps_per_epoch = len(train_batches)
     if (run / "checkpoints" / "last.keras").exists():
         model, epochs_done = _load_checkpoint(run, steps_per_epoch, epochs_done)
         log.info("resuming %s from epoch %d of %d", run, epochs_done, config.epochs)
@@ -344,25 +368,42 @@ def train(config: TrainConfig, run_dir: str | Path, progress: bool = True) -> di
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             weighted_metrics=["accuracy"],
         )
+    callbacks = [
+        _dev_score_callback(dataset, features["dev"], decoder_config, vocab),
+        _checkpoint_callback(run),
+    ]
     start = time.perf_counter()
-    if epochs_done < config.epochs:
+    # One fit call per epoch, so that each epoch's batch order is a function of the epoch
+    # alone (see inputs.py) and a resumed run trains exactly what an uninterrupted one would.
+    for epoch in range(epochs_done, config.epochs):
         model.fit(
-            train_x,
-            train_y,
-            sample_weight=train_w,
-            validation_data=(dev_x, dev_y, dev_w),
-            epochs=config.epochs,
-            initial_epoch=epochs_done,
-            batch_size=config.batch_size,
-            shuffle=True,
-            callbacks=[_checkpoint_callback(run)],
+            train_batches.dataset(epoch),
+            validation_data=dev_batches.dataset(0, shuffle=False),
+            epochs=epoch + 1,
+            initial_epoch=epoch,
+            shuffle=False,  # the batches come shuffled (inputs.batch_plan)
+            callbacks=callbacks,
             verbose=2 if progress else 0,
         )
     train_seconds = time.perf_counter() - start
+    best = run / "checkpoints" / "best.keras"
+    if config.keep == DEV_SCORE and best.exists():
+        model = keras.models.load_model(best, safe_mode=True)
+        history = read_state(run)["history"]
+        kept = max(history, key=lambda h: h.get(DEV_SCORE, -1.0))
+        log.info(
+            "keeping epoch %s: best dev CIDEr-D %.4f",
+            kept.get("epoch"),
+            kept.get(DEV_SCORE, float("nan")),
+        )
     with _name_write_failures(run / "decoder.keras", run):
         _save_keras_atomic(model, run / "decoder.keras")
 
-    metrics = evaluate_keras(run, dataset, features["test"], model, decoder_config, vocab)
+    if final_split == "none":
+        return {}
+    metrics = evaluate_keras(
+        run, dataset, features[final_split], model, decoder_config, vocab, final_split
+    )
     metrics["train_seconds_this_session"] = round(train_seconds, 1)
     # Over every session of this run, resumed ones included.
     history = read_state(run)["history"]
@@ -379,26 +420,18 @@ def evaluate_keras(
     model,
     config: DecoderConfig,
     vocab: Vocabulary,
+    split: str = "test",
 ) -> dict:
-    """Greedy-decode the test split with the shared decoding code and score it."""
-    step_model = KerasStepModel(StepModule(model, config))
-    ids = dataset.splits["test"]
-    decoded = []
-    for start in range(0, len(ids), 256):
-        decoded += greedy_decode(
-            step_model,
-            features[start : start + 256],
-            vocab.start_id,
-            vocab.end_id,
-            config.max_length,
-        )
-    predictions = {i: vocab.decode(d.tokens) for i, d in zip(ids, decoded, strict=True)}
+    """Greedy-decode a split with the shared decoding code and score it."""
+    ids = dataset.splits[split]
+    predictions = decode_features(model, config, vocab, features, ids)
     references = {i: [normalize_caption(c) for c in dataset.captions[i]] for i in ids}
     bleu = corpus_bleu(predictions, references)
     metrics = {
-        "split": "test",
+        "split": split,
         "images": len(ids),
         **{f"bleu{n + 1}": round(b, 4) for n, b in enumerate(bleu)},
+        "cider_d": round(corpus_cider_d(predictions, references), 4),
     }
     scenes = load_scenes(dataset.root)
     if scenes:

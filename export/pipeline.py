@@ -1,0 +1,190 @@
+"""`make flickr8k`: train, export and evaluate the real Flickr8k models, resumably.
+
+    python -m edgecap.export.pipeline --data DIR --weights-dir DIR --out artifacts/flickr8k
+
+Every step is a `caption-train` / `caption-export` / `caption-train evaluate` command in
+its own process, and a step whose output is already complete is skipped, so a rerun after
+a kill (or a reboot) goes on from the first unfinished step; the commands themselves
+resume from their last checkpoint or feature shard. The recipes are the ones chosen on
+the dev split (README "Flickr8k"); the test split is scored only here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Settings shared by every model: chosen on the dev split (see README "Flickr8k").
+COMMON = ["--min-count", "5", "--dropout", "0.3", "--batch-size", "128"]
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str  # run folder under --out
+    encoder: str  # registry name (train/encoders.py), width included
+    weights: str  # file name in --weights-dir
+    decoder: str
+    flags: tuple[str, ...] = ()  # caption-train flags beyond COMMON
+    # Bundles to export and evaluate, as (format, precision).
+    bundles: tuple[tuple[str, str], ...] = (("tflite", "int8"),)
+    beams: tuple[int, ...] = (1, 3)
+    notes: str = field(default="", compare=False)
+
+
+V2 = "mobilenet_v2_1.0_224_imagenet_bnfolded_no_top.h5"
+EVERY_BUNDLE = (
+    ("tflite", "fp32"),
+    ("tflite", "fp16"),
+    ("tflite", "dynamic"),
+    ("tflite", "int8"),
+    ("onnx", "fp32"),
+    ("onnx", "int8"),
+)
+MODELS = (
+    Model(
+        "mobilenet_v2-lstm",
+        "mobilenet_v2",
+        V2,
+        "lstm",
+        ("--units", "512", "--embed-dim", "256", "--epochs", "12"),
+        bundles=EVERY_BUNDLE,
+        notes="the recommended edge model",
+    ),
+    Model(
+        "mobilenet_v2-blstm",
+        "mobilenet_v2",
+        V2,
+        "blstm",
+        ("--units", "256", "--embed-dim", "256", "--epochs", "3", "--batch-size", "512"),
+        notes="the seed's bidirectional variant; one pass costs ~12x the LSTM's",
+    ),
+    Model(
+        "mobilenet_025-merge",
+        "mobilenet_025",
+        "mobilenet_2_5_224_tf_no_top.h5",
+        "merge",
+        ("--units", "256", "--embed-dim", "256", "--epochs", "12"),
+        notes="the seed's MobileNet family, the smallest",
+    ),
+    Model(
+        "mobilenet_v2_035-lstm",
+        "mobilenet_v2_035",
+        "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5",
+        "lstm",
+        ("--units", "512", "--embed-dim", "256", "--epochs", "12"),
+    ),
+)
+
+
+def _bin(name: str) -> str:
+    """The console script beside this interpreter (the venv's), else the one on PATH."""
+    local = Path(sys.executable).with_name(name)
+    return str(local) if local.exists() else name
+
+
+def _step(done: Path, command: list[str], log: Path) -> None:
+    """Run `command` unless `done` exists; its output goes to the terminal and to `log`."""
+    if done.exists():
+        print(f"skip  {done} (done)")
+        return
+    print(f"run   {shlex.join(command)}", flush=True)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with open(log, "a") as out:
+        out.write(f"\n$ {shlex.join(command)}\n")
+        out.flush()
+        result = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT)
+    if result.returncode != 0:
+        raise SystemExit(
+            f"make flickr8k: step failed (exit {result.returncode}); see {log}. "
+            "Fix the cause and rerun: finished steps are skipped."
+        )
+    print(f"done  {done} in {time.perf_counter() - start:.0f} s", flush=True)
+
+
+def run_model(model: Model, data: Path, weights_dir: Path, out: Path) -> list[Path]:
+    """Train, export and evaluate one model; returns its metrics.json files."""
+    run = out / model.name
+    weights = weights_dir / model.weights
+    if not weights.is_file():
+        raise SystemExit(
+            f"make flickr8k: {weights}: weights file not found; pass IMAGENET_WEIGHTS=DIR "
+            f"(a folder with {model.weights})"
+        )
+    log = out / "logs" / f"{model.name}.log"
+    train = [_bin("caption-train"), "--data", str(data), "--encoder", model.encoder,
+             "--weights", str(weights), "--decoder", model.decoder, *COMMON, *model.flags,
+             "--feature-cache", str(out / "features"), "--final-split", "none",
+             "--out", str(run)]  # fmt: skip
+    _step(run / "decoder.keras", train, log)
+    targets = [(run, "keras")]
+    for model_format, precision in model.bundles:
+        bundle = out / f"{model.name}-{model_format}-{precision}"
+        export = [_bin("caption-export"), str(run), "--format", model_format,
+                  "--quantize", precision, "--out", str(bundle)]  # fmt: skip
+        _step(bundle / "manifest.json", export, log)
+        targets.append((bundle, f"{model_format}-{precision}"))
+    results = []
+    for target, label in targets:
+        for beam in model.beams:
+            evaluation = out / "eval" / f"{model.name}-{label}-beam{beam}"
+            command = [_bin("caption-train"), "evaluate", str(target), "--data", str(data),
+                       "--beam", str(beam), "--feature-cache", str(out / "features"),
+                       "--out", str(evaluation)]  # fmt: skip
+            _step(evaluation / "metrics.json", command, log)
+            results.append(evaluation / "metrics.json")
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m edgecap.export.pipeline", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "--data", default=os.environ.get("FLICKR8K", ""), help="Flickr8k-layout folder with images"
+    )
+    parser.add_argument(
+        "--weights-dir",
+        default=os.environ.get("IMAGENET_WEIGHTS", ""),
+        help="folder of ImageNet weight files",
+    )
+    parser.add_argument(
+        "--out", default="artifacts/flickr8k", help="output folder (default artifacts/flickr8k)"
+    )
+    parser.add_argument(
+        "--models",
+        default="all",
+        help=f"comma list of {', '.join(m.name for m in MODELS)} (default all)",
+    )
+    args = parser.parse_args(argv)
+    if not args.data or not Path(args.data).is_dir():
+        parser.error(
+            f"no Flickr8k folder ({args.data or 'FLICKR8K unset'}); pass FLICKR8K=DIR, a "
+            "Flickr8k-layout folder (images in DIR/Flicker8k_Dataset), e.g. ../shared/data/flickr8k-224"
+        )
+    if not args.weights_dir or not Path(args.weights_dir).is_dir():
+        parser.error(
+            f"no weights folder ({args.weights_dir or 'IMAGENET_WEIGHTS unset'}); pass "
+            "IMAGENET_WEIGHTS=DIR, a folder of keras.applications .h5 files, e.g. ../shared/weights/imagenet"
+        )
+    chosen = (
+        MODELS if args.models == "all" else [m for m in MODELS if m.name in args.models.split(",")]
+    )
+    out = Path(args.out)
+    metrics = []
+    for model in chosen:
+        metrics += run_model(model, Path(args.data), Path(args.weights_dir), out)
+    table = [sys.executable, "-m", "edgecap.benchmarks.results", *map(str, metrics),
+             "--out", str(out / "table.md")]  # fmt: skip
+    subprocess.run(table, check=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,177 @@
+"""Training batches gathered on the fly from a split's cached features.
+
+Features stay one row per image ([N, F]); a batch looks its rows up by image index, so
+memory does not grow with captions x feature size (30,000 Flickr8k captions would copy
+the 6,000 images' features five times over, and the BLSTM's one-pair-per-word table about
+sixty times). lstm/merge batches are grouped by caption length and cut to their longest
+caption, so the LSTM does not run over 30 padded steps for an 11-word caption.
+
+The order of epoch e depends only on (seed, e): a resumed run sees the batches it would
+have seen had it never stopped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgecap.edge_runtime.vocab import Vocabulary
+
+from .flickr8k import CaptionDataset
+
+# Captions are sorted by length inside windows of this many batches: small enough that the
+# batch order stays random, large enough that a batch's captions have near-equal lengths.
+LENGTH_WINDOW_BATCHES = 50
+
+
+@dataclass(frozen=True)
+class CaptionTable:
+    """Every (image, caption) pair of a split as token ids, for teacher forcing.
+
+    inputs = [<start>, w1 .. wn], targets = [w1 .. wn, <end>], 0-padded to max_length + 1.
+    """
+
+    image_index: np.ndarray  # [C] int32: row of the split's features
+    inputs: np.ndarray  # [C, W] int32
+    targets: np.ndarray  # [C, W] int32
+    lengths: np.ndarray  # [C] int32: predicted tokens, <end> included
+
+    @classmethod
+    def build(
+        cls, dataset: CaptionDataset, split: str, vocab: Vocabulary, max_length: int
+    ) -> CaptionTable:
+        image_index, inputs, targets = [], [], []
+        width = max_length + 1
+        for index, (_, captions) in enumerate(dataset.split_items(split)):
+            for caption in captions:
+                ids = vocab.encode(caption)[:max_length]
+                pad = [vocab.pad_id] * (width - len(ids) - 1)
+                image_index.append(index)
+                inputs.append([vocab.start_id, *ids, *pad])
+                targets.append([*ids, vocab.end_id, *pad])
+        targets_array = np.array(targets, np.int32).reshape(-1, width)  # [C, W]
+        return cls(
+            image_index=np.array(image_index, np.int32),
+            inputs=np.array(inputs, np.int32).reshape(-1, width),  # [C, W]
+            targets=targets_array,
+            lengths=(targets_array != vocab.pad_id).sum(axis=1).astype(np.int32),
+        )
+
+
+def batch_plan(lengths: np.ndarray, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
+    """The rows of each batch of one epoch: shuffled, grouped by length, batches shuffled.
+
+    The count is ceil(len / batch_size) in every epoch: each full window holds exactly
+    LENGTH_WINDOW_BATCHES full batches, so resume can count epochs from optimizer steps.
+    """
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(lengths))
+    window = batch_size * LENGTH_WINDOW_BATCHES
+    batches = []
+    for start in range(0, len(order), window):
+        chunk = order[start : start + window]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def examples_per_epoch(table: CaptionTable, kind: str, fraction: float = 1.0) -> int:
+    """Captions (lstm/merge) or (prefix, next word) pairs (blstm) one epoch trains on."""
+    every = int(table.lengths.sum()) if kind == "blstm" else len(table.lengths)
+    return max(1, round(every * fraction))
+
+
+def steps_per_epoch(table: CaptionTable, kind: str, batch_size: int, fraction: float = 1.0) -> int:
+    return -(-examples_per_epoch(table, kind, fraction) // batch_size)
+
+
+class TrainingBatches:
+    """(x, y, sample_weight) batches of one split for one decoder kind, as a tf.data.Dataset.
+
+    lstm/merge: x = {features [B, F], tokens [B, T]}, y = targets [B, T], weights 0 on pad.
+    blstm: one (prefix -> next word) pair per predicted word, built per batch:
+    x = {features [B, F], prefix [B, L]}, y = next word [B], weights 1.
+    """
+
+    def __init__(
+        self,
+        table: CaptionTable,
+        features: np.ndarray,
+        kind: str,
+        batch_size: int,
+        seed: int,
+        pad_id: int = 0,
+        fraction: float = 1.0,
+    ):
+        """`fraction` < 1: each epoch trains on that share of the examples, drawn afresh
+        (seeded by the epoch), so an epoch of the BLSTM's many pairs stays affordable."""
+        self.table, self.features, self.kind = table, features, kind
+        self.batch_size, self.seed, self.pad_id = batch_size, seed, pad_id
+        self.fraction = fraction
+        if kind == "blstm":
+            rows, steps = np.nonzero(table.targets != pad_id)  # one pair per predicted word
+            self.pair_rows, self.pair_steps = rows.astype(np.int32), steps.astype(np.int32)
+
+    def __len__(self) -> int:
+        return steps_per_epoch(self.table, self.kind, self.batch_size, self.fraction)
+
+    def batches(
+        self, epoch: int, shuffle: bool = True
+    ) -> Iterator[tuple[dict, np.ndarray, np.ndarray]]:
+        """The batches of `epoch`, in order; shuffle=False keeps the split's order (dev)."""
+        table = self.table
+        if self.kind == "blstm":
+            count = len(self.pair_rows)
+            if shuffle:
+                order = np.random.default_rng([self.seed, epoch]).permutation(count)
+                order = order[: examples_per_epoch(table, self.kind, self.fraction)]
+            else:
+                order = np.arange(count)
+            width = table.inputs.shape[1]  # == prefix_length
+            for start in range(0, len(order), self.batch_size):
+                pick = order[start : start + self.batch_size]
+                rows, steps = self.pair_rows[pick], self.pair_steps[pick]
+                keep = np.arange(width)[None, :] <= steps[:, None]  # [B, L]: prefix to that word
+                prefix = np.where(keep, table.inputs[rows], self.pad_id).astype(np.int32)  # [B, L]
+                x = {"features": self.features[table.image_index[rows]], "prefix": prefix}
+                yield x, table.targets[rows, steps], np.ones(len(rows), np.float32)
+            return
+        if shuffle:
+            plan = batch_plan(table.lengths, self.batch_size, self.seed, epoch)
+            if self.fraction < 1.0:
+                plan = plan[: len(self)]  # batches are in random order: a random share
+        else:
+            every = np.arange(len(table.lengths))
+            plan = [every[i : i + self.batch_size] for i in range(0, len(every), self.batch_size)]
+        for rows in plan:
+            width = int(table.lengths[rows].max())  # the batch's longest caption
+            targets = table.targets[rows, :width]  # [B, T]
+            x = {
+                "features": self.features[table.image_index[rows]],
+                "tokens": table.inputs[rows, :width],
+            }
+            yield x, targets, (targets != self.pad_id).astype(np.float32)
+
+    def dataset(self, epoch: int, shuffle: bool = True):
+        """A tf.data.Dataset over batches(epoch, shuffle), prefetching one batch."""
+        import tensorflow as tf
+
+        feature_dim = self.features.shape[1]
+        text = "prefix" if self.kind == "blstm" else "tokens"
+        text_shape = [None, self.table.inputs.shape[1]] if self.kind == "blstm" else [None, None]
+        target_shape = [None] if self.kind == "blstm" else [None, None]
+        signature = (
+            {
+                "features": tf.TensorSpec([None, feature_dim], tf.float32),
+                text: tf.TensorSpec(text_shape, tf.int32),
+            },
+            tf.TensorSpec(target_shape, tf.int32),
+            tf.TensorSpec(target_shape, tf.float32),
+        )
+        batches = tf.data.Dataset.from_generator(
+            lambda: self.batches(epoch, shuffle), output_signature=signature
+        )
+        # A known length, so that Keras shows progress and does not warn at the epoch's end.
+        return batches.apply(tf.data.experimental.assert_cardinality(len(self))).prefetch(1)
