@@ -24,6 +24,12 @@ COLUMNS = (
     ("sent. BLEU-1", "bleu1_sentence_mean"),
     ("scene acc.", "scene_accuracy"),
 )
+# A bundle's row against the Keras run it came from, at the same beam width.
+VERSUS_KERAS = (
+    ("Δ BLEU-4", "d_bleu4"),
+    ("Δ CIDEr-D", "d_cider_d"),
+    ("identical to Keras", "identical_to_keras"),
+)
 
 
 def _run_of(target: Path) -> Path:
@@ -50,6 +56,7 @@ def row(metrics_file: Path) -> dict:
         manifest = json.loads((target / "manifest.json").read_text())
         model = manifest.get("recipe", {}).get("name", manifest["model_format"])
     return {
+        "run_dir": str(run.resolve()),
         "encoder": config.get("encoder", {}).get("name", "?"),
         "decoder": config.get("decoder", {}).get("kind", "?"),
         "model": model,
@@ -61,13 +68,57 @@ def row(metrics_file: Path) -> dict:
     }
 
 
+def _predictions(metrics_file: Path) -> dict[str, str]:
+    path = metrics_file.with_name("predictions.jsonl")
+    if not path.is_file():
+        return {}
+    rows = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
+    return {r["image"]: r["caption"] for r in rows}
+
+
+def compare_with_keras(rows: list[dict], files: list[Path]) -> None:
+    """Adds to each bundle's row its change against the Keras run of the same run and beam:
+    BLEU-4 and CIDEr-D points, and the share of images captioned exactly like Keras."""
+    keras = {
+        (r["run_dir"], r["beam"]): (r, f)
+        for r, f in zip(rows, files, strict=True)
+        if r["kind"] == "run"
+    }
+    for r, f in zip(rows, files, strict=True):
+        match = keras.get((r["run_dir"], r["beam"]))
+        if r["kind"] == "run" or match is None:
+            continue
+        base, base_file = match
+        r["d_bleu4"] = r["bleu4"] - base["bleu4"]
+        r["d_cider_d"] = r["cider_d"] - base["cider_d"]
+        ours, theirs = _predictions(f), _predictions(base_file)
+        common = [i for i in ours if i in theirs]
+        if common:
+            r["identical_to_keras"] = sum(ours[i] == theirs[i] for i in common) / len(common)
+
+
 def markdown(rows: list[dict]) -> str:
     present = [(title, key) for title, key in COLUMNS if any(key in r for r in rows)]
-    header = ["encoder", "decoder", "model", "beam", *(t for t, _ in present), "train time"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * 4 + "---:|" * (len(present) + 1)]
+    versus = [(t, k) for t, k in VERSUS_KERAS if any(k in r for r in rows)]
+    header = [
+        "encoder",
+        "decoder",
+        "model",
+        "beam",
+        *(t for t, _ in present + versus),
+        "train time",
+    ]
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * 4 + "---:|" * (len(present) + len(versus) + 1),
+    ]
     for r in rows:
         cells = [r["encoder"], r["decoder"], r["model"], str(r["beam"])]
         cells += [f"{r[k]:.3f}" if k in r else "" for _, k in present]
+        cells += [
+            f"{r[k]:+.3f}" if k.startswith("d_") and k in r else f"{r[k]:.3f}" if k in r else ""
+            for _, k in versus
+        ]
         seconds = r.get("train_seconds")
         cells.append(f"{seconds / 60:.1f} min" if seconds is not None else "")
         lines.append("| " + " | ".join(cells) + " |")
@@ -94,7 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"results: {missing[0]}: not found", file=sys.stderr)
         return 2
-    table = markdown([row(p) for p in args.metrics])
+    rows = [row(p) for p in args.metrics]
+    compare_with_keras(rows, args.metrics)
+    table = markdown(rows)
     print(table)
     if args.out:
         from edgecap.edge_runtime.atomic import write_text_atomic

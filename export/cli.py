@@ -117,7 +117,7 @@ def summary_table(outcomes: list[Outcome]) -> str:
 
             bleu, cider = quality_drops(o.parity)
             # Signed change of the bundle's greedy scores against Keras' on the parity images.
-            d_bleu, d_cider = f"{-bleu:+.4f}", f"{-cider:+.4f}"
+            d_bleu, d_cider = f"{0.0 - bleu:+.4f}", f"{0.0 - cider:+.4f}"
         if o.parity:
             identical = f"{o.parity['identical_caption_rate']:.3f}"
             if "same_scene_rate" in o.parity:

@@ -96,5 +96,16 @@ def test_results_table_from_evaluations(run_eval, tmp_path):
     assert lines[0].startswith("| encoder | decoder | model | beam | BLEU-1 |")
     assert len(lines) == 2 + 3
     assert "| mobilenet_synth | lstm | Keras run | 3 |" in lines[3]
-    assert "| mobilenet_synth | lstm | tflite | 1 |" in lines[4]
+    assert "| mobilenet_synth | lstm | tflite-int8 | 1 |" in lines[4]  # the manifest's recipe
     assert lines[2].endswith(" min |")  # training time comes from the run
+    # The bundle's row against the Keras run at the same beam (the greedy row, lines[2]).
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    bundle_row = [c.strip() for c in lines[4].strip("|").split("|")]
+    keras_row = [c.strip() for c in lines[2].strip("|").split("|")]
+    column = header.index("Δ BLEU-4")
+    bleu4 = header.index("BLEU-4")
+    expected = float(bundle_row[bleu4]) - float(keras_row[bleu4])
+    assert abs(float(bundle_row[column]) - expected) <= 0.0015
+    identical = float(bundle_row[header.index("identical to Keras")])
+    assert 0.5 <= identical <= 1.0  # int8 of the e2e run: mostly the same words
+    assert keras_row[column] == ""  # Keras rows are the reference

@@ -33,7 +33,7 @@ def _keras_predictions(
     run = load_run(run_dir)
     spec = get_encoder_spec(run.config["encoder"]["name"])
     features = extract_features(
-        dataset, split, spec, str(run.path / "encoder.keras"), run.encoder, feature_cache
+        dataset, split, spec, feature_cache_weights(run, spec), run.encoder, feature_cache
     )
     steps = KerasStepModel(StepModule(run.decoder, run.decoder_config))
     vocab, max_length = run.vocab, run.decoder_config.max_length
@@ -50,6 +50,19 @@ def _keras_predictions(
             )
             decoded.append(best[0])
     return {i: vocab.decode(d.tokens) for i, d in zip(ids, decoded, strict=True)}
+
+
+def feature_cache_weights(run, spec) -> str:
+    """The weights the run's features were cached under, as training named them: the
+    ImageNet or file weights the encoder was built from, else the run's encoder.keras. So
+    evaluation reuses training's feature cache instead of extracting every image again."""
+    from .encoders import resolve_weights
+
+    try:
+        weights = resolve_weights(spec, run.config["train"].get("weights"))
+    except (FileNotFoundError, ValueError):
+        weights = None  # the weights file moved: key on the run's own encoder file
+    return str(run.path / "encoder.keras") if weights is None else weights
 
 
 def _bundle_predictions(

@@ -119,7 +119,7 @@ def _contact_sheet(dataset, chosen: list[str], captions: dict[str, dict[str, str
         ]
         for image_id in chosen
     }
-    text_height = line_height * (max(len(b) for b in blocks.values()) + 1)
+    text_height = line_height * (max(len(b) for b in blocks.values()) + 2)
     cell_w, cell_h = TILE + 70, TILE + text_height
     rows = -(-len(chosen) // COLUMNS)
     sheet = Image.new("RGB", (COLUMNS * cell_w, rows * cell_h), "white")

@@ -5,9 +5,9 @@ A run directory holds everything export needs:
     RUN/config.json      what was trained, on what, with which settings
     RUN/vocab.json       the vocabulary (JSON, never pickle)
     RUN/encoder.keras    the encoder, so export needs no download
-    RUN/decoder.keras    the trained decoder (teacher-forcing model)
-    RUN/checkpoints/     last.keras + state.json, rewritten atomically every epoch
-    RUN/metrics.json     test-split evaluation, written at the end
+    RUN/decoder.keras    the kept decoder (teacher-forcing model): the best dev epoch, or the last
+    RUN/checkpoints/     last.keras, best.keras + state.json, rewritten atomically every epoch
+    RUN/metrics.json     greedy evaluation of the final split (default test), written at the end
 """
 
 from __future__ import annotations
