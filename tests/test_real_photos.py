@@ -13,9 +13,10 @@ import pytest
 from edgecap.train.flickr8k import write_subset
 
 V1_025 = "mobilenet_2_5_224_tf_no_top.h5"
-# The slow subset test: epochs, and a BLEU-1 floor below what it measured (see the test).
+# The slow subset test: epochs, and a BLEU-1 floor below what it measured (Keras greedy
+# 0.457, the int8 bundle 0.465 on the 100 test photos, 2026-12-02).
 SLOW_EPOCHS = 6
-SLOW_BLEU1_FLOOR = 0.40
+SLOW_BLEU1_FLOOR = 0.42
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +147,7 @@ def test_a_small_real_subset_learns_to_caption_test_photos(
     tmp_path, flickr8k_224, imagenet_weights
 ):
     """1000 training photos, MobileNet v1 alpha 0.25, a small LSTM: real captions of unseen
-    photos, well above what a model that ignores the image reaches."""
+    photos, above a measured floor, and different captions for different photos."""
     from edgecap.edge_runtime.captioner import Captioner
     from edgecap.edge_runtime.metrics import caption_metrics
     from edgecap.edge_runtime.text import normalize_caption
@@ -168,6 +169,7 @@ def test_a_small_real_subset_learns_to_caption_test_photos(
         feature_cache=str(tmp_path / "features"),
     )
     metrics = train(config, tmp_path / "run", progress=False)
+    print(f"keras greedy on 100 test photos: {metrics}")
     assert metrics["bleu1"] > SLOW_BLEU1_FLOOR, metrics
     export_bundle(tmp_path / "run", tmp_path / "bundle", "int8", parity_images=50)
     ids = dataset.splits["test"]
@@ -175,6 +177,7 @@ def test_a_small_real_subset_learns_to_caption_test_photos(
         predictions = {i: captioner.caption(dataset.image_path(i)).text for i in ids}
     references = {i: [normalize_caption(c) for c in dataset.captions[i]] for i in ids}
     scores = caption_metrics(predictions, references)
+    print(f"int8 bundle on the same photos: {scores}")
     assert scores["bleu1"] > SLOW_BLEU1_FLOOR, scores
     assert len(set(predictions.values())) > 10  # it looks at the photos
 
