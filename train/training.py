@@ -368,10 +368,9 @@ def train(
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             weighted_metrics=["accuracy"],
         )
-    callbacks = [
-        _dev_score_callback(dataset, features["dev"], decoder_config, vocab),
-        _checkpoint_callback(run),
-    ]
+    callbacks = [_checkpoint_callback(run)]
+    if config.keep == DEV_SCORE:  # keep="last" needs no dev scores, and skips their cost
+        callbacks.insert(0, _dev_score_callback(dataset, features["dev"], decoder_config, vocab))
     start = time.perf_counter()
     # One fit call per epoch, so that each epoch's batch order is a function of the epoch
     # alone (see inputs.py) and a resumed run trains exactly what an uninterrupted one would.
