@@ -20,6 +20,7 @@ import numpy as np
 
 from edgecap.edge_runtime.atomic import atomic_path, write_json_atomic
 from edgecap.edge_runtime.captioner import Captioner
+from edgecap.edge_runtime.vocab import NEVER_EMITTED_IDS
 
 
 def time_lengths(captioner: Captioner, features: np.ndarray, repeats: int) -> dict[int, float]:
@@ -36,7 +37,7 @@ def time_lengths(captioner: Captioner, features: np.ndarray, repeats: int) -> di
         for t in range(longest):
             log_probs, state = steps.step(tokens, state)
             log_probs = np.array(log_probs)
-            log_probs[:, [0, 1, 3, manifest.end_id]] = -np.inf  # never stop early
+            log_probs[:, [*NEVER_EMITTED_IDS, manifest.end_id]] = -np.inf  # never stop early
             tokens = np.argmax(log_probs, axis=-1).astype(np.int32)
             samples[t].append((time.perf_counter() - start) * 1e3)
     return {t + 1: float(np.median(s[1:])) for t, s in enumerate(samples)}
