@@ -199,6 +199,47 @@ def _cider_sim(hyp: tuple, ref: tuple, n: int, sigma: float) -> np.ndarray:
     return val
 
 
+class CiderD:
+    """CIDEr-D of single captions against a fixed set of references, with document
+    frequencies from exactly those references.
+
+    corpus_cider_d is its mean over the images scored; self-critical training
+    (train/scst.py) scores every sampled caption against its image's training references
+    with one instance, as the SCST paper does with the training corpus' frequencies.
+    """
+
+    def __init__(
+        self,
+        references: Mapping[str, Sequence[str]],
+        n: int = CIDER_N,
+        sigma: float = CIDER_SIGMA,
+    ) -> None:
+        self.n, self.sigma = n, sigma
+        self._ref_counts = {
+            key: [_cider_counts(r, n) for r in refs] for key, refs in references.items()
+        }
+        self._to_vec = _CiderVectors(list(self._ref_counts.values()), n)
+        self._ref_vectors: dict[str, list[tuple]] = {}
+
+    def score(self, key: str, hypothesis: str) -> float:
+        """10 x the mean over n-gram orders and references of the clipped, length-penalized
+        cosine similarity (pycocoevalcap's summation order)."""
+        refs = self._ref_vectors.get(key)
+        if refs is None:
+            counts = self._ref_counts.get(key)
+            if not counts:
+                raise ValueError(f"no reference captions for {key!r}")
+            refs = self._ref_vectors[key] = [self._to_vec(c) for c in counts]
+        hyp_vec = self._to_vec(_cider_counts(hypothesis, self.n))
+        score = np.zeros(self.n)
+        for ref_vec in refs:
+            score += _cider_sim(hyp_vec, ref_vec, self.n, self.sigma)
+        score_avg = np.mean(score)
+        score_avg /= len(refs)
+        score_avg *= 10.0
+        return float(score_avg)
+
+
 def corpus_cider_d(
     hypotheses: Mapping[str, str],
     references: Mapping[str, Sequence[str]],
@@ -211,19 +252,9 @@ def corpus_cider_d(
     pycocoevalcap), so a score depends on the corpus: compare only scores over the same split.
     A one-image corpus scores 0, since every idf is then log(1) = 0.
     """
-    pairs = _pairs(hypotheses, references)
-    crefs = [[_cider_counts(r, n) for r in refs] for _, refs in pairs]
-    to_vec = _CiderVectors(crefs, n)
-    scores = []
-    for (hyp, _), ref_counts in zip(pairs, crefs, strict=True):
-        hyp_vec = to_vec(_cider_counts(hyp, n))
-        score = np.zeros(n)
-        for counts in ref_counts:
-            score += _cider_sim(hyp_vec, to_vec(counts), n, sigma)
-        score_avg = np.mean(score)
-        score_avg /= len(ref_counts)
-        score_avg *= 10.0
-        scores.append(score_avg)
+    _pairs(hypotheses, references)  # the same clear errors as every other metric
+    scorer = CiderD({key: references[key] for key in hypotheses}, n, sigma)
+    scores = [scorer.score(key, hyp) for key, hyp in hypotheses.items()]
     return float(np.mean(np.array(scores)))
 
 

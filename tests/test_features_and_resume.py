@@ -127,3 +127,45 @@ def test_training_resumes_from_last_checkpoint(tmp_path, monkeypatch):
     other = training.TrainConfig(**{**config.__dict__, "learning_rate": 0.5})
     with pytest.raises(ValueError, match="already holds a run with other settings"):
         training.train(other, tmp_path / "run", progress=False)
+
+
+def test_an_epoch_fraction_trains_that_share_of_the_blstm_pairs(tmp_path):
+    import keras
+
+    from edgecap.train.inputs import CaptionTable, steps_per_epoch
+
+    generate(tmp_path / "data", 40, seed=4, progress=False)
+    config = training.TrainConfig(
+        data=str(tmp_path / "data"),
+        encoder="mobilenet_synth",
+        weights="none",
+        decoder=DecoderConfig(kind="blstm", units=8, embed_dim=8),
+        epochs=1,
+        epoch_fraction=0.25,
+        batch_size=16,
+        feature_cache=str(tmp_path / "cache"),
+        keep="last",
+    )
+    training.train(config, tmp_path / "run", progress=False, final_split="none")
+    model = keras.models.load_model(tmp_path / "run" / "checkpoints" / "last.keras", safe_mode=True)
+    dataset = training.load_dataset(config.data)
+    vocab = training.Vocabulary.load(tmp_path / "run" / "vocab.json")
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())["decoder"]
+    table = CaptionTable.build(dataset, "train", vocab, saved["max_length"])
+    every, share = (steps_per_epoch(table, "blstm", 16, f) for f in (1.0, 0.25))
+    assert int(model.optimizer.iterations) == share and share < every / 3
+
+
+def test_cache_key_follows_the_image_bytes_not_their_file_times(tmp_path):
+    import os
+
+    generate(tmp_path / "data", 12, seed=2, progress=False)
+    spec, weights = get_encoder_spec("mobilenet_synth"), "imagenet"
+    key = features_mod.cache_key(load_dataset(tmp_path / "data"), "train", spec, weights)
+    dataset = load_dataset(tmp_path / "data")
+    for image_id in dataset.splits["train"]:  # as after a fresh copy or mount of the photos
+        os.utime(dataset.image_path(image_id), (1_000_000_000, 1_000_000_000))
+    assert features_mod.cache_key(load_dataset(tmp_path / "data"), "train", spec, weights) == key
+    victim = dataset.image_path(dataset.splits["train"][0])
+    victim.write_bytes(victim.read_bytes() + b"\0")  # the same size would not save it either
+    assert features_mod.cache_key(load_dataset(tmp_path / "data"), "train", spec, weights) != key
