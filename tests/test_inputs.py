@@ -70,13 +70,14 @@ def test_blstm_pairs_are_built_per_batch_and_a_fraction_draws_a_share():
         for p, t in zip(x["prefix"], y, strict=True)
     ]
     assert len(pairs) == 9 and len(full) == 3
-    width = table.inputs.shape[1]
     expected = [
-        (tuple(table.inputs[r, : s + 1]) + (0,) * (width - s - 1), int(table.targets[r, s]))
+        (tuple(table.inputs[r, : s + 1]), int(table.targets[r, s]))
         for r in range(3)
         for s in range(table.lengths[r])
-    ]  # every prefix <start> w1 .. ws, padded, and the word after it
-    assert sorted(pairs) == sorted(expected)
+    ]  # every prefix <start> w1 .. ws and the word after it
+    assert sorted((p[: int(np.count_nonzero(p))], t) for p, t in pairs) == sorted(expected)
+    for x, _, _ in full.batches(0):  # cut to the batch's longest prefix, padded after it
+        assert x["prefix"].shape[1] == np.count_nonzero(x["prefix"], axis=1).max()
     share = TrainingBatches(table, features, "blstm", batch_size=2, seed=0, fraction=0.5)
     drawn = [len(y) for _, y, _ in share.batches(0)]
     assert sum(drawn) == 4 or sum(drawn) == 5  # round(9 * 0.5)

@@ -19,7 +19,15 @@ def tiny_data(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("preset", sorted(PRESETS))
+# InceptionV3 at 299 px with the BLSTM is the costliest pair; both halves are covered in the
+# fast suite (seed-inception-lstm, seed-mobilenet-blstm), the pair itself by `make test-all`.
+HEAVIEST = "seed-inception-blstm"
+
+
+@pytest.mark.parametrize(
+    "preset",
+    [pytest.param(p, marks=pytest.mark.slow) if p == HEAVIEST else p for p in sorted(PRESETS)],
+)
 def test_preset_trains_exports_and_captions(preset, tiny_data, tmp_path):
     from edgecap.export.bundle import export_bundle
     from edgecap.train.cli_train import _train_parser, build_config

@@ -53,7 +53,10 @@ def build_training_model(config: DecoderConfig):
     features = keras.Input((config.feature_dim,), name="features")
     x = layers.Dropout(config.dropout, name="feature_dropout")(features)
     if config.kind == "blstm":
-        prefix = keras.Input((config.prefix_length,), dtype="int32", name="prefix")
+        # Any width up to prefix_length: training cuts each batch to its longest prefix (the
+        # masked BLSTM gives the same outputs at any padding); the step module is unrolled
+        # over prefix_length for export.
+        prefix = keras.Input((None,), dtype="int32", name="prefix")
         embedded = layers.Embedding(
             config.vocab_size, config.embed_dim, mask_zero=True, name="embedding"
         )(prefix)

@@ -346,10 +346,14 @@ def train(
         split: CaptionTable.build(dataset, split, vocab, decoder_config.max_length)
         for split in ("train", "dev")
     }
+    fraction = config.epoch_fraction
     train_batches = TrainingBatches(
-        tables["train"], features["train"], kind, batch_size, config.seed
+        tables["train"], features["train"], kind, batch_size, config.seed, fraction=fraction
     )
-    dev_batches = TrainingBatches(tables["dev"], features["dev"], kind, batch_size, config.seed)
+    # The dev loss over the same share of dev, drawn once (epoch 0) so epochs compare.
+    dev_batches = TrainingBatches(
+        tables["dev"], features["dev"], kind, batch_size, config.seed, fraction=fraction
+    )
     steps_per_epoch = len(train_batches)
     if (run / "checkpoints" / "last.keras").exists():
         model, epochs_done = _load_checkpoint(run, steps_per_epoch, epochs_done)
@@ -377,7 +381,7 @@ def train(
     for epoch in range(epochs_done, config.epochs):
         model.fit(
             train_batches.dataset(epoch),
-            validation_data=dev_batches.dataset(0, shuffle=False),
+            validation_data=dev_batches.dataset(0, shuffle=fraction < 1.0),
             epochs=epoch + 1,
             initial_epoch=epoch,
             shuffle=False,  # the batches come shuffled (inputs.batch_plan)
