@@ -2,8 +2,8 @@
 
     python -m edgecap.benchmarks.results artifacts/synth-results/*/metrics.json
 
-Each row names the run's encoder, decoder and training time, the beam width, and the
-scores; cells a metric file lacks are left empty rather than guessed.
+Each row names the run's encoder, decoder, training (cross-entropy "XE", then maybe
+self-critical "SCST") and training time, the beam width, and the scores; cells a metric file lacks are left empty rather than guessed.
 """
 
 from __future__ import annotations
@@ -40,15 +40,28 @@ def _run_of(target: Path) -> Path:
     return target
 
 
+def train_seconds(run: Path) -> float | None:
+    """Training time of a run over all its sessions (state.json's epochs), its SCST
+    parent's included; None when the run records none."""
+    state = run / "checkpoints" / "state.json"
+    if not state.is_file():
+        return None
+    seconds = sum(h.get("seconds", 0.0) for h in json.loads(state.read_text())["history"])
+    config = run / "config.json"
+    parent = (
+        json.loads(config.read_text()).get("scst", {}).get("parent") if config.is_file() else None
+    )
+    if parent:
+        seconds += train_seconds(Path(parent)) or 0.0
+    return seconds
+
+
 def row(metrics_file: Path) -> dict:
     metrics = json.loads(metrics_file.read_text())
     target = Path(metrics["target"])
     run = _run_of(target)
     config = (
         json.loads((run / "config.json").read_text()) if (run / "config.json").is_file() else {}
-    )
-    run_metrics = (
-        json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").is_file() else {}
     )
     if metrics["kind"] == "run":
         model = "Keras run"
@@ -59,11 +72,10 @@ def row(metrics_file: Path) -> dict:
         "run_dir": str(run.resolve()),
         "encoder": config.get("encoder", {}).get("name", "?"),
         "decoder": config.get("decoder", {}).get("kind", "?"),
+        "training": "XE + SCST" if "scst" in config else "XE",
         "model": model,
         "beam": metrics["beam"],
-        "train_seconds": run_metrics.get(
-            "train_seconds", run_metrics.get("train_seconds_this_session")
-        ),
+        "train_seconds": train_seconds(run),
         **metrics,
     }
 
@@ -103,6 +115,7 @@ def markdown(rows: list[dict]) -> str:
     header = [
         "encoder",
         "decoder",
+        "training",
         "model",
         "beam",
         *(t for t, _ in present + versus),
@@ -110,10 +123,10 @@ def markdown(rows: list[dict]) -> str:
     ]
     lines = [
         "| " + " | ".join(header) + " |",
-        "|" + "---|" * 4 + "---:|" * (len(present) + len(versus) + 1),
+        "|" + "---|" * 5 + "---:|" * (len(present) + len(versus) + 1),
     ]
     for r in rows:
-        cells = [r["encoder"], r["decoder"], r["model"], str(r["beam"])]
+        cells = [r["encoder"], r["decoder"], r["training"], r["model"], str(r["beam"])]
         cells += [f"{r[k]:.3f}" if k in r else "" for _, k in present]
         cells += [
             f"{r[k]:+.3f}" if k.startswith("d_") and k in r else f"{r[k]:.3f}" if k in r else ""

@@ -93,11 +93,11 @@ def test_results_table_from_evaluations(run_eval, tmp_path):
     out = tmp_path / "table.md"
     assert main([str(f) for f in files] + ["--out", str(out)]) == 0
     lines = out.read_text().splitlines()
-    assert lines[0].startswith("| encoder | decoder | model | beam | BLEU-1 |")
+    assert lines[0].startswith("| encoder | decoder | training | model | beam | BLEU-1 |")
     assert len(lines) == 2 + 3
-    assert "| mobilenet_synth | lstm | Keras run | 3 |" in lines[3]
-    assert "| mobilenet_synth | lstm | tflite-int8 | 1 |" in lines[4]  # the manifest's recipe
-    assert lines[2].endswith(" min |")  # training time comes from the run
+    assert "| mobilenet_synth | lstm | XE | Keras run | 3 |" in lines[3]
+    assert "| mobilenet_synth | lstm | XE | tflite-int8 | 1 |" in lines[4]  # the manifest's recipe
+    assert lines[2].endswith(" min |")  # training time comes from the run's epochs
     # The bundle's row against the Keras run at the same beam (the greedy row, lines[2]).
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     bundle_row = [c.strip() for c in lines[4].strip("|").split("|")]

@@ -3,6 +3,7 @@ synthetic demo encoder.
 
     caption-train --data DIR (--preset NAME | --encoder E --decoder D) --out RUN
     caption-train evaluate (RUN | BUNDLE) --data DIR [--split test] [--beam K] [--out DIR]
+    caption-train scst RUN --out RUN2 [--epochs N] [--learning-rate LR] [--samples K]
     caption-train gallery LABEL=PREDICTIONS... --data DIR --out DIR
     caption-train pretrain-encoder --data SYNTH --out FILE
 """
@@ -229,6 +230,67 @@ def _gallery(argv: list[str]) -> int:
     return 0
 
 
+def _scst(argv: list[str]) -> int:
+    from .scst import ScstConfig
+
+    defaults = ScstConfig()
+    parser = argparse.ArgumentParser(
+        prog="caption-train scst",
+        description="Fine-tune a finished lstm or merge run on CIDEr-D with self-critical "
+        "sequence training; writes a new run directory that export and evaluate take as is.",
+    )
+    parser.add_argument("run", help="the finished run to start from (it is not changed)")
+    parser.add_argument("--out", required=True, help="the new run directory")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=defaults.epochs,
+        help=f"passes over the train images (default {defaults.epochs})",
+    )
+    parser.add_argument(
+        "--learning-rate",
+        type=float,
+        default=defaults.learning_rate,
+        help=f"Adam, constant (default {defaults.learning_rate:g})",
+    )
+    parser.add_argument(
+        "--samples",
+        type=int,
+        default=defaults.samples,
+        help=f"captions sampled per image, at least 2 (default {defaults.samples})",
+    )
+    parser.add_argument(
+        "--images-per-batch",
+        type=int,
+        default=defaults.images_per_batch,
+        help=f"default {defaults.images_per_batch}",
+    )
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--feature-cache", help="feature cache folder (default: the parent's)")
+    args = parser.parse_args(argv)
+    from .scst import scst
+
+    config = ScstConfig(args.epochs, args.learning_rate, args.samples, args.images_per_batch,
+                        args.seed)  # fmt: skip
+    try:
+        state = scst(args.run, args.out, config, args.feature_cache)
+    except KeyboardInterrupt:
+        print(f"\ncaption-train scst: interrupted; rerun the same command to go on from "
+              f"epoch {_scst_epochs_done(args.out) + 1}", file=sys.stderr)  # fmt: skip
+        return 130
+    for entry in state["history"]:
+        print(json.dumps(entry))
+    return 0
+
+
+def _scst_epochs_done(out: str) -> int:
+    from pathlib import Path
+
+    from .scst import _read_state
+
+    return _read_state(Path(out))["epochs_done"]
+
+
 def _train(argv: list[str]) -> int:
     args = _train_parser().parse_args(argv)
     from .training import resume_hint, train
@@ -249,7 +311,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    commands = {"pretrain-encoder": _pretrain, "evaluate": _evaluate, "gallery": _gallery}
+    commands = {
+        "pretrain-encoder": _pretrain,
+        "evaluate": _evaluate,
+        "gallery": _gallery,
+        "scst": _scst,
+    }
     command = commands.get(argv[0]) if argv else None
     try:
         return command(argv[1:]) if command else _train(argv)

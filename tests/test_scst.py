@@ -1,0 +1,105 @@
+"""Self-critical sequence training: the sampler, the update's direction, and the run it writes."""
+
+import json
+
+import numpy as np
+import pytest
+
+from edgecap.edge_runtime.vocab import NEVER_EMITTED_IDS
+
+tf = pytest.importorskip("tensorflow")
+
+
+def _tiny_model(kind: str, vocab_size: int = 12):
+    import keras
+
+    from edgecap.train.decoders import DecoderConfig, build_training_model
+
+    keras.utils.set_random_seed(3)
+    config = DecoderConfig(kind=kind, vocab_size=vocab_size, feature_dim=6, embed_dim=8,
+                           units=16, max_length=7)  # fmt: skip
+    model = build_training_model(config)
+    model.compile(optimizer=keras.optimizers.Adam(0.05))
+    model.optimizer.build(model.trainable_variables)
+    return model, config
+
+
+def _ban(vocab_size: int):
+    ban = np.zeros(vocab_size, np.float32)
+    ban[list(NEVER_EMITTED_IDS)] = -1e9
+    return tf.constant(ban)
+
+
+def test_advantage_is_each_reward_minus_the_mean_of_the_others():
+    from edgecap.train.scst import _advantages
+
+    rewards = np.array([[1.0, 2.0, 3.0], [0.5, 0.5, 0.5]])
+    np.testing.assert_allclose(_advantages(rewards), [-1.5, 0.0, 1.5, 0.0, 0.0, 0.0])
+
+
+@pytest.mark.parametrize("kind", ["lstm", "merge"])
+def test_sampler_never_draws_banned_ids_and_pads_after_the_end(kind):
+    from edgecap.train.scst import _sampler
+
+    model, config = _tiny_model(kind)
+    end, pad = 2, 0
+    sample = _sampler(model, kind, 1, end, pad, config.max_length + 1, _ban(config.vocab_size))
+    features = tf.constant(np.random.default_rng(0).normal(size=(64, 6)).astype(np.float32))
+    tokens = sample(features, tf.constant([5, 7])).numpy()  # [64, 8]
+    assert tokens.shape == (64, config.max_length + 1)
+    for row in tokens:
+        ended = np.flatnonzero(row == end)
+        if ended.size:
+            assert (row[ended[0] + 1 :] == pad).all(), row
+            row = row[: ended[0]]
+        assert not set(row.tolist()) & set(NEVER_EMITTED_IDS), row
+    again = sample(features, tf.constant([5, 7])).numpy()
+    assert np.array_equal(tokens, again), "a seed must fix the samples"
+    assert not np.array_equal(tokens, sample(features, tf.constant([6, 7])).numpy())
+
+
+def _log_prob(model, features, inputs, targets) -> float:
+    logits = model({"features": features, "tokens": inputs}, training=False)
+    log_probs = tf.nn.log_softmax(logits)
+    return float(tf.reduce_sum(tf.gather(log_probs, targets, batch_dims=2)))
+
+
+@pytest.mark.parametrize("advantage, direction", [(1.0, 1), (-1.0, -1)])
+def test_the_update_follows_the_sign_of_the_advantage(advantage, direction):
+    from edgecap.train.scst import _train_step
+
+    model, config = _tiny_model("lstm")  # a fresh model (and optimizer) per sign
+    step = _train_step(model, _ban(config.vocab_size))
+    features = tf.constant(np.ones((1, 6), np.float32))
+    targets = tf.constant([[5, 6, 2]])  # two words and <end>
+    inputs = tf.constant([[1, 5, 6]])  # <start> then the words
+    before = _log_prob(model, features, inputs, targets)
+    step(features, inputs, targets, tf.constant([advantage]))
+    after = _log_prob(model, features, inputs, targets)
+    assert np.sign(after - before) == direction, (before, after)
+
+
+def test_scst_writes_a_run_that_loads_resumes_and_refuses_other_settings(e2e, tmp_path):
+    from edgecap.train.runs import load_run
+    from edgecap.train.scst import ScstConfig, scst
+
+    config = ScstConfig(epochs=1, samples=3, images_per_batch=32)
+    out = tmp_path / "scst"
+    state = scst(e2e["run"], out, config, progress=False)
+    assert [h["epoch"] for h in state["history"]] == [0, 1]
+    assert state["history"][0]["parent"] is True
+    assert all(0.0 <= h["dev_cider_d"] for h in state["history"])
+    run = load_run(out)
+    saved = json.loads((out / "config.json").read_text())["scst"]
+    assert saved["parent"] == str(e2e["run"].resolve()) and saved["samples"] == 3
+    assert run.vocab.tokens == load_run(e2e["run"]).vocab.tokens
+    kept = "best.keras" if state["history"][1].get("best") else None
+    if kept is None:  # no epoch beat the parent on dev: the parent's weights are kept
+        parent = load_run(e2e["run"]).decoder
+        for a, b in zip(run.decoder.get_weights(), parent.get_weights(), strict=True):
+            np.testing.assert_array_equal(a, b)
+
+    again = scst(e2e["run"], out, config, progress=False)  # finished: nothing to train
+    assert again["history"] == state["history"]
+    with pytest.raises(ValueError, match="already holds a run with other settings"):
+        scst(e2e["run"], out, ScstConfig(epochs=2, samples=3, images_per_batch=32), progress=False)

@@ -1,0 +1,268 @@
+"""Self-critical sequence training (Rennie et al. 2017): fine-tune a trained run on CIDEr-D.
+
+Cross-entropy training teaches the decoder the next word of a reference; users judge
+whole captions. SCST samples `samples` captions per training image from the decoder,
+scores each against the image's training references with CIDEr-D (document frequencies
+from the training references, as in the paper), and raises the log-probability of the
+captions that beat the mean of the other samples of the same image (the "new SCST"
+baseline, which needs no greedy decode).
+
+The result is an ordinary run directory (same encoder, vocabulary and architecture, new
+decoder weights), so export, evaluation and the device runtime take it unchanged.
+Resumable per epoch like caption-train; the kept decoder is the best epoch on dev
+CIDEr-D (greedy), and the parent itself when no epoch beats it.
+
+    RUN/config.json   the parent's, plus "scst": these settings and the parent's path
+    RUN/checkpoints/  last.keras (with optimizer), best.keras, state.json
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgecap.edge_runtime.atomic import write_json_atomic
+from edgecap.edge_runtime.metrics import CiderD, corpus_bleu, corpus_cider_d
+from edgecap.edge_runtime.text import normalize_caption
+from edgecap.edge_runtime.vocab import NEVER_EMITTED_IDS
+
+from .runs import RunError, load_run
+
+log = logging.getLogger(__name__)
+SCST_KINDS = ("lstm", "merge")  # the BLSTM re-reads its prefix: no stepwise sampler here
+
+
+@dataclass
+class ScstConfig:
+    epochs: int = 5  # passes over the train images
+    learning_rate: float = 5e-5  # Adam, constant: SCST moves a trained decoder a little
+    samples: int = 5  # captions sampled per image; each one's baseline is the others' mean reward
+    images_per_batch: int = 64  # a step sees images_per_batch x samples captions
+    seed: int = 0
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def _sampler(model, kind: str, start_id: int, end_id: int, pad_id: int, steps: int, ban):
+    """tf.function(features [N, F], seed [2]) -> sampled tokens [N, steps], <pad> after <end>.
+
+    Reads the model's live variables, so it samples from the weights being trained."""
+    import tensorflow as tf
+
+    embeddings = model.get_layer("embedding").embeddings
+    cell = model.get_layer("lstm").cell
+    logits_layer = model.get_layer("logits")
+    hidden_layer = model.get_layer("hidden") if kind == "merge" else None
+
+    def first_state(features):
+        if kind == "lstm":
+            h = model.get_layer("init_h")(features)
+            return h, model.get_layer("init_c")(features), tf.zeros_like(h)
+        image = model.get_layer("image_embedding")(features)  # [N, U]
+        zeros = tf.zeros_like(image)
+        return zeros, zeros, image
+
+    @tf.function(reduce_retracing=True)
+    def sample(features, seed):
+        h, c, image = first_state(features)
+        count = tf.shape(features)[0]
+        token = tf.fill([count], start_id)
+        done = tf.zeros([count], tf.bool)
+        out = tf.TensorArray(tf.int32, size=steps)
+        for t in tf.range(steps):
+            x = tf.gather(embeddings, token)  # [N, E]
+            z = tf.matmul(x, cell.kernel) + tf.matmul(h, cell.recurrent_kernel) + cell.bias
+            i, f, g, o = tf.split(z, 4, axis=1)  # Keras gate order; each [N, U]
+            c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
+            h = tf.sigmoid(o) * tf.tanh(c)
+            top = h if hidden_layer is None else hidden_layer(h + image)
+            logits = logits_layer(top) + ban  # [N, V]
+            drawn = tf.random.stateless_categorical(logits, 1, seed=seed + t)[:, 0]
+            token = tf.where(done, pad_id, tf.cast(drawn, tf.int32))
+            out = out.write(t, token)
+            done = done | tf.equal(token, end_id)
+        return tf.transpose(out.stack())  # [steps, N] -> [N, steps]
+
+    return sample
+
+
+def _train_step(model, ban):
+    import tensorflow as tf
+
+    @tf.function(reduce_retracing=True)
+    def step(features, inputs, targets, advantages):
+        valid = tf.cast(tf.not_equal(targets, 0), tf.float32)  # [N, T]: words and the <end>
+        with tf.GradientTape() as tape:
+            logits = model({"features": features, "tokens": inputs}, training=False)  # [N, T, V]
+            log_probs = tf.nn.log_softmax(logits + ban)
+            chosen = tf.gather(log_probs, targets, batch_dims=2)  # [N, T]
+            loss = -tf.reduce_sum(advantages[:, None] * chosen * valid) / tf.reduce_sum(valid)
+        variables = model.trainable_variables
+        model.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
+        return loss
+
+    return step
+
+
+def _advantages(rewards: np.ndarray) -> np.ndarray:
+    """rewards [B, K] -> [B * K]: each reward minus the mean of its image's other samples."""
+    count = rewards.shape[1]
+    others = (rewards.sum(axis=1, keepdims=True) - rewards) / (count - 1)  # [B, K]
+    return (rewards - others).reshape(-1).astype(np.float32)  # [B, K] -> [B*K]
+
+
+def _read_state(run: Path) -> dict:
+    state = run / "checkpoints" / "state.json"
+    if not state.exists():
+        return {"epochs_done": 0, "history": []}
+    return json.loads(state.read_text())
+
+
+def _prepare_run(parent, out: Path, config: ScstConfig) -> None:
+    """The new run directory: the parent's vocabulary and encoder, its config plus ours."""
+    out.mkdir(parents=True, exist_ok=True)
+    settings = {**config.to_json(), "parent": str(parent.path.resolve())}
+    config_file = out / "config.json"
+    if config_file.exists():
+        saved = json.loads(config_file.read_text()).get("scst")
+        if saved != settings:
+            raise ValueError(
+                f"{out} already holds a run with other settings; pass a new --out, or delete {out} to start over"
+            )
+        return
+    for name in ("vocab.json", "encoder.keras"):
+        shutil.copyfile(parent.path / name, out / name)
+    write_json_atomic(config_file, {**parent.config, "scst": settings})
+
+
+def scst(
+    parent_dir: str | Path,
+    out_dir: str | Path,
+    config: ScstConfig,
+    feature_cache: str | None = None,
+    progress: bool = True,
+) -> dict:
+    """Fine-tune the run at parent_dir with SCST into out_dir; returns the dev history."""
+    import keras
+    import tensorflow as tf
+    from tqdm import tqdm
+
+    from .encoders import get_encoder_spec
+    from .evaluate import feature_cache_weights
+    from .features import extract_features
+    from .flickr8k import load_dataset
+    from .training import _save_keras_atomic, decode_features
+
+    if config.samples < 2:
+        raise ValueError("--samples must be at least 2: each sample's baseline is the others' mean")
+    parent = load_run(parent_dir)
+    kind = parent.decoder_config.kind
+    if kind not in SCST_KINDS:
+        raise RunError(
+            f"{parent.path}: a {kind} decoder; SCST fine-tunes {' or '.join(SCST_KINDS)} runs"
+        )
+    out = Path(out_dir)
+    _prepare_run(parent, out, config)
+    dataset = load_dataset(parent.config["data"])
+    spec = get_encoder_spec(parent.config["encoder"]["name"])
+    weights = feature_cache_weights(parent, spec)
+    feature_cache = feature_cache or parent.config["train"].get("feature_cache") or None
+    features = {
+        split: extract_features(
+            dataset, split, spec, weights, parent.encoder, feature_cache, progress=progress
+        )
+        for split in ("train", "dev")
+    }
+    references = {
+        split: {
+            i: [normalize_caption(c) for c in dataset.captions[i]] for i in dataset.splits[split]
+        }
+        for split in ("train", "dev")
+    }
+    reward = CiderD(references["train"])
+    vocab, decoder_config = parent.vocab, parent.decoder_config
+    dev_ids = dataset.splits["dev"]
+
+    def dev_scores(model) -> dict:
+        predictions = decode_features(model, decoder_config, vocab, features["dev"], dev_ids)
+        return {
+            "dev_bleu4": corpus_bleu(predictions, references["dev"])[3],
+            "dev_cider_d": corpus_cider_d(predictions, references["dev"]),
+        }
+
+    checkpoints = out / "checkpoints"
+    checkpoints.mkdir(exist_ok=True)
+    state = _read_state(out)
+    if (checkpoints / "last.keras").exists() and state["epochs_done"]:
+        model = keras.models.load_model(checkpoints / "last.keras", safe_mode=True)
+        log.info("resuming %s after epoch %d of %d", out, state["epochs_done"], config.epochs)
+    else:
+        model = keras.models.load_model(
+            parent.path / "decoder.keras", safe_mode=True, compile=False
+        )
+        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate, clipnorm=5.0))
+        model.optimizer.build(model.trainable_variables)
+        state = {"epochs_done": 0, "history": [{"epoch": 0, "parent": True, **dev_scores(model)}]}
+        log.info("parent on dev: %s", state["history"][0])
+        write_json_atomic(checkpoints / "state.json", state)
+
+    ban = np.zeros(len(vocab), np.float32)
+    ban[list(NEVER_EMITTED_IDS)] = -1e9  # the same ids the runtime's search never picks
+    ban = tf.constant(ban)
+    steps = decoder_config.max_length + 1  # words and the <end>
+    sample = _sampler(model, kind, vocab.start_id, vocab.end_id, vocab.pad_id, steps, ban)
+    train_step = _train_step(model, ban)
+    train_ids = dataset.splits["train"]
+    train_features = features["train"]
+    for epoch in range(state["epochs_done"], config.epochs):
+        start = time.perf_counter()
+        order = np.random.default_rng([config.seed, epoch]).permutation(len(train_ids))
+        batches = [
+            order[i : i + config.images_per_batch]
+            for i in range(0, len(order), config.images_per_batch)
+        ]
+        mean_rewards = []
+        bar = tqdm(batches, desc=f"scst epoch {epoch + 1}/{config.epochs}", disable=not progress)
+        for number, batch in enumerate(bar):
+            repeated = np.repeat(train_features[batch], config.samples, axis=0)  # [B*K, F]
+            seed = tf.constant([config.seed * 100003 + epoch, number * 1009], tf.int32)
+            tokens = sample(tf.constant(repeated), seed).numpy()  # [B*K, steps]
+            length = int((tokens != vocab.pad_id).sum(axis=1).max())
+            tokens = tokens[:, :length]  # [B*K, T]: no column of padding alone
+            captions = [vocab.decode(row) for row in tokens]
+            images = np.repeat(batch, config.samples)
+            rewards = np.array(
+                [reward.score(train_ids[i], text) for i, text in zip(images, captions, strict=True)]
+            ).reshape(len(batch), config.samples)  # [B*K] -> [B, K]
+            inputs = np.concatenate(
+                [np.full((len(tokens), 1), vocab.start_id, np.int32), tokens[:, :-1]], axis=1
+            )  # [B*K, T]: teacher forcing on the sampled caption
+            train_step(tf.constant(repeated), tf.constant(inputs), tf.constant(tokens),
+                       tf.constant(_advantages(rewards)))  # fmt: skip
+            mean_rewards.append(float(rewards.mean()))
+            bar.set_postfix(cider_d=f"{np.mean(mean_rewards[-20:]):.3f}")
+        scores = dev_scores(model)
+        best_so_far = max(h["dev_cider_d"] for h in state["history"])
+        _save_keras_atomic(model, checkpoints / "last.keras")
+        entry = {"epoch": epoch + 1, "seconds": round(time.perf_counter() - start, 1),
+                 "train_reward": round(float(np.mean(mean_rewards)), 4), **scores}  # fmt: skip
+        if scores["dev_cider_d"] > best_so_far:
+            _save_keras_atomic(model, checkpoints / "best.keras")
+            entry["best"] = True
+        state = {"epochs_done": epoch + 1, "history": [*state["history"], entry]}
+        write_json_atomic(checkpoints / "state.json", state)
+        log.info("scst epoch %d: %s", epoch + 1, entry)
+
+    best = checkpoints / "best.keras"
+    kept = best if best.exists() else parent.path / "decoder.keras"
+    decoder = keras.models.load_model(kept, safe_mode=True, compile=False)
+    _save_keras_atomic(decoder, out / "decoder.keras")
+    log.info("kept %s as %s", kept, out / "decoder.keras")
+    return state
