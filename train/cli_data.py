@@ -25,13 +25,21 @@ def main(argv: list[str] | None = None) -> int:
         "--seed", type=int, default=0, help="random seed; the same seed gives identical bytes"
     )
     synth.add_argument("--size", type=int, default=96, help="image side in pixels (default 96)")
-    info = sub.add_parser("info", help="summarize a Flickr8k-layout dataset")
-    info.add_argument("data", help="dataset folder")
+    info = sub.add_parser(
+        "info",
+        help="summarize a dataset: a Flickr8k-layout folder, a Karpathy-split JSON file "
+        "or a COCO folder",
+    )
+    info.add_argument(
+        "data",
+        help="a Flickr8k-layout folder, a Karpathy-split JSON file or a COCO folder "
+        "(one with annotations/captions_*.json)",
+    )
     info.add_argument("--annotations-only", action="store_true", help="do not require the images")
     subset = sub.add_parser(
         "subset", help="a smaller Flickr8k-layout dataset: the first N images of each split"
     )
-    subset.add_argument("source", help="a Flickr8k-layout dataset")
+    subset.add_argument("source", help="a dataset, in any layout `info` reads")
     subset.add_argument("out", help="output folder (images are symlinked, not copied)")
     for split, default in (("train", 600), ("dev", 100), ("test", 100)):
         subset.add_argument(
@@ -62,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"{split}: {len(ids)} images, {sum(len(ds.captions[i]) for i in ids)} captions"
                 )
+            for note in ds.notes:
+                print(f"note: {note}")
     except EdgeCaptionError as exc:
         print(f"caption-data: error: {exc}", file=sys.stderr)
         return 2

@@ -3,6 +3,10 @@
 ROOT/Flicker8k_Dataset/*.jpg        (sic: the official folder name is misspelled)
 ROOT/Flickr8k.token.txt             <image>#<n>\t<caption>
 ROOT/Flickr_8k.{train,dev,test}Images.txt
+
+`load_dataset` is the one entry point for every layout: it also reads Karpathy split
+files and COCO's own caption files (json_datasets.py), so everything downstream sees one
+`CaptionDataset` whatever the layout.
 """
 
 from __future__ import annotations
@@ -30,15 +34,25 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 
 @dataclass(frozen=True)
 class CaptionDataset:
-    """Image ids per split and the raw captions of every split image."""
+    """Image ids per split and the raw captions of every split image.
+
+    `root` is what `load_dataset` was given (a folder, or a Karpathy JSON file), so that
+    `load_dataset(dataset.root)` reads the same dataset again. `image_dir` is where image
+    ids are resolved; None means the Flickr8k layout's ROOT/Flicker8k_Dataset. `notes`
+    are facts about how the splits were made that a user should see (`caption-data info`
+    prints them), e.g. that COCO's dev and test are halves of its val images.
+    """
 
     root: Path
     splits: dict[str, list[str]]
     captions: dict[str, list[str]]
     unsplit_ids: int = 0
+    image_dir: Path | None = None
+    notes: tuple[str, ...] = ()
 
     def image_path(self, image_id: str) -> Path:
-        return self.root / IMAGES_DIR / image_id
+        folder = self.image_dir if self.image_dir is not None else self.root / IMAGES_DIR
+        return folder / image_id
 
     def split_items(self, split: str) -> list[tuple[str, list[str]]]:
         if split not in self.splits:
@@ -88,13 +102,31 @@ def read_split(path: Path) -> list[str]:
     return ids
 
 
-def load_dataset(root: str | Path, require_images: bool = True) -> CaptionDataset:
-    """Read a Flickr8k-layout dataset.
+def load_dataset(
+    root: str | Path, require_images: bool = True, restval: str = "train"
+) -> CaptionDataset:
+    """Read a caption dataset: a Flickr8k-layout folder, a Karpathy-split JSON file or a
+    COCO folder (one with annotations/captions_*.json); see json_datasets.py for the two
+    JSON layouts.
 
     `require_images=False` reads annotations only (the images of the real Flickr8k cannot be
-    shipped); otherwise every split image must exist.
+    shipped); otherwise every split image must exist. `restval` ("train", "dev" or "drop")
+    says where a Karpathy file's restval images go; other layouts have none.
     """
+    from .json_datasets import (
+        RESTVAL_CHOICES,
+        is_coco_folder,
+        load_coco_folder,
+        load_karpathy_json,
+    )
+
+    if restval not in RESTVAL_CHOICES:
+        raise ValueError(f"restval={restval!r}; choose one of {', '.join(RESTVAL_CHOICES)}")
     root = Path(root)
+    if root.suffix.lower() == ".json" and not root.is_dir():
+        return load_karpathy_json(root, require_images=require_images, restval=restval)
+    if is_coco_folder(root):
+        return load_coco_folder(root, require_images=require_images)
     if not root.is_dir():
         raise DatasetError(f"{root}: dataset folder not found")
     captions, malformed = read_captions(root / TOKEN_FILE)
@@ -170,6 +202,7 @@ def write_subset(
         for image_id in ids:
             target = out / IMAGES_DIR / image_id
             if not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)  # COCO ids: train2014/...
                 if link:
                     target.symlink_to(source_set.image_path(image_id).resolve())
                 else:
