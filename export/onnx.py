@@ -170,9 +170,24 @@ def quantize_dynamic(model: bytes) -> bytes:
             return f.read()
 
 
+def first_conv(model: bytes) -> list[str]:
+    """The name of the graph's first Conv (ONNX graphs are topologically sorted), if any."""
+    import onnx
+
+    convs = [n.name for n in onnx.load_from_string(model).graph.node if n.op_type == "Conv"]
+    return convs[:1]
+
+
 def quantize_static(model: bytes, calibration: list[np.ndarray]) -> bytes:
     """Static int8 in QDQ form: per-channel int8 weights, int8 activations with ranges
-    calibrated (min-max) on preprocessed training images."""
+    calibrated (min-max) on preprocessed training images; the first Conv stays float.
+
+    On the real Flickr8k MobileNetV2 encoder (100 dev photos against fp32), all-int8 QDQ
+    gave features with cosine 0.941 and mean |diff| 0.195 (TFLite's int8 encoder: 0.989 /
+    0.085); keeping the first Conv in float gave 0.977 / 0.125, while keeping the last Conv
+    in float, uint8 activations, asymmetric activations or percentile calibration changed
+    nothing (docs/flickr8k.md "Quantization on real features").
+    """
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType
     from onnxruntime.quantization import quantize_static as ort_quantize_static
 
@@ -197,6 +212,7 @@ def quantize_static(model: bytes, calibration: list[np.ndarray]) -> bytes:
                 per_channel=True,
                 activation_type=QuantType.QInt8,
                 weight_type=QuantType.QInt8,
+                nodes_to_exclude=first_conv(model),
             )
         with open(dst, "rb") as f:
             return f.read()

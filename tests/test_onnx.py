@@ -298,3 +298,24 @@ def test_gpu_accelerator_picks_a_gpu_provider_or_says_what_it_tried(e2e, onnx_bu
             onnx_bundle["path"],
             CaptionerOptions(accelerator="gpu", providers=["CPUExecutionProvider"]),
         )
+
+
+def test_static_int8_encoder_keeps_its_first_conv_float():
+    """The int8 ONNX encoder quantizes every Conv but the first (export/onnx.py says why)."""
+    import keras
+    import onnx
+
+    from edgecap.export.onnx import convert_encoder
+
+    keras.utils.set_random_seed(0)
+    image = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(4, 3, activation="relu6")(image)
+    x = keras.layers.Conv2D(6, 3, activation="relu6")(x)
+    encoder = keras.Model(image, keras.layers.GlobalAveragePooling2D()(x))
+    calibration = list(np.random.default_rng(0).uniform(-1, 1, (8, 16, 16, 3)).astype(np.float32))
+    graph = onnx.load_from_string(convert_encoder(encoder, 16, "int8", calibration)).graph
+    produced_by = {out: node.op_type for node in graph.node for out in node.output}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    assert len(convs) == 2
+    weight_source = [produced_by.get(conv.input[1], "initializer") for conv in convs]
+    assert weight_source == ["initializer", "DequantizeLinear"], weight_source
