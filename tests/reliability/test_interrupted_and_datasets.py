@@ -221,7 +221,13 @@ def test_ctrl_c_during_export_keeps_the_old_bundle_and_says_so(e2e, tmp_path):
     before = {p.name: p.read_bytes() for p in target.iterdir()}
     command = [sys.executable, "-m", "edgecap.export.cli", str(e2e["run"]), "--quantize", "fp32"]
     process = subprocess.Popen(
-        [*command, "--out", str(target)], stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        [*command, "--out", str(target)],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        # A suite started in the background by a non-interactive shell inherits SIGINT
+        # ignored, and Python then installs no KeyboardInterrupt handler: give Ctrl-C back.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     for line in process.stderr:  # wait until the export has really started
         if "exporting tflite-fp32" in line:
