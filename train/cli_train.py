@@ -286,9 +286,9 @@ def _scst(argv: list[str]) -> int:
 def _scst_epochs_done(out: str) -> int:
     from pathlib import Path
 
-    from .scst import _read_state
+    from .training import read_state
 
-    return _read_state(Path(out))["epochs_done"]
+    return read_state(Path(out))["epochs_done"]
 
 
 def _train(argv: list[str]) -> int:

@@ -33,6 +33,7 @@ from edgecap.edge_runtime.text import normalize_caption
 from edgecap.edge_runtime.vocab import NEVER_EMITTED_IDS
 
 from .runs import RunError, load_run
+from .training import read_state
 
 log = logging.getLogger(__name__)
 SCST_KINDS = ("lstm", "merge")  # the BLSTM re-reads its prefix: no stepwise sampler here
@@ -118,13 +119,6 @@ def _advantages(rewards: np.ndarray) -> np.ndarray:
     return (rewards - others).reshape(-1).astype(np.float32)  # [B, K] -> [B*K]
 
 
-def _read_state(run: Path) -> dict:
-    state = run / "checkpoints" / "state.json"
-    if not state.exists():
-        return {"epochs_done": 0, "history": []}
-    return json.loads(state.read_text())
-
-
 def _prepare_run(parent, out: Path, config: ScstConfig) -> None:
     """The new run directory: the parent's vocabulary and encoder, its config plus ours."""
     out.mkdir(parents=True, exist_ok=True)
@@ -199,7 +193,7 @@ def scst(
 
     checkpoints = out / "checkpoints"
     checkpoints.mkdir(exist_ok=True)
-    state = _read_state(out)
+    state = read_state(out)
     if (checkpoints / "last.keras").exists() and state["epochs_done"]:
         model = keras.models.load_model(checkpoints / "last.keras", safe_mode=True)
         log.info("resuming %s after epoch %d of %d", out, state["epochs_done"], config.epochs)
