@@ -7,6 +7,7 @@ is the batch, so that a beam search can reorder hypotheses by indexing.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -40,9 +41,23 @@ def _masked(log_probs: np.ndarray, banned: Sequence[int]) -> np.ndarray:
     """log_probs [B, V] with the banned ids at -inf, so no search can ever pick them."""
     if not banned:
         return log_probs
-    out = np.array(log_probs, dtype=np.float64)  # a copy: the model's buffer stays untouched
+    out = np.array(log_probs, dtype=np.float32)  # a copy: the model's buffer stays untouched
     out[:, list(banned)] = -np.inf
     return out
+
+
+def _best_first(totals: np.ndarray, count: int) -> np.ndarray:
+    """The `count` best flat indices of totals [live, V], best first, ties by lower index.
+
+    Exactly the head of a stable argsort of -totals, without sorting all live x V entries.
+    """
+    flat = totals.ravel()
+    if count >= flat.size:
+        return np.argsort(-flat, kind="stable")
+    threshold = -np.partition(-flat, count - 1)[count - 1]  # the count-th best value
+    candidates = np.flatnonzero(flat >= threshold)  # every tie at the threshold included
+    order = np.lexsort((candidates, -flat[candidates]))  # by value, then by index
+    return candidates[order[:count]]
 
 
 def greedy_decode(
@@ -102,6 +117,12 @@ def beam_search(
     log-probabilities). Unlike im2txt's original search, a finished caption is never pruned
     by later, longer hypotheses, and if no beam ever ends, the best unfinished ones are
     returned rather than nothing. `banned` ids are never chosen, as in greedy_decode.
+
+    The search stops once `beam_width` captions have finished and no live hypothesis ranks
+    above the worst of them. Without a length penalty that is exact (log-probabilities only
+    fall). With one, a live hypothesis is ranked as if it ended now, the rule of Hugging
+    Face's default beam search: a longer caption could still climb, but waiting for that
+    ran every search to max_length.
     """
     if features.ndim != 2 or features.shape[0] != 1:
         raise ValueError(
@@ -110,41 +131,44 @@ def beam_search(
     if beam_width < 1:
         raise ValueError("beam_width must be at least 1")
 
-    def ranked(words: list[int], score: float) -> float:
-        return score / (len(words) + 1) ** length_penalty
+    def ranked(words: int, score: float) -> float:
+        return score / (words + 1) ** length_penalty
 
     state = model.init(features)
     live_words: list[list[int]] = [[]]
     live_scores = np.zeros(1, dtype=np.float64)
     tokens = np.array([start_id], dtype=np.int32)
     finished: list[Decoded] = []
+    # -ranked() of each finished caption, ascending: `finished` stays sorted best first,
+    # a later caption after an equal earlier one (as a stable sort would leave them).
+    finished_keys: list[float] = []
     for _ in range(max_length + 1):
         log_probs, state = model.step(tokens, state)  # [live, V]
-        log_probs = _masked(log_probs, banned)
-        totals = live_scores[:, None] + log_probs  # [live, V]
-        order = np.argsort(-totals, axis=None, kind="stable")  # best first, over (beam, word)
+        totals = live_scores[:, None] + _masked(log_probs, banned)  # [live, V]
         vocab_size = totals.shape[1]
         keep_beam, keep_word, keep_score = [], [], []
-        for flat in order[: 2 * beam_width]:
-            beam, word = divmod(int(flat), vocab_size)
+        for flat in _best_first(totals, 2 * beam_width).tolist():
+            beam, word = divmod(flat, vocab_size)
             score = float(totals[beam, word])
+            words = live_words[beam]
             if word == end_id:
-                finished.append(Decoded(tokens=list(live_words[beam]), score=score))
-            elif len(live_words[beam]) < max_length and len(keep_beam) < beam_width:
+                key = -ranked(len(words), score)
+                at = bisect.bisect_right(finished_keys, key)
+                finished.insert(at, Decoded(tokens=list(words), score=score))
+                finished_keys.insert(at, key)
+            elif len(words) < max_length and len(keep_beam) < beam_width:
                 keep_beam.append(beam)
                 keep_word.append(word)
                 keep_score.append(score)
         if not keep_beam:
             break
-        # Stop once no live hypothesis can still beat the k-th finished one: log-probabilities
-        # only fall, so without a length penalty a live score is an upper bound.
-        finished.sort(key=lambda d: ranked(d.tokens, d.score), reverse=True)
-        if (
-            length_penalty == 0.0
-            and len(finished) >= beam_width
-            and max(keep_score) <= finished[beam_width - 1].score
-        ):
-            break
+        if len(finished) >= beam_width:
+            best_live = max(
+                ranked(len(live_words[b]) + 1, score)
+                for b, score in zip(keep_beam, keep_score, strict=True)
+            )
+            if best_live <= -finished_keys[beam_width - 1]:
+                break
         index = np.array(keep_beam)
         state = tuple(s[index] for s in state)  # reorder the state to follow its beams
         live_words = [live_words[b] + [w] for b, w in zip(keep_beam, keep_word, strict=True)]
@@ -154,5 +178,5 @@ def beam_search(
         finished = [
             Decoded(tokens=w, score=float(s)) for w, s in zip(live_words, live_scores, strict=True)
         ]
-    finished.sort(key=lambda d: ranked(d.tokens, d.score), reverse=True)
+        finished.sort(key=lambda d: ranked(len(d.tokens), d.score), reverse=True)
     return finished[:beam_width]

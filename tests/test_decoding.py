@@ -160,6 +160,33 @@ def test_length_penalty_prefers_longer_captions():
     assert normalized[0].tokens == [3, 4]  # log(0.405) / 3 > log(0.5) / 1
 
 
+def test_length_penalty_search_stops_once_no_live_beam_ranks_above_the_finished_ones():
+    # Every caption could go on for 30 words, but two finished captions beat anything still
+    # live at step 2, so the search stops there instead of running to max_length.
+    table = {
+        (): [0, 0, 0.0, 0.6, 0.4, 0],
+        (3,): [0, 0, 0.9, 0.05, 0.05, 0],
+        (4,): [0, 0, 0.9, 0.05, 0.05, 0],
+    }
+    model = PrefixModel(table, default=[0, 0, 0.01, 0.5, 0.49, 0])
+    best = beam_search(
+        model, np.zeros((1, 2)), START, END, max_length=30, beam_width=2, length_penalty=1.0
+    )
+    assert [d.tokens for d in best] == [[3], [4]]
+    assert len(model.batch_sizes) == 2  # two steps, not 31
+
+
+def test_best_first_is_the_head_of_a_stable_argsort_ties_included():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        # Few distinct values, so that ties straddle the cut as often as not.
+        totals = rng.integers(-4, 0, size=(3, 7)).astype(np.float64)
+        totals[rng.random(totals.shape) < 0.2] = -np.inf
+        count = int(rng.integers(1, 25))
+        expected = np.argsort(-totals, axis=None, kind="stable")[:count]
+        np.testing.assert_array_equal(decoding._best_first(totals, count), expected)
+
+
 def test_beam_width_one_is_greedy():
     table = {(): [0, 0, 0.1, 0.6, 0.3, 0], (3,): [0, 0, 0.8, 0.1, 0.1, 0]}
     beam = beam_search(PrefixModel(table), np.zeros((1, 2)), START, END, max_length=4, beam_width=1)
