@@ -63,8 +63,15 @@ class Preprocessing:
         return prep
 
 
-def load_image(path: str | os.PathLike) -> Image.Image:
-    """Open an image file as RGB, applying its EXIF orientation. Raises ImageError with the path."""
+def load_image(path: str | os.PathLike, min_side: int | None = None) -> Image.Image:
+    """Open an image file as RGB, applying its EXIF orientation. Raises ImageError with the path.
+
+    With `min_side`, a JPEG is decoded at the smallest of libjpeg's DCT scales (1/1, 1/2,
+    1/4, 1/8) at which both sides are still at least `min_side` pixels (PIL's draft mode):
+    a 12 MP photo for a 224 px encoder decodes at 1/8 size, several times faster and in a
+    sixty-fourth of the memory. The resize that follows (preprocess) does the rest. Other
+    formats, and JPEGs already near that size, decode in full.
+    """
     path = Path(path)
     try:
         with Image.open(path) as img:  # reads the header only
@@ -76,6 +83,8 @@ def load_image(path: str | os.PathLike) -> Image.Image:
                     f"{img.width}x{img.height} = {pixels} pixels, more than the "
                     f"{Image.MAX_IMAGE_PIXELS} allowed"
                 )
+            if min_side and img.format == "JPEG":
+                img.draft(None, (min_side, min_side))
             img = ImageOps.exif_transpose(img)
             return to_rgb(img)
     except ImageError as exc:  # from to_rgb, which does not know the file name
@@ -127,8 +136,19 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def preprocess(img: Image.Image, prep: Preprocessing) -> np.ndarray:
-    """RGB PIL image -> float32 array [H, W, 3] ready for the encoder."""
+def load_pixels(path: str | os.PathLike, prep: Preprocessing) -> np.ndarray:
+    """An image file -> float32 array [H, W, 3] ready for the encoder: the one way every
+    file is read for a model, in training, export, evaluation and on the device alike."""
+    return preprocess(load_image(path, min_side=prep.input_size), prep)
+
+
+def preprocess(img: Image.Image, prep: Preprocessing, bgr: bool = False) -> np.ndarray:
+    """PIL image -> float32 array [H, W, 3] ready for the encoder.
+
+    `bgr=True` says the image's channels are in BGR order (a camera frame wrapped as is):
+    they are swapped after the resize, on the small image, which gives the same pixels as
+    swapping first (the filter works per channel) without a full-size copy.
+    """
     if img.width == 0 or img.height == 0:  # e.g. an empty array passed to Captioner.caption
         raise ImageError(f"image has no pixels ({img.width}x{img.height})")
     if prep.crop == "center":
@@ -137,7 +157,7 @@ def preprocess(img: Image.Image, prep: Preprocessing) -> np.ndarray:
         img = img.crop((left, top, left + side, top + side))
     if img.size != (prep.input_size, prep.input_size):
         img = img.resize((prep.input_size, prep.input_size), RESIZE_FILTERS[prep.resize])
-    pixels = np.asarray(img, dtype=np.float32)  # [H, W, 3], RGB
-    if prep.channel_order == "BGR":
+    pixels = np.asarray(img, dtype=np.float32)  # [H, W, 3], RGB (BGR if bgr)
+    if (prep.channel_order == "BGR") != bgr:
         pixels = pixels[..., ::-1]
     return pixels * np.float32(prep.scale) + np.float32(prep.offset)

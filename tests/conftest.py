@@ -43,6 +43,11 @@ def imagenet_check() -> Path:
 
 
 @pytest.fixture(scope="session")
+def flickr8k_originals() -> Path:
+    return _shared("data/flickr8k-originals", "Flickr8k photos at original size")
+
+
+@pytest.fixture(scope="session")
 def flickr8k_224() -> Path:
     return _shared("data/flickr8k-224", "Flickr8k (224 px copy)")
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from edgecap.edge_runtime.atomic import atomic_path, sha256_file, write_json_atomic
 from edgecap.edge_runtime.errors import named_write_failures
-from edgecap.edge_runtime.preprocess import load_image, preprocess
+from edgecap.edge_runtime.preprocess import load_pixels
 
 from .encoders import EncoderSpec
 from .flickr8k import CaptionDataset
@@ -31,6 +31,11 @@ def default_cache_dir() -> Path:
     return Path(base) / "edge-caption" / "features"
 
 
+# Bumped whenever load_pixels reads a file differently: 2 = JPEGs decoded at reduced size
+# (draft mode). Images under twice the input size read exactly as before.
+PIXEL_RULE = 2
+
+
 def cache_key(dataset: CaptionDataset, split: str, spec: EncoderSpec, weights: str) -> str:
     """Changes whenever the images, the split, the encoder or its weights change.
 
@@ -40,7 +45,9 @@ def cache_key(dataset: CaptionDataset, split: str, spec: EncoderSpec, weights: s
     Flickr8k's 8,000 224 px JPEGs takes about a second).
     """
     digest = hashlib.sha256()
-    digest.update(json.dumps([spec.name, spec.input_size, weights == "imagenet"]).encode())
+    digest.update(
+        json.dumps([spec.name, spec.input_size, weights == "imagenet", PIXEL_RULE]).encode()
+    )
     if weights != "imagenet":
         digest.update(sha256_file(weights).encode())
     for image_id in dataset.splits[split]:
@@ -155,7 +162,7 @@ def _compute(dataset, ids, spec, encoder, batch_size, progress, desc="features")
     for start in range(0, len(ids), batch_size):
         batch = np.stack(
             [
-                preprocess(load_image(dataset.image_path(i)), spec.preprocessing)
+                load_pixels(dataset.image_path(i), spec.preprocessing)
                 for i in ids[start : start + batch_size]
             ]
         )

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from edgecap.edge_runtime.atomic import atomic_path
-from edgecap.edge_runtime.preprocess import load_image, preprocess
+from edgecap.edge_runtime.preprocess import load_pixels
 from edgecap.edge_runtime.scenes import COLORS, SHAPES, SIZES, scene_key
 
 from .encoders import build_synth_backbone, get_encoder_spec
@@ -69,7 +69,7 @@ def load_split_arrays(
     prep = get_encoder_spec("mobilenet_synth").preprocessing
     prep = type(prep)(**{**prep.to_json(), "input_size": input_size})
     ids = ds.splits[split]
-    images = np.stack([preprocess(load_image(ds.image_path(i)), prep) for i in ids])  # [N, S, S, 3]
+    images = np.stack([load_pixels(ds.image_path(i), prep) for i in ids])  # [N, S, S, 3]
     rows = [scene_targets(scenes[i]) for i in ids]
     targets = {k: np.array([r[k] for r in rows], dtype=np.int32) for k in head_sizes()}
     return images, targets

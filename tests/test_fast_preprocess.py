@@ -1,0 +1,76 @@
+"""Files decode at reduced size (JPEG draft) and frames resize before their channel swap;
+training reads files exactly as the device does."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from edgecap.edge_runtime.captioner import Captioner
+from edgecap.edge_runtime.preprocess import Preprocessing, load_image, load_pixels, preprocess
+
+PREP = Preprocessing(input_size=224)
+
+
+@pytest.fixture(scope="module")
+def large_jpegs(flickr8k_originals, tmp_path_factory):
+    """12 MP JPEGs made from real photos (in a temporary folder, never in the repository)."""
+    folder = tmp_path_factory.mktemp("large")
+    paths = []
+    for photo in sorted(flickr8k_originals.glob("*.jpg"))[:4]:
+        path = folder / photo.name
+        Image.open(photo).convert("RGB").resize((4000, 3000), Image.BICUBIC).save(path, quality=90)
+        paths.append(path)
+    return paths
+
+
+def test_a_12_mp_jpeg_decodes_at_an_eighth_and_still_covers_the_input(large_jpegs):
+    assert load_image(large_jpegs[0]).size == (4000, 3000)
+    assert load_image(large_jpegs[0], min_side=224).size == (500, 375)  # 1/8, both >= 224
+    assert load_image(large_jpegs[0], min_side=400).size == (1000, 750)  # 1/4: 1/8 is too small
+
+
+def test_reduced_decoding_stays_close_to_the_full_decode(large_jpegs):
+    # Measured on 10 such photos: max |diff| 0.039-0.078 (5-10 of 255 levels), mean 0.002-0.006.
+    for path in large_jpegs:
+        fast, exact = load_pixels(path, PREP), preprocess(load_image(path), PREP)
+        assert fast.shape == exact.shape == (224, 224, 3)
+        assert np.abs(fast - exact).max() < 0.15
+        assert np.abs(fast - exact).mean() < 0.01
+
+
+def test_a_photo_already_near_the_input_size_reads_exactly_as_before(flickr8k_originals):
+    for photo in sorted(flickr8k_originals.glob("*.jpg"))[:5]:  # about 500 x 375: no draft
+        np.testing.assert_array_equal(
+            load_pixels(photo, PREP), preprocess(load_image(photo), PREP)
+        )
+
+
+def test_training_features_read_files_the_way_the_device_does(large_jpegs):
+    from edgecap.train.features import _compute
+    from edgecap.train.flickr8k import CaptionDataset
+
+    names = [p.name for p in large_jpegs]
+    dataset = CaptionDataset(
+        root=large_jpegs[0].parent,
+        splits={"train": names},
+        captions={n: ["a photo"] for n in names},
+        image_dir=large_jpegs[0].parent,
+    )
+
+    def identity(batch, training=False):
+        return batch.reshape(len(batch), -1)  # [B, S*S*3]: the pixels themselves
+
+    spec = SimpleNamespace(preprocessing=PREP)
+    features = _compute(dataset, names, spec, identity, batch_size=2, progress=False)
+    for row, path in zip(features, large_jpegs, strict=True):
+        np.testing.assert_array_equal(row, load_pixels(path, PREP).ravel())
+
+
+def test_a_bgr_frame_gives_the_pixels_of_its_rgb_twin(e2e, large_jpegs):
+    rgb = np.asarray(Image.open(large_jpegs[0]).resize((1280, 720)))  # [720, 1280, 3]
+    bgr = np.ascontiguousarray(rgb[..., ::-1])
+    with Captioner.from_bundle(e2e["bundle"]) as captioner:
+        np.testing.assert_array_equal(captioner.encode(bgr, bgr=True), captioner.encode(rgb))
+        assert captioner.caption(bgr, bgr=True).text == captioner.caption(rgb).text
