@@ -49,6 +49,13 @@ def identify(bundle: str | Path) -> tuple[str, str | None, str | None]:
     return f"{model_format}-custom", model_format, None
 
 
+def _source_run(bundle: Path, raw: dict) -> str | None:
+    from edgecap.edge_runtime.manifest import find_source_run
+
+    run = find_source_run(bundle, raw)
+    return str(run) if run is not None else None
+
+
 def peak_rss_mb() -> tuple[float, str]:
     """This process's peak resident set size in MB, and how it was read."""
     status = Path("/proc/self/status")
@@ -154,7 +161,7 @@ def measure(args: argparse.Namespace) -> dict:
         threads=args.threads,
         providers=providers,
         decoder_kind=manifest.decoder_kind,
-        source_run=manifest.raw.get("source_run"),
+        source_run=_source_run(bundle, manifest.raw),
         size={"total_bytes": sum(files.values()), "files": files},
         import_ms=round(import_ms, 2),
         init_ms=round(init_ms, 3),

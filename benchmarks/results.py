@@ -13,6 +13,8 @@ import json
 import sys
 from pathlib import Path
 
+from edgecap.edge_runtime.manifest import find_source_run
+
 COLUMNS = (
     ("BLEU-1", "bleu1"),
     ("BLEU-2", "bleu2"),
@@ -36,7 +38,7 @@ def _run_of(target: Path) -> Path:
     """The run directory behind an evaluated run or bundle."""
     manifest = target / "manifest.json"
     if manifest.is_file():
-        return Path(json.loads(manifest.read_text())["source_run"])
+        return find_source_run(target, json.loads(manifest.read_text())) or target
     return target
 
 

@@ -1,4 +1,8 @@
-"""`edge_caption`: caption images, folders, videos and cameras with a bundle. No TensorFlow."""
+"""`edge_caption`: caption images, folders, videos and cameras with a bundle. No TensorFlow.
+
+edge_caption --model BUNDLE --source IMAGE|FOLDER|VIDEO|0
+edge_caption info BUNDLE [--json]
+"""
 
 from __future__ import annotations
 
@@ -23,8 +27,10 @@ def _parser() -> argparse.ArgumentParser:
         description="Caption images, videos or a camera with a bundle.",
         epilog="Video and camera: q or ESC in the --show window, or Ctrl-C, stops cleanly "
         "after the current frame (a second Ctrl-C stops at once); the camera is released "
-        "and the --output file is finalized either way.",
+        "and the --output file is finalized either way. `edge_caption info BUNDLE` "
+        "describes a bundle.",
     )
+    parser.add_argument("--version", action="version", version=f"edge_caption {_version()}")
     parser.add_argument("--model", required=True, help="bundle folder written by caption-export")
     parser.add_argument(
         "--source",
@@ -102,15 +108,34 @@ def _parser() -> argparse.ArgumentParser:
         "--threads",
         type=int,
         default=None,
-        help="CPU threads per model (default: backend's choice)",
+        help="CPU threads per model (default: every core this process may use)",
     )
     parser.add_argument(
         "--beam", type=int, default=1, help="beam width; 1 decodes greedily (default 1)"
     )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also show the backends' own log lines (LiteRT's INFO lines) and debug messages",
+    )
     return parser
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("edge-caption")
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "info":
+        from .info import main as info_main
+
+        return info_main(argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
     if args.beam < 1:
@@ -126,7 +151,10 @@ def main(argv: list[str] | None = None) -> int:
         providers = [p.strip() for p in args.providers.split(",") if p.strip()]
         if not providers:
             parser.error("--providers needs at least one provider name")
-    logging.basicConfig(level=logging.WARNING, format="edge_caption: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="edge_caption: %(message)s",
+    )
 
     from .captioner import Captioner, CaptionerOptions
     from .sources import source_kind
@@ -146,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
                 beam_width=args.beam,
                 accelerator=args.accelerator,
                 accelerate_decoder=args.accelerate_decoder,
+                show_backend_logs=args.verbose,
             ),
         ) as captioner:
             if kind in ("image", "folder"):

@@ -7,6 +7,7 @@ caption length, and a SHA-256 per file. The runtime refuses anything that does n
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -276,3 +277,30 @@ def load_manifest(bundle_dir: str | os.PathLike, verify_hashes: bool = True) -> 
                     "the file is truncated or was changed after export. Re-export or re-copy the bundle"
                 )
     return manifest
+
+
+def config_sha256(config: dict[str, Any]) -> str:
+    """The hash a bundle records of its training run's config.json (canonical JSON)."""
+    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def find_source_run(bundle_dir: str | os.PathLike, raw: dict[str, Any]) -> Path | None:
+    """The training run a bundle was exported from, if it is still where export left it.
+
+    A bundle records its run's folder name and config hash, not a workstation path: the
+    run is looked for beside the bundle and accepted only if its config still hashes the
+    same. Bundles of older exports recorded an absolute `source_run`, used if it exists.
+    """
+    source = raw.get("source")
+    if isinstance(source, dict) and isinstance(source.get("run"), str):
+        candidate = Path(bundle_dir).resolve().parent / source["run"]
+        try:
+            config = json.loads((candidate / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return candidate if config_sha256(config) == source.get("config_sha256") else None
+    legacy = raw.get("source_run")
+    if isinstance(legacy, str) and (Path(legacy) / "config.json").is_file():
+        return Path(legacy)
+    return None

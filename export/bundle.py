@@ -29,11 +29,12 @@ from edgecap.edge_runtime.manifest import (
     FORMAT_VERSION,
     MODEL_FORMATS,
     MODEL_ROLES,
+    config_sha256,
     load_manifest,
     tensor_names,
 )
 from edgecap.edge_runtime.metrics import corpus_bleu, corpus_cider_d
-from edgecap.edge_runtime.preprocess import load_image, preprocess
+from edgecap.edge_runtime.preprocess import load_pixels
 from edgecap.edge_runtime.scenes import parse_caption
 from edgecap.edge_runtime.text import normalize_caption
 from edgecap.train.decoders import KerasStepModel, StepModule
@@ -43,6 +44,7 @@ from edgecap.train.synthetic import load_scenes
 
 from . import formats, tflite
 from . import onnx as onnx_export
+from .model_card import model_card
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +170,7 @@ def export_bundle(
         names = tensor_names(run.decoder_config.kind)
         if "int8" in map(recipe.file_precision, MODEL_ROLES):
             ids = dataset.splits["train"][:CALIBRATION_IMAGES]
-            calibration = [preprocess(load_image(dataset.image_path(i)), prep) for i in ids]
+            calibration = [load_pixels(dataset.image_path(i), prep) for i in ids]
         for role in MODEL_ROLES:
             start = time.perf_counter()
             files[role], ops[role] = _convert_model(
@@ -198,7 +200,11 @@ def export_bundle(
             # The pair this bundle was made with, so that nothing has to infer it from files.
             "recipe": {"name": recipe.name, "format": recipe.format, "precision": recipe.precision},
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "source_run": str(Path(run_dir).resolve()),
+            # The run's name and config hash, not a workstation path (find_source_run).
+            "source": {
+                "run": Path(run_dir).resolve().name,
+                "config_sha256": config_sha256(run.config),
+            },
             "encoder": {
                 "name": run.config["encoder"]["name"],
                 "alpha": run.config["encoder"].get("alpha"),
@@ -242,6 +248,7 @@ def export_bundle(
 
         manifest["parity"] = check_parity(run, staging, dataset, parity_images)
         judge_parity(recipe, manifest["parity"])
+        manifest["model_card"] = model_card(run, Path(run_dir), dataset, manifest["parity"])
         write_json_atomic(staging / "manifest.json", manifest)
 
         if out_dir.exists():
@@ -298,8 +305,9 @@ def check_parity(run: TrainedRun, bundle: Path, dataset, n_images: int) -> dict:
     options = CaptionerOptions(backend=PARITY_BACKEND[model_format])
     with Captioner.from_bundle(bundle, options) as captioner:
         for image_id in ids:
-            image = load_image(dataset.image_path(image_id))
-            pixels = preprocess(image, run.preprocessing)[None]  # [1, S, S, 3]
+            pixels = load_pixels(dataset.image_path(image_id), run.preprocessing)[
+                None
+            ]  # [1, S, S, 3]
             keras_features = np.asarray(run.encoder(pixels, training=False))
             track("features", keras_features, captioner.models["encoder"](image=pixels)["features"])
             # Decoder parity on the same (Keras) features isolates the decoder's own error.

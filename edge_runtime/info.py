@@ -1,0 +1,127 @@
+"""`edge_caption info BUNDLE`: what a bundle is, from its manifest alone (no model is loaded).
+
+Format and recipe, files and sizes, encoder and input size, vocabulary, decoder kind, the
+parity and quality figures measured at export, and the model card.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from .errors import EdgeCaptionError
+from .manifest import load_manifest
+
+
+def describe(bundle: str) -> dict[str, Any]:
+    """The facts `info` prints, as a JSON-ready dict. Raises BundleError for a bad bundle."""
+    manifest = load_manifest(bundle, verify_hashes=True)
+    raw = manifest.raw
+    files = {
+        role: {
+            "file": entry.file,
+            "bytes": manifest.path(entry.file).stat().st_size,
+            "precision": entry.precision,
+        }
+        for role, entry in manifest.models.items()
+    }
+    return {
+        "bundle": str(bundle),
+        "model_format": manifest.model_format,
+        "recipe": raw.get("recipe", {}).get("name"),
+        "created": raw.get("created"),
+        "files": files,
+        "total_bytes": sum(f["bytes"] for f in files.values())
+        + manifest.path(manifest.vocab_file).stat().st_size,
+        "encoder": raw.get("encoder", {}),
+        "preprocessing": manifest.preprocessing.to_json(),
+        "decoder": raw.get("decoder", {}),
+        "vocab_size": manifest.vocab_size,
+        "max_caption_length": manifest.max_length,
+        "source": raw.get("source") or raw.get("source_run"),
+        "parity": raw.get("parity"),
+        "model_card": raw.get("model_card"),
+    }
+
+
+def _mb(count: int) -> str:
+    return f"{count / 1e6:.2f} MB"
+
+
+def _text(info: dict[str, Any]) -> str:
+    enc, dec, prep = info["encoder"], info["decoder"], info["preprocessing"]
+    lines = [
+        f"bundle      {info['bundle']}",
+        f"format      {info['model_format']}, recipe {info['recipe']}, created {info['created']}",
+        f"size        {_mb(info['total_bytes'])} in all",
+    ]
+    for role, f in info["files"].items():
+        lines.append(f"  {role:<13}{f['file']:<22}{_mb(f['bytes']):>10}  {f['precision']}")
+    width = f", alpha {enc['alpha']}" if enc.get("alpha") is not None else ""
+    lines += [
+        f"encoder     {enc.get('name')}{width}, {prep['input_size']} px input "
+        f"({prep['resize']} resize, crop {prep['crop']}), {enc.get('feature_dim')} features",
+        f"decoder     {dec.get('kind')}, {dec.get('units')} units, embedding {dec.get('embed_dim')}",
+        f"vocabulary  {info['vocab_size']} words, captions up to {info['max_caption_length']} words",
+    ]
+    source = info["source"]
+    if isinstance(source, dict):
+        lines.append(
+            f"source run  {source.get('run')} (config sha256 {source.get('config_sha256', '')[:12]})"
+        )
+    elif source:
+        lines.append(f"source run  {source}")
+    parity = info["parity"]
+    if parity:
+        diffs = ", ".join(f"{k} {v:g}" for k, v in parity.get("max_abs_diff", {}).items())
+        lines.append(
+            f"parity      {parity.get('images')} images against Keras: identical captions "
+            f"{parity.get('identical_caption_rate')}; max |diff| {diffs}"
+        )
+        quality = parity.get("quality") or {}
+        for who in ("keras", "bundle"):
+            if who in quality:
+                scores = ", ".join(f"{k} {v}" for k, v in quality[who].items())
+                lines.append(f"  {who:<10}{scores} (the parity images)")
+    card = info["model_card"]
+    if card:
+        lines.append("model card")
+        lines += _card_lines(card)
+    else:
+        lines.append("model card  none (exported before model cards; export again to add one)")
+    return "\n".join(lines)
+
+
+def _card_lines(card: dict[str, Any], indent: str = "  ") -> list[str]:
+    lines = []
+    for key, value in card.items():
+        label = key.replace("_", " ")
+        if isinstance(value, dict):
+            lines.append(f"{indent}{label}:")
+            lines += _card_lines(value, indent + "  ")
+        elif isinstance(value, list):
+            lines.append(f"{indent}{label}:")
+            lines += [f"{indent}  - {item}" for item in value]
+        else:
+            lines.append(f"{indent}{label}: {value}")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="edge_caption info",
+        description="Describe a bundle: format, recipe, files, encoder, vocabulary, decoder, "
+        "the parity and quality measured at export, and its model card.",
+    )
+    parser.add_argument("bundle", help="bundle folder written by caption-export")
+    parser.add_argument("--json", action="store_true", help="print the facts as one JSON object")
+    args = parser.parse_args(argv)
+    try:
+        info = describe(args.bundle)
+    except (EdgeCaptionError, OSError) as exc:
+        print(f"edge_caption info: error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(info, indent=2) if args.json else _text(info))
+    return 0

@@ -1,0 +1,72 @@
+"""`edge_caption info`, --version, the model card, and a quiet plain run."""
+
+import json
+
+import pytest
+
+from edgecap.edge_runtime import cli
+from edgecap.edge_runtime.manifest import config_sha256, find_source_run
+
+from cli_helpers import edge_caption
+
+
+def test_info_describes_the_bundle_and_its_model_card(e2e, capsys):
+    assert cli.main(["info", str(e2e["bundle"])]) == 0
+    out = capsys.readouterr().out
+    assert "format      tflite, recipe tflite-int8" in out
+    for role in ("encoder", "decoder_init", "decoder_step"):
+        assert f"{role}.tflite" in out
+    assert "decoder     lstm, 128 units, embedding 64" in out
+    assert "parity      20 images against Keras" in out
+    assert "dataset: edge-caption's synthetic shapes" in out
+    assert "intended use:" in out and "licenses:" in out
+
+
+def test_info_json_has_the_card_the_export_wrote(e2e, capsys):
+    assert cli.main(["info", str(e2e["bundle"]), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    card = info["model_card"]
+    assert card == e2e["manifest"]["model_card"]
+    splits = json.loads((e2e["run"] / "config.json").read_text())
+    assert set(card["training_data"]["images"]) == {"train", "dev", "test"}
+    assert card["bundle_metrics"]["identical_caption_rate"] == e2e["manifest"]["parity"][
+        "identical_caption_rate"
+    ]
+    assert card["source_run_metrics"]["split"] == "test"
+    assert info["total_bytes"] > sum(f["bytes"] for f in info["files"].values())
+    assert splits  # the run's config is there for find_source_run below
+
+
+def test_the_manifest_names_its_run_without_a_workstation_path(e2e):
+    text = (e2e["bundle"] / "manifest.json").read_text()
+    assert str(e2e["root"]) not in text
+    raw = json.loads(text)
+    config = json.loads((e2e["run"] / "config.json").read_text())
+    assert raw["source"] == {"run": "run", "config_sha256": config_sha256(config)}
+    assert find_source_run(e2e["bundle"], raw) == e2e["run"].resolve()
+    # Another run of the same name is not taken for it.
+    assert find_source_run(e2e["bundle"], {"source": {**raw["source"], "config_sha256": "0"}}) is None
+
+
+def test_info_on_a_folder_without_a_manifest_says_so(tmp_path, capsys):
+    assert cli.main(["info", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("edge_caption info: error: ")
+    assert str(tmp_path) in err
+
+
+def test_version_prints_the_package_version(capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["--version"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.startswith("edge_caption 0.")
+
+
+def test_a_plain_run_prints_captions_without_backend_log_lines(e2e):
+    image = sorted((e2e["data"] / "Flicker8k_Dataset").iterdir())[0]
+    plain = edge_caption("--model", e2e["bundle"], "--source", image, check=True)
+    assert "INFO:" not in plain.stderr, plain.stderr
+    assert plain.stdout.startswith(str(image))
+    verbose = edge_caption("--model", e2e["bundle"], "--source", image, "--verbose", check=True)
+    assert verbose.stdout == plain.stdout
+    assert "XNNPACK" in verbose.stderr  # LiteRT's own line, let through on request
