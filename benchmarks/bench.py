@@ -72,7 +72,7 @@ def _run_parser() -> argparse.ArgumentParser:
         "--threads",
         type=int,
         default=None,
-        help="CPU threads per model (default: backend's choice)",
+        help="CPU threads per model (default: every core this process may use)",
     )
     p.add_argument("--providers", default=None, help="onnxruntime providers, comma-separated")
     p.add_argument(
@@ -414,6 +414,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "merge":
         return merge(argv[1:])
+    if argv and argv[0] == "inputs":
+        from .inputs import main as inputs_main
+
+        return inputs_main(argv[1:])
     return run(argv)
 
 

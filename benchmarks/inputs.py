@@ -1,0 +1,309 @@
+"""`caption-bench inputs`: a bundle on real inputs, not on small already-decoded images.
+
+    caption-bench inputs BUNDLE --photos DIR [--photos DIR ...] --out DIR
+
+Rows per input kind: a photo file as it came (a Flickr8k original), a 12 MP JPEG file, a
+720p and a 1080p camera frame (BGR arrays, as OpenCV delivers them), and a 720p 30 fps
+video captioned frame by frame (`--every 1`). Each kind runs in a process of its own, so
+that its peak RSS is its own, and twice: the runtime's path ("fast": JPEGs decoded at
+reduced size, frames resized before their channel swap) and the exact path it replaced
+(full-size decode, full-size channel swap), measured in the same run so that the two
+compare as a ratio. Stage medians: decode, preprocess, encoder, decoder (greedy), total.
+
+Fidelity, fast path against exact path, over every photo of --photos and a 12 MP JPEG
+made from each of the first --large of them: the encoder's feature max |diff| and the
+identical greedy-caption rate. The 12 MP files and the video are made in a temporary
+folder from the photos and deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+KINDS = ("photo file", "12 MP JPEG file", "720p frame", "1080p frame", "720p video, every frame")
+FRAME_SIZES = {"720p frame": (1280, 720), "1080p frame": (1920, 1080)}
+LARGE_SIZE = (4000, 3000)  # 12 MP
+VIDEO_FRAMES = 60  # two seconds at 30 fps
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="caption-bench inputs",
+        description="Benchmark a bundle on real inputs (photo files, 12 MP JPEGs, 720p and "
+        "1080p frames, a 720p video) through the fast and the exact preprocessing, and "
+        "measure what the fast path changes.",
+    )
+    p.add_argument("bundle", type=Path, help="bundle folder written by caption-export")
+    p.add_argument(
+        "--photos",
+        type=Path,
+        action="append",
+        required=True,
+        help="folder of real JPEG photos (repeatable), e.g. ../shared/data/flickr8k-originals",
+    )
+    p.add_argument("--out", type=Path, required=True, help="folder for inputs.json and inputs.md")
+    p.add_argument("--repeats", type=int, default=15, help="timed runs per row (default 15)")
+    p.add_argument(
+        "--large", type=int, default=20, help="photos also checked as 12 MP JPEGs (default 20)"
+    )
+    p.add_argument("--threads", type=int, default=None, help="CPU threads per model")
+    return p
+
+
+def _photos(folders: list[Path]) -> list[Path]:
+    photos = [
+        p
+        for folder in folders
+        for p in sorted(folder.iterdir())
+        if p.suffix.lower() in (".jpg", ".jpeg")
+    ]
+    if not photos:
+        raise SystemExit(
+            f"caption-bench inputs: no .jpg photos in {', '.join(map(str, folders))}; "
+            "pass --photos with a folder of real photos (e.g. ../shared/data/flickr8k-originals)"
+        )
+    return photos
+
+
+def _make_large(photo: Path, folder: Path) -> Path:
+    from PIL import Image
+
+    path = folder / f"12mp-{photo.stem}.jpg"
+    with Image.open(photo) as img:
+        img.convert("RGB").resize(LARGE_SIZE, Image.Resampling.BICUBIC).save(path, quality=90)
+    return path
+
+
+def _make_video(photo: Path, folder: Path) -> Path:
+    import cv2
+    import numpy as np
+    from PIL import Image
+
+    path = folder / "720p30.mp4"
+    with Image.open(photo) as img:
+        frame = np.asarray(img.convert("RGB").resize(FRAME_SIZES["720p frame"]))[..., ::-1]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (1280, 720))
+    for i in range(VIDEO_FRAMES):
+        writer.write(np.ascontiguousarray(np.roll(frame, 8 * i, axis=1)))  # a slow pan
+    writer.release()
+    return path
+
+
+# ---- the child: one kind, one path, in a fresh process --------------------------------
+
+
+def _child(args: argparse.Namespace) -> dict:
+    import numpy as np
+    from PIL import Image
+
+    from edgecap.edge_runtime.captioner import Captioner, CaptionerOptions
+    from edgecap.edge_runtime.decoding import greedy_decode
+    from edgecap.edge_runtime.preprocess import load_image, preprocess
+
+    from .measure import peak_rss_mb
+
+    captioner = Captioner.from_bundle(args.bundle, CaptionerOptions(num_threads=args.threads))
+    prep, manifest = captioner.manifest.preprocessing, captioner.manifest
+    encoder, steps = captioner.models["encoder"], captioner.step_model
+    fast = args.path == "fast"
+
+    if args.kind == "720p video, every frame":
+        from edgecap.edge_runtime.stream import StreamOptions, caption_video
+
+        start, captions = time.perf_counter(), 0
+        for event in caption_video(captioner, str(args.input), StreamOptions(every=1)):
+            captions += event.result is not None
+        seconds = time.perf_counter() - start
+        rss, _ = peak_rss_mb()
+        return {
+            "captions": captions,
+            "captions_per_s": round(captions / seconds, 2),
+            "peak_rss_mb": round(rss, 1),
+        }
+
+    frame = None
+    if args.kind in FRAME_SIZES:
+        with Image.open(args.input) as img:  # a BGR uint8 frame, as a camera delivers it
+            frame = np.ascontiguousarray(
+                np.asarray(img.convert("RGB").resize(FRAME_SIZES[args.kind]))[..., ::-1]
+            )
+
+    def once() -> dict[str, float]:
+        t0 = time.perf_counter()
+        if frame is None:
+            image = load_image(args.input, min_side=prep.input_size if fast else None)
+        t1 = time.perf_counter()
+        if frame is None:
+            pixels = preprocess(image, prep)
+        elif fast:
+            pixels = preprocess(Image.fromarray(frame), prep, bgr=True)
+        else:
+            pixels = preprocess(Image.fromarray(np.ascontiguousarray(frame[..., ::-1])), prep)
+        t2 = time.perf_counter()
+        features = encoder(image=pixels[None])["features"]  # [1, F]
+        t3 = time.perf_counter()
+        greedy_decode(steps, features, manifest.start_id, manifest.end_id, manifest.max_length)
+        t4 = time.perf_counter()
+        return {
+            "decode": (t1 - t0) * 1e3,
+            "preprocess": (t2 - t1) * 1e3,
+            "encoder": (t3 - t2) * 1e3,
+            "decoder": (t4 - t3) * 1e3,
+            "total": (t4 - t0) * 1e3,
+        }
+
+    once()  # warm-up: first calls allocate
+    runs = [once() for _ in range(args.repeats)]
+    rss, _ = peak_rss_mb()
+    medians = {k: round(statistics.median(r[k] for r in runs), 3) for k in runs[0]}
+    return {"median_ms": medians, "peak_rss_mb": round(rss, 1), "repeats": args.repeats}
+
+
+def _run_child(bundle: Path, kind: str, path: str, source: Path, args) -> dict:
+    command = [
+        sys.executable, "-m", "edgecap.benchmarks.inputs", "--child",
+        "--bundle", str(bundle), "--kind", kind, "--path", path, "--input", str(source),
+        "--repeats", str(args.repeats),
+    ]  # fmt: skip
+    if args.threads:
+        command += ["--threads", str(args.threads)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        return {"status": f"failed: {done.stderr.strip().splitlines()[-1:]}"}
+    return {"status": "ok", **json.loads(done.stdout.strip().splitlines()[-1])}
+
+
+def _fidelity(bundle: Path, photos: list[Path], large: list[Path], threads: int | None) -> dict:
+    import numpy as np
+
+    from edgecap.edge_runtime.captioner import Captioner, CaptionerOptions
+    from edgecap.edge_runtime.decoding import greedy_decode
+    from edgecap.edge_runtime.preprocess import load_image, load_pixels, preprocess
+
+    out = {}
+    with Captioner.from_bundle(bundle, CaptionerOptions(num_threads=threads)) as captioner:
+        m, encoder = captioner.manifest, captioner.models["encoder"]
+        for name, files in (("photos as they came", photos), ("12 MP JPEGs", large)):
+            diffs, same = [], 0
+            for path in files:
+                fast = encoder(image=load_pixels(path, m.preprocessing)[None])["features"]
+                exact = encoder(image=preprocess(load_image(path), m.preprocessing)[None])[
+                    "features"
+                ]
+                diffs.append(float(np.abs(fast - exact).max()))
+                words = [
+                    greedy_decode(captioner.step_model, f, m.start_id, m.end_id, m.max_length)[
+                        0
+                    ].tokens
+                    for f in (fast, exact)
+                ]
+                same += words[0] == words[1]
+            out[name] = {
+                "images": len(files),
+                "feature_max_abs_diff": round(max(diffs), 4),
+                "identical_caption_rate": round(same / len(files), 4),
+            }
+    return out
+
+
+def _markdown(result: dict) -> str:
+    lines = [
+        f"Bundle `{result['bundle']}` on {result['device']} (load average "
+        f"{result['load_average']}); medians of {result['repeats']} runs, ms.",
+        "",
+        "| input | path | decode | preprocess | encoder | decoder | total | peak RSS (MB) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in result["rows"]:
+        if row["status"] != "ok":
+            lines.append(f"| {row['kind']} | {row['path']} | {row['status']} | | | | | |")
+        elif "captions_per_s" in row:
+            lines.append(
+                f"| {row['kind']} | {row['path']} | {row['captions_per_s']} captions/s "
+                f"({row['captions']} frames) | | | | | {row['peak_rss_mb']} |"
+            )
+        else:
+            ms = row["median_ms"]
+            cells = " | ".join(
+                f"{ms[k]:.2f}" for k in ("decode", "preprocess", "encoder", "decoder", "total")
+            )
+            lines.append(f"| {row['kind']} | {row['path']} | {cells} | {row['peak_rss_mb']} |")
+    lines += [
+        "",
+        "| fast path vs exact | images | feature max abs diff | identical captions |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, f in result["fidelity"].items():
+        lines.append(
+            f"| {name} | {f['images']} | {f['feature_max_abs_diff']} | {f['identical_caption_rate']:.1%} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--child":
+        child = argparse.ArgumentParser()
+        for flag in ("--bundle", "--kind", "--path", "--input"):
+            child.add_argument(flag, required=True)
+        child.add_argument("--repeats", type=int, required=True)
+        child.add_argument("--threads", type=int, default=None)
+        print(json.dumps(_child(child.parse_args(argv[1:]))))
+        return 0
+    args = _parser().parse_args(argv)
+    from edgecap.edge_runtime.atomic import write_json_atomic, write_text_atomic
+
+    from .fingerprint import fingerprint, load_average
+
+    photos = _photos(args.photos)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="caption-bench-inputs-") as tmp:
+        work = Path(tmp)
+        sources = {
+            "photo file": photos[0],
+            "12 MP JPEG file": _make_large(photos[0], work),
+            "720p frame": photos[0],
+            "1080p frame": photos[0],
+            "720p video, every frame": _make_video(photos[0], work),
+        }
+        for kind in KINDS:
+            # The video loop runs through the Captioner, which has only the fast path.
+            for path in ("fast",) if kind.endswith("every frame") else ("exact", "fast"):
+                print(f"caption-bench inputs: {kind}, {path} path", file=sys.stderr, flush=True)
+                rows.append(
+                    {
+                        "kind": kind,
+                        "path": path,
+                        **_run_child(args.bundle, kind, path, sources[kind], args),
+                    }
+                )
+        large = [_make_large(p, work) for p in photos[: args.large]]
+        print("caption-bench inputs: fidelity, fast path vs exact", file=sys.stderr, flush=True)
+        fidelity = _fidelity(args.bundle, photos, large, args.threads)
+    result = {
+        "bundle": str(args.bundle),
+        "device": fingerprint()["device"],
+        "load_average": load_average(),
+        "repeats": args.repeats,
+        "photos": [str(p) for p in args.photos],
+        "rows": rows,
+        "fidelity": fidelity,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(args.out / "inputs.json", result)
+    text = _markdown(result)
+    write_text_atomic(args.out / "inputs.md", text)
+    print(text)
+    print(f"wrote {args.out / 'inputs.json'} and inputs.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
