@@ -9,7 +9,7 @@ DEMO_IMAGES ?= 4000
 ENCODER_IMAGES ?= 16000
 ENCODER_FILE := train/assets/mobilenet_synth.keras
 
-.PHONY: install demo bench test test-all lint encoder synth-results flickr8k docs-tables clean
+.PHONY: install demo bench test test-all lint encoder synth-results flickr8k docs-tables dist clean
 
 install: $(STAMP)
 
@@ -86,14 +86,27 @@ docs-tables: $(STAMP)
 	@test -f $(F8K_OUT)/table.md || { echo "make docs-tables: no $(F8K_OUT)/table.md; run 'make flickr8k' first" >&2; exit 2; }
 	$(BIN)/python -m edgecap.benchmarks.results $(shell ls $(F8K_OUT)/eval/*/metrics.json | grep -v -- '-xe-') --into README.md --marker flickr8k
 
+# The wheel and sdist a device installs (the package is not on a public index): dist/.
+# Rebuilt when pyproject.toml or any packaged file changes.
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+WHEEL := dist/edge_caption-$(VERSION)-py3-none-any.whl
+PACKAGED := $(shell git ls-files edge_runtime train export benchmarks 2>/dev/null)
+dist: $(WHEEL)
+$(WHEEL): $(STAMP) pyproject.toml README.md $(PACKAGED)
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+
 # The Raspberry Pi legacy environment: tflite-runtime 2.14 + numpy < 2, no ai_edge_litert and
-# no TensorFlow. tests/test_pi_legacy.py runs the runtime's tests in it.
+# no TensorFlow, with edge-caption installed from the built wheel (not the checkout), so
+# that package data, entry points and the no-TensorFlow import are proven on what a user
+# installs. tests/test_pi_legacy.py runs the runtime's tests in it.
 PI_VENV := $(VENV)/pi-legacy
 PI_STAMP := $(PI_VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-10)
-$(PI_STAMP): pyproject.toml
+$(PI_STAMP): pyproject.toml $(WHEEL)
 	$(PYTHON) -m venv $(PI_VENV)
 	$(PI_VENV)/bin/pip install --quiet --upgrade pip
-	$(PI_VENV)/bin/pip install --quiet -e ".[pi-legacy]" "pytest>=8.0" "pytest-timeout>=2.3" "hypothesis>=6.100"
+	$(PI_VENV)/bin/pip install --quiet "$(WHEEL)[pi-legacy]" "pytest>=8.0" "pytest-timeout>=2.3" "hypothesis>=6.100"
+	$(PI_VENV)/bin/pip install --quiet --force-reinstall --no-deps "$(WHEEL)"  # same version, new build
 	rm -f $(PI_VENV)/.installed-*
 	touch $@
 
@@ -108,4 +121,4 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 clean:
-	rm -rf artifacts .pytest_cache
+	rm -rf artifacts .pytest_cache dist

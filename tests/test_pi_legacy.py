@@ -58,6 +58,30 @@ def test_the_environment_is_the_legacy_one():
     assert not facts["litert"] and not facts["tensorflow"]
 
 
+def test_edge_caption_comes_from_the_built_wheel_not_the_checkout():
+    done = _pi(
+        "-I",  # isolated: the checkout's own edge_caption.egg-info is not on the path
+        "-c",
+        "import json, importlib.metadata as md, edgecap.edge_runtime as rt; "
+        "d = md.distribution('edge-caption'); "
+        "print(json.dumps({'file': rt.__file__, 'record': d.read_text('RECORD'), "
+        "'scripts': sorted(e.name for e in d.entry_points), "
+        "'assets': [str(f) for f in d.files if f.suffix == '.keras']}))",
+    )
+    assert done.returncode == 0, done.stderr
+    facts = json.loads(done.stdout)
+    assert "site-packages" in facts["file"]  # not REPO/edge_runtime, the checkout
+    assert not facts["file"].startswith(str(REPO / "edge_runtime"))
+    # A wheel's RECORD lists every module it installed; an editable install lists none.
+    assert "edgecap/edge_runtime/cli.py" in facts["record"]
+    assert "edge_caption" in facts["scripts"] and "caption-bench" in facts["scripts"]
+    assert any(a.endswith("mobilenet_synth.keras") for a in facts["assets"])
+    # The console script the wheel installed runs, without TensorFlow.
+    version = _pi(str(Path(PI_PYTHON).parent / "edge_caption"), "--version")
+    assert version.returncode == 0, version.stderr
+    assert version.stdout.startswith("edge_caption 0.")
+
+
 def test_edge_caption_falls_back_to_tflite_runtime_and_captions_alike(e2e):
     folder = e2e["data"] / "Flicker8k_Dataset"
     image = sorted(folder.glob("*.jpg"))[0]
