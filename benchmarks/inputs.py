@@ -1,6 +1,7 @@
 """`caption-bench inputs`: a bundle on real inputs, not on small already-decoded images.
 
     caption-bench inputs BUNDLE --photos DIR [--photos DIR ...] --out DIR
+    python -m edgecap.benchmarks.inputs render inputs.json --into README.md --marker inputs
 
 Rows per input kind: a photo file as it came (a Flickr8k original), a 12 MP JPEG file, a
 720p and a 1080p camera frame (BGR arrays, as OpenCV delivers them), and a 720p 30 fps
@@ -215,8 +216,10 @@ def _fidelity(bundle: Path, photos: list[Path], large: list[Path], threads: int 
 
 def _markdown(result: dict) -> str:
     lines = [
-        f"Bundle `{result['bundle']}` on {result['device']} (load average "
-        f"{result['load_average']}); medians of {result['repeats']} runs, ms.",
+        f"`caption-bench inputs` on `{Path(result['bundle']).name}`, {result['device']} "
+        f"(1-minute load average {result['load_average'][0] if result['load_average'] else '?'} "
+        f"at the start); medians of {result['repeats']} runs, ms. *exact*: the full-size "
+        "decode and channel swap the runtime used before; *fast*: today's path.",
         "",
         "| input | path | decode | preprocess | encoder | decoder | total | peak RSS (MB) |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
@@ -232,7 +235,8 @@ def _markdown(result: dict) -> str:
         else:
             ms = row["median_ms"]
             cells = " | ".join(
-                f"{ms[k]:.2f}" for k in ("decode", "preprocess", "encoder", "decoder", "total")
+                "—" if k == "decode" and row["kind"] in FRAME_SIZES else f"{ms[k]:.2f}"
+                for k in ("decode", "preprocess", "encoder", "decoder", "total")
             )
             lines.append(f"| {row['kind']} | {row['path']} | {cells} | {row['peak_rss_mb']} |")
     lines += [
@@ -256,6 +260,18 @@ def main(argv: list[str] | None = None) -> int:
         child.add_argument("--repeats", type=int, required=True)
         child.add_argument("--threads", type=int, default=None)
         print(json.dumps(_child(child.parse_args(argv[1:]))))
+        return 0
+    if argv and argv[0] == "render":  # make docs-tables: the table again, from the file
+        render = argparse.ArgumentParser(prog="python -m edgecap.benchmarks.inputs render")
+        render.add_argument("results", type=Path, help="inputs.json of caption-bench inputs")
+        render.add_argument("--into", type=Path, required=True)
+        render.add_argument("--marker", default="inputs")
+        opts = render.parse_args(argv[1:])
+        from .results import replace_between_markers
+
+        table = _markdown(json.loads(opts.results.read_text(encoding="utf-8")))
+        replace_between_markers(opts.into, opts.marker, table)
+        print(f"wrote the {opts.marker} table into {opts.into}")
         return 0
     args = _parser().parse_args(argv)
     from edgecap.edge_runtime.atomic import write_json_atomic, write_text_atomic

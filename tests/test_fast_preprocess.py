@@ -42,9 +42,7 @@ def test_reduced_decoding_stays_close_to_the_full_decode(large_jpegs):
 
 def test_a_photo_already_near_the_input_size_reads_exactly_as_before(flickr8k_originals):
     for photo in sorted(flickr8k_originals.glob("*.jpg"))[:5]:  # about 500 x 375: no draft
-        np.testing.assert_array_equal(
-            load_pixels(photo, PREP), preprocess(load_image(photo), PREP)
-        )
+        np.testing.assert_array_equal(load_pixels(photo, PREP), preprocess(load_image(photo), PREP))
 
 
 def test_training_features_read_files_the_way_the_device_does(large_jpegs):

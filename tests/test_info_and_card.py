@@ -3,11 +3,10 @@
 import json
 
 import pytest
+from cli_helpers import edge_caption
 
 from edgecap.edge_runtime import cli
 from edgecap.edge_runtime.manifest import config_sha256, find_source_run
-
-from cli_helpers import edge_caption
 
 
 def test_info_describes_the_bundle_and_its_model_card(e2e, capsys):
@@ -29,9 +28,10 @@ def test_info_json_has_the_card_the_export_wrote(e2e, capsys):
     assert card == e2e["manifest"]["model_card"]
     splits = json.loads((e2e["run"] / "config.json").read_text())
     assert set(card["training_data"]["images"]) == {"train", "dev", "test"}
-    assert card["bundle_metrics"]["identical_caption_rate"] == e2e["manifest"]["parity"][
-        "identical_caption_rate"
-    ]
+    assert (
+        card["bundle_metrics"]["identical_caption_rate"]
+        == e2e["manifest"]["parity"]["identical_caption_rate"]
+    )
     assert card["source_run_metrics"]["split"] == "test"
     assert info["total_bytes"] > sum(f["bytes"] for f in info["files"].values())
     assert splits  # the run's config is there for find_source_run below
@@ -45,7 +45,9 @@ def test_the_manifest_names_its_run_without_a_workstation_path(e2e):
     assert raw["source"] == {"run": "run", "config_sha256": config_sha256(config)}
     assert find_source_run(e2e["bundle"], raw) == e2e["run"].resolve()
     # Another run of the same name is not taken for it.
-    assert find_source_run(e2e["bundle"], {"source": {**raw["source"], "config_sha256": "0"}}) is None
+    assert (
+        find_source_run(e2e["bundle"], {"source": {**raw["source"], "config_sha256": "0"}}) is None
+    )
 
 
 def test_info_on_a_folder_without_a_manifest_says_so(tmp_path, capsys):
