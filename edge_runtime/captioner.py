@@ -89,7 +89,7 @@ class CaptionResult:
         return self.text
 
 
-# Backend models, one per role; both classes take and return named float32 numpy arrays,
+# Backend models, one per role; all three classes take and return named float32 numpy arrays,
 # which is what step_models' init_fn / step_fn expect.
 BackendModel = TFLiteModel | LiteRtCompiledModel | OnnxModel
 

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .errors import SourceError
+from .sources import is_camera
 
 
 class Capture(Protocol):
@@ -52,7 +53,7 @@ def default_opener(target: str | int) -> Capture:
 
 
 def describe(source: str) -> str:
-    return f"camera {source}" if source.isdigit() else source
+    return f"camera {source}" if is_camera(source) else source
 
 
 def open_capture(
@@ -67,11 +68,11 @@ def open_capture(
     so cameras are worth a retry; a file that does not open will not open a second later.
     """
     opener = opener or default_opener
-    is_camera = source.isdigit()
-    if not is_camera and not os.path.isfile(source):
+    camera = is_camera(source)
+    if not camera and not os.path.isfile(source):
         raise SourceError(f"{source}: video file not found")
     for attempt in range(1, attempts + 1):
-        capture = opener(int(source) if is_camera else source)
+        capture = opener(int(source) if camera else source)
         if capture.isOpened():
             return capture
         capture.release()
@@ -79,7 +80,7 @@ def open_capture(
             time.sleep(wait_s)
     hint = (
         "is it connected, and not in use by another program? (on Linux: ls /dev/video*)"
-        if is_camera
+        if camera
         else "is it a video OpenCV can decode?"
     )
     tries = f" after {attempts} tries" if attempts > 1 else ""
@@ -138,8 +139,7 @@ class LatestFrameGrabber:
         self._thread.start()
 
     def _reconnect(self) -> bool:
-        is_camera = self.source.isdigit()
-        if not is_camera:
+        if not is_camera(self.source):
             return False  # a file that stops giving frames has ended
         for _ in range(self._reconnect_attempts):
             if self._stop.wait(self._reconnect_wait_s):
@@ -174,7 +174,7 @@ class LatestFrameGrabber:
                         break
                 ok, frame = self._capture.read()
                 if not ok or frame is None:
-                    if self.frames_read == 0 and not self.source.isdigit():
+                    if self.frames_read == 0 and not is_camera(self.source):
                         self._error = SourceError(
                             f"{self.source}: opened, but no frame could be read"
                         )

@@ -20,9 +20,14 @@ class Frame:
     image: Path
 
 
+def is_camera(source: str) -> bool:
+    """A camera index ("0", "1", ...) rather than a path: the one rule every module uses."""
+    return source.isdigit()
+
+
 def source_kind(source: str) -> str:
     """'camera', 'folder', 'video' or 'image'."""
-    if source.isdigit():
+    if is_camera(source):
         return "camera"
     path = Path(source)
     if path.is_dir():

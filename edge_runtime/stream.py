@@ -31,12 +31,12 @@ from .capture import (
     open_capture,
 )
 from .errors import SourceError
+from .sources import is_camera
 
 log = logging.getLogger(__name__)
 
 
 class RunningMode(str, Enum):
-    IMAGE = "image"  # files and folders: every image, in order
     VIDEO = "video"  # a video file decoded in order: nothing dropped
     LIVE_STREAM = "live_stream"  # newest frame only: a camera, or a file in real time
 
@@ -80,7 +80,7 @@ class StreamOptions:
 class StreamEvent:
     """One frame of the source: captioned (`result`) or not (`skipped` says why)."""
 
-    source: str  # "clip.mp4#frame=12" or "camera0#frame=12"
+    source: str  # "clip.mp4#frame=12" or "camera 0#frame=12"
     index: int  # frame number in the source, from 0
     timestamp_s: float  # source time for VIDEO, wall time since start for LIVE_STREAM
     frame: np.ndarray | None  # BGR uint8 [H, W, 3]; None for frames dropped unseen
@@ -91,7 +91,7 @@ class StreamEvent:
 
 
 def running_mode(source: str, realtime: bool = False) -> RunningMode:
-    if source.isdigit() or realtime:
+    if is_camera(source) or realtime:
         return RunningMode.LIVE_STREAM
     return RunningMode.VIDEO
 
@@ -116,7 +116,7 @@ class _FrameSelector:
 
 
 def _name(source: str, index: int) -> str:
-    prefix = f"camera{source}" if source.isdigit() else source
+    prefix = describe(source)  # "camera 0", as in every other message
     return f"{prefix}#frame={index}"
 
 
@@ -171,16 +171,16 @@ def _dropped(source: str, index: int, fps: float) -> StreamEvent:
 
 
 def _live(captioner: Captioner, source: str, options: StreamOptions) -> Iterator[StreamEvent]:
-    is_camera = source.isdigit()
+    camera = is_camera(source)
     capture = open_capture(
         source,
         options.opener,
-        attempts=options.reconnect_attempts if is_camera else 1,
+        attempts=options.reconnect_attempts if camera else 1,
         wait_s=options.reconnect_wait_s,
     )
     fps = capture_fps(capture)
     # A file is paced at its own rate; a camera paces itself.
-    pace = None if is_camera else fps
+    pace = None if camera else fps
     grabber = LatestFrameGrabber(
         source,
         capture,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import tempfile
 from collections.abc import Callable, Iterable
 
@@ -151,7 +150,3 @@ def convert_decoder_function(function, precision: str) -> bytes:
     which keeps the recurrent state (and so the caption) close to the float model."""
     _check_precision(precision, "decoder")
     return _convert(function, function.get_concrete_function(), _weights_only(precision))
-
-
-def silence_tf_logs() -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

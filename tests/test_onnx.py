@@ -319,3 +319,13 @@ def test_static_int8_encoder_keeps_its_first_conv_float():
     assert len(convs) == 2
     weight_source = [produced_by.get(conv.input[1], "initializer") for conv in convs]
     assert weight_source == ["initializer", "DequantizeLinear"], weight_source
+
+
+def test_info_describes_an_onnx_bundle(onnx_bundle, capsys):
+    from edgecap.edge_runtime import cli
+
+    assert cli.main(["info", str(onnx_bundle["path"])]) == 0
+    out = capsys.readouterr().out
+    assert "format      onnx, recipe onnx-fp32" in out
+    assert "encoder.onnx" in out and "decoder_step.onnx" in out
+    assert "model card" in out and "model card  none" not in out
