@@ -42,3 +42,10 @@ def test_edge_caption_names_a_missing_bundle(tmp_path):
     result = run("edgecap.edge_runtime.cli", "--model", tmp_path / "nothing", "--source", tmp_path)
     assert result.returncode == 2
     assert f"{tmp_path / 'nothing'}: bundle folder not found" in result.stderr
+
+
+def test_caption_train_extract_names_a_bad_shard(tmp_path):
+    done = run("edgecap.train.cli_train", "extract", "--data", tmp_path, "--encoder",
+               "mobilenet_synth", "--feature-cache", tmp_path / "cache", "--shard", "2/2")  # fmt: skip
+    assert done.returncode == 2
+    assert "caption-train: error: --shard '2/2': I must be in 0..N-1" in done.stderr

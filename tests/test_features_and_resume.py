@@ -169,3 +169,38 @@ def test_cache_key_follows_the_image_bytes_not_their_file_times(tmp_path):
     victim = dataset.image_path(dataset.splits["train"][0])
     victim.write_bytes(victim.read_bytes() + b"\0")  # the same size would not save it either
     assert features_mod.cache_key(load_dataset(tmp_path / "data"), "train", spec, weights) != key
+
+
+def test_two_workers_shards_join_into_what_one_worker_makes(tmp_path, monkeypatch):
+    from edgecap.train.extract import parse_shard, worker_from_tf_config
+
+    generate(tmp_path / "data", 48, seed=3, image_size=32, progress=False)  # 36 train images
+    dataset = load_dataset(tmp_path / "data")
+    spec = dataclasses.replace(get_encoder_spec("mobilenet_synth"), input_size=32)
+    weights = tmp_path / "weights.bin"
+    weights.write_bytes(b"fake weights")
+    monkeypatch.setattr(features_mod, "SHARD_SIZE", 8)  # 5 shards: worker 0 gets 3, worker 1 gets 2
+
+    def extract(cache, worker=None, encoder=None):
+        return features_mod.extract_features(dataset, "train", spec, str(weights),
+                                             encoder or MeanColourEncoder(), cache, 8, False,
+                                             worker)  # fmt: skip
+
+    first, second = MeanColourEncoder(), MeanColourEncoder()
+    assert extract(tmp_path / "shared", (0, 2), first) is None
+    assert extract(tmp_path / "shared", (1, 2), second) is None
+    assert (first.seen, second.seen) == (8 + 8 + 4, 8 + 8)  # shards 0, 2, 4 and 1, 3
+    joining = MeanColourEncoder()
+    joined = extract(tmp_path / "shared", encoder=joining)
+    assert joining.seen == 0  # training only concatenates
+    alone = extract(tmp_path / "alone")
+    assert joined.dtype == alone.dtype and np.array_equal(joined, alone)
+
+    assert parse_shard("1/4") == (1, 4)
+    for bad in ("4/4", "-1/2", "1", "a/b"):
+        with pytest.raises(ValueError, match="--shard"):
+            parse_shard(bad)
+    cluster = {"chief": ["host:1"], "worker": ["host:2", "host:3"]}
+    tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 1}})
+    assert worker_from_tf_config({"TF_CONFIG": tf_config}) == (2, 3)
+    assert worker_from_tf_config({}) is None

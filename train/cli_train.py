@@ -291,6 +291,32 @@ def _scst_epochs_done(out: str) -> int:
     return read_state(Path(out))["epochs_done"]
 
 
+def _extract(argv: list[str]) -> int:
+    from .extract import SPLITS, extract, parse_shard, worker_from_tf_config
+
+    parser = argparse.ArgumentParser(
+        prog="caption-train extract",
+        description="Fill the feature cache before training, on one worker or many: each "
+        "computes its slice of the shards (--shard I/N, or its place in TF_CONFIG) into a "
+        "shared --feature-cache; training then only joins them.",
+    )
+    parser.add_argument("--data", required=True, help="dataset folder (or Karpathy/COCO JSON)")
+    parser.add_argument("--encoder", required=True, help="registry name, e.g. mobilenet_v2")
+    parser.add_argument("--weights", default="default", help="imagenet, a file, or default")
+    parser.add_argument("--feature-cache", required=True, help="the cache folder training will use")
+    parser.add_argument("--splits", default=",".join(SPLITS), help="default train,dev,test")
+    parser.add_argument("--shard", default=None, help="I/N: this is worker I of N (from 0)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    args = parser.parse_args(argv)
+    splits = tuple(s.strip() for s in args.splits.split(",") if s.strip())
+    worker = parse_shard(args.shard) if args.shard else worker_from_tf_config()
+    done = extract(args.data, args.encoder, args.weights, args.feature_cache, splits, worker,
+                   args.batch_size)  # fmt: skip
+    for split, what in done.items():
+        print(f"{split}: {what}")
+    return 0
+
+
 def _train(argv: list[str]) -> int:
     args = _train_parser().parse_args(argv)
     from .training import resume_hint, train
@@ -316,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         "evaluate": _evaluate,
         "gallery": _gallery,
         "scst": _scst,
+        "extract": _extract,
     }
     command = commands.get(argv[0]) if argv else None
     try:

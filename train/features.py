@@ -64,8 +64,15 @@ def extract_features(
     cache_dir: str | Path | None = None,
     batch_size: int = 64,
     progress: bool = True,
-) -> np.ndarray:
-    """Features [N, F] of every image of `split`, in split order."""
+    worker: tuple[int, int] | None = None,
+) -> np.ndarray | None:
+    """Features [N, F] of every image of `split`, in split order.
+
+    `worker=(i, n)` makes this one of n workers (`caption-train extract --shard i/n`): it
+    computes only the shards k with k % n == i, writes them, and returns None. Whoever
+    then asks for the features without `worker` (training, or the last extract) finds
+    every shard and only concatenates them, bit for bit what one worker would have made.
+    """
     key = cache_key(dataset, split, spec, weights)
     folder = Path(cache_dir or default_cache_dir()) / f"{spec.name}-{split}-{key}"
     final = folder / "features.npy"
@@ -84,10 +91,14 @@ def extract_features(
         log.info(
             "resuming feature extraction: %d of %d shards already in %s", done, len(shards), folder
         )
-    kept = sum(len(shard) for shard, part in zip(shards, parts, strict=True) if part is not None)
-    bar = _bar(len(ids), f"features {split}", progress, initial=kept)
+    mine = [k for k in range(len(shards)) if worker is None or k % worker[1] == worker[0]]
+    total = sum(len(shards[k]) for k in mine)
+    kept = sum(len(shards[k]) for k in mine if parts[k] is not None)
+    label = f"features {split}" + (f" (worker {worker[0]}/{worker[1]})" if worker else "")
+    bar = _bar(total, label, progress, initial=kept)
     try:
-        for k, shard in enumerate(shards):
+        for k in mine:
+            shard = shards[k]
             if parts[k] is not None:
                 continue
             shard_file = folder / f"shard_{k:05d}.npy"
@@ -100,6 +111,8 @@ def extract_features(
         # CLI's error message when it is garbage-collected at exit.
         if bar is not None:
             bar.close()
+    if worker is not None:
+        return None
     features = np.concatenate(parts, axis=0)  # [N, F]
     _save_npy(final, features)
     with named_write_failures(folder / "info.json", RESUME_ADVICE):
