@@ -103,3 +103,24 @@ def test_scst_writes_a_run_that_loads_resumes_and_refuses_other_settings(e2e, tm
     assert again["history"] == state["history"]
     with pytest.raises(ValueError, match="already holds a run with other settings"):
         scst(e2e["run"], out, ScstConfig(epochs=2, samples=3, images_per_batch=32), progress=False)
+
+
+def test_a_bleu4_mix_is_recorded_and_a_run_from_before_it_still_resumes(e2e, tmp_path):
+    from edgecap.train.scst import ScstConfig, scst
+
+    out = tmp_path / "scst-mix"
+    mixed = ScstConfig(epochs=1, samples=2, images_per_batch=64, bleu4_weight=1.0)
+    state = scst(e2e["run"], out, mixed, progress=False)
+    config_file = out / "config.json"
+    config = json.loads(config_file.read_text())
+    assert config["scst"]["bleu4_weight"] == 1.0
+    assert state["history"][1]["train_reward"] > 0
+    with pytest.raises(ValueError, match="already holds a run with other settings"):
+        scst(e2e["run"], out, ScstConfig(epochs=1, samples=2, images_per_batch=64), progress=False)
+    # A run written before the mix existed has no bleu4_weight: it trained on CIDEr-D alone.
+    del config["scst"]["bleu4_weight"]
+    config_file.write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="already holds a run with other settings"):
+        scst(e2e["run"], out, mixed, progress=False)
+    plain = ScstConfig(epochs=1, samples=2, images_per_batch=64)
+    assert scst(e2e["run"], out, plain, progress=False)["epochs_done"] == 1

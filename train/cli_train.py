@@ -266,12 +266,19 @@ def _scst(argv: list[str]) -> int:
         help=f"default {defaults.images_per_batch}",
     )
     parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument(
+        "--bleu4-weight",
+        type=float,
+        default=defaults.bleu4_weight,
+        help="reward = CIDEr-D + this x the sample's BLEU-4; the kept epoch is the best on "
+        f"the same mix over dev (default {defaults.bleu4_weight:g}: CIDEr-D alone)",
+    )
     parser.add_argument("--feature-cache", help="feature cache folder (default: the parent's)")
     args = parser.parse_args(argv)
     from .scst import scst
 
     config = ScstConfig(args.epochs, args.learning_rate, args.samples, args.images_per_batch,
-                        args.seed)  # fmt: skip
+                        args.seed, args.bleu4_weight)  # fmt: skip
     try:
         state = scst(args.run, args.out, config, args.feature_cache)
     except KeyboardInterrupt:

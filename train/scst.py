@@ -46,6 +46,9 @@ class ScstConfig:
     samples: int = 5  # captions sampled per image; each one's baseline is the others' mean reward
     images_per_batch: int = 64  # a step sees images_per_batch x samples captions
     seed: int = 0
+    # reward = CIDEr-D + bleu4_weight x the sample's own BLEU-4; the kept epoch is the best
+    # on the same mix over dev. 0: CIDEr-D alone (Rennie et al.).
+    bleu4_weight: float = 0.0
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -125,8 +128,9 @@ def _prepare_run(parent, out: Path, config: ScstConfig) -> None:
     settings = {**config.to_json(), "parent": str(parent.path.resolve())}
     config_file = out / "config.json"
     if config_file.exists():
-        saved = json.loads(config_file.read_text()).get("scst")
-        if saved != settings:
+        saved = json.loads(config_file.read_text()).get("scst") or {}
+        # Runs made before the reward mix existed trained on CIDEr-D alone.
+        if {"bleu4_weight": 0.0, **saved} != settings:
             raise ValueError(
                 f"{out} already holds a run with other settings; pass a new --out, or delete {out} to start over"
             )
@@ -180,7 +184,18 @@ def scst(
         }
         for split in ("train", "dev")
     }
-    reward = CiderD(references["train"])
+    cider = CiderD(references["train"])
+    train_refs = references["train"]
+
+    def reward(key: str, text: str) -> float:
+        value = cider.score(key, text)
+        if config.bleu4_weight:
+            value += config.bleu4_weight * corpus_bleu({key: text}, {key: train_refs[key]})[3]
+        return value
+
+    def objective(scores: dict) -> float:
+        return scores["dev_cider_d"] + config.bleu4_weight * scores["dev_bleu4"]
+
     vocab, decoder_config = parent.vocab, parent.decoder_config
     dev_ids = dataset.splits["dev"]
 
@@ -233,7 +248,7 @@ def scst(
             captions = [vocab.decode(row) for row in tokens]
             images = np.repeat(batch, config.samples)
             rewards = np.array(
-                [reward.score(train_ids[i], text) for i, text in zip(images, captions, strict=True)]
+                [reward(train_ids[i], text) for i, text in zip(images, captions, strict=True)]
             ).reshape(len(batch), config.samples)  # [B*K] -> [B, K]
             inputs = np.concatenate(
                 [np.full((len(tokens), 1), vocab.start_id, np.int32), tokens[:, :-1]], axis=1
@@ -241,13 +256,13 @@ def scst(
             train_step(tf.constant(repeated), tf.constant(inputs), tf.constant(tokens),
                        tf.constant(_advantages(rewards)))  # fmt: skip
             mean_rewards.append(float(rewards.mean()))
-            bar.set_postfix(cider_d=f"{np.mean(mean_rewards[-20:]):.3f}")
+            bar.set_postfix(reward=f"{np.mean(mean_rewards[-20:]):.3f}")
         scores = dev_scores(model)
-        best_so_far = max(h["dev_cider_d"] for h in state["history"])
+        best_so_far = max(objective(h) for h in state["history"])
         _save_keras_atomic(model, checkpoints / "last.keras")
         entry = {"epoch": epoch + 1, "seconds": round(time.perf_counter() - start, 1),
                  "train_reward": round(float(np.mean(mean_rewards)), 4), **scores}  # fmt: skip
-        if scores["dev_cider_d"] > best_so_far:
+        if objective(scores) > best_so_far:
             _save_keras_atomic(model, checkpoints / "best.keras")
             entry["best"] = True
         state = {"epochs_done": epoch + 1, "history": [*state["history"], entry]}
