@@ -28,13 +28,18 @@ class MeanColourEncoder:
         return batch.mean(axis=(1, 2))  # [B, 3]
 
 
-def test_feature_extraction_resumes_and_caches(tmp_path, monkeypatch):
-    generate(tmp_path / "data", 48, seed=2, image_size=32, progress=False)  # 36 train images
-    dataset = load_dataset(tmp_path / "data")
+def _tiny_cache_setup(tmp_path, monkeypatch, seed: int):
+    """48 synthetic 32 px images (36 train), their spec, a fake weights file, 8-image shards."""
+    generate(tmp_path / "data", 48, seed=seed, image_size=32, progress=False)
     spec = dataclasses.replace(get_encoder_spec("mobilenet_synth"), input_size=32)
     weights = tmp_path / "weights.bin"
     weights.write_bytes(b"fake weights")
     monkeypatch.setattr(features_mod, "SHARD_SIZE", 8)
+    return load_dataset(tmp_path / "data"), spec, weights
+
+
+def test_feature_extraction_resumes_and_caches(tmp_path, monkeypatch):
+    dataset, spec, weights = _tiny_cache_setup(tmp_path, monkeypatch, seed=2)
 
     crashing = MeanColourEncoder(fail_after=16)
     with pytest.raises(KeyboardInterrupt):
@@ -174,12 +179,8 @@ def test_cache_key_follows_the_image_bytes_not_their_file_times(tmp_path):
 def test_two_workers_shards_join_into_what_one_worker_makes(tmp_path, monkeypatch):
     from edgecap.train.extract import parse_shard, worker_from_tf_config
 
-    generate(tmp_path / "data", 48, seed=3, image_size=32, progress=False)  # 36 train images
-    dataset = load_dataset(tmp_path / "data")
-    spec = dataclasses.replace(get_encoder_spec("mobilenet_synth"), input_size=32)
-    weights = tmp_path / "weights.bin"
-    weights.write_bytes(b"fake weights")
-    monkeypatch.setattr(features_mod, "SHARD_SIZE", 8)  # 5 shards: worker 0 gets 3, worker 1 gets 2
+    # 36 train images in 5 shards: worker 0 gets 3, worker 1 gets 2.
+    dataset, spec, weights = _tiny_cache_setup(tmp_path, monkeypatch, seed=3)
 
     def extract(cache, worker=None, encoder=None):
         return features_mod.extract_features(dataset, "train", spec, str(weights),
