@@ -198,7 +198,8 @@ def _keras_main(args: argparse.Namespace) -> int:
 
         dataset = load_dataset(args.data)
         ids = dataset.splits[args.split]
-        images = [load_image(dataset.image_path(i)) for i in ids[:32]]
+        side = run.preprocessing.input_size  # read as load_pixels reads files
+        images = [load_image(dataset.image_path(i), min_side=side) for i in ids[:32]]
     else:
         from PIL import Image
 
@@ -254,7 +255,8 @@ def _keras_main(args: argparse.Namespace) -> int:
 
         chosen = ids[: args.quality_images] if args.quality_images else ids
         predictions = {
-            i: vocab.decode(stepwise(load_image(dataset.image_path(i))).tokens) for i in chosen
+            i: vocab.decode(stepwise(load_image(dataset.image_path(i), min_side=side)).tokens)
+            for i in chosen
         }
         refs = {i: [normalize_caption(c) for c in dataset.captions[i]] for i in chosen}
         metrics = caption_metrics(predictions, refs)

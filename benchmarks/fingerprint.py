@@ -119,11 +119,11 @@ def fingerprint(device: str | None = None) -> dict:
     """Everything a reader needs to tell two devices (or two setups of one) apart."""
     model = cpu_model()
     cores = os.cpu_count() or 1
-    try:
-        # The cores this process may run on: a container or taskset can allow fewer.
-        available = len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        available = cores
+    from edgecap.edge_runtime.captioner import usable_cores
+
+    # The cores this process may run on (a container or taskset can allow fewer): what
+    # the runtime's default thread count uses too.
+    available = usable_cores()
     return {
         "device": device or short_label(model, cores),
         "cpu_model": model,

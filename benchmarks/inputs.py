@@ -186,18 +186,16 @@ def _fidelity(bundle: Path, photos: list[Path], large: list[Path], threads: int 
 
     from edgecap.edge_runtime.captioner import Captioner, CaptionerOptions
     from edgecap.edge_runtime.decoding import greedy_decode
-    from edgecap.edge_runtime.preprocess import load_image, load_pixels, preprocess
+    from edgecap.edge_runtime.preprocess import load_image
 
     out = {}
     with Captioner.from_bundle(bundle, CaptionerOptions(num_threads=threads)) as captioner:
-        m, encoder = captioner.manifest, captioner.models["encoder"]
+        m = captioner.manifest
         for name, files in (("photos as they came", photos), ("12 MP JPEGs", large)):
             diffs, same = [], 0
             for path in files:
-                fast = encoder(image=load_pixels(path, m.preprocessing)[None])["features"]
-                exact = encoder(image=preprocess(load_image(path), m.preprocessing)[None])[
-                    "features"
-                ]
+                fast = captioner.encode(path)  # the runtime's path: reduced-size decode
+                exact = captioner.encode(load_image(path))  # decoded in full, then resized
                 diffs.append(float(np.abs(fast - exact).max()))
                 words = [
                     greedy_decode(captioner.step_model, f, m.start_id, m.end_id, m.max_length)[

@@ -156,34 +156,29 @@ class TFLiteModel(_TFLiteDetails):
             ) from None
         self._inputs = runner.get_input_details()
         self._outputs = runner.get_output_details()
-        # Each signature input's (index, dtype, scale, zero point) and the shape it has now.
+        # Each signature tensor's (index, dtype, scale, zero point), and each input's shape now.
         self._feed = {name: _tensor_io(d) for name, d in self._inputs.items()}
         self._fetch = {name: _tensor_io(d) for name, d in self._outputs.items()}
         self._shapes = {d["index"]: tuple(d["shape"]) for d in self._inputs.values()}
-        # The interpreter's own tensor calls address the main subgraph; a file whose
-        # signature lives elsewhere keeps the runner (bundles never have one).
         # The runner holds the interpreter's internals, which the interpreter's own calls
-        # refuse to run beside, so a bundle's file keeps only the interpreter.
-        main_inputs = {d["index"] for d in self._interpreter.get_input_details()}
-        self._runner = None if set(self._shapes) == main_inputs else runner
+        # refuse to run beside: only its tensor details are kept.
         del runner
-        if self._runner is None:
-            self._interpreter.allocate_tensors()
+        # The interpreter's tensor calls address the main subgraph, where caption-export
+        # puts the one signature a bundle's file has.
+        if set(self._shapes) != {d["index"] for d in self._interpreter.get_input_details()}:
+            raise BundleError(
+                f"{self.path}: its 'serving_default' signature is not the model's main "
+                "graph; this is not a file caption-export wrote, export the bundle again"
+            )
+        self._interpreter.allocate_tensors()
 
     def __call__(self, **inputs: np.ndarray) -> dict[str, np.ndarray]:
-        if self._runner is not None:
-            feed = {name: _quantize(value, self._inputs[name]) for name, value in inputs.items()}
-            raw = self._runner(**feed)
-            return {name: _dequantize(value, self._outputs[name]) for name, value in raw.items()}
         interpreter = self._interpreter
         values = {}
         resized = False
         for name, value in inputs.items():
-            index, dtype, scale, zero_point = self._feed[name]
-            if scale:
-                info = np.iinfo(dtype)
-                value = np.clip(np.round(value / scale + zero_point), info.min, info.max)
-            value = np.asarray(value, dtype=dtype)
+            io = self._feed[name]
+            index, value = io[0], _quantize(value, io)
             if value.shape != self._shapes[index]:
                 interpreter.resize_tensor_input(index, value.shape)
                 self._shapes[index] = value.shape
@@ -194,13 +189,9 @@ class TFLiteModel(_TFLiteDetails):
         for index, value in values.items():
             interpreter.set_tensor(index, value)
         interpreter.invoke()
-        out = {}
-        for name, (index, _, scale, zero_point) in self._fetch.items():
-            value = interpreter.get_tensor(index)
-            if scale:
-                value = (value.astype(np.float32) - zero_point) * np.float32(scale)
-            out[name] = value
-        return out
+        return {
+            name: _dequantize(interpreter.get_tensor(io[0]), io) for name, io in self._fetch.items()
+        }
 
 
 def _tensor_io(detail: dict) -> tuple[int, np.dtype, float, int]:
@@ -212,19 +203,19 @@ def _tensor_io(detail: dict) -> tuple[int, np.dtype, float, int]:
     return detail["index"], dtype, float(scale), int(zero_point)
 
 
-def _quantize(value: np.ndarray, detail: dict) -> np.ndarray:
+def _quantize(value: np.ndarray, io: tuple) -> np.ndarray:
     """A float input as the tensor's dtype, with its own scale and zero point if quantized."""
-    dtype = detail["dtype"]
-    scale, zero_point = detail["quantization"]
-    if dtype in (np.int8, np.uint8) and scale:
+    _, dtype, scale, zero_point = io
+    if scale:
         info = np.iinfo(dtype)
         value = np.clip(np.round(value / scale + zero_point), info.min, info.max)
     return np.asarray(value, dtype=dtype)
 
 
-def _dequantize(value: np.ndarray, detail: dict) -> np.ndarray:
-    scale, zero_point = detail["quantization"]
-    if value.dtype in (np.int8, np.uint8) and scale:
+def _dequantize(value: np.ndarray, io: tuple) -> np.ndarray:
+    """An output as float32 if it is quantized; as it is otherwise."""
+    _, _, scale, zero_point = io
+    if scale:
         value = (value.astype(np.float32) - zero_point) * np.float32(scale)
     return value
 
@@ -264,6 +255,8 @@ class LiteRtCompiledModel(_TFLiteDetails):
             ) from None
         self._inputs = runner.get_input_details()
         self._outputs = runner.get_output_details()
+        self._feed = {name: _tensor_io(d) for name, d in self._inputs.items()}
+        self._fetch = {name: _tensor_io(d) for name, d in self._outputs.items()}
         try:
             with quiet_native_logs(show_logs):
                 self._model = CompiledModel.from_file(str(self.path), hardware_accel=flag)
@@ -286,7 +279,7 @@ class LiteRtCompiledModel(_TFLiteDetails):
 
     def __call__(self, **inputs: np.ndarray) -> dict[str, np.ndarray]:
         signature = self.SIGNATURE
-        feed = {name: _quantize(value, self._inputs[name]) for name, value in inputs.items()}
+        feed = {name: _quantize(value, self._feed[name]) for name, value in inputs.items()}
         for name, value in feed.items():
             if self._shapes.get(name, tuple(self._inputs[name]["shape"])) != value.shape:
                 # A batch of beams: the step's batch dimension is dynamic.
@@ -308,7 +301,7 @@ class LiteRtCompiledModel(_TFLiteDetails):
             shape = tuple(details[name]["shape"])
             dtype = self._outputs[name]["dtype"]
             value = buffer.read(int(np.prod(shape)), dtype).reshape(shape)  # flat -> tensor shape
-            out[name] = _dequantize(value, self._outputs[name])
+            out[name] = _dequantize(value, self._fetch[name])
         return out
 
 

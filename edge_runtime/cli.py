@@ -30,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
         "and the --output file is finalized either way. `edge_caption info BUNDLE` "
         "describes a bundle.",
     )
-    parser.add_argument("--version", action="version", version=f"edge_caption {_version()}")
+    parser.add_argument("--version", action=_VersionAction)
     parser.add_argument("--model", required=True, help="bundle folder written by caption-export")
     parser.add_argument(
         "--source",
@@ -121,13 +121,21 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+class _VersionAction(argparse.Action):
+    """--version, looked up only when asked: importlib.metadata costs ~60 ms at start-up."""
 
-    try:
-        return version("edge-caption")
-    except PackageNotFoundError:
-        return "(not installed)"
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            found = version("edge-caption")
+        except PackageNotFoundError:
+            found = "(not installed)"
+        print(f"edge_caption {found}")  # stdout, as argparse's own version action
+        parser.exit()
 
 
 def main(argv: list[str] | None = None) -> int:

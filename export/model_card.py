@@ -81,13 +81,14 @@ def model_card(run, run_dir: Path, dataset, parity: dict[str, Any]) -> dict[str,
     data_dir = Path(run.data_dir)
     facts = _dataset_facts(data_dir, dataset)
     quality = parity.get("quality") or {}
+    weights = _weights(run.config)
     return {
         "training_data": {
             "dataset": facts["name"],
             "images": {split: len(ids) for split, ids in dataset.splits.items()},
             "trained_on": "train (settings chosen on dev)",
         },
-        "encoder_weights": _weights(run.config),
+        "encoder_weights": weights,
         "source_run_metrics": _run_metrics(run_dir),
         "bundle_metrics": {
             "images": parity.get("images"),
@@ -99,5 +100,5 @@ def model_card(run, run_dir: Path, dataset, parity: dict[str, Any]) -> dict[str,
         "intended_use": INTENDED_USE,
         "not_for": NOT_FOR,
         "limitations": facts["limitations"],
-        "licenses": {"weights": _weights(run.config)["license"], "data": facts["license"]},
+        "licenses": {"weights": weights["license"], "data": facts["license"]},
     }

@@ -43,33 +43,34 @@ def _pi(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     )
 
 
-def test_the_environment_is_the_legacy_one():
-    done = _pi(
-        "-c",
-        "import importlib.util as u, json, numpy, tflite_runtime; print(json.dumps({"
-        "'numpy': numpy.__version__, 'tflite_runtime': tflite_runtime.__version__, "
-        "'litert': u.find_spec('ai_edge_litert') is not None, "
-        "'tensorflow': u.find_spec('tensorflow') is not None}))",
-    )
+def _pi_facts(imports: str, facts: str) -> dict:
+    """The dict expression `facts`, after `import imports`, evaluated in the legacy
+    environment. Isolated (-I): the checkout's folder and its edge_caption.egg-info stay
+    off the path, so what is found is what the environment installed."""
+    done = _pi("-I", "-c", f"import json, {imports}; print(json.dumps({facts}))")
     assert done.returncode == 0, done.stderr
-    facts = json.loads(done.stdout)
+    return json.loads(done.stdout)
+
+
+def test_the_environment_is_the_legacy_one():
+    facts = _pi_facts(
+        "importlib.util as u, numpy, tflite_runtime",
+        "{'numpy': numpy.__version__, 'tflite_runtime': tflite_runtime.__version__, "
+        "'litert': u.find_spec('ai_edge_litert') is not None, "
+        "'tensorflow': u.find_spec('tensorflow') is not None}",
+    )
     assert facts["numpy"].startswith("1.")
     assert facts["tflite_runtime"] == "2.14.0"
     assert not facts["litert"] and not facts["tensorflow"]
 
 
 def test_edge_caption_comes_from_the_built_wheel_not_the_checkout():
-    done = _pi(
-        "-I",  # isolated: the checkout's own edge_caption.egg-info is not on the path
-        "-c",
-        "import json, importlib.metadata as md, edgecap.edge_runtime as rt; "
-        "d = md.distribution('edge-caption'); "
-        "print(json.dumps({'file': rt.__file__, 'record': d.read_text('RECORD'), "
-        "'scripts': sorted(e.name for e in d.entry_points), "
-        "'assets': [str(f) for f in d.files if f.suffix == '.keras']}))",
+    facts = _pi_facts(
+        "importlib.metadata as md, edgecap.edge_runtime as rt",
+        "{'file': rt.__file__, 'record': md.distribution('edge-caption').read_text('RECORD'), "
+        "'scripts': sorted(e.name for e in md.distribution('edge-caption').entry_points), "
+        "'assets': [str(f) for f in md.distribution('edge-caption').files if f.suffix == '.keras']}",
     )
-    assert done.returncode == 0, done.stderr
-    facts = json.loads(done.stdout)
     assert "site-packages" in facts["file"]  # not REPO/edge_runtime, the checkout
     assert not facts["file"].startswith(str(REPO / "edge_runtime"))
     # A wheel's RECORD lists every module it installed; an editable install lists none.
