@@ -86,7 +86,7 @@ docs-tables: $(STAMP)
 	@test -f $(F8K_OUT)/table.md || { echo "make docs-tables: no $(F8K_OUT)/table.md; run 'make flickr8k' first" >&2; exit 2; }
 	$(BIN)/python -m edgecap.benchmarks.results $(shell ls $(F8K_OUT)/eval/*/metrics.json | grep -v -- '-xe-') --into README.md --marker flickr8k
 	test ! -f $(F8K_OUT)/bench/inputs/inputs.json || \
-		$(BIN)/python -m edgecap.benchmarks.inputs render $(F8K_OUT)/bench/inputs/inputs.json --into README.md --marker inputs
+		$(BIN)/python -m edgecap.benchmarks.inputs render $(F8K_OUT)/bench/inputs/inputs.json --into docs/benchmarks.md --marker inputs
 
 # The wheel and sdist a device installs (the package is not on a public index): dist/.
 # Rebuilt when pyproject.toml or any packaged file changes.

@@ -29,12 +29,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from edgecap.edge_runtime.atomic import write_json_atomic, write_text_atomic
+from edgecap.edge_runtime.timing import OUTLIER_RULE
 
 from . import baselines as base
 from .fingerprint import fingerprint, label, load_average
 from .measure import identify
 from .schema import SCHEMA, SCHEMA_VERSION, SchemaError, load_results, validate
-from .timing import OUTLIER_RULE
 
 RESULTS_FILE = "results.json"
 MARKDOWN_FILE = "results.md"
@@ -139,7 +139,7 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
     if args.min_scene_accuracy is not None:
         if not args.data or args.quality_images == 0:
             parser.error("--min-scene-accuracy needs --data (and quality: not --quality-images 0)")
-        from edgecap.train.synthetic import load_scenes
+        from edgecap.edge_runtime.scenes import load_scenes
 
         if not load_scenes(args.data):
             parser.error(
@@ -184,7 +184,7 @@ def _measure_bundle(bundle: str, args: argparse.Namespace, work: Path, index: in
 def _cold_start_image(args: argparse.Namespace, work: Path) -> Path:
     """The image every cold start captions: the split's first, or a seeded random one."""
     if args.data:
-        from edgecap.train.flickr8k import load_dataset
+        from edgecap.edge_runtime.datasets import load_dataset
 
         dataset = load_dataset(args.data)
         return dataset.image_path(dataset.split_items(args.split)[0][0])

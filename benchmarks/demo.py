@@ -15,10 +15,8 @@ import sys
 from pathlib import Path
 
 from edgecap.edge_runtime.atomic import write_json_atomic
-from edgecap.edge_runtime.captioner import bundle_bytes
-from edgecap.edge_runtime.metrics import corpus_bleu
-from edgecap.edge_runtime.scenes import scene_accuracy
-from edgecap.edge_runtime.text import normalize_caption
+from edgecap.edge_runtime.bundle import bundle_bytes
+from edgecap.edge_runtime.metrics import references_for, score
 
 VIDEO_IMAGES = 20  # test images in the demo video
 FRAMES_PER_IMAGE = 15  # at 30 fps: 10 s of video, each image held for half a second
@@ -27,7 +25,7 @@ VIDEO_SIDE = 192  # upscaled, as a camera frame would be larger than the encoder
 
 
 def _dataset(demo: Path):
-    from edgecap.train.flickr8k import load_dataset
+    from edgecap.edge_runtime.datasets import load_dataset
 
     return load_dataset(demo / "data")
 
@@ -81,7 +79,7 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 
 def report(demo: Path, bundle: Path, run: Path) -> dict:
-    from edgecap.train.synthetic import load_scenes
+    from edgecap.edge_runtime.scenes import load_scenes
 
     dataset = _dataset(demo)
     scenes = load_scenes(demo / "data")
@@ -92,8 +90,7 @@ def report(demo: Path, bundle: Path, run: Path) -> dict:
         raise SystemExit(
             f"edge_caption gave no caption for {len(missing)} test images, e.g. {sorted(missing)[0]}"
         )
-    references = {i: [normalize_caption(c) for c in dataset.captions[i]] for i in predictions}
-    bleu = corpus_bleu(predictions, references)
+    scores = score(predictions, references_for(dataset, list(predictions)), scenes)
 
     video_info = json.loads((demo / "test_video.json").read_text())
     video_lines = _read_jsonl(demo / "video_captions.jsonl")  # one per frame
@@ -109,18 +106,19 @@ def report(demo: Path, bundle: Path, run: Path) -> dict:
             "caption"
         ]
 
+    video_scores = score(
+        video_predictions, references_for(dataset, list(video_predictions)), scenes
+    ).to_json()
     keras_metrics = (
         json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").exists() else {}
     )
     result = {
-        "scene_accuracy": round(scene_accuracy(predictions, scenes), 4),
-        "bleu4": round(bleu[3], 4),
-        "bleu1": round(bleu[0], 4),
+        **scores.to_json(),
         "test_images": len(predictions),
         "video_frames": len(video_lines),
         "video_frames_captioned": len(video_rows),
         "video_frames_skipped": video_skipped,
-        "video_scene_accuracy": round(scene_accuracy(video_predictions, scenes), 4),
+        "video_scene_accuracy": video_scores["scene_accuracy"],
         "caption_ms_median": round(statistics.median(r["ms"] for r in rows), 2),
         "run": str(run),
         "bundle": str(bundle),

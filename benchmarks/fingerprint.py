@@ -119,7 +119,7 @@ def fingerprint(device: str | None = None) -> dict:
     """Everything a reader needs to tell two devices (or two setups of one) apart."""
     model = cpu_model()
     cores = os.cpu_count() or 1
-    from edgecap.edge_runtime.captioner import usable_cores
+    from edgecap.edge_runtime.bundle import usable_cores
 
     # The cores this process may run on (a container or taskset can allow fewer): what
     # the runtime's default thread count uses too.

@@ -1,7 +1,7 @@
 """`caption-bench inputs`: a bundle on real inputs, not on small already-decoded images.
 
     caption-bench inputs BUNDLE --photos DIR [--photos DIR ...] --out DIR
-    python -m edgecap.benchmarks.inputs render inputs.json --into README.md --marker inputs
+    python -m edgecap.benchmarks.inputs render inputs.json --into docs/benchmarks.md --marker inputs
 
 Rows per input kind: a photo file as it came (a Flickr8k original), a 12 MP JPEG file, a
 720p and a 1080p camera frame (BGR arrays, as OpenCV delivers them), and a 720p 30 fps
@@ -104,15 +104,16 @@ def _child(args: argparse.Namespace) -> dict:
     import numpy as np
     from PIL import Image
 
-    from edgecap.edge_runtime.captioner import Captioner, CaptionerOptions
+    from edgecap.edge_runtime.bundle import RuntimeOptions
+    from edgecap.edge_runtime.captioner import Captioner
     from edgecap.edge_runtime.decoding import greedy_decode
     from edgecap.edge_runtime.preprocess import load_image, preprocess
 
     from .measure import peak_rss_mb
 
-    captioner = Captioner.from_bundle(args.bundle, CaptionerOptions(num_threads=args.threads))
+    captioner = Captioner.open(args.bundle, RuntimeOptions(num_threads=args.threads))
     prep, manifest = captioner.manifest.preprocessing, captioner.manifest
-    encoder, steps = captioner.models["encoder"], captioner.step_model
+    encode_pixels, steps = captioner.bundle.encode_pixels, captioner.step_model
     fast = args.path == "fast"
 
     if args.kind == "720p video, every frame":
@@ -148,7 +149,7 @@ def _child(args: argparse.Namespace) -> dict:
         else:
             pixels = preprocess(Image.fromarray(np.ascontiguousarray(frame[..., ::-1])), prep)
         t2 = time.perf_counter()
-        features = encoder(image=pixels[None])["features"]  # [1, F]
+        features = encode_pixels(pixels[None])  # [1, F]
         t3 = time.perf_counter()
         greedy_decode(steps, features, manifest.start_id, manifest.end_id, manifest.max_length)
         t4 = time.perf_counter()
@@ -184,25 +185,19 @@ def _run_child(bundle: Path, kind: str, path: str, source: Path, args) -> dict:
 def _fidelity(bundle: Path, photos: list[Path], large: list[Path], threads: int | None) -> dict:
     import numpy as np
 
-    from edgecap.edge_runtime.captioner import Captioner, CaptionerOptions
-    from edgecap.edge_runtime.decoding import greedy_decode
+    from edgecap.edge_runtime.bundle import RuntimeOptions
+    from edgecap.edge_runtime.captioner import Captioner
     from edgecap.edge_runtime.preprocess import load_image
 
     out = {}
-    with Captioner.from_bundle(bundle, CaptionerOptions(num_threads=threads)) as captioner:
-        m = captioner.manifest
+    with Captioner.open(bundle, RuntimeOptions(num_threads=threads)) as captioner:
         for name, files in (("photos as they came", photos), ("12 MP JPEGs", large)):
             diffs, same = [], 0
             for path in files:
                 fast = captioner.encode(path)  # the runtime's path: reduced-size decode
                 exact = captioner.encode(load_image(path))  # decoded in full, then resized
                 diffs.append(float(np.abs(fast - exact).max()))
-                words = [
-                    greedy_decode(captioner.step_model, f, m.start_id, m.end_id, m.max_length)[
-                        0
-                    ].tokens
-                    for f in (fast, exact)
-                ]
+                words = [captioner.caption_features(f)[0].tokens for f in (fast, exact)]
                 same += words[0] == words[1]
             out[name] = {
                 "images": len(files),

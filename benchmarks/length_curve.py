@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(0)
     curves = {}
     for bundle in args.bundles:
-        with Captioner.from_bundle(bundle) as captioner:
+        with Captioner.open(bundle) as captioner:
             image = rng.integers(0, 256, (224, 224, 3), dtype=np.uint8)
             features = captioner.encode(image)  # [1, F]
             kind = captioner.manifest.decoder_kind

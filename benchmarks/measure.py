@@ -25,28 +25,20 @@ from pathlib import Path
 _T0 = time.perf_counter()
 
 LATENCY_IMAGES = 32  # distinct images cycled through by the latency loops
-RANDOM_IMAGE_SIDE = 224  # without --data, latency runs on seeded random images of this side
 
 
 def identify(bundle: str | Path) -> tuple[str, str | None, str | None]:
-    """(variant, format, precision) of a bundle: its pair in export/formats.py's RECIPES,
-    matched on the manifest's model_format and per-file precision labels.
+    """(recipe name, format, precision) of a bundle, as its manifest records them.
 
-    Reads manifest.json leniently (a broken bundle still gets a row); a bundle that matches
-    no recipe is '<format>-custom', one without a readable manifest 'unknown'.
+    Reads manifest.json leniently (a broken bundle still gets a row): one without a
+    readable recipe is 'unknown'.
     """
-    from edgecap.export.formats import RECIPES, ROLES
-
     try:
         raw = json.loads((Path(bundle) / "manifest.json").read_text(encoding="utf-8"))
-        model_format = raw["model_format"]
-        labels = tuple(raw["models"][role]["precision"] for role in ROLES)
+        recipe = raw["recipe"]
+        return str(recipe["name"]), str(recipe["format"]), str(recipe["precision"])
     except (OSError, ValueError, KeyError, TypeError):
         return "unknown", None, None
-    for recipe in RECIPES:
-        if recipe.format == model_format and labels == tuple(map(recipe.file_precision, ROLES)):
-            return recipe.name, recipe.format, recipe.precision
-    return f"{model_format}-custom", model_format, None
 
 
 def _source_run(bundle: Path, raw: dict) -> str | None:
@@ -76,6 +68,7 @@ def _latency_images(dataset, split: str | None, count: int) -> list:
     from PIL import Image
 
     from edgecap.edge_runtime.preprocess import load_image
+    from edgecap.edge_runtime.timing import RANDOM_IMAGE_SIDE
 
     if dataset is not None:
         return [load_image(dataset.image_path(i)) for i in dataset.splits[split][:count]]
@@ -84,41 +77,28 @@ def _latency_images(dataset, split: str | None, count: int) -> list:
     return [Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)) for _ in range(8)]
 
 
-def _quality(captioners: dict, dataset, split: str, limit: int | None) -> dict:
-    """Caption the first `limit` images of the split with every decoder; score each."""
-    from edgecap.edge_runtime.metrics import caption_metrics
-    from edgecap.edge_runtime.scenes import scene_accuracy
-    from edgecap.edge_runtime.text import normalize_caption
-    from edgecap.train.synthetic import load_scenes
+def _quality(captioner, decodes: dict, dataset, split: str, limit: int | None) -> dict:
+    """Caption the first `limit` images of the split with each decoding; score each."""
+    from edgecap.edge_runtime.metrics import caption_split, references_for, score
+    from edgecap.edge_runtime.scenes import load_scenes
 
     ids = dataset.splits[split][:limit] if limit else dataset.splits[split]
-    scenes = load_scenes(dataset.root)
-    references = {i: [normalize_caption(c) for c in dataset.captions[i]] for i in ids}
-    out = {}
-    for mode, captioner in captioners.items():
-        predictions = {i: captioner.caption(dataset.image_path(i)).text for i in ids}
-        metrics = caption_metrics(predictions, references)
-        entry = {
-            "images": len(ids),
-            "bleu4": round(metrics["bleu4"], 4),
-            "cider_d": round(metrics["cider_d"], 4),
-        }
-        if scenes:
-            entry["scene_accuracy"] = round(scene_accuracy(predictions, scenes), 4)
-        out[mode] = entry
-    return out
+    scenes, references = load_scenes(dataset.root), references_for(dataset, ids)
+    return {
+        mode: score(caption_split(captioner, dataset, ids, decode), references, scenes).to_json()
+        for mode, decode in decodes.items()
+    }
 
 
 def measure(args: argparse.Namespace) -> dict:
     """Everything caption-bench reports for one bundle, except the cold start and ratios
     (those need fresh processes and the baselines; bench.py adds them)."""
-    from dataclasses import replace
-
     import numpy as np
 
-    from edgecap.edge_runtime.captioner import Captioner, CaptionerOptions
-
-    from .timing import captions_per_second, summarize, time_calls
+    from edgecap.edge_runtime.bundle import RuntimeOptions
+    from edgecap.edge_runtime.captioner import Captioner
+    from edgecap.edge_runtime.decoding import DecodeOptions
+    from edgecap.edge_runtime.timing import captions_per_second, summarize, time_calls
 
     import_ms = (time.perf_counter() - _T0) * 1e3
     bundle = Path(args.bundle)
@@ -133,31 +113,25 @@ def measure(args: argparse.Namespace) -> dict:
     }
     dataset = None
     if args.data:
-        from edgecap.train.flickr8k import load_dataset
+        from edgecap.edge_runtime.datasets import load_dataset
 
         dataset = load_dataset(args.data)
         dataset.split_items(args.split)  # a DatasetError naming the split if it is unknown
     images = _latency_images(dataset, args.split, LATENCY_IMAGES)
 
     providers = [p for p in (args.providers or "").split(",") if p] or None
-    options = CaptionerOptions(backend=args.backend, num_threads=args.threads, providers=providers)
+    options = RuntimeOptions(backend=args.backend, num_threads=args.threads, providers=providers)
     start = time.perf_counter()
-    captioner = Captioner.from_bundle(bundle, options)
+    captioner = Captioner.open(bundle, options)
     init_ms = (time.perf_counter() - start) * 1e3
     start = time.perf_counter()
     captioner.caption(images[0])
     first_ms = (time.perf_counter() - start) * 1e3
-    # The beam captioner shares the loaded models: beam width is a decoding setting only.
-    beam = Captioner(
-        captioner.manifest,
-        captioner.vocab,
-        captioner.models,
-        replace(options, beam_width=args.beam),
-    )
+    beam = DecodeOptions(beam_width=args.beam)
     manifest = captioner.manifest
     files = {p.name: p.stat().st_size for p in sorted(bundle.iterdir()) if p.is_file()}
     entry.update(
-        backend=captioner.models["encoder"].backend_name,
+        backend=captioner.backends["encoder"],
         threads=args.threads,
         providers=providers,
         decoder_kind=manifest.decoder_kind,
@@ -171,17 +145,17 @@ def measure(args: argparse.Namespace) -> dict:
     from edgecap.edge_runtime.preprocess import preprocess
 
     pixels = [preprocess(im, manifest.preprocessing)[None] for im in images]  # each [1, S, S, 3]
-    encoder = captioner.models["encoder"]
-    features = encoder(image=pixels[0])["features"]  # [1, F]
+    encode = captioner.bundle.encode_pixels
+    features = encode(pixels[0])  # [1, F]
     step_model = captioner.step_model
     state = step_model.init(features)
     start_token = np.array([manifest.start_id], dtype=np.int32)  # [1]
     n = len(images)
     loops = {
-        "encoder": lambda i: encoder(image=pixels[i % n]),
+        "encoder": lambda i: encode(pixels[i % n]),
         "decoder_step": lambda i: step_model.step(start_token, state),
         "caption_greedy": lambda i: captioner.caption(images[i % n]),
-        f"caption_beam{args.beam}": lambda i: beam.caption(images[i % n]),
+        f"caption_beam{args.beam}": lambda i: captioner.caption(images[i % n], decode=beam),
     }
     latency, throughput = {}, {}
     for name, fn in loops.items():
@@ -195,7 +169,8 @@ def measure(args: argparse.Namespace) -> dict:
 
     if dataset is not None and args.quality_images != 0:
         entry["quality"] = _quality(
-            {"greedy": captioner, f"beam{args.beam}": beam},
+            captioner,
+            {"greedy": DecodeOptions(), f"beam{args.beam}": beam},
             dataset,
             args.split,
             args.quality_images,

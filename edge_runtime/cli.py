@@ -164,7 +164,9 @@ def main(argv: list[str] | None = None) -> int:
         format="edge_caption: %(message)s",
     )
 
-    from .captioner import Captioner, CaptionerOptions
+    from .bundle import RuntimeOptions
+    from .captioner import Captioner
+    from .decoding import DecodeOptions
     from .sources import source_kind
 
     kind = source_kind(args.source)
@@ -173,18 +175,15 @@ def main(argv: list[str] | None = None) -> int:
             if getattr(args, flag):
                 parser.error(f"--{flag.replace('_', '-')} applies to video files and cameras")
     try:
-        with Captioner.from_bundle(
-            args.model,
-            CaptionerOptions(
-                backend=args.backend,
-                providers=providers,
-                num_threads=args.threads,
-                beam_width=args.beam,
-                accelerator=args.accelerator,
-                accelerate_decoder=args.accelerate_decoder,
-                show_backend_logs=args.verbose,
-            ),
-        ) as captioner:
+        runtime = RuntimeOptions(
+            backend=args.backend,
+            providers=providers,
+            num_threads=args.threads,
+            accelerator=args.accelerator,
+            accelerate_decoder=args.accelerate_decoder,
+            show_backend_logs=args.verbose,
+        )
+        with Captioner.open(args.model, runtime, DecodeOptions(beam_width=args.beam)) as captioner:
             if kind in ("image", "folder"):
                 return _caption_files(captioner, args)
             return _caption_video(captioner, args)

@@ -180,3 +180,55 @@ def beam_search(
         ]
         finished.sort(key=lambda d: ranked(len(d.tokens), d.score), reverse=True)
     return finished[:beam_width]
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """How to decode: the same settings for a bundle on the device and a Keras run."""
+
+    beam_width: int = 1
+    """1 decodes greedily; k > 1 runs beam search with all k hypotheses in one step call."""
+
+    length_penalty: float = 0.0
+    """Beam search ranks captions by score / (words + 1) ** length_penalty."""
+
+    max_length: int | None = None
+    """Longest caption in words; None uses the model's own (the bundle's max_caption_length,
+    or the run's)."""
+
+    def __post_init__(self) -> None:
+        if self.beam_width < 1:
+            raise ValueError(f"beam width must be at least 1, got {self.beam_width}")
+        if self.max_length is not None and self.max_length < 1:
+            raise ValueError(f"max length must be at least 1 word, got {self.max_length}")
+
+
+def decode_rows(
+    model: StepModel,
+    features: np.ndarray,
+    start_id: int,
+    end_id: int,
+    max_length: int,
+    options: DecodeOptions = DecodeOptions(),
+    greedy_batch: int = 1,
+) -> list[Decoded]:
+    """The best caption of each row of features [N, F], greedy or beam as options say.
+
+    Greedy search decodes `greedy_batch` rows per step call; beam search one image at a
+    time (its hypotheses are the batch). Every face — a bundle, a Keras run, training's
+    dev score — decodes through here.
+    """
+    length = options.max_length or max_length
+    if options.beam_width > 1:
+        return [
+            beam_search(
+                model, row[None], start_id, end_id, length,
+                options.beam_width, options.length_penalty,
+            )[0]
+            for row in features  # row [F] -> [1, F]
+        ]  # fmt: skip
+    decoded: list[Decoded] = []
+    for start in range(0, len(features), greedy_batch):
+        batch = features[start : start + greedy_batch]  # [b, F]
+        decoded += greedy_decode(model, batch, start_id, end_id, length)
+    return decoded

@@ -5,7 +5,7 @@ computed on a device agree with pycocoevalcap's (bit for bit on the Flickr8k spl
 tests/test_metrics_coco.py) without Java, TensorFlow or pycocoevalcap itself. Its quirks are kept on purpose: e.g. CIDEr's length penalty counts bigrams,
 and ROUGE-L splits on single spaces. Inputs are already-normalized text (pycocoevalcap's Java
 PTBTokenizer is not run); `hypotheses[id]` is one caption, `references[id]` a non-empty list.
-METEOR needs Java and lives in `edgecap.train.meteor`.
+METEOR needs Java and lives in `edgecap.edge_runtime.meteor`.
 """
 
 from __future__ import annotations
@@ -13,12 +13,17 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
 
 import numpy as np
+
+from .text import normalize_caption
 
 ROUGE_BETA = 1.2  # pycocoevalcap's value, "based on discussion with Hovey"
 CIDER_N = 4
 CIDER_SIGMA = 6.0
+ROUND = 6  # decimal places of every metrics.json; tables show fewer
 
 
 def _pairs(
@@ -258,14 +263,80 @@ def corpus_cider_d(
     return float(np.mean(np.array(scores)))
 
 
-def caption_metrics(
-    hypotheses: Mapping[str, str], references: Mapping[str, Sequence[str]]
-) -> dict[str, float]:
-    """All Java-free COCO metrics in one call, unrounded so callers choose their own precision."""
-    bleu = corpus_bleu(hypotheses, references, max_n=4)
-    return {
-        **{f"bleu{n + 1}": float(b) for n, b in enumerate(bleu)},
-        "rouge_l": corpus_rouge_l(hypotheses, references),
-        "cider_d": corpus_cider_d(hypotheses, references),
-        "bleu1_sentence_mean": mean_sentence_bleu1(hypotheses, references),
-    }
+@dataclass(frozen=True)
+class Scores:
+    """One split's scores: every metric this project reports, unrounded; to_json() rounds
+    them, once, for every metrics.json and table."""
+
+    images: int
+    bleu1: float
+    bleu2: float
+    bleu3: float
+    bleu4: float
+    rouge_l: float
+    cider_d: float
+    bleu1_sentence_mean: float  # the seed project's measure: mean sentence-level BLEU-1
+    meteor: float | None = None  # None: not asked for, or no Java / pycocoevalcap here
+    scene_accuracy: float | None = None  # synthetic datasets only
+
+    def to_json(self) -> dict[str, float | int]:
+        """The scores as metrics.json holds them (ROUND places); absent metrics are left out."""
+        return {
+            k: v if isinstance(v, int) else round(v, ROUND)
+            for k, v in asdict(self).items()
+            if v is not None
+        }
+
+
+def references_for(dataset, ids: Sequence[str]) -> dict[str, list[str]]:
+    """{image id: its normalized reference captions} for the ids, from a CaptionDataset."""
+    return {i: [normalize_caption(c) for c in dataset.captions[i]] for i in ids}
+
+
+def score(
+    predictions: Mapping[str, str],
+    references: Mapping[str, Sequence[str]],
+    scenes: Mapping[str, dict] | None = None,
+    meteor: bool = False,
+) -> Scores:
+    """Score normalized captions {image id: text} against their references: corpus BLEU-1..4,
+    ROUGE-L and CIDEr-D as pycocoevalcap, the seed's mean sentence BLEU-1, METEOR when asked
+    (it needs Java), and scene accuracy when a synthetic dataset's scenes are given."""
+    bleu = corpus_bleu(predictions, references, max_n=4)
+    meteor_value = None
+    if meteor:
+        from .meteor import meteor_score
+
+        meteor_value = meteor_score(predictions, references)
+    scene_value = None
+    if scenes:
+        from .scenes import scene_accuracy
+
+        scene_value = scene_accuracy(predictions, scenes)
+    return Scores(
+        images=len(predictions),
+        bleu1=float(bleu[0]),
+        bleu2=float(bleu[1]),
+        bleu3=float(bleu[2]),
+        bleu4=float(bleu[3]),
+        rouge_l=corpus_rouge_l(predictions, references),
+        cider_d=corpus_cider_d(predictions, references),
+        bleu1_sentence_mean=mean_sentence_bleu1(predictions, references),
+        meteor=meteor_value,
+        scene_accuracy=scene_value,
+    )
+
+
+class CaptionFace(Protocol):
+    """What the scorer needs of a captioner: the device's Captioner and train's
+    KerasCaptioner both have it."""
+
+    def caption_dataset(self, dataset, ids: Sequence[str], decode: Any = None) -> list[str]: ...
+
+
+def caption_split(
+    captioner: CaptionFace, dataset, ids: Sequence[str], decode: Any = None
+) -> dict[str, str]:
+    """{image id: caption} for the ids of a CaptionDataset, through the captioner's own
+    decoding with `decode` (a DecodeOptions; None: the captioner's)."""
+    return dict(zip(ids, captioner.caption_dataset(dataset, ids, decode), strict=True))

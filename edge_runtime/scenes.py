@@ -7,11 +7,14 @@ training-time evaluation and the device-side reports share one grammar.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
+from pathlib import Path
 
 from .text import normalize_caption
 
+SCENES_FILE = "scenes.json"  # a synthetic dataset's ground truth, beside its captions
 SIZES = ("small", "large")
 # RGB centres; the generator jitters them a little. Hues are far apart so that the
 # colour of a 10-pixel object survives JPEG and int8 quantization.
@@ -106,3 +109,11 @@ def scene_accuracy(predictions: Mapping[str, str], scenes: Mapping[str, Mapping]
         raise KeyError(f"{len(missing)} predicted images have no scene truth, e.g. {missing[0]}")
     correct = sum(parse_caption(cap) == scene_key(scenes[img]) for img, cap in predictions.items())
     return correct / len(predictions)
+
+
+def load_scenes(data_dir: str | Path) -> dict[str, dict]:
+    """The ground truth of a synthetic dataset, or {} for a real one (no scenes.json)."""
+    path = Path(data_dir) / SCENES_FILE
+    if not path.exists():
+        return {}
+    return json.loads(path.read_text(encoding="utf-8"))["scenes"]

@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from edgecap.edge_runtime.atomic import sha256_file, write_bytes_atomic, write_json_atomic
-from edgecap.edge_runtime.captioner import Captioner, CaptionerOptions
-from edgecap.edge_runtime.decoding import greedy_decode
+from edgecap.edge_runtime.bundle import Bundle, RuntimeOptions
+from edgecap.edge_runtime.captioner import Captioner
+from edgecap.edge_runtime.datasets import load_dataset
 from edgecap.edge_runtime.errors import is_write_failure, write_failure
 from edgecap.edge_runtime.manifest import (
     BUNDLE_FORMAT,
@@ -33,14 +34,12 @@ from edgecap.edge_runtime.manifest import (
     load_manifest,
     tensor_names,
 )
-from edgecap.edge_runtime.metrics import corpus_bleu, corpus_cider_d
+from edgecap.edge_runtime.metrics import references_for, score
 from edgecap.edge_runtime.preprocess import load_pixels
-from edgecap.edge_runtime.scenes import parse_caption
-from edgecap.edge_runtime.text import normalize_caption
-from edgecap.train.decoders import KerasStepModel, StepModule
-from edgecap.train.flickr8k import load_dataset
+from edgecap.edge_runtime.scenes import load_scenes, parse_caption
+from edgecap.train.decoders import StepModule
+from edgecap.train.keras_captioner import KerasCaptioner
 from edgecap.train.runs import TrainedRun, load_run
-from edgecap.train.synthetic import load_scenes
 
 from . import formats, tflite
 from . import onnx as onnx_export
@@ -272,14 +271,14 @@ def export_bundle(
 def check_parity(run: TrainedRun, bundle: Path, dataset, n_images: int) -> dict:
     """Compare the bundle with the Keras run on test images: per-output max abs diff, then captions.
 
-    Everything on the bundle side goes through the Captioner (its backend models and its
-    step model), with the backend a device would pick for the bundle's format, so the
-    figures describe the files that ship, whatever their format.
+    Both sides have the one captioner face: the bundle is opened as a device opens it
+    (Bundle.open, with the backend a device would pick for its format) and the run as a
+    KerasCaptioner, so the figures describe the files that ship, whatever their format.
     """
     ids = dataset.splits["test"][:n_images]
-    vocab, cfg = run.vocab, run.decoder_config
-    step_module = StepModule(run.decoder, run.decoder_config)
-    keras_steps = KerasStepModel(step_module)
+    cfg = run.decoder_config
+    keras = KerasCaptioner.open(run)
+    step_module = StepModule(run.decoder, cfg)
     init_outputs = tensor_names(cfg.kind)["decoder_init"]["outputs"]
     diffs = dict.fromkeys(["features", *init_outputs, "log_probs"], 0.0)
     identical = same_scene = 0
@@ -288,10 +287,6 @@ def check_parity(run: TrainedRun, bundle: Path, dataset, n_images: int) -> dict:
     # (its encoder with Keras' decoder, Keras' encoder with its decoder), to say which
     # file is to blame when the bundle's captions are worse than Keras'.
     captions: dict[str, dict[str, str]] = {k: {} for k in QUALITY_SOURCES}
-
-    def greedy_text(steps, features) -> str:
-        decoded = greedy_decode(steps, features, vocab.start_id, vocab.end_id, cfg.max_length)
-        return vocab.decode(decoded[0].tokens)
 
     def track(name: str, expected, actual) -> None:
         expected, actual = np.asarray(expected), np.asarray(actual)
@@ -302,32 +297,32 @@ def check_parity(run: TrainedRun, bundle: Path, dataset, n_images: int) -> dict:
         diffs[name] = max(diffs[name], float(np.max(np.abs(expected - actual))))
 
     model_format = load_manifest(bundle, verify_hashes=False).model_format
-    options = CaptionerOptions(backend=PARITY_BACKEND[model_format])
-    with Captioner.from_bundle(bundle, options) as captioner:
+    runtime = RuntimeOptions(backend=PARITY_BACKEND[model_format])
+    with Bundle.open(bundle, runtime) as opened:
+        device = Captioner(opened)
+        start = np.array([run.vocab.start_id], np.int32)
         for image_id in ids:
-            pixels = load_pixels(dataset.image_path(image_id), run.preprocessing)[
-                None
-            ]  # [1, S, S, 3]
-            keras_features = np.asarray(run.encoder(pixels, training=False))
-            track("features", keras_features, captioner.models["encoder"](image=pixels)["features"])
+            path = dataset.image_path(image_id)
+            pixels = load_pixels(path, run.preprocessing)[None]  # [1, S, S, 3]
+            keras_features = keras.encode(path)  # [1, F]
+            bundle_features = opened.encode_pixels(pixels)  # [1, F]
+            track("features", keras_features, bundle_features)
             # Decoder parity on the same (Keras) features isolates the decoder's own error.
             keras_init = step_module.init(keras_features)
-            bundle_init = captioner.models["decoder_init"](features=keras_features)
+            bundle_init = opened.run_model("decoder_init", features=keras_features)
             for name in init_outputs:
                 track(name, keras_init[name], bundle_init[name])
-            keras_state = keras_steps.init(keras_features)
-            start = np.array([vocab.start_id], np.int32)
-            keras_lp, _ = keras_steps.step(start, keras_state)
-            bundle_lp, _ = captioner.step_model.step(start, keras_state)
+            keras_state = keras.step_model.init(keras_features)
+            keras_lp, _ = keras.step_model.step(start, keras_state)
+            bundle_lp, _ = device.step_model.step(start, keras_state)
             track("log_probs", keras_lp, bundle_lp)
-            keras_text = greedy_text(keras_steps, keras_features)
-            bundle_text = captioner.caption(dataset.image_path(image_id)).text
-            bundle_features = captioner.models["encoder"](image=pixels)["features"]
+            keras_text = keras.texts(keras_features)[0]
+            bundle_text = device.caption(path).text
             captions["keras"][image_id] = keras_text
             captions["bundle"][image_id] = bundle_text
-            captions["bundle_encoder_only"][image_id] = greedy_text(keras_steps, bundle_features)
-            captions["bundle_decoder_only"][image_id] = greedy_text(
-                captioner.step_model, keras_features
+            captions["bundle_encoder_only"][image_id] = keras.texts(bundle_features)[0]
+            captions["bundle_decoder_only"][image_id] = opened.vocab.decode(
+                device.caption_features(keras_features)[0].tokens
             )
             identical += keras_text == bundle_text
             # Paraphrases differ in words but not in meaning; on synthetic data, count meaning.
@@ -339,16 +334,13 @@ def check_parity(run: TrainedRun, bundle: Path, dataset, n_images: int) -> dict:
     }
     if scenes:
         result["same_scene_rate"] = round(same_scene / max(len(ids), 1), 4)
-    references = {i: [normalize_caption(c) for c in dataset.captions[i]] for i in ids}
-    result["quality"] = {
-        source: {
-            "bleu4": round(corpus_bleu(texts, references)[3], 4),
-            "cider_d": round(corpus_cider_d(texts, references), 4),
-        }
-        for source, texts in captions.items()
-    }
+    references = references_for(dataset, ids)
+    result["quality"] = {}
+    for source, texts in captions.items():
+        scores = score(texts, references).to_json()
+        result["quality"][source] = {"bleu4": scores["bleu4"], "cider_d": scores["cider_d"]}
     print(f"parity of the {model_format} bundle vs Keras on {len(ids)} test images:")
-    # Names were checked when the Captioner loaded the files against the manifest.
+    # Names were checked when Bundle.open loaded the files against the manifest.
     print(f"  tensor names     match the manifest ({', '.join(diffs)} compared)")
     print("  shapes           match Keras for every compared output")
     for name, value in result["max_abs_diff"].items():

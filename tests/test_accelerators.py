@@ -7,9 +7,10 @@ import pytest
 from cli_helpers import edge_caption
 
 from edgecap.edge_runtime.backends import LiteRtCompiledModel, TFLiteModel
-from edgecap.edge_runtime.captioner import Captioner, CaptionerOptions
+from edgecap.edge_runtime.bundle import RuntimeOptions
+from edgecap.edge_runtime.captioner import Captioner
+from edgecap.edge_runtime.datasets import load_dataset
 from edgecap.edge_runtime.errors import BackendError
-from edgecap.train.flickr8k import load_dataset
 
 
 def _feeds(units: int, batch: int, rng) -> dict:
@@ -45,7 +46,7 @@ def test_gpu_runs_on_a_gpu_or_says_what_it_tried(e2e):
     image = dataset.image_path(dataset.splits["test"][0])
     done = edge_caption("--model", e2e["bundle"], "--source", image, "--accelerator", "gpu")
     if done.returncode == 0:  # a machine with a usable GPU: the encoder really runs there
-        with Captioner.from_bundle(e2e["bundle"], CaptionerOptions(accelerator="gpu")) as c:
+        with Captioner.open(e2e["bundle"], RuntimeOptions(accelerator="gpu")) as c:
             assert c.backends["encoder"] == "ai_edge_litert CompiledModel (GPU)"
             assert "CompiledModel" not in c.backends["decoder_step"]  # the step stays on CPU
         return
@@ -59,19 +60,19 @@ def test_gpu_runs_on_a_gpu_or_says_what_it_tried(e2e):
 
 def test_accelerator_settings_that_cannot_work_are_refused(e2e):
     cases = [
-        (CaptionerOptions(accelerator="tpu"), "unknown accelerator 'tpu'; choose one of cpu, gpu"),
+        (RuntimeOptions(accelerator="tpu"), "unknown accelerator 'tpu'; choose one of cpu, gpu"),
         (
-            CaptionerOptions(accelerator="gpu", backend="tflite-runtime"),
+            RuntimeOptions(accelerator="gpu", backend="tflite-runtime"),
             "backend 'tflite-runtime' has no GPU path",
         ),
     ]
     for options, message in cases:
         with pytest.raises(BackendError, match=message):
-            Captioner.from_bundle(e2e["bundle"], options)
+            Captioner.open(e2e["bundle"], options)
 
 
 def test_cpu_accelerator_is_the_default_and_reports_its_backends(e2e):
-    with Captioner.from_bundle(e2e["bundle"]) as captioner:
+    with Captioner.open(e2e["bundle"]) as captioner:
         assert set(captioner.backends) == {"encoder", "decoder_init", "decoder_step"}
         assert all(
             name in ("ai_edge_litert", "tflite_runtime") for name in captioner.backends.values()

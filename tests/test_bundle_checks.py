@@ -27,14 +27,14 @@ def _edit_manifest(bundle, change):
 def test_unknown_format_version(bundle):
     _edit_manifest(bundle, lambda m: m.update(format_version=99))
     with pytest.raises(BundleError, match="bundle format version 99 is not supported"):
-        Captioner.from_bundle(bundle)
+        Captioner.open(bundle)
 
 
 @pytest.mark.parametrize("name", ["../vocab.json", "/etc/passwd", "sub/../../x.json"])
 def test_file_names_that_escape_the_bundle(bundle, name):
     _edit_manifest(bundle, lambda m: m["vocab"].update(file=name))
     with pytest.raises(BundleError, match="escapes the bundle folder"):
-        Captioner.from_bundle(bundle)
+        Captioner.open(bundle)
 
 
 def test_missing_model_file(bundle):
@@ -42,7 +42,7 @@ def test_missing_model_file(bundle):
     with pytest.raises(
         BundleError, match=r"encoder\.tflite: file listed in the manifest is missing"
     ):
-        Captioner.from_bundle(bundle)
+        Captioner.open(bundle)
 
 
 def test_vocabulary_size_differs_from_manifest(bundle):
@@ -51,7 +51,7 @@ def test_vocabulary_size_differs_from_manifest(bundle):
     (bundle / "vocab.json").write_text(json.dumps(vocab))
     _edit_manifest(bundle, lambda m: m["vocab"].update(sha256=sha256_file(bundle / "vocab.json")))
     with pytest.raises(BundleError, match=r"vocabulary has \d+ words but the manifest says"):
-        Captioner.from_bundle(bundle)
+        Captioner.open(bundle)
 
 
 def test_tensor_names_that_disagree_with_the_manifest(bundle):
@@ -60,7 +60,7 @@ def test_tensor_names_that_disagree_with_the_manifest(bundle):
 
     _edit_manifest(bundle, rename)
     with pytest.raises(BundleError, match=r"decoder_step: inputs are \['word', 'h', 'c'\]"):
-        Captioner.from_bundle(bundle)
+        Captioner.open(bundle)
 
 
 def test_truncated_model_with_matching_hash(bundle):
@@ -74,4 +74,4 @@ def test_truncated_model_with_matching_hash(bundle):
         ),
     )
     with pytest.raises(BundleError, match=r"decoder_init\.tflite: cannot load this TFLite model"):
-        Captioner.from_bundle(bundle)
+        Captioner.open(bundle)

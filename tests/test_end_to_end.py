@@ -8,11 +8,11 @@ import pytest
 from cli_helpers import edge_caption
 from PIL import Image
 
-from edgecap.edge_runtime.captioner import Captioner, CaptionerOptions
+from edgecap.edge_runtime.captioner import Captioner
+from edgecap.edge_runtime.datasets import load_dataset
+from edgecap.edge_runtime.decoding import DecodeOptions
 from edgecap.edge_runtime.errors import BundleError
-from edgecap.edge_runtime.scenes import parse_caption, scene_accuracy
-from edgecap.train.flickr8k import load_dataset
-from edgecap.train.synthetic import load_scenes
+from edgecap.edge_runtime.scenes import load_scenes, parse_caption, scene_accuracy
 
 
 def test_run_directory_and_keras_evaluation(e2e):
@@ -110,7 +110,7 @@ def test_edge_caption_cli_on_image_folder_and_video(e2e, tmp_path):
 def test_python_api_takes_paths_arrays_and_pil_images(e2e):
     dataset = load_dataset(e2e["data"])
     path = dataset.image_path(dataset.splits["test"][0])
-    with Captioner.from_bundle(e2e["bundle"]) as captioner:
+    with Captioner.open(e2e["bundle"]) as captioner:
         from_path = captioner.caption(path)
         rgb = np.asarray(Image.open(path).convert("RGB"))
         from_array = captioner.caption(rgb)
@@ -122,7 +122,7 @@ def test_python_api_takes_paths_arrays_and_pil_images(e2e):
     with pytest.raises(RuntimeError, match="closed"):
         captioner.caption(path)
     # Beam search steps the same bundle with a batch of up to 3 hypotheses.
-    with Captioner.from_bundle(e2e["bundle"], CaptionerOptions(beam_width=3)) as captioner:
+    with Captioner.open(e2e["bundle"], decode=DecodeOptions(beam_width=3)) as captioner:
         beamed = captioner.caption(path)
     assert beamed.tokens and beamed.text.split()[0] in {"a", "there", "an"}
 
@@ -133,7 +133,7 @@ def test_bundle_with_changed_file_is_refused(e2e, tmp_path):
     data = (copy / "decoder_step.tflite").read_bytes()
     (copy / "decoder_step.tflite").write_bytes(data[: len(data) // 2])
     with pytest.raises(BundleError, match=r"decoder_step\.tflite: SHA-256 mismatch"):
-        Captioner.from_bundle(copy)
+        Captioner.open(copy)
     result = edge_caption("--model", copy, "--source", copy / "vocab.json")
     assert result.returncode == 2 and "SHA-256 mismatch" in result.stderr
 

@@ -46,8 +46,8 @@ def test_a_photo_already_near_the_input_size_reads_exactly_as_before(flickr8k_or
 
 
 def test_training_features_read_files_the_way_the_device_does(large_jpegs):
+    from edgecap.edge_runtime.datasets import CaptionDataset
     from edgecap.train.features import _compute
-    from edgecap.train.flickr8k import CaptionDataset
 
     names = [p.name for p in large_jpegs]
     dataset = CaptionDataset(
@@ -69,6 +69,6 @@ def test_training_features_read_files_the_way_the_device_does(large_jpegs):
 def test_a_bgr_frame_gives_the_pixels_of_its_rgb_twin(e2e, large_jpegs):
     rgb = np.asarray(Image.open(large_jpegs[0]).resize((1280, 720)))  # [720, 1280, 3]
     bgr = np.ascontiguousarray(rgb[..., ::-1])
-    with Captioner.from_bundle(e2e["bundle"]) as captioner:
+    with Captioner.open(e2e["bundle"]) as captioner:
         np.testing.assert_array_equal(captioner.encode(bgr, bgr=True), captioner.encode(rgb))
         assert captioner.caption(bgr, bgr=True).text == captioner.caption(rgb).text

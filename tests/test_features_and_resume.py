@@ -6,11 +6,11 @@ import json
 import numpy as np
 import pytest
 
+from edgecap.edge_runtime.datasets import load_dataset
 from edgecap.train import features as features_mod
 from edgecap.train import training
 from edgecap.train.decoders import DecoderConfig
 from edgecap.train.encoders import get_encoder_spec
-from edgecap.train.flickr8k import load_dataset
 from edgecap.train.synthetic import generate
 
 

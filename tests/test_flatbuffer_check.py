@@ -3,7 +3,8 @@
 import pytest
 
 from edgecap.edge_runtime.atomic import sha256_file
-from edgecap.edge_runtime.captioner import Captioner, CaptionerOptions
+from edgecap.edge_runtime.bundle import RuntimeOptions
+from edgecap.edge_runtime.captioner import Captioner
 from edgecap.edge_runtime.errors import BundleError
 from edgecap.edge_runtime.flatbuffer_check import FlatBufferError, check_tflite_bytes
 
@@ -45,6 +46,6 @@ def test_truncated_file_with_a_matching_hash_is_refused_by_every_tflite_backend(
     manifest["models"]["decoder_step"]["sha256"] = sha256_file(step)
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError) as error:
-        Captioner.from_bundle(bundle, CaptionerOptions(backend="auto"))
+        Captioner.open(bundle, RuntimeOptions(backend="auto"))
     assert str(error.value).startswith(f"{step}: cannot load this TFLite model (")
     assert str(error.value).endswith("the file is corrupt or truncated, export the bundle again")

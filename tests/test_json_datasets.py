@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from edgecap.edge_runtime.datasets import CaptionDataset, load_dataset
 from edgecap.edge_runtime.errors import DatasetError
+from edgecap.edge_runtime.json_datasets import COCO_SPLIT_NOTE
 from edgecap.train import cli_data
-from edgecap.train.flickr8k import CaptionDataset, load_dataset
-from edgecap.train.json_datasets import COCO_SPLIT_NOTE
 
 
 def _image(filename: str, split: str, *captions: str, filepath: str | None = None) -> dict:

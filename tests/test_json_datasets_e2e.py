@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from edgecap.edge_runtime.captioner import Captioner
-from edgecap.train.flickr8k import load_dataset
+from edgecap.edge_runtime.datasets import load_dataset
 from edgecap.train.synthetic import generate
 
 pytestmark = pytest.mark.slow  # two tiny trainings and exports: about two minutes
@@ -37,7 +37,7 @@ def _train_export_caption(data, tmp_path):
     assert metrics["split"] == "test" and metrics["bleu1"] > 0
     export_bundle(tmp_path / "run", tmp_path / "bundle", "int8", parity_images=8)
     dataset = load_dataset(data)
-    with Captioner.from_bundle(tmp_path / "bundle") as captioner:
+    with Captioner.open(tmp_path / "bundle") as captioner:
         image = dataset.image_path(dataset.splits["test"][0])
         assert captioner.caption(image).text  # a caption, through the bundle
     return dataset

@@ -9,18 +9,19 @@ import logging
 import math
 import shutil
 import sys
+from dataclasses import asdict
 
 import pytest
 
+from edgecap.edge_runtime import meteor
+from edgecap.edge_runtime.datasets import load_dataset
 from edgecap.edge_runtime.metrics import (
-    caption_metrics,
     corpus_bleu,
     corpus_cider_d,
     corpus_rouge_l,
+    score,
 )
 from edgecap.edge_runtime.text import normalize_caption
-from edgecap.train import meteor
-from edgecap.train.flickr8k import load_dataset
 
 TOLERANCE = 1e-6
 METRICS = ["bleu1", "bleu2", "bleu3", "bleu4", "rouge_l", "cider_d"]
@@ -46,7 +47,7 @@ def test_split(flickr8k_annotations):
 
 @pytest.fixture(scope="module")
 def ours(test_split):
-    return caption_metrics(*test_split)
+    return asdict(score(*test_split))  # unrounded: to_json() rounds
 
 
 @pytest.fixture(scope="module")
@@ -69,9 +70,15 @@ def test_matches_pycocoevalcap_on_flickr8k_test(ours, theirs, metric):
     assert abs(ours[metric] - theirs[metric]) <= TOLERANCE, (ours[metric], theirs[metric])
 
 
-def test_caption_metrics_shape(ours):
-    assert list(ours) == [*METRICS, "bleu1_sentence_mean"]
-    assert all(type(v) is float and math.isfinite(v) for v in ours.values())
+def test_scores_shape(ours, test_split):
+    assert list(ours) == ["images", *METRICS, "bleu1_sentence_mean", "meteor", "scene_accuracy"]
+    assert ours["images"] == 1000 and ours["meteor"] is None and ours["scene_accuracy"] is None
+    values = [ours[m] for m in [*METRICS, "bleu1_sentence_mean"]]
+    assert all(type(v) is float and math.isfinite(v) for v in values)
+    # What metrics.json holds: the same keys, absent metrics left out, 6 places.
+    saved = score(*test_split).to_json()
+    assert list(saved) == ["images", *METRICS, "bleu1_sentence_mean"]
+    assert all(saved[m] == round(ours[m], 6) for m in METRICS)
     # Caption #0 vs the other four is a human baseline: well above zero, well below perfect.
     assert 0.1 < ours["bleu4"] < 0.5 and 0.3 < ours["rouge_l"] < 0.7 and 0.3 < ours["cider_d"] < 2
 
@@ -116,9 +123,9 @@ def test_cider_d_of_a_one_image_corpus_is_zero():
 
 def test_bad_inputs_are_value_errors():
     with pytest.raises(ValueError, match="no hypotheses"):
-        caption_metrics({}, {})
+        score({}, {})
     with pytest.raises(ValueError, match="no reference captions for 'b'"):
-        caption_metrics(CAPTIONS, {"a": [CAPTIONS["a"]], "b": []})
+        score(CAPTIONS, {"a": [CAPTIONS["a"]], "b": []})
 
 
 @pytest.mark.skipif(not HAVE_METEOR, reason="METEOR needs java on PATH and pycocoevalcap")

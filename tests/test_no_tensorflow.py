@@ -49,7 +49,7 @@ def test_importing_every_runtime_module_loads_no_tensorflow():
 
 
 def test_edge_caption_captions_where_tensorflow_cannot_be_imported(e2e):
-    from edgecap.train.flickr8k import load_dataset
+    from edgecap.edge_runtime.datasets import load_dataset
 
     image = load_dataset(e2e["data"]).image_path(load_dataset(e2e["data"]).splits["test"][0])
     result = _run(

@@ -15,10 +15,12 @@ import pytest
 from cli_helpers import edge_caption
 
 from edgecap.edge_runtime.backends import ONNX_ACCELERATOR_PROVIDERS, OnnxModel, TFLiteModel
-from edgecap.edge_runtime.captioner import Captioner, CaptionerOptions
+from edgecap.edge_runtime.bundle import RuntimeOptions
+from edgecap.edge_runtime.captioner import Captioner
+from edgecap.edge_runtime.datasets import load_dataset
+from edgecap.edge_runtime.decoding import DecodeOptions
 from edgecap.edge_runtime.errors import BackendError, BundleError
 from edgecap.edge_runtime.manifest import MODEL_ROLES, tensor_names
-from edgecap.train.flickr8k import load_dataset
 
 ROLES = MODEL_ROLES
 TENSORS = tensor_names("lstm")  # the e2e run decodes with an LSTM inject decoder
@@ -146,13 +148,11 @@ def test_backend_that_does_not_fit_the_bundle_is_refused(e2e, onnx_bundle):
     assert "backend 'onnx' runs onnx bundles" in result.stderr
     assert "model_format is 'tflite'" in result.stderr
     with pytest.raises(BackendError, match="backend 'litert' runs tflite bundles"):
-        Captioner.from_bundle(onnx_bundle["path"], CaptionerOptions(backend="litert"))
+        Captioner.open(onnx_bundle["path"], RuntimeOptions(backend="litert"))
     with pytest.raises(BackendError, match="apply to onnxruntime only"):
-        Captioner.from_bundle(e2e["bundle"], CaptionerOptions(providers=["CPUExecutionProvider"]))
+        Captioner.open(e2e["bundle"], RuntimeOptions(providers=["CPUExecutionProvider"]))
     with pytest.raises(BackendError, match="has no NoSuchExecutionProvider"):
-        Captioner.from_bundle(
-            onnx_bundle["path"], CaptionerOptions(providers=["NoSuchExecutionProvider"])
-        )
+        Captioner.open(onnx_bundle["path"], RuntimeOptions(providers=["NoSuchExecutionProvider"]))
 
 
 def test_truncated_onnx_file_is_refused_with_its_name(onnx_bundle, tmp_path):
@@ -161,19 +161,19 @@ def test_truncated_onnx_file_is_refused_with_its_name(onnx_bundle, tmp_path):
     data = (copy / "decoder_step.onnx").read_bytes()
     (copy / "decoder_step.onnx").write_bytes(data[: len(data) // 2])
     with pytest.raises(BundleError, match=r"decoder_step\.onnx: SHA-256 mismatch"):
-        Captioner.from_bundle(copy)
+        Captioner.open(copy)
     with pytest.raises(BundleError, match=r"decoder_step\.onnx: cannot load this ONNX model"):
-        Captioner.from_bundle(copy, CaptionerOptions(verify_hashes=False))
+        Captioner.open(copy, RuntimeOptions(verify_hashes=False))
 
 
 def test_auto_backend_and_providers_run_the_onnx_bundle(e2e, onnx_bundle):
     image = next(iter(sorted(e2e["data"].glob("Flicker8k_Dataset/*.jpg"))))
-    options = CaptionerOptions(providers=["CPUExecutionProvider"], num_threads=1, beam_width=3)
-    with Captioner.from_bundle(onnx_bundle["path"], options) as captioner:
-        assert all(isinstance(m, OnnxModel) for m in captioner.models.values())
-        assert captioner.models["encoder"].providers == ["CPUExecutionProvider"]
+    runtime = RuntimeOptions(providers=["CPUExecutionProvider"], num_threads=1)
+    with Captioner.open(onnx_bundle["path"], runtime, DecodeOptions(beam_width=3)) as captioner:
+        assert all(name.startswith("onnxruntime ") for name in captioner.backends.values())
+        assert captioner.bundle.providers["encoder"] == ["CPUExecutionProvider"]
         beamed = captioner.caption(image)
-    with Captioner.from_bundle(onnx_bundle["path"]) as captioner:
+    with Captioner.open(onnx_bundle["path"]) as captioner:
         greedy = captioner.caption(image)
     assert beamed.tokens and greedy.tokens and greedy.score <= 0
 
@@ -266,7 +266,7 @@ def test_missing_onnxruntime_names_the_extra(onnx_bundle):
         from edgecap.edge_runtime.captioner import Captioner
         from edgecap.edge_runtime.errors import BackendError, BundleError
         try:
-            Captioner.from_bundle({str(onnx_bundle["path"])!r})
+            Captioner.open({str(onnx_bundle["path"])!r})
         except BackendError as exc:
             print(exc)
         """,
@@ -279,14 +279,14 @@ def test_gpu_accelerator_picks_a_gpu_provider_or_says_what_it_tried(e2e, onnx_bu
     import onnxruntime
 
     available = onnxruntime.get_available_providers()
-    options = CaptionerOptions(accelerator="gpu")
+    options = RuntimeOptions(accelerator="gpu")
     if any(p in available for p in ONNX_ACCELERATOR_PROVIDERS):
-        with Captioner.from_bundle(onnx_bundle["path"], options) as captioner:
-            assert captioner.models["encoder"].providers[0] in ONNX_ACCELERATOR_PROVIDERS
-            assert captioner.models["decoder_step"].providers == ["CPUExecutionProvider"]
+        with Captioner.open(onnx_bundle["path"], options) as captioner:
+            assert captioner.bundle.providers["encoder"][0] in ONNX_ACCELERATOR_PROVIDERS
+            assert captioner.bundle.providers["decoder_step"] == ["CPUExecutionProvider"]
         return
     with pytest.raises(BackendError) as error:
-        Captioner.from_bundle(onnx_bundle["path"], options)
+        Captioner.open(onnx_bundle["path"], options)
     message = str(error.value)
     assert message.startswith(
         f"accelerator 'gpu': onnxruntime {onnxruntime.__version__} on this machine has none of "
@@ -294,9 +294,9 @@ def test_gpu_accelerator_picks_a_gpu_provider_or_says_what_it_tried(e2e, onnx_bu
     )
     assert f"(it has {', '.join(available)})" in message
     with pytest.raises(BackendError, match="choose either an accelerator or a list of providers"):
-        Captioner.from_bundle(
+        Captioner.open(
             onnx_bundle["path"],
-            CaptionerOptions(accelerator="gpu", providers=["CPUExecutionProvider"]),
+            RuntimeOptions(accelerator="gpu", providers=["CPUExecutionProvider"]),
         )
 
 

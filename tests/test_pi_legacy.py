@@ -90,9 +90,10 @@ def test_edge_caption_falls_back_to_tflite_runtime_and_captions_alike(e2e):
     legacy = _pi(*args, "--beam", "3")
     assert legacy.returncode == 0, legacy.stderr
     assert "ai_edge_litert is not installed; using the tflite_runtime fallback" in legacy.stderr
-    from edgecap.edge_runtime.captioner import Captioner, CaptionerOptions
+    from edgecap.edge_runtime.captioner import Captioner
+    from edgecap.edge_runtime.decoding import DecodeOptions
 
-    with Captioner.from_bundle(e2e["bundle"], CaptionerOptions(beam_width=3)) as captioner:
+    with Captioner.open(e2e["bundle"], decode=DecodeOptions(beam_width=3)) as captioner:
         assert captioner.backends["encoder"] == "ai_edge_litert"
         expected = captioner.caption(image).text
     assert legacy.stdout.strip() == f"{image}\t{expected}"

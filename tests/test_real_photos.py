@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgecap.train.flickr8k import write_subset
+from edgecap.edge_runtime.datasets import write_subset
 
 V1_025 = "mobilenet_2_5_224_tf_no_top.h5"
 # The slow subset test: epochs, and a BLEU-1 floor below what it measured (Keras greedy
@@ -149,8 +149,7 @@ def test_a_small_real_subset_learns_to_caption_test_photos(
     """1000 training photos, MobileNet v1 alpha 0.25, a small LSTM: real captions of unseen
     photos, above a measured floor, and different captions for different photos."""
     from edgecap.edge_runtime.captioner import Captioner
-    from edgecap.edge_runtime.metrics import caption_metrics
-    from edgecap.edge_runtime.text import normalize_caption
+    from edgecap.edge_runtime.metrics import caption_split, references_for, score
     from edgecap.export.bundle import export_bundle
     from edgecap.train.decoders import DecoderConfig
     from edgecap.train.training import TrainConfig, train
@@ -173,12 +172,11 @@ def test_a_small_real_subset_learns_to_caption_test_photos(
     assert metrics["bleu1"] > SLOW_BLEU1_FLOOR, metrics
     export_bundle(tmp_path / "run", tmp_path / "bundle", "int8", parity_images=50)
     ids = dataset.splits["test"]
-    with Captioner.from_bundle(tmp_path / "bundle") as captioner:
-        predictions = {i: captioner.caption(dataset.image_path(i)).text for i in ids}
-    references = {i: [normalize_caption(c) for c in dataset.captions[i]] for i in ids}
-    scores = caption_metrics(predictions, references)
+    with Captioner.open(tmp_path / "bundle") as captioner:
+        predictions = caption_split(captioner, dataset, ids)
+    scores = score(predictions, references_for(dataset, ids))
     print(f"int8 bundle on the same photos: {scores}")
-    assert scores["bleu1"] > SLOW_BLEU1_FLOOR, scores
+    assert scores.bleu1 > SLOW_BLEU1_FLOOR, scores
     assert len(set(predictions.values())) > 10  # it looks at the photos
 
 

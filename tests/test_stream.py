@@ -17,10 +17,10 @@ from cli_helpers import edge_caption
 from PIL import Image
 
 from edgecap.edge_runtime.captioner import Captioner
+from edgecap.edge_runtime.datasets import load_dataset
 from edgecap.edge_runtime.errors import SourceError
 from edgecap.edge_runtime.overlay import overlay_size
 from edgecap.edge_runtime.stream import StreamOptions, StreamStats, caption_video
-from edgecap.train.flickr8k import load_dataset
 
 SIZE = 96
 
@@ -189,7 +189,7 @@ def test_ctrl_c_stops_cleanly_and_keeps_a_playable_video(e2e, tmp_path):
 
 
 def test_caption_stream_matches_caption(e2e, scene_frames):
-    with Captioner.from_bundle(e2e["bundle"]) as captioner:
+    with Captioner.open(e2e["bundle"]) as captioner:
         one_by_one = [captioner.caption(f, bgr=True).text for f in scene_frames]
         streamed = [r.text for r in captioner.caption_stream(scene_frames, bgr=True)]
     assert streamed == one_by_one
@@ -237,7 +237,7 @@ def test_camera_that_disconnects_is_retried_then_a_clear_error(e2e, scene_frames
         return camera
 
     stats = StreamStats()
-    with Captioner.from_bundle(e2e["bundle"]) as captioner:
+    with Captioner.open(e2e["bundle"]) as captioner:
         events = caption_video(captioner, "0", _camera_options(opener))
         with pytest.raises(SourceError) as error:
             for event in events:
@@ -260,7 +260,7 @@ def test_camera_that_comes_back_goes_on(e2e, scene_frames):
         cameras.append(camera)
         return camera
 
-    with Captioner.from_bundle(e2e["bundle"]) as captioner:
+    with Captioner.open(e2e["bundle"]) as captioner:
         events = caption_video(captioner, "0", _camera_options(opener, reconnect_attempts=1))
         # Each camera gives 3 frames then drops out; the first reopening succeeds.
         seen = []
@@ -278,7 +278,7 @@ def test_camera_that_never_opens_is_tried_then_refused(e2e):
         opened.append(index)
         return FakeCamera(0, np.zeros((SIZE, SIZE, 3), np.uint8), opened=False)
 
-    with Captioner.from_bundle(e2e["bundle"]) as captioner:
+    with Captioner.open(e2e["bundle"]) as captioner:
         with pytest.raises(SourceError) as error:
             list(caption_video(captioner, "0", _camera_options(opener, reconnect_attempts=3)))
     assert str(error.value) == (
@@ -290,7 +290,7 @@ def test_camera_that_never_opens_is_tried_then_refused(e2e):
 
 def test_stalled_camera_is_an_error_after_a_bounded_wait(e2e, scene_frames):
     camera = FakeCamera(100, scene_frames[0], block_s=30.0)
-    with Captioner.from_bundle(e2e["bundle"]) as captioner:
+    with Captioner.open(e2e["bundle"]) as captioner:
         start = time.perf_counter()
         with pytest.raises(SourceError) as error:
             list(
@@ -309,7 +309,7 @@ def test_stalled_camera_is_an_error_after_a_bounded_wait(e2e, scene_frames):
 def test_stopping_a_live_stream_releases_the_camera(e2e, scene_frames):
     camera = FakeCamera(10_000, scene_frames[1])
     grabbers_before = _grabber_threads()
-    with Captioner.from_bundle(e2e["bundle"]) as captioner:
+    with Captioner.open(e2e["bundle"]) as captioner:
         events = caption_video(captioner, "0", _camera_options(lambda i: camera))
         for event in events:
             if event.result is not None:

@@ -3,17 +3,18 @@ from collections import Counter
 
 from PIL import Image
 
+from edgecap.edge_runtime.datasets import IMAGES_DIR, load_dataset
 from edgecap.edge_runtime.scenes import (
     COLORS,
     SHAPES,
     SIZES,
     captions_for,
+    load_scenes,
     parse_caption,
     scene_accuracy,
     scene_key,
 )
-from edgecap.train.flickr8k import IMAGES_DIR, load_dataset
-from edgecap.train.synthetic import generate, load_scenes
+from edgecap.train.synthetic import generate
 
 
 def _digest(folder):

@@ -1,5 +1,6 @@
 """`caption-train evaluate`: decode a split with a Keras run or a bundle, through the
-runtime's decoding code, and score it. The quality we measure is the quality we ship."""
+runtime's decoding code, and score it with the one scorer. The quality we measure is the
+quality we ship."""
 
 from __future__ import annotations
 
@@ -9,70 +10,13 @@ import time
 from pathlib import Path
 
 from edgecap.edge_runtime.atomic import atomic_path, write_json_atomic
-from edgecap.edge_runtime.decoding import beam_search, greedy_decode
+from edgecap.edge_runtime.datasets import load_dataset
+from edgecap.edge_runtime.decoding import DecodeOptions
 from edgecap.edge_runtime.errors import EdgeCaptionError
-from edgecap.edge_runtime.metrics import caption_metrics
-from edgecap.edge_runtime.scenes import scene_accuracy
-from edgecap.edge_runtime.text import normalize_caption
-
-from .flickr8k import load_dataset
-from .synthetic import load_scenes
+from edgecap.edge_runtime.metrics import caption_split, references_for, score
+from edgecap.edge_runtime.scenes import load_scenes
 
 log = logging.getLogger(__name__)
-GREEDY_BATCH = 256  # images decoded together by greedy search on a Keras run
-
-
-def _keras_predictions(
-    run_dir: Path, dataset, split: str, beam: int, length_penalty: float, feature_cache
-) -> dict[str, str]:
-    from .decoders import KerasStepModel, StepModule
-    from .encoders import get_encoder_spec
-    from .features import extract_features
-    from .runs import load_run
-
-    run = load_run(run_dir)
-    spec = get_encoder_spec(run.config["encoder"]["name"])
-    features = extract_features(
-        dataset, split, spec, feature_cache_weights(run, spec), run.encoder, feature_cache
-    )
-    steps = KerasStepModel(StepModule(run.decoder, run.decoder_config))
-    vocab, max_length = run.vocab, run.decoder_config.max_length
-    ids = dataset.splits[split]
-    decoded = []
-    if beam == 1:
-        for start in range(0, len(ids), GREEDY_BATCH):
-            batch = features[start : start + GREEDY_BATCH]  # [B, F]
-            decoded += greedy_decode(steps, batch, vocab.start_id, vocab.end_id, max_length)
-    else:
-        for row in features:
-            best = beam_search(
-                steps, row[None], vocab.start_id, vocab.end_id, max_length, beam, length_penalty
-            )
-            decoded.append(best[0])
-    return {i: vocab.decode(d.tokens) for i, d in zip(ids, decoded, strict=True)}
-
-
-def feature_cache_weights(run, spec) -> str:
-    """The weights the run's features were cached under, as training named them: the
-    ImageNet or file weights the encoder was built from, else the run's encoder.keras. So
-    evaluation reuses training's feature cache instead of extracting every image again."""
-    from .encoders import resolve_weights
-
-    try:
-        weights = resolve_weights(spec, run.config["train"].get("weights"))
-    except (FileNotFoundError, ValueError):
-        weights = None  # the weights file moved: key on the run's own encoder file
-    return str(run.path / "encoder.keras") if weights is None else weights
-
-
-def _bundle_predictions(
-    bundle: Path, dataset, split: str, beam: int, length_penalty: float
-) -> dict[str, str]:
-    from edgecap.edge_runtime.captioner import Captioner, CaptionerOptions
-
-    options = CaptionerOptions(beam_width=beam, length_penalty=length_penalty)
-    with Captioner.from_bundle(bundle, options) as captioner:
-        return {i: captioner.caption(dataset.image_path(i)).text for i in dataset.splits[split]}
 
 
 def evaluate(
@@ -98,33 +42,33 @@ def evaluate(
         raise EdgeCaptionError(
             f"{target}: neither a run (config.json) nor a bundle (manifest.json)"
         )
+    decode = DecodeOptions(beam_width=beam, length_penalty=length_penalty)
+    ids = dataset.splits[split]
     start = time.perf_counter()
     if kind == "run":
-        predictions = _keras_predictions(
-            target, dataset, split, beam, length_penalty, feature_cache
+        from .features import default_cache_dir
+        from .keras_captioner import KerasCaptioner
+
+        cache = feature_cache or default_cache_dir()  # reuse what training extracted
+        predictions = caption_split(
+            KerasCaptioner.open(target, feature_cache=cache), dataset, ids, decode
         )
     else:
-        predictions = _bundle_predictions(target, dataset, split, beam, length_penalty)
+        from edgecap.edge_runtime.captioner import Captioner
+
+        with Captioner.open(target) as captioner:
+            predictions = caption_split(captioner, dataset, ids, decode)
     seconds = time.perf_counter() - start
-    references = {i: [normalize_caption(c) for c in dataset.captions[i]] for i in predictions}
+    references = references_for(dataset, ids)
     metrics: dict = {
         "target": str(target),
         "kind": kind,
         "split": split,
         "beam": beam,
-        "images": len(predictions),
+        "length_penalty": length_penalty,
+        **score(predictions, references, load_scenes(dataset.root), meteor=meteor).to_json(),
+        "decode_seconds": round(seconds, 2),
     }
-    metrics.update({k: round(v, 6) for k, v in caption_metrics(predictions, references).items()})
-    if meteor:
-        from .meteor import meteor_score
-
-        value = meteor_score(predictions, references)
-        if value is not None:
-            metrics["meteor"] = round(value, 6)
-    scenes = load_scenes(dataset.root)
-    if scenes:
-        metrics["scene_accuracy"] = round(scene_accuracy(predictions, scenes), 6)
-    metrics["decode_seconds"] = round(seconds, 2)
 
     out_dir = Path(out) if out else target / f"eval-{split}-beam{beam}"
     write_json_atomic(out_dir / "metrics.json", metrics)

@@ -61,9 +61,10 @@ def extract(
     progress: bool = True,
 ) -> dict[str, str]:
     """Compute this worker's shards (or everything) of each split; returns what each did."""
+    from edgecap.edge_runtime.datasets import load_dataset
+
     from . import features as cache
     from .encoders import build_encoder, get_encoder_spec, resolve_weights
-    from .flickr8k import load_dataset
 
     spec = get_encoder_spec(encoder_name)
     resolved = resolve_weights(spec, weights)

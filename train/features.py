@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from edgecap.edge_runtime.atomic import atomic_path, sha256_file, write_json_atomic
+from edgecap.edge_runtime.datasets import CaptionDataset
 from edgecap.edge_runtime.errors import named_write_failures
 from edgecap.edge_runtime.preprocess import load_pixels
 
 from .encoders import EncoderSpec
-from .flickr8k import CaptionDataset
 
 log = logging.getLogger(__name__)
 

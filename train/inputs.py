@@ -17,9 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgecap.edge_runtime.datasets import CaptionDataset
 from edgecap.edge_runtime.vocab import Vocabulary
-
-from .flickr8k import CaptionDataset
 
 # Captions are sorted by length inside windows of this many batches: small enough that the
 # batch order stays random, large enough that a batch's captions have near-equal lengths.

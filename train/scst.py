@@ -28,8 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from edgecap.edge_runtime.atomic import write_json_atomic
-from edgecap.edge_runtime.metrics import CiderD, corpus_bleu, corpus_cider_d
-from edgecap.edge_runtime.text import normalize_caption
+from edgecap.edge_runtime.metrics import CiderD, corpus_bleu, references_for, score
 from edgecap.edge_runtime.vocab import NEVER_EMITTED_IDS
 
 from .runs import RunError, load_run
@@ -152,11 +151,12 @@ def scst(
     import tensorflow as tf
     from tqdm import tqdm
 
+    from edgecap.edge_runtime.datasets import load_dataset
+
     from .encoders import get_encoder_spec
-    from .evaluate import feature_cache_weights
     from .features import extract_features
-    from .flickr8k import load_dataset
-    from .training import _save_keras_atomic, decode_features
+    from .keras_captioner import caption_cached, feature_cache_weights
+    from .training import _save_keras_atomic
 
     if config.samples < 2:
         raise ValueError("--samples must be at least 2: each sample's baseline is the others' mean")
@@ -179,10 +179,7 @@ def scst(
         for split in ("train", "dev")
     }
     references = {
-        split: {
-            i: [normalize_caption(c) for c in dataset.captions[i]] for i in dataset.splits[split]
-        }
-        for split in ("train", "dev")
+        split: references_for(dataset, dataset.splits[split]) for split in ("train", "dev")
     }
     cider = CiderD(references["train"])
     train_refs = references["train"]
@@ -200,11 +197,9 @@ def scst(
     dev_ids = dataset.splits["dev"]
 
     def dev_scores(model) -> dict:
-        predictions = decode_features(model, decoder_config, vocab, features["dev"], dev_ids)
-        return {
-            "dev_bleu4": corpus_bleu(predictions, references["dev"])[3],
-            "dev_cider_d": corpus_cider_d(predictions, references["dev"]),
-        }
+        predictions = caption_cached(model, decoder_config, vocab, features["dev"], dev_ids)
+        scores = score(predictions, references["dev"])
+        return {"dev_bleu4": scores.bleu4, "dev_cider_d": scores.cider_d}
 
     checkpoints = out / "checkpoints"
     checkpoints.mkdir(exist_ok=True)

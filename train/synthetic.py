@@ -11,11 +11,16 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from edgecap.edge_runtime.atomic import write_bytes_atomic, write_text_atomic
-from edgecap.edge_runtime.scenes import COLORS, RELATIONS, SHAPES, SIZES, captions_for
+from edgecap.edge_runtime.datasets import IMAGES_DIR, SPLIT_FILES, TOKEN_FILE
+from edgecap.edge_runtime.scenes import (
+    COLORS,
+    RELATIONS,
+    SCENES_FILE,
+    SHAPES,
+    SIZES,
+    captions_for,
+)
 
-from .flickr8k import IMAGES_DIR, SPLIT_FILES, TOKEN_FILE
-
-SCENES_FILE = "scenes.json"
 SPLIT_RATIO = (6, 1, 1)  # train : dev : test, as Flickr8k's 6000/1000/1000
 JPEG_QUALITY = 95
 # Object radius as a fraction of the image side, per size word.
@@ -174,11 +179,3 @@ def generate(
         "dev": len(splits["dev"]),
         "test": len(splits["test"]),
     }
-
-
-def load_scenes(data_dir: str | Path) -> dict[str, dict]:
-    """The ground truth of a synthetic dataset, or {} for a real one (no scenes.json)."""
-    path = Path(data_dir) / SCENES_FILE
-    if not path.exists():
-        return {}
-    return json.loads(path.read_text(encoding="utf-8"))["scenes"]

@@ -21,19 +21,17 @@ from pathlib import Path
 import numpy as np
 
 from edgecap.edge_runtime.atomic import atomic_path, write_json_atomic
-from edgecap.edge_runtime.decoding import greedy_decode
+from edgecap.edge_runtime.datasets import CaptionDataset, load_dataset
 from edgecap.edge_runtime.errors import named_write_failures
-from edgecap.edge_runtime.metrics import corpus_bleu, corpus_cider_d
-from edgecap.edge_runtime.scenes import scene_accuracy
-from edgecap.edge_runtime.text import normalize_caption
+from edgecap.edge_runtime.metrics import references_for, score
+from edgecap.edge_runtime.scenes import load_scenes
 from edgecap.edge_runtime.vocab import Vocabulary
 
-from .decoders import DecoderConfig, KerasStepModel, StepModule, build_training_model
+from .decoders import DecoderConfig, build_training_model
 from .encoders import build_encoder, get_encoder_spec, resolve_weights
 from .features import extract_features
-from .flickr8k import CaptionDataset, load_dataset
 from .inputs import CaptionTable, TrainingBatches
-from .synthetic import load_scenes
+from .keras_captioner import caption_cached
 
 log = logging.getLogger(__name__)
 RUN_FORMAT_VERSION = 1
@@ -187,28 +185,16 @@ def _dev_score_callback(
     import keras
 
     ids = dataset.splits["dev"]
-    references = {i: [normalize_caption(c) for c in dataset.captions[i]] for i in ids}
+    references = references_for(dataset, ids)
 
     class DevScore(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            predictions = decode_features(self.model, config, vocab, features, ids)
+            scores = score(caption_cached(self.model, config, vocab, features, ids), references)
             if logs is not None:
-                logs["dev_bleu4"] = corpus_bleu(predictions, references)[3]
-                logs[DEV_SCORE] = corpus_cider_d(predictions, references)
+                logs["dev_bleu4"] = scores.bleu4
+                logs[DEV_SCORE] = scores.cider_d
 
     return DevScore()
-
-
-def decode_features(
-    model, config: DecoderConfig, vocab: Vocabulary, features: np.ndarray, ids
-) -> dict[str, str]:
-    """Greedy captions {image id: text} of cached features [N, F], with the shared decoding."""
-    step_model = KerasStepModel(StepModule(model, config))
-    decoded = []
-    for start in range(0, len(ids), 256):
-        batch = features[start : start + 256]  # [B, F]
-        decoded += greedy_decode(step_model, batch, vocab.start_id, vocab.end_id, config.max_length)
-    return {i: vocab.decode(d.tokens) for i, d in zip(ids, decoded, strict=True)}
 
 
 def _load_checkpoint(run: Path, steps_per_epoch: int, epochs_done: int):
@@ -427,18 +413,9 @@ def evaluate_keras(
 ) -> dict:
     """Greedy-decode a split with the shared decoding code and score it."""
     ids = dataset.splits[split]
-    predictions = decode_features(model, config, vocab, features, ids)
-    references = {i: [normalize_caption(c) for c in dataset.captions[i]] for i in ids}
-    bleu = corpus_bleu(predictions, references)
-    metrics = {
-        "split": split,
-        "images": len(ids),
-        **{f"bleu{n + 1}": round(b, 4) for n, b in enumerate(bleu)},
-        "cider_d": round(corpus_cider_d(predictions, references), 4),
-    }
-    scenes = load_scenes(dataset.root)
-    if scenes:
-        metrics["scene_accuracy"] = round(scene_accuracy(predictions, scenes), 4)
+    predictions = caption_cached(model, config, vocab, features, ids)
+    scores = score(predictions, references_for(dataset, ids), load_scenes(dataset.root))
+    metrics = {"split": split, **scores.to_json()}
     with (
         _name_write_failures(run / "predictions.jsonl", run),
         atomic_path(run / "predictions.jsonl") as tmp,

@@ -21,7 +21,7 @@ def _jpeg_bytes(image: Image.Image, **kwargs) -> bytes:
 
 @pytest.fixture(scope="module")
 def good_image(e2e):
-    from edgecap.train.flickr8k import load_dataset
+    from edgecap.edge_runtime.datasets import load_dataset
 
     dataset = load_dataset(e2e["data"])
     with Image.open(dataset.image_path(dataset.splits["test"][0])) as img:
@@ -71,7 +71,7 @@ def _variants(good: Image.Image) -> dict[str, bytes]:
 
 
 def test_unusual_but_valid_images_caption_like_the_original(e2e, good_image, tmp_path):
-    with Captioner.from_bundle(e2e["bundle"]) as captioner:
+    with Captioner.open(e2e["bundle"]) as captioner:
         reference = captioner.caption(good_image)
         for name, data in _variants(good_image).items():
             path = tmp_path / name
@@ -109,7 +109,7 @@ def test_python_api_raises_image_error_naming_each_bad_input(e2e, good_image, tm
         "text.jpg": b"this is not an image\n",
         "corrupt.png": b"\x89PNG\r\n\x1a\n" + b"\x00garbage" * 20,
     }
-    with Captioner.from_bundle(e2e["bundle"]) as captioner:
+    with Captioner.open(e2e["bundle"]) as captioner:
         reference = captioner.caption(good_image).text
         for name, data in decode_failures.items():
             path = tmp_path / name

@@ -67,7 +67,7 @@ def test_tensor_shapes_that_disagree_within_the_manifest(bundle, edit):
     expected = f"{path} {edit(manifest)}{TAIL}"
     path.write_text(json.dumps(manifest))
     with pytest.raises(BundleError) as caught:
-        Captioner.from_bundle(bundle)
+        Captioner.open(bundle)
     assert str(caught.value) == expected
 
 
@@ -77,7 +77,7 @@ def test_tensor_without_a_shape(bundle):
     del _tensor(manifest, "decoder_init", "outputs", "h")["shape"]
     path.write_text(json.dumps(manifest))
     with pytest.raises(BundleError) as caught:
-        Captioner.from_bundle(bundle)
+        Captioner.open(bundle)
     assert str(caught.value) == (
         f"{path} models.decoder_init: output 'h' needs a shape (a list of ints, -1 for a "
         "dynamic dimension), got None"
@@ -89,7 +89,7 @@ def test_vocabulary_changed_after_export(bundle):
     vocab["tokens"][-1] = "zebra"
     (bundle / "vocab.json").write_text(json.dumps(vocab))
     with pytest.raises(BundleError) as caught:
-        Captioner.from_bundle(bundle)
+        Captioner.open(bundle)
     assert str(caught.value).startswith(f"{bundle / 'vocab.json'}: SHA-256 mismatch (manifest ")
     assert str(caught.value).endswith(
         "the file is truncated or was changed after export. Re-export or re-copy the bundle"
@@ -103,7 +103,7 @@ def test_model_file_shapes_that_disagree_with_the_manifest(bundle):
     _tensor(manifest, "encoder", "inputs", "image")["shape"] = [1, 64, 64, 3]
     path.write_text(json.dumps(manifest))
     with pytest.raises(BundleError) as caught:
-        Captioner.from_bundle(bundle)  # refused before any inference
+        Captioner.open(bundle)  # refused before any inference
     assert str(caught.value) == (
         f"{bundle / 'encoder.tflite'}: input 'image' has shape [1, 96, 96, 3] in the file, but "
         "the manifest says [1, 64, 64, 3]; the bundle is inconsistent, re-export it"
@@ -122,7 +122,7 @@ def test_sha256_recomputed_after_tampering_still_needs_a_consistent_manifest(bun
     path.write_text(json.dumps(manifest))
     size = len(vocab["tokens"])
     with pytest.raises(BundleError) as caught:
-        Captioner.from_bundle(bundle)
+        Captioner.open(bundle)
     assert str(caught.value) == (
         f"{path} models.decoder_step: output 'log_probs' has shape [-1, {size - 1}], but the "
         f"vocabulary has {size}{TAIL}"

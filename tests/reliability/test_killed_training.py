@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgecap.edge_runtime.datasets import load_dataset
 from edgecap.edge_runtime.errors import DiskFullError
 from edgecap.train import features as features_mod
-from edgecap.train.flickr8k import load_dataset
 from edgecap.train.synthetic import generate
 
 DRIVER = Path(__file__).with_name("train_driver.py")
@@ -230,7 +230,7 @@ def test_killed_at_every_stage_then_the_same_command_finishes_and_exports(data, 
     # And the finished run exports to a bundle that captions.
     manifest = export_bundle(run, tmp_path / "bundle", "int8", parity_images=2)
     assert manifest["vocab"]["size"] == len(json.loads((run / "vocab.json").read_text())["tokens"])
-    with Captioner.from_bundle(tmp_path / "bundle") as captioner:
+    with Captioner.open(tmp_path / "bundle") as captioner:
         assert isinstance(
             captioner.caption(dataset.image_path(dataset.splits["test"][0])).text, str
         )

@@ -203,7 +203,7 @@ def test_fuzzed_image_bytes(data, tmp_path):
 
 @pytest.fixture(scope="module")
 def captioner(e2e):
-    with Captioner.from_bundle(e2e["bundle"]) as captioner:
+    with Captioner.open(e2e["bundle"]) as captioner:
         yield captioner
 
 

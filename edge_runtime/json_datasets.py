@@ -32,7 +32,7 @@ from typing import Any
 
 from edgecap.edge_runtime.errors import DatasetError
 
-from .flickr8k import CaptionDataset
+from .datasets import CaptionDataset
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,6 @@
-"""Latency measurement: warm-up, then a time budget, then robust statistics.
+"""Latency measurement: warm-up, then a time budget, then robust statistics. It lives in
+edge_runtime because caption-bench and the Keras baselines (a child process of train/)
+both time with it.
 
 The rule, stated once so every number in a report means the same thing:
 
@@ -21,6 +23,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 TUKEY_K = 1.5
+RANDOM_IMAGE_SIDE = 224  # without a dataset, latency runs on seeded random images of this side
 OUTLIER_RULE = (
     "percentiles over all samples; mean and std after dropping samples beyond "
     f"Tukey's fences (Q1 - {TUKEY_K} IQR, Q3 + {TUKEY_K} IQR)"

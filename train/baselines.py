@@ -1,0 +1,179 @@
+"""The child side of caption-bench's Keras baselines: these import TensorFlow, so they run
+in a process of their own (`python -m edgecap.train.baselines keras|tf-load`), started by
+benchmarks/baselines.py, which describes what each one measures.
+
+- seed-style: the seed's notebooks' way to caption, `model.predict` on the whole padded
+  prefix for every word;
+- stepwise: the run's KerasCaptioner, the same decoding evaluation and export parity use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .runs import TrainedRun
+
+# What the Keras side ships: its size is the baselines' "size" in the table.
+RUN_FILES = ("encoder.keras", "decoder.keras", "vocab.json")
+SEED_STYLE_IMAGES = 5  # seed-style captions cost ~0.5 s each on 2 cores: a handful is enough
+
+
+def seed_style_caption(run: TrainedRun, image: Image.Image) -> tuple[list[int], int]:
+    """Caption one PIL image the seed's way; return (word ids, model.predict calls)."""
+    from edgecap.edge_runtime.preprocess import preprocess
+
+    cfg, vocab = run.decoder_config, run.vocab
+    pixels = preprocess(image, run.preprocessing)[None]  # [1, S, S, 3]
+    features = run.encoder.predict(pixels, verbose=0)  # [1, F]
+    key = "prefix" if cfg.kind == "blstm" else "tokens"
+    words: list[int] = []
+    calls = 1
+    for _ in range(cfg.max_length + 1):
+        prefix = [vocab.start_id, *words]
+        padded = np.zeros((1, cfg.prefix_length), dtype=np.int32)  # [1, L]: 0 is padding
+        padded[0, : len(prefix)] = prefix
+        logits = run.decoder.predict({"features": features, key: padded}, verbose=0)
+        calls += 1
+        # lstm/merge: [1, L, V], the next word at the last real position; blstm: [1, V].
+        next_logits = logits[0, len(prefix) - 1] if logits.ndim == 3 else logits[0]
+        token = int(np.argmax(next_logits))
+        # The same stopping rule as decoding.greedy_decode: the end token, or max_length words.
+        if token == vocab.end_id or len(words) >= cfg.max_length:
+            break
+        words.append(token)
+    return words, calls
+
+
+def _images(run: TrainedRun, dataset, split: str) -> list[Image.Image]:
+    """32 images of the split, read as load_pixels reads files; or seeded random ones."""
+    from edgecap.edge_runtime.preprocess import load_image
+    from edgecap.edge_runtime.timing import RANDOM_IMAGE_SIDE
+
+    if dataset is not None:
+        side = run.preprocessing.input_size
+        return [
+            load_image(dataset.image_path(i), min_side=side) for i in dataset.splits[split][:32]
+        ]
+    rng = np.random.default_rng(0)
+    shape = (RANDOM_IMAGE_SIDE, RANDOM_IMAGE_SIDE, 3)  # [H, W, 3] uint8 RGB
+    return [Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)) for _ in range(8)]
+
+
+def _keras_main(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
+    import tensorflow as tf
+
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    from edgecap.edge_runtime.atomic import write_json_atomic
+    from edgecap.edge_runtime.timing import captions_per_second, summarize, time_calls
+
+    from .keras_captioner import KerasCaptioner
+    from .runs import load_run
+
+    import_s = time.perf_counter() - start
+    start = time.perf_counter()
+    run = load_run(args.run)
+    load_s = time.perf_counter() - start
+    dataset = None
+    if args.data:
+        from edgecap.edge_runtime.datasets import load_dataset
+
+        dataset = load_dataset(args.data)
+    images = _images(run, dataset, args.split)
+    keras_captioner = KerasCaptioner.open(run)
+
+    n = len(images)
+    samples = time_calls(
+        lambda i: keras_captioner.caption(images[i % n]), args.budget_s, warmup=args.warmup
+    )
+    result: dict = {
+        "status": "ok",
+        "run": str(args.run),
+        "decoder_kind": run.decoder_config.kind,
+        "in_process_import_s": round(import_s, 3),
+        "in_process_load_s": round(load_s, 3),
+        "run_bytes": sum((Path(args.run) / name).stat().st_size for name in RUN_FILES),
+        "keras_stepwise": {
+            "latency_ms": summarize(samples).to_json(),
+            "captions_per_s": captions_per_second(summarize(samples)),
+        },
+    }
+
+    # One unrecorded seed-style caption: the first predict() builds Keras' predict function.
+    seed_style_caption(run, images[0])
+    seed_ms, calls, agree = [], [], 0
+    for image in images[: args.seed_images]:
+        start = time.perf_counter()
+        words, used = seed_style_caption(run, image)
+        seed_ms.append((time.perf_counter() - start) * 1e3)
+        calls.append(used)
+        agree += words == keras_captioner.caption(image).tokens
+    result["seed_style"] = {
+        "latency_ms": summarize(seed_ms).to_json(),
+        "captions_per_s": captions_per_second(summarize(seed_ms)),
+        "images": len(seed_ms),
+        "predict_calls_per_caption": round(float(np.mean(calls)), 2),
+        # Same model, same greedy rule: the words should be the stepwise decoder's.
+        "same_caption_as_stepwise": agree,
+    }
+
+    if dataset is not None and args.quality_images != 0:
+        from edgecap.edge_runtime.metrics import caption_split, references_for, score
+        from edgecap.edge_runtime.scenes import load_scenes
+
+        ids = dataset.splits[args.split]
+        chosen = ids[: args.quality_images] if args.quality_images else ids
+        predictions = caption_split(keras_captioner, dataset, chosen)
+        quality = score(predictions, references_for(dataset, chosen), load_scenes(dataset.root))
+        result["keras_stepwise"]["quality"] = {"greedy": quality.to_json()}
+    write_json_atomic(args.out, result)
+    return 0
+
+
+def _tf_load_main(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
+    import keras  # noqa: F401
+    import tensorflow  # noqa: F401
+
+    imported = time.perf_counter()
+    from .runs import load_run
+
+    load_run(args.run)
+    done = time.perf_counter()
+    print(json.dumps({"import_s": round(imported - start, 3), "load_s": round(done - imported, 3)}))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m edgecap.train.baselines")
+    sub = parser.add_subparsers(dest="command", required=True)
+    keras = sub.add_parser("keras", help="seed-style and stepwise Keras decoding")
+    keras.add_argument("--run", required=True)
+    keras.add_argument("--out", required=True, type=Path)
+    keras.add_argument("--data")
+    keras.add_argument("--split", default="test")
+    keras.add_argument("--budget-s", type=float, default=2.0)
+    keras.add_argument("--warmup", type=int, default=3)
+    keras.add_argument("--seed-images", type=int, default=SEED_STYLE_IMAGES)
+    keras.add_argument("--quality-images", type=int, default=None)
+    keras.add_argument("--threads", type=int, default=None)
+    tf_load = sub.add_parser("tf-load", help="import TensorFlow and load the run, then exit")
+    tf_load.add_argument("--run", required=True)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.command == "keras":
+        return _keras_main(args)
+    return _tf_load_main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
