@@ -14,7 +14,6 @@ memory map, which exec starts afresh. ru_maxrss is the fallback where /proc is m
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 import traceback
@@ -30,21 +29,25 @@ LATENCY_IMAGES = 32  # distinct images cycled through by the latency loops
 def identify(bundle: str | Path) -> tuple[str, str | None, str | None]:
     """(recipe name, format, precision) of a bundle, as its manifest records them.
 
-    Reads manifest.json leniently (a broken bundle still gets a row): one without a
-    readable recipe is 'unknown'.
+    A bundle whose manifest cannot be read (or records no recipe) still gets a row, as
+    'unknown': the benchmark reports broken bundles instead of stopping at them.
     """
+    from edgecap.edge_runtime.errors import BundleError
+    from edgecap.edge_runtime.manifest import load_manifest
+
     try:
-        raw = json.loads((Path(bundle) / "manifest.json").read_text(encoding="utf-8"))
-        recipe = raw["recipe"]
-        return str(recipe["name"]), str(recipe["format"]), str(recipe["precision"])
-    except (OSError, ValueError, KeyError, TypeError):
+        recipe = load_manifest(bundle, verify_hashes=False).recipe
+    except BundleError:
+        recipe = None
+    if recipe is None:
         return "unknown", None, None
+    return recipe.name, recipe.format, recipe.precision
 
 
-def _source_run(bundle: Path, raw: dict) -> str | None:
+def _source_run(bundle: Path, source: dict | None) -> str | None:
     from edgecap.edge_runtime.manifest import find_source_run
 
-    run = find_source_run(bundle, raw)
+    run = find_source_run(bundle, source)
     return str(run) if run is not None else None
 
 
@@ -135,7 +138,7 @@ def measure(args: argparse.Namespace) -> dict:
         threads=args.threads,
         providers=providers,
         decoder_kind=manifest.decoder_kind,
-        source_run=_source_run(bundle, manifest.raw),
+        source_run=_source_run(bundle, manifest.source),
         size={"total_bytes": sum(files.values()), "files": files},
         import_ms=round(import_ms, 2),
         init_ms=round(init_ms, 3),

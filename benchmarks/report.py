@@ -2,15 +2,15 @@
 
 The main table follows ultralytics' benchmark table (format, status, size, metric,
 ms per image, FPS): one row per variant, the Keras baselines on top, failed bundles kept
-with their reason. Rows are ordered as export/formats.py's RECIPES lists the pairs, so
-every table and plot of the project shows the formats in one order.
+with their reason. Rows are ordered by the manifest schema's formats, then its
+precisions, so every table and plot of the project shows the formats in one order.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from edgecap.export.formats import RECIPES
+from edgecap.edge_runtime.manifest import MODEL_FORMATS, PRECISIONS
 
 SEED_STYLE = "keras-seed-style"
 KERAS_STEPWISE = "keras-stepwise"
@@ -18,11 +18,14 @@ BASELINE_TITLES = {
     SEED_STYLE: "Keras, seed-style (predict per word)",
     KERAS_STEPWISE: "Keras, stepwise (in-process)",
 }
-_ORDER = {r.name: i for i, r in enumerate(RECIPES)}
+# Recipe names are "<format>-<precision>" (export/formats.py); rank them by the schema.
+_ORDER = {
+    f"{f}-{p}": i for i, (f, p) in enumerate((f, p) for f in MODEL_FORMATS for p in PRECISIONS)
+}
 
 
 def variant_order(entry: dict) -> tuple:
-    """Sort key: baselines, then RECIPES order, then anything else by name."""
+    """Sort key: baselines, then by format and precision, then anything else by name."""
     variant = entry.get("variant", "")
     if variant in BASELINE_TITLES:
         return (0, list(BASELINE_TITLES).index(variant), "")

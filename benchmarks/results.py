@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from edgecap.edge_runtime.manifest import find_source_run
+from edgecap.edge_runtime.manifest import find_source_run, load_manifest
 
 COLUMNS = (
     ("BLEU-1", "bleu1"),
@@ -36,9 +36,8 @@ VERSUS_KERAS = (
 
 def _run_of(target: Path) -> Path:
     """The run directory behind an evaluated run or bundle."""
-    manifest = target / "manifest.json"
-    if manifest.is_file():
-        return find_source_run(target, json.loads(manifest.read_text())) or target
+    if (target / "manifest.json").is_file():
+        return find_source_run(target, load_manifest(target, verify_hashes=False).source) or target
     return target
 
 
@@ -68,8 +67,8 @@ def row(metrics_file: Path) -> dict:
     if metrics["kind"] == "run":
         model = "Keras run"
     else:
-        manifest = json.loads((target / "manifest.json").read_text())
-        model = manifest.get("recipe", {}).get("name", manifest["model_format"])
+        manifest = load_manifest(target, verify_hashes=False)
+        model = manifest.recipe.name if manifest.recipe else manifest.model_format
     return {
         "run_dir": str(run.resolve()),
         "encoder": config.get("encoder", {}).get("name", "?"),

@@ -18,7 +18,6 @@ from .manifest import load_manifest
 def describe(bundle: str) -> dict[str, Any]:
     """The facts `info` prints, as a JSON-ready dict. Raises BundleError for a bad bundle."""
     manifest = load_manifest(bundle, verify_hashes=True)
-    raw = manifest.raw
     files = {
         role: {
             "file": entry.file,
@@ -30,19 +29,19 @@ def describe(bundle: str) -> dict[str, Any]:
     return {
         "bundle": str(bundle),
         "model_format": manifest.model_format,
-        "recipe": raw.get("recipe", {}).get("name"),
-        "created": raw.get("created"),
+        "recipe": manifest.recipe.name if manifest.recipe else None,
+        "created": manifest.created,
         "files": files,
         "total_bytes": sum(f["bytes"] for f in files.values())
         + manifest.path(manifest.vocab_file).stat().st_size,
-        "encoder": raw.get("encoder", {}),
+        "encoder": manifest.encoder,
         "preprocessing": manifest.preprocessing.to_json(),
-        "decoder": raw.get("decoder", {}),
+        "decoder": manifest.to_json()["decoder"],
         "vocab_size": manifest.vocab_size,
         "max_caption_length": manifest.max_length,
-        "source": raw.get("source") or raw.get("source_run"),
-        "parity": raw.get("parity"),
-        "model_card": raw.get("model_card"),
+        "source": manifest.source,
+        "parity": manifest.parity,
+        "model_card": manifest.model_card,
     }
 
 
@@ -66,13 +65,13 @@ def _text(info: dict[str, Any]) -> str:
         f"decoder     {dec.get('kind')}, {dec.get('units')} units, embedding {dec.get('embed_dim')}",
         f"vocabulary  {info['vocab_size']} words, captions up to {info['max_caption_length']} words",
     ]
-    source = info["source"]
-    if isinstance(source, dict):
+    source = info["source"] or {}
+    if "run" in source:
         lines.append(
-            f"source run  {source.get('run')} (config sha256 {source.get('config_sha256', '')[:12]})"
+            f"source run  {source['run']} (config sha256 {source.get('config_sha256', '')[:12]})"
         )
-    elif source:
-        lines.append(f"source run  {source}")
+    elif "path" in source:  # older exports recorded the run's absolute path
+        lines.append(f"source run  {source['path']}")
     parity = info["parity"]
     if parity:
         diffs = ", ".join(f"{k} {v:g}" for k, v in parity.get("max_abs_diff", {}).items())

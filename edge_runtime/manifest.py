@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -23,6 +23,9 @@ BUNDLE_FORMAT = "edgecap-bundle"
 FORMAT_VERSION = 1
 MODEL_ROLES = ("encoder", "decoder_init", "decoder_step")
 MODEL_FORMATS = {"tflite": ".tflite", "onnx": ".onnx"}
+# The one name of each per-file precision (export/formats.py says what each means), in the
+# order tables list them: the smallest files first, then float32 as the reference.
+PRECISIONS = ("int8", "fp32", "fp16", "dynamic")
 ENCODER_TENSORS = {"inputs": ["image"], "outputs": ["features"]}
 
 
@@ -36,31 +39,127 @@ def tensor_names(decoder_kind: str) -> dict[str, dict[str, list[str]]]:
 
 @dataclass(frozen=True)
 class ModelEntry:
-    role: str
-    file: str
+    """One model file of a bundle, as manifest.json's models.<role> holds it."""
+
+    role: str  # encoder, decoder_init or decoder_step
+    file: str  # relative to the bundle folder
     sha256: str
-    precision: str
-    inputs: list[dict]
+    precision: (
+        str  # how this file's weights are stored: fp32, fp16, dynamic, int8 (export/formats.py)
+    )
+    inputs: list[dict]  # [{"name", "shape", ...}] in the file's order; -1 is a dynamic size
     outputs: list[dict]
+    bytes: int | None = None
+    ops: list[str] | None = None  # the operators the file uses, for a device's support table
+    # What one format alone has (TFLite: gpu_compatibility; ONNX: opset) and export_seconds.
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"file": self.file, "sha256": self.sha256}
+        if self.bytes is not None:
+            out["bytes"] = self.bytes
+        out["precision"] = self.precision
+        if self.ops is not None:
+            out["ops"] = self.ops
+        return {**out, **self.details, "inputs": self.inputs, "outputs": self.outputs}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The (format, precision) pair a bundle was exported with, by the name caption-export
+    and caption-bench use (e.g. 'tflite-int8'); recorded so that nothing infers it."""
+
+    name: str
+    format: str
+    precision: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"name": self.name, "format": self.format, "precision": self.precision}
 
 
 @dataclass(frozen=True)
 class Manifest:
-    root: Path
-    raw: dict[str, Any]
-    model_format: str
+    """manifest.json, typed: the exporter builds one and writes to_json(); the runtime
+    reads it back with from_json() (load_manifest), which refuses anything inconsistent."""
+
+    root: Path  # the bundle folder (not written: a bundle can be moved)
+    model_format: str  # tflite or onnx
     preprocessing: Preprocessing
     decoder_kind: str
-    max_length: int
+    max_length: int  # longest caption in words, end token excluded
     prefix_length: int | None  # BLSTM only: the fixed prefix width of decoder_step
     vocab_file: str
     vocab_size: int
     start_id: int
     end_id: int
     models: dict[str, ModelEntry]
+    vocab_sha256: str = ""
+    pad_id: int | None = None
+    unk_id: int | None = None
+    recipe: Recipe | None = None  # None only in bundles exported before it was recorded
+    encoder: dict[str, Any] = field(default_factory=dict)  # name, alpha, input_size, feature_dim
+    decoder_units: int | None = None
+    decoder_embed_dim: int | None = None
+    created: str | None = None  # ISO 8601, UTC
+    # The training run, by folder name and config hash (find_source_run); older bundles
+    # recorded an absolute path instead, kept as {"path": ...}.
+    source: dict[str, Any] | None = None
+    parity: dict[str, Any] | None = None  # export's comparison with Keras (check_parity)
+    model_card: dict[str, Any] | None = None
 
     def path(self, name: str) -> Path:
         return self.root / name
+
+    def to_json(self) -> dict[str, Any]:
+        """manifest.json's content, in the order a reader expects to find things."""
+        decoder: dict[str, Any] = {"kind": self.decoder_kind}
+        if self.decoder_units is not None:
+            decoder["units"] = self.decoder_units
+        if self.decoder_embed_dim is not None:
+            decoder["embed_dim"] = self.decoder_embed_dim
+        if self.prefix_length is not None:
+            decoder["prefix_length"] = self.prefix_length
+        vocab: dict[str, Any] = {"file": self.vocab_file, "size": self.vocab_size}
+        for key, value in (("pad_id", self.pad_id), ("start_id", self.start_id),
+                           ("end_id", self.end_id), ("unk_id", self.unk_id)):  # fmt: skip
+            if value is not None:
+                vocab[key] = value
+        vocab["sha256"] = self.vocab_sha256
+        out: dict[str, Any] = {
+            "format": BUNDLE_FORMAT,
+            "format_version": FORMAT_VERSION,
+            "model_format": self.model_format,
+        }
+        if self.recipe is not None:
+            out["recipe"] = self.recipe.to_json()
+        if self.created is not None:
+            out["created"] = self.created
+        if self.source is not None:
+            legacy = set(self.source) == {"path"}
+            out["source_run" if legacy else "source"] = (
+                self.source["path"] if legacy else self.source
+            )
+        if self.encoder:
+            out["encoder"] = self.encoder
+        out.update(
+            preprocessing=self.preprocessing.to_json(),
+            decoder=decoder,
+            max_caption_length=self.max_length,
+            vocab=vocab,
+            models={role: entry.to_json() for role, entry in self.models.items()},
+        )
+        if self.parity is not None:
+            out["parity"] = self.parity
+        if self.model_card is not None:
+            out["model_card"] = self.model_card
+        return out
+
+    @classmethod
+    def from_json(
+        cls, obj: Any, root: str | os.PathLike, source: str = "manifest.json"
+    ) -> Manifest:
+        """Validate a decoded manifest.json; every problem is a BundleError naming the field."""
+        return parse_manifest(obj, Path(root), source)
 
 
 def _safe_relative(root: Path, name: Any, source: str) -> str:
@@ -87,6 +186,11 @@ def _require(obj: dict, key: str, kind: type | tuple, source: str) -> Any:
     if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
         raise BundleError(f"{source}: field {key!r} has the wrong type ({type(value).__name__})")
     return value
+
+
+def _optional(obj: dict, key: str, kind: type, source: str) -> Any:
+    """obj[key] if present (checked as _require does), else None."""
+    return _require(obj, key, kind, source) if key in obj else None
 
 
 def parse_manifest(obj: Any, root: Path, source: str = "manifest.json") -> Manifest:
@@ -159,11 +263,29 @@ def parse_manifest(obj: Any, root: Path, source: str = "manifest.json") -> Manif
             precision=_require(entry, "precision", str, where),
             inputs=inputs,
             outputs=outputs,
+            bytes=_optional(entry, "bytes", int, where),
+            ops=_optional(entry, "ops", list, where),
+            details={k: v for k, v in entry.items() if k not in _MODEL_ENTRY_KEYS},
         )
     _check_shapes(models, prep, vocab_size, prefix_length, source)
+    recipe = _optional(obj, "recipe", dict, source)
+    if recipe is not None:
+        where = f"{source} recipe"
+        recipe = Recipe(
+            _require(recipe, "name", str, where),
+            _require(recipe, "format", str, where),
+            _require(recipe, "precision", str, where),
+        )
+        if recipe.format != model_format:
+            raise BundleError(
+                f"{where}: format {recipe.format!r} is not the model_format {model_format!r}"
+            )
+    origin = _optional(obj, "source", dict, source)
+    legacy = _optional(obj, "source_run", str, source)
+    if origin is None and legacy is not None:
+        origin = {"path": legacy}
     return Manifest(
         root=root,
-        raw=obj,
         model_format=model_format,
         preprocessing=prep,
         decoder_kind=kind,
@@ -174,7 +296,22 @@ def parse_manifest(obj: Any, root: Path, source: str = "manifest.json") -> Manif
         start_id=start_id,
         end_id=end_id,
         models=models,
+        vocab_sha256=vocab["sha256"],
+        pad_id=_optional(vocab, "pad_id", int, f"{source} vocab"),
+        unk_id=_optional(vocab, "unk_id", int, f"{source} vocab"),
+        recipe=recipe,
+        encoder=_optional(obj, "encoder", dict, source) or {},
+        decoder_units=_optional(decoder, "units", int, f"{source} decoder"),
+        decoder_embed_dim=_optional(decoder, "embed_dim", int, f"{source} decoder"),
+        created=_optional(obj, "created", str, source),
+        source=origin,
+        parity=_optional(obj, "parity", dict, source),
+        model_card=_optional(obj, "model_card", dict, source),
     )
+
+
+# Keys of models.<role> that ModelEntry has fields for; any other goes to its details.
+_MODEL_ENTRY_KEYS = {"file", "sha256", "bytes", "precision", "ops", "inputs", "outputs"}
 
 
 def _shape(entry: ModelEntry, kind: str, name: str, source: str) -> list[int]:
@@ -262,7 +399,7 @@ def load_manifest(bundle_dir: str | os.PathLike, verify_hashes: bool = True) -> 
         ) from None
     manifest = parse_manifest(obj, root, str(path))
     if verify_hashes:
-        files = [(manifest.vocab_file, obj["vocab"]["sha256"])]
+        files = [(manifest.vocab_file, manifest.vocab_sha256)]
         files += [(m.file, m.sha256) for m in manifest.models.values()]
         for name, expected in files:
             file_path = root / name
@@ -285,22 +422,24 @@ def config_sha256(config: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def find_source_run(bundle_dir: str | os.PathLike, raw: dict[str, Any]) -> Path | None:
-    """The training run a bundle was exported from, if it is still where export left it.
+def find_source_run(bundle_dir: str | os.PathLike, source: dict[str, Any] | None) -> Path | None:
+    """The training run a bundle was exported from (its manifest's `source`), if it is
+    still where export left it.
 
     A bundle records its run's folder name and config hash, not a workstation path: the
     run is looked for beside the bundle and accepted only if its config still hashes the
-    same. Bundles of older exports recorded an absolute `source_run`, used if it exists.
+    same. Bundles of older exports recorded an absolute path ({"path": ...}), used if it exists.
     """
-    source = raw.get("source")
-    if isinstance(source, dict) and isinstance(source.get("run"), str):
+    if not isinstance(source, dict):
+        return None
+    if isinstance(source.get("run"), str):
         candidate = Path(bundle_dir).resolve().parent / source["run"]
         try:
             config = json.loads((candidate / "config.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
         return candidate if config_sha256(config) == source.get("config_sha256") else None
-    legacy = raw.get("source_run")
+    legacy = source.get("path")
     if isinstance(legacy, str) and (Path(legacy) / "config.json").is_file():
         return Path(legacy)
     return None

@@ -15,6 +15,7 @@ import logging
 import shutil
 import tempfile
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -26,10 +27,10 @@ from edgecap.edge_runtime.captioner import Captioner
 from edgecap.edge_runtime.datasets import load_dataset
 from edgecap.edge_runtime.errors import is_write_failure, write_failure
 from edgecap.edge_runtime.manifest import (
-    BUNDLE_FORMAT,
-    FORMAT_VERSION,
-    MODEL_FORMATS,
     MODEL_ROLES,
+    Manifest,
+    ModelEntry,
+    Recipe,
     config_sha256,
     load_manifest,
     tensor_names,
@@ -41,8 +42,7 @@ from edgecap.train.decoders import StepModule
 from edgecap.train.keras_captioner import KerasCaptioner
 from edgecap.train.runs import TrainedRun, load_run
 
-from . import formats, tflite
-from . import onnx as onnx_export
+from . import formats
 from .model_card import model_card
 
 log = logging.getLogger(__name__)
@@ -71,63 +71,24 @@ QUANTIZED_SAME_SCENE_DROP = 0.02
 # 0.01 BLEU-4 and 0.04 CIDEr-D; a broken quantization loses several times that.
 MAX_BLEU4_DROP = 0.03
 MAX_CIDER_D_DROP = 0.10
-# The backend the parity check runs each format with: the one a device runs by default.
-PARITY_BACKEND = {"tflite": "litert", "onnx": "onnx"}
-
-
-def _tensor_specs(model_bytes: bytes, names: dict[str, list[str]]) -> tuple[list[dict], list[dict]]:
-    from ai_edge_litert.interpreter import Interpreter
-
-    runner = Interpreter(model_content=model_bytes).get_signature_runner("serving_default")
-
-    def describe(details: dict, order: list[str]) -> list[dict]:
-        out = []
-        for name in order:
-            d = details[name]
-            spec = {
-                "name": name,
-                "shape": [int(v) for v in d["shape_signature"]],
-                "dtype": np.dtype(d["dtype"]).name,
-            }
-            scale, zero_point = d["quantization"]
-            if scale:
-                spec["quantization"] = {"scale": float(scale), "zero_point": int(zero_point)}
-            out.append(spec)
-        return out
-
-    return (
-        describe(runner.get_input_details(), names["inputs"]),
-        describe(runner.get_output_details(), names["outputs"]),
-    )
 
 
 def _convert_model(
-    model_format: str, role: str, run: TrainedRun, step_module, precision: str, calibration
+    row: formats.Format, role: str, run: TrainedRun, step_module, precision: str, calibration
 ) -> tuple[bytes, list[str]]:
     """One model file's bytes and its sorted op names, checked for the device's runtime.
 
-    `precision` is the file's own label from the registry (fp32, fp16, dynamic-int8, int8).
+    `precision` is the file's own precision from the recipe (fp32, fp16, dynamic, int8).
     """
-    name = f"{role}{MODEL_FORMATS[model_format]}"
-    function = None
-    if role != "encoder":
-        function = step_module.init if role == "decoder_init" else step_module.step
-    if model_format == "tflite":
-        if function is None:
-            data = tflite.convert_encoder(
-                run.encoder, run.preprocessing.input_size, precision, calibration
-            )
-        else:
-            data = tflite.convert_decoder_function(function, precision)
-        return data, tflite.check_builtin_only(data, name)
-    if function is None:
-        data = onnx_export.convert_encoder(
-            run.encoder, run.preprocessing.input_size, precision, calibration
-        )
+    converter = row.module()
+    name = f"{role}{row.suffix}"
+    if role == "encoder":
+        size = run.preprocessing.input_size
+        data = converter.convert_encoder(run.encoder, size, precision, calibration)
     else:
-        data = onnx_export.convert_decoder_function(function, name, precision)
-    onnx_export.check_model(data, name)
-    return data, onnx_export.op_names(data)
+        function = step_module.init if role == "decoder_init" else step_module.step
+        data = converter.convert_decoder_function(function, name, precision)
+    return data, converter.checked_ops(data, name)
 
 
 def export_bundle(
@@ -165,7 +126,8 @@ def export_bundle(
         timings: dict[str, float] = {}
         calibration = None
         ops: dict[str, list[str]] = {}
-        suffix = MODEL_FORMATS[model_format]
+        row = formats.format_row(model_format)
+        converter, suffix = row.module(), row.suffix
         names = tensor_names(run.decoder_config.kind)
         if "int8" in map(recipe.file_precision, MODEL_ROLES):
             ids = dataset.splits["train"][:CALIBRATION_IMAGES]
@@ -173,7 +135,7 @@ def export_bundle(
         for role in MODEL_ROLES:
             start = time.perf_counter()
             files[role], ops[role] = _convert_model(
-                model_format, role, run, step_module, recipe.file_precision(role), calibration
+                row, role, run, step_module, recipe.file_precision(role), calibration
             )
             timings[role] = time.perf_counter() - start
             log.info(
@@ -184,71 +146,65 @@ def export_bundle(
                 ", ".join(ops[role]),
             )
 
-        decoder = {
-            "kind": run.decoder_config.kind,
-            "units": run.decoder_config.units,
-            "embed_dim": run.decoder_config.embed_dim,
-        }
-        if run.decoder_config.kind == "blstm":
-            # decoder_step reads a fixed-width prefix; the runtime sizes its buffer from this.
-            decoder["prefix_length"] = run.decoder_config.prefix_length
-        manifest = {
-            "format": BUNDLE_FORMAT,
-            "format_version": FORMAT_VERSION,
-            "model_format": model_format,
-            # The pair this bundle was made with, so that nothing has to infer it from files.
-            "recipe": {"name": recipe.name, "format": recipe.format, "precision": recipe.precision},
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            # The run's name and config hash, not a workstation path (find_source_run).
-            "source": {
-                "run": Path(run_dir).resolve().name,
-                "config_sha256": config_sha256(run.config),
-            },
-            "encoder": {
-                "name": run.config["encoder"]["name"],
-                "alpha": run.config["encoder"].get("alpha"),
-                "input_size": prep.input_size,
-                "feature_dim": run.decoder_config.feature_dim,
-            },
-            "preprocessing": prep.to_json(),
-            "decoder": decoder,
-            "max_caption_length": run.decoder_config.max_length,
-            "vocab": {
-                "file": "vocab.json",
-                "size": len(run.vocab),
-                "pad_id": run.vocab.pad_id,
-                "start_id": run.vocab.start_id,
-                "end_id": run.vocab.end_id,
-                "unk_id": run.vocab.unk_id,
-            },
-            "models": {},
-        }
         run.vocab.save(staging / "vocab.json")
-        manifest["vocab"]["sha256"] = sha256_file(staging / "vocab.json")
+        entries = {}
         for role, data in files.items():
             name = f"{role}{suffix}"
             write_bytes_atomic(staging / name, data)
-            entry = {
-                "file": name,
-                "sha256": sha256_file(staging / name),
-                "bytes": len(data),
-                "precision": recipe.file_precision(role),
-                "ops": ops[role],
-            }
-            if model_format == "tflite":
-                inputs, outputs = _tensor_specs(data, names[role])
-                entry["gpu_compatibility"] = tflite.gpu_compatibility(data)
-            else:
-                inputs, outputs = onnx_export.tensor_specs(data, names[role])
-                entry["opset"] = onnx_export.OPSET
-            entry.update(export_seconds=round(timings[role], 2), inputs=inputs, outputs=outputs)
-            manifest["models"][role] = entry
-        write_json_atomic(staging / "manifest.json", manifest)
+            inputs, outputs = converter.tensor_specs(data, names[role])
+            details = {**converter.file_details(data), "export_seconds": round(timings[role], 2)}
+            entries[role] = ModelEntry(
+                role=role,
+                file=name,
+                sha256=sha256_file(staging / name),
+                precision=recipe.file_precision(role),
+                inputs=inputs,
+                outputs=outputs,
+                bytes=len(data),
+                ops=ops[role],
+                details=details,
+            )
+        cfg, vocab = run.decoder_config, run.vocab
+        manifest = Manifest(
+            root=staging,
+            model_format=model_format,
+            preprocessing=prep,
+            decoder_kind=cfg.kind,
+            max_length=cfg.max_length,
+            # decoder_step reads a fixed-width prefix; the runtime sizes its buffer from this.
+            prefix_length=cfg.prefix_length if cfg.kind == "blstm" else None,
+            vocab_file="vocab.json",
+            vocab_size=len(vocab),
+            start_id=vocab.start_id,
+            end_id=vocab.end_id,
+            models=entries,
+            vocab_sha256=sha256_file(staging / "vocab.json"),
+            pad_id=vocab.pad_id,
+            unk_id=vocab.unk_id,
+            # The pair this bundle was made with, so that nothing has to infer it from files.
+            recipe=Recipe(recipe.name, recipe.format, recipe.precision),
+            encoder={
+                "name": run.config["encoder"]["name"],
+                "alpha": run.config["encoder"].get("alpha"),
+                "input_size": prep.input_size,
+                "feature_dim": cfg.feature_dim,
+            },
+            decoder_units=cfg.units,
+            decoder_embed_dim=cfg.embed_dim,
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            # The run's name and config hash, not a workstation path (find_source_run).
+            source={
+                "run": Path(run_dir).resolve().name,
+                "config_sha256": config_sha256(run.config),
+            },
+        )
+        write_json_atomic(staging / "manifest.json", manifest.to_json())
 
-        manifest["parity"] = check_parity(run, staging, dataset, parity_images)
-        judge_parity(recipe, manifest["parity"])
-        manifest["model_card"] = model_card(run, Path(run_dir), dataset, manifest["parity"])
-        write_json_atomic(staging / "manifest.json", manifest)
+        parity = check_parity(run, staging, dataset, parity_images)
+        judge_parity(recipe, parity)
+        card = model_card(run, Path(run_dir), dataset, parity)
+        manifest = replace(manifest, parity=parity, model_card=card)
+        write_json_atomic(staging / "manifest.json", manifest.to_json())
 
         if out_dir.exists():
             # Swap, so that a crash between the two renames leaves the old bundle aside, not a mix.
@@ -265,7 +221,7 @@ def export_bundle(
             # The staging folder is gone and the old bundle (if any) was never touched.
             raise write_failure(out_dir, exc, "rerun the same command") from exc
         raise
-    return manifest
+    return manifest.to_json()
 
 
 def check_parity(run: TrainedRun, bundle: Path, dataset, n_images: int) -> dict:
@@ -297,7 +253,7 @@ def check_parity(run: TrainedRun, bundle: Path, dataset, n_images: int) -> dict:
         diffs[name] = max(diffs[name], float(np.max(np.abs(expected - actual))))
 
     model_format = load_manifest(bundle, verify_hashes=False).model_format
-    runtime = RuntimeOptions(backend=PARITY_BACKEND[model_format])
+    runtime = RuntimeOptions(backend=formats.format_row(model_format).parity_backend)
     with Bundle.open(bundle, runtime) as opened:
         device = Captioner(opened)
         start = np.array([run.vocab.start_id], np.int32)
@@ -365,7 +321,7 @@ def quality_drops(parity: dict, source: str = "bundle") -> tuple[float, float]:
 
 def _blame(parity: dict, model_format: str) -> str:
     """Which file(s) the quality loss comes from, by swapping one half at a time."""
-    suffix = MODEL_FORMATS[model_format]
+    suffix = formats.format_row(model_format).suffix
     halves = {
         f"encoder{suffix}": quality_drops(parity, "bundle_encoder_only"),
         f"decoder_init{suffix} + decoder_step{suffix}": quality_drops(

@@ -1,25 +1,65 @@
-"""The one table of export recipes: every (model format, precision) pair caption-export knows.
+"""The two tables of export: one `Format` row per model format, one `Recipe` per (format,
+precision) pair caption-export knows.
 
-The CLI's choices, export_bundle's validation, the per-file precision labels written into
-the manifest and the docs table (`markdown_table`) all read `RECIPES`, so adding a pair is
-one line here (plus, for a new per-file label, its branch in the format's converter).
+The CLI's choices, export_bundle's conversion and validation, the parity backend, the
+per-file precisions written into the manifest and the docs table (`markdown_table`) all
+read these, so adding a pair is one line here (plus, for a new per-file precision, its
+branch in the format's converter), and adding a format is a row and a converter module.
 
-Per-file labels, which the converters (export/tflite.py, export/onnx.py) take as their
-`precision` argument:
+One name per precision, the same in the CLI, the recipe, the manifest's per-file label and
+the converters' `precision` argument:
 
 - `fp32`: float32 weights and math;
 - `fp16`: float16 weights, dequantized to float32 at load; math in float32;
-- `dynamic-int8`: int8 weights, activations float (TFLite) or quantized per call (ONNX);
+- `dynamic`: int8 weights, activations float (TFLite) or quantized per call (ONNX);
 - `int8`: full-integer (int8 input, math and output), calibrated on training images.
+  Encoders only: a full-integer decoder would quantize its recurrent state, so an `int8`
+  recipe's decoders are `dynamic`.
 
 This module imports nothing heavy, so `caption-export --help` stays fast.
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
+from types import ModuleType
 
+from edgecap.edge_runtime.bundle import BACKEND_FORMATS
+from edgecap.edge_runtime.manifest import MODEL_FORMATS
 from edgecap.edge_runtime.manifest import MODEL_ROLES as ROLES
+
+
+@dataclass(frozen=True)
+class Format:
+    """One model format: how export writes it and how a device runs it."""
+
+    name: str  # the manifest's model_format, --format's choice
+    converter: str
+    """The module that converts a run's models to this format. Each has the same five
+    functions: convert_encoder(encoder, input_size, precision, calibration),
+    convert_decoder_function(function, what, precision), checked_ops(data, what),
+    tensor_specs(data, names) and file_details(data). Imported on use: it imports TensorFlow."""
+    parity_backend: str  # the runtime backend export's parity check uses: a device's default
+
+    @property
+    def suffix(self) -> str:
+        """The model files' suffix, from the manifest schema: '.tflite'."""
+        return MODEL_FORMATS[self.name]
+
+    @property
+    def runtime_backends(self) -> tuple[str, ...]:
+        """The edge_runtime backends that run this format (`edge_caption --backend`)."""
+        return tuple(b for b, f in BACKEND_FORMATS.items() if f == self.name)
+
+    def module(self) -> ModuleType:
+        return importlib.import_module(self.converter)
+
+
+FORMAT_ROWS: tuple[Format, ...] = (
+    Format("tflite", "edgecap.export.tflite", parity_backend="litert"),
+    Format("onnx", "edgecap.export.onnx", parity_backend="onnx"),
+)
 
 
 @dataclass(frozen=True)
@@ -50,7 +90,7 @@ class Recipe:
         return all(self.file_precision(role) == "fp32" for role in ROLES)
 
 
-_DYN = "dynamic-int8"
+_DYN = "dynamic"
 
 # Per format, the first pair listed is the default of `caption-export --format F`.
 # fmt: off
@@ -65,12 +105,20 @@ RECIPES: tuple[Recipe, ...] = (
 )
 # fmt: on
 
-FORMATS: tuple[str, ...] = tuple(dict.fromkeys(r.format for r in RECIPES))
+FORMATS: tuple[str, ...] = tuple(f.name for f in FORMAT_ROWS)
 # Precisions per format, default first (the shape export.bundle and export.cli expose).
 PRECISIONS: dict[str, tuple[str, ...]] = {
     f: tuple(r.precision for r in RECIPES if r.format == f) for f in FORMATS
 }
 ALL_PRECISIONS: tuple[str, ...] = tuple(dict.fromkeys(r.precision for r in RECIPES))
+
+
+def format_row(model_format: str) -> Format:
+    """The Format row of a model format; ValueError if there is none."""
+    for row in FORMAT_ROWS:
+        if row.name == model_format:
+            return row
+    raise ValueError(f"unknown model format {model_format!r}; choose one of {list(FORMATS)}")
 
 
 def get(model_format: str, precision: str | None = None) -> Recipe:

@@ -27,7 +27,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-PRECISIONS = ("fp32", "dynamic", "int8")  # "dynamic-int8", the manifest's label, is "dynamic"
+PRECISIONS = ("fp32", "dynamic", "int8")
+DECODER_PRECISIONS = ("fp32", "dynamic")  # never static int8: it would clip the recurrent state
 OPSET = 17  # ONNX Runtime >= 1.14 runs it; tf2onnx 1.17 supports up to 18
 BATCH_DIM = "batch"  # the symbolic name of a dynamic first dimension
 
@@ -105,12 +106,9 @@ def _tidy(proto, input_order: list[str], output_order: list[str]) -> None:
         )
 
 
-def _check_precision(precision: str) -> str:
-    """The recipe name of a precision; the manifest's per-file label is accepted too."""
-    precision = {"dynamic-int8": "dynamic"}.get(precision, precision)
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown ONNX precision {precision!r}; choose one of {PRECISIONS}")
-    return precision
+def _check_precision(precision: str, allowed: tuple[str, ...] = PRECISIONS) -> None:
+    if precision not in allowed:
+        raise ValueError(f"unknown ONNX precision {precision!r}; choose one of {allowed}")
 
 
 def convert_encoder(
@@ -123,7 +121,7 @@ def convert_encoder(
     """
     import tensorflow as tf
 
-    precision = _check_precision(precision)
+    _check_precision(precision)
 
     @tf.function(
         input_signature=[tf.TensorSpec([1, input_size, input_size, 3], tf.float32, name="image")]
@@ -141,11 +139,9 @@ def convert_encoder(
 
 def convert_decoder_function(function, what: str, precision: str = "fp32") -> bytes:
     """decoder_init / decoder_step: the step module's tf.function, dynamic batch."""
-    precision = _check_precision(precision)
+    _check_precision(precision, DECODER_PRECISIONS)
     model = _convert(function, what)
-    # Decoders stay dynamic-range even in the int8 recipe: their recurrent state is what
-    # static activation ranges would clip, as in the TFLite int8 recipe.
-    return quantize_dynamic(model) if precision in ("dynamic", "int8") else model
+    return quantize_dynamic(model) if precision == "dynamic" else model
 
 
 def quantize_dynamic(model: bytes) -> bytes:
@@ -258,6 +254,17 @@ def tensor_specs(model: bytes, order: dict[str, list[str]]) -> tuple[list[dict],
             )
         result.append([_describe(by_name[n]) for n in order[kind]])
     return result[0], result[1]
+
+
+def file_details(model: bytes) -> dict[str, int]:
+    """What the manifest records of an ONNX file beyond its tensors and ops."""
+    return {"opset": OPSET}
+
+
+def checked_ops(model: bytes, what: str) -> list[str]:
+    """The file's sorted op types, once it passes check_model."""
+    check_model(model, what)
+    return op_names(model)
 
 
 def check_model(model: bytes, what: str) -> None:

@@ -14,9 +14,10 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-# Per-file precision labels (export/formats.py) the converters understand. Decoders take
-# "int8" as "dynamic-int8": a full-integer decoder would quantize the recurrent state.
-PRECISIONS = ("fp32", "fp16", "dynamic-int8", "int8")
+# Per-file precisions (export/formats.py) this converter understands. A decoder is never
+# full-integer: that would quantize the recurrent state (formats.py gives them "dynamic").
+PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
+DECODER_PRECISIONS = ("fp32", "fp16", "dynamic")
 
 
 class UnsupportedOpsError(RuntimeError):
@@ -48,7 +49,7 @@ def _weights_only(precision: str) -> Callable | None:
             converter.target_spec.supported_types = [tf.float16]
 
         return quantize
-    if precision in ("dynamic-int8", "int8"):
+    if precision == "dynamic":
 
         def quantize(converter):
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -61,11 +62,9 @@ def _weights_only(precision: str) -> Callable | None:
     return None
 
 
-def _check_precision(precision: str, what: str) -> None:
-    if precision not in PRECISIONS:
-        raise ValueError(
-            f"unknown TFLite {what} precision {precision!r}; choose one of {PRECISIONS}"
-        )
+def _check_precision(precision: str, what: str, allowed: tuple[str, ...] = PRECISIONS) -> None:
+    if precision not in allowed:
+        raise ValueError(f"unknown TFLite {what} precision {precision!r}; choose one of {allowed}")
 
 
 def op_names(model: bytes) -> list[str]:
@@ -85,12 +84,46 @@ def op_names(model: bytes) -> list[str]:
     return sorted(set(ops))
 
 
-def check_builtin_only(model: bytes, what: str) -> list[str]:
+def checked_ops(model: bytes, what: str) -> list[str]:
+    """The file's sorted op names, refusing any an edge runtime cannot run (Flex, custom)."""
     ops = op_names(model)
     foreign = [op for op in ops if op.startswith("Flex") or not op.isupper()]
     if foreign:
         raise UnsupportedOpsError(f"{what}: uses ops that edge runtimes cannot run: {foreign}")
     return ops
+
+
+def file_details(model: bytes) -> dict[str, str]:
+    """What the manifest records of a TFLite file beyond its tensors and ops."""
+    return {"gpu_compatibility": gpu_compatibility(model)}
+
+
+def tensor_specs(model: bytes, names: dict[str, list[str]]) -> tuple[list[dict], list[dict]]:
+    """Manifest inputs/outputs (name, shape, dtype, int8 scale and zero point) in the
+    manifest's order, read by the interpreter a device will use."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    runner = Interpreter(model_content=model).get_signature_runner("serving_default")
+
+    def describe(details: dict, order: list[str]) -> list[dict]:
+        out = []
+        for name in order:
+            d = details[name]
+            spec = {
+                "name": name,
+                "shape": [int(v) for v in d["shape_signature"]],
+                "dtype": np.dtype(d["dtype"]).name,
+            }
+            scale, zero_point = d["quantization"]
+            if scale:
+                spec["quantization"] = {"scale": float(scale), "zero_point": int(zero_point)}
+            out.append(spec)
+        return out
+
+    return (
+        describe(runner.get_input_details(), names["inputs"]),
+        describe(runner.get_output_details(), names["outputs"]),
+    )
 
 
 def gpu_compatibility(model: bytes) -> str:
@@ -108,7 +141,7 @@ def convert_encoder(
     encoder, input_size: int, precision: str, calibration: Iterable[np.ndarray] | None = None
 ) -> bytes:
     """Encoder image [1, S, S, 3] -> features [1, F]. int8: full-integer, int8 input and output;
-    fp16 / dynamic-int8: float16 / int8 weights, float input and output."""
+    fp16 / dynamic: float16 / int8 weights, float input and output."""
     import keras
     import tensorflow as tf
 
@@ -145,8 +178,8 @@ def convert_encoder(
         return converter.convert()
 
 
-def convert_decoder_function(function, precision: str) -> bytes:
-    """decoder_init / decoder_step. int8 here is dynamic-range: int8 weights, float math,
-    which keeps the recurrent state (and so the caption) close to the float model."""
-    _check_precision(precision, "decoder")
+def convert_decoder_function(function, what: str, precision: str) -> bytes:
+    """decoder_init / decoder_step. dynamic: int8 weights, float math, which keeps the
+    recurrent state (and so the caption) close to the float model."""
+    _check_precision(precision, f"{what} decoder", DECODER_PRECISIONS)
     return _convert(function, function.get_concrete_function(), _weights_only(precision))

@@ -92,8 +92,8 @@ def test_fp32_tflite_step_matches_training_model(trained_like, tmp_path):
     module = StepModule(model, config)
     runners = {}
     for role, function in (("decoder_init", module.init), ("decoder_step", module.step)):
-        data = tflite.convert_decoder_function(function, "fp32")
-        ops = tflite.check_builtin_only(data, role)
+        data = tflite.convert_decoder_function(function, role, "fp32")
+        ops = tflite.checked_ops(data, role)
         assert not [op for op in ops if "WHILE" in op or op.startswith("Flex")], ops
         runners[role] = Interpreter(model_content=data).get_signature_runner("serving_default")
     step_model = make_step_model(

@@ -38,8 +38,41 @@ def test_registry_is_the_one_table():
     for recipe in formats.RECIPES:
         assert any(f"| {recipe.format} | `{recipe.precision}`" in row for row in table), recipe
     int8 = formats.get("tflite", "int8")
-    assert [int8.file_precision(r) for r in MODEL_ROLES] == ["int8", "dynamic-int8", "dynamic-int8"]
+    assert [int8.file_precision(r) for r in MODEL_ROLES] == ["int8", "dynamic", "dynamic"]
     assert formats.get("tflite", "fp32").float_only and not int8.float_only
+
+
+def test_one_format_row_per_model_format_and_one_name_per_precision():
+    from pathlib import Path
+
+    from edgecap.edge_runtime.manifest import MODEL_FORMATS
+
+    assert formats.FORMATS == tuple(MODEL_FORMATS)
+    for row in formats.FORMAT_ROWS:
+        assert row.suffix == MODEL_FORMATS[row.name]
+        assert row.parity_backend in row.runtime_backends, row
+        module = row.module()
+        for function in (
+            "convert_encoder", "convert_decoder_function", "checked_ops", "tensor_specs",
+            "file_details",
+        ):  # fmt: skip
+            assert callable(getattr(module, function, None)), (row.converter, function)
+        # The converter takes exactly the names the recipes give its files.
+        used = {r.file_precision(role) for r in formats.RECIPES if r.format == row.name
+                for role in MODEL_ROLES}  # fmt: skip
+        assert used <= set(module.PRECISIONS), (row.name, used)
+        decoders = {r.decoder_step for r in formats.RECIPES if r.format == row.name}
+        assert decoders <= set(module.DECODER_PRECISIONS)
+    from edgecap.edge_runtime.manifest import PRECISIONS
+
+    named = {r.precision for r in formats.RECIPES}
+    named |= {r.file_precision(role) for r in formats.RECIPES for role in MODEL_ROLES}
+    assert named == set(PRECISIONS)  # one vocabulary: CLI, recipe, manifest label, converter
+    with pytest.raises(ValueError, match="unknown model format 'coreml'; choose one of"):
+        formats.format_row("coreml")
+    # The docs' table is the registry's, as markdown_table() renders it.
+    docs = (Path(__file__).parents[1] / "docs" / "cli.md").read_text(encoding="utf-8")
+    assert formats.markdown_table().rstrip("\n") in docs
 
 
 def test_select_skips_missing_pairs_only_for_all():
@@ -75,18 +108,18 @@ def test_parity_rules(caplog):
 
 @pytest.mark.parametrize("precision", ["fp16", "dynamic"])
 def test_quantized_bundle_files(bundles, precision):
-    from edgecap.export.tflite import check_builtin_only
+    from edgecap.export.tflite import checked_ops
 
     bundle, manifest = bundles[precision]["path"], bundles[precision]["manifest"]
     assert json.loads((bundle / "manifest.json").read_text()) == manifest
-    label = {"fp16": "fp16", "dynamic": "dynamic-int8"}[precision]
+    label = {"fp16": "fp16", "dynamic": "dynamic"}[precision]
     recipe = formats.get("tflite", precision)
     for role in MODEL_ROLES:
         entry = manifest["models"][role]
         assert entry["precision"] == label == recipe.file_precision(role)
         data = (bundle / entry["file"]).read_bytes()
         assert entry["bytes"] == len(data)
-        check_builtin_only(data, entry["file"])
+        checked_ops(data, entry["file"])
     # Weight-only recipes keep float input and output.
     assert manifest["models"]["encoder"]["inputs"][0]["dtype"] == "float32"
     assert manifest["parity"]["images"] == 20
@@ -137,7 +170,7 @@ def test_caption_export_all_pairs(e2e, tmp_path):
         and onnx_int8["encoder"]["precision"] == "int8"
     )
     assert onnx_int8["encoder"]["inputs"][0]["dtype"] == "float32"
-    assert onnx_int8["decoder_step"]["precision"] == "dynamic-int8"
+    assert onnx_int8["decoder_step"]["precision"] == "dynamic"
     assert kb["onnx", "int8"] < kb["onnx", "fp32"] / 2
     assert (
         kb["tflite", "fp16"] < kb["tflite", "fp32"] and kb["onnx", "dynamic"] < kb["onnx", "fp32"]

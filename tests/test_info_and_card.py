@@ -6,7 +6,8 @@ import pytest
 from cli_helpers import edge_caption
 
 from edgecap.edge_runtime import cli
-from edgecap.edge_runtime.manifest import config_sha256, find_source_run
+from edgecap.edge_runtime.errors import BundleError
+from edgecap.edge_runtime.manifest import Manifest, Recipe, config_sha256, find_source_run
 
 
 def test_info_describes_the_bundle_and_its_model_card(e2e, capsys):
@@ -43,11 +44,28 @@ def test_the_manifest_names_its_run_without_a_workstation_path(e2e):
     raw = json.loads(text)
     config = json.loads((e2e["run"] / "config.json").read_text())
     assert raw["source"] == {"run": "run", "config_sha256": config_sha256(config)}
-    assert find_source_run(e2e["bundle"], raw) == e2e["run"].resolve()
+    assert find_source_run(e2e["bundle"], raw["source"]) == e2e["run"].resolve()
     # Another run of the same name is not taken for it.
-    assert (
-        find_source_run(e2e["bundle"], {"source": {**raw["source"], "config_sha256": "0"}}) is None
-    )
+    assert find_source_run(e2e["bundle"], {**raw["source"], "config_sha256": "0"}) is None
+
+
+def test_the_manifest_is_one_typed_definition_written_and_read_back(e2e):
+    """The exporter writes Manifest.to_json(); reading it back gives the same JSON, field
+    for field, and the recipe the export used, so nothing has to infer it."""
+    raw = json.loads((e2e["bundle"] / "manifest.json").read_text())
+    manifest = Manifest.from_json(raw, e2e["bundle"])
+    assert manifest.to_json() == raw
+    assert manifest.recipe == Recipe("tflite-int8", "tflite", "int8")
+    assert manifest.models["decoder_step"].details["gpu_compatibility"]
+    assert manifest.models["encoder"].bytes == (e2e["bundle"] / "encoder.tflite").stat().st_size
+    legacy = {k: v for k, v in raw.items() if k != "source"} | {"source_run": "/old/run"}
+    old = Manifest.from_json(legacy, e2e["bundle"])
+    assert old.source == {"path": "/old/run"} and old.to_json() == legacy
+    wrong = {**raw, "recipe": {**raw["recipe"], "format": "onnx"}}
+    with pytest.raises(
+        BundleError, match=r"recipe: format 'onnx' is not the model_format 'tflite'"
+    ):
+        Manifest.from_json(wrong, e2e["bundle"])
 
 
 def test_info_on_a_folder_without_a_manifest_says_so(tmp_path, capsys):

@@ -64,3 +64,46 @@ def test_edge_caption_captions_where_tensorflow_cannot_be_imported(e2e):
     assert result.returncode == 0, result.stderr
     source, caption = result.stdout.strip().split("\t")
     assert source == str(image) and len(caption.split()) >= 4
+
+
+def _imported_names(path) -> set[str]:
+    """Every module a file imports, at the top or inside a function, as an absolute name."""
+    import ast
+
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            # Relative imports resolve against edgecap.benchmarks (level 1) or edgecap (2).
+            base = ["edgecap.benchmarks", "edgecap"][node.level - 1] if node.level else ""
+            names.add(".".join(p for p in (base, node.module or "") if p))
+    return names
+
+
+def test_benchmarks_import_edge_runtime_only():
+    """DESIGN.md's rooms: the device-side benchmark imports edge_runtime, never train/ or
+    export/ (the Keras baselines run those in a child process of their own)."""
+    from pathlib import Path
+
+    root = Path(__file__).parents[1] / "benchmarks"
+    files = sorted(root.glob("*.py"))
+    assert len(files) > 5
+    offending = {
+        f.name: sorted(
+            n for n in _imported_names(f) if n.startswith(("edgecap.train", "edgecap.export"))
+        )
+        for f in files
+    }
+    assert {k: v for k, v in offending.items() if v} == {}
+    result = _run(
+        """
+        import pkgutil, importlib
+        import edgecap.benchmarks as b
+        for m in pkgutil.iter_modules(b.__path__):
+            importlib.import_module(f"edgecap.benchmarks.{m.name}")
+        print("imported all")
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert "imported all" in result.stdout

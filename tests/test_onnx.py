@@ -117,7 +117,9 @@ def test_step_log_probs_match_keras_and_fp32_tflite(e2e, onnx_bundle, tmp_path):
     run = load_run(e2e["run"])
     module = StepModule(run.decoder, run.decoder_config)
     lite_path = tmp_path / "decoder_step.tflite"
-    lite_path.write_bytes(tflite.convert_decoder_function(module.step, "fp32"))
+    lite_path.write_bytes(
+        tflite.convert_decoder_function(module.step, "decoder_step.tflite", "fp32")
+    )
     lite_step = TFLiteModel(lite_path, backend="litert")
     onnx_init = OnnxModel(onnx_bundle["path"] / "decoder_init.onnx")
     onnx_step = OnnxModel(onnx_bundle["path"] / "decoder_step.onnx")
