@@ -412,6 +412,8 @@ def merge(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # The main form has no subcommand word (`caption-bench BUNDLE...`), which argparse's
+    # subparsers cannot express; the two named subcommands are picked off first.
     if argv and argv[0] == "merge":
         return merge(argv[1:])
     if argv and argv[0] == "inputs":

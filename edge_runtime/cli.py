@@ -140,6 +140,8 @@ class _VersionAction(argparse.Action):
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    # `edge_caption --model B --source S` has no subcommand word, which argparse's
+    # subparsers cannot express; `info` is picked off first.
     if argv and argv[0] == "info":
         from .info import main as info_main
 

@@ -122,11 +122,16 @@ def test_training_resumes_from_last_checkpoint(tmp_path, monkeypatch):
         training.train(config, tmp_path / "run", progress=False)
     state = json.loads((tmp_path / "run" / "checkpoints" / "state.json").read_text())
     assert state["epochs_done"] == 2 and not (tmp_path / "run" / "decoder.keras").exists()
+    # The checkpoint alone says where training stands: a state.json that claims more (a
+    # hand edit, a copy from another run) is repaired to match last.keras, not believed.
+    claimed = {"epochs_done": 3, "history": [*state["history"], {"epoch": 3, "stale": True}]}
+    (tmp_path / "run" / "checkpoints" / "state.json").write_text(json.dumps(claimed))
 
     monkeypatch.setattr(training, "_checkpoint_callback", real_callback)
     metrics = training.train(config, tmp_path / "run", progress=False)
     state = json.loads((tmp_path / "run" / "checkpoints" / "state.json").read_text())
     assert [h["epoch"] for h in state["history"]] == [1, 2, 3]  # epoch 3 only was trained again
+    assert "stale" not in state["history"][2] and "loss" in state["history"][2]
     assert (tmp_path / "run" / "decoder.keras").is_file() and metrics["images"] == 5
 
     other = training.TrainConfig(**{**config.__dict__, "learning_rate": 0.5})

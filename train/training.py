@@ -197,8 +197,10 @@ def _dev_score_callback(
     return DevScore()
 
 
-def _load_checkpoint(run: Path, steps_per_epoch: int, epochs_done: int):
-    """(model, epochs done) from last.keras, reconciled with state.json's count."""
+def _load_checkpoint(run: Path, steps_per_epoch: int):
+    """(model, epochs done) from last.keras alone: its optimizer's step count says where
+    training stands. state.json is the epochs' log, written after the model; a kill
+    between the two writes leaves it short, and it is repaired here to match the model."""
     import keras
 
     last = run / "checkpoints" / "last.keras"
@@ -210,29 +212,30 @@ def _load_checkpoint(run: Path, steps_per_epoch: int, epochs_done: int):
             "the decoder from the start"
         ) from None
     steps = int(np.asarray(model.optimizer.iterations))
-    model_epochs = steps // steps_per_epoch
-    # Killed between writing last.keras and state.json, the model holds exactly one more
-    # whole epoch than the state says (with state.json missing or unreadable, any number).
-    # Trust it then, so that no epoch is trained twice, and fill the gap in the history
-    # so that it still counts every epoch once. Anything else is left to state.json.
-    if steps % steps_per_epoch == 0 and (
-        model_epochs == epochs_done + 1 or (epochs_done == 0 and model_epochs > 0)
-    ):
+    if steps % steps_per_epoch:
+        raise ValueError(
+            f"{last}: holds {steps} optimizer steps, not whole epochs of {steps_per_epoch}; "
+            f"it was not written by this run's settings. Delete {last.parent} to train the "
+            "decoder from the start"
+        )
+    epochs_done = steps // steps_per_epoch
+    state = read_state(run)
+    if state["epochs_done"] != epochs_done:
         log.warning(
             "%s holds %d finished epochs but state.json says %d (the run was stopped "
             "between the two checkpoint writes); going on from the model",
             last,
-            model_epochs,
             epochs_done,
+            state["epochs_done"],
         )
-        state = read_state(run)
         history = [h for h in state["history"] if h.get("epoch", 0) <= epochs_done]
+        logged = {h.get("epoch") for h in history}
         history += [{"epoch": e, "seconds": 0.0, "recovered": True}
-                    for e in range(epochs_done + 1, model_epochs + 1)]  # fmt: skip
+                    for e in range(1, epochs_done + 1) if e not in logged]  # fmt: skip
+        history.sort(key=lambda h: h.get("epoch", 0))
         state_file = run / "checkpoints" / "state.json"
         with _name_write_failures(state_file, run):
-            write_json_atomic(state_file, {"epochs_done": model_epochs, "history": history})
-        epochs_done = model_epochs
+            write_json_atomic(state_file, {"epochs_done": epochs_done, "history": history})
     return model, epochs_done
 
 
@@ -246,93 +249,24 @@ def train(
     """
     import keras
 
-    if config.keep not in KEEP_CHOICES:
-        raise ValueError(f"keep must be one of {KEEP_CHOICES}, not {config.keep!r}")
-    run = Path(run_dir)
-    run.mkdir(parents=True, exist_ok=True)
-    config_file = run / "config.json"
-    if config_file.exists():
-        saved = json.loads(config_file.read_text())
-        if saved["train"] != config.to_json():
-            raise ValueError(
-                f"{run} already holds a run with other settings; pass a new --out, or delete {run} to start over"
-            )
-    _remove_stale_temp_files(run)
+    run = _open_run(config, run_dir)
     keras.utils.set_random_seed(config.seed)
     dataset = load_dataset(config.data)
-    spec = get_encoder_spec(config.encoder)
-    weights = resolve_weights(spec, config.weights)
-
-    vocab_file = run / "vocab.json"
-    if vocab_file.exists():
-        vocab = Vocabulary.load(vocab_file)
-    else:
-        vocab = Vocabulary.build(
-            (c for _, caps in dataset.split_items("train") for c in caps),
-            min_count=config.min_count,
-        )
-        with _name_write_failures(vocab_file, run):
-            vocab.save(vocab_file)
-    max_length = config.max_length or min(
-        30, max(len(vocab.encode(c)) for _, cs in dataset.split_items("train") for c in cs)
-    )
-
-    encoder_file = run / "encoder.keras"
-    if encoder_file.exists():
-        encoder = keras.models.load_model(encoder_file, safe_mode=True, compile=False)
-    else:
-        encoder = build_encoder(config.encoder, config.weights)
-        with _name_write_failures(encoder_file, run):
-            _save_keras_atomic(encoder, encoder_file)
-    # Features come from the saved encoder file, so that export converts exactly this model.
-    cache_weights = str(encoder_file) if weights is None else weights
+    vocab = _vocabulary(config, dataset, run)
+    spec, encoder, cache_weights = _encoder(config, run)
     features = {
         split: extract_features(
-            dataset,
-            split,
-            spec,
-            cache_weights,
-            encoder,
-            config.feature_cache or None,
+            dataset, split, spec, cache_weights, encoder, config.feature_cache or None,
             progress=progress,
         )
         for split in ("train", "dev", "test")
-    }
-
-    decoder_config = DecoderConfig(
-        **{
-            **config.decoder.to_json(),
-            "vocab_size": len(vocab),
-            "feature_dim": int(features["train"].shape[1]),
-            "max_length": max_length,
-        }
-    )
-    with _name_write_failures(config_file, run):
-        write_json_atomic(
-            config_file,
-            {
-                "format_version": RUN_FORMAT_VERSION,
-                "train": config.to_json(),
-                "decoder": decoder_config.to_json(),
-                "encoder": {
-                    "name": spec.name,
-                    "alpha": spec.alpha,
-                    "input_size": spec.input_size,
-                    "weights": config.weights,
-                    "preprocessing": spec.preprocessing.to_json(),
-                },
-                "data": str(Path(config.data).resolve()),
-            },
-        )
-
-    state_file = run / "checkpoints" / "state.json"
-    epochs_done = read_state(run)["epochs_done"]
-    kind, batch_size = decoder_config.kind, config.batch_size
+    }  # fmt: skip
+    decoder_config = _write_run_config(config, run, dataset, vocab, spec, features["train"])
     tables = {
         split: CaptionTable.build(dataset, split, vocab, decoder_config.max_length)
         for split in ("train", "dev")
     }
-    fraction = config.epoch_fraction
+    kind, batch_size, fraction = decoder_config.kind, config.batch_size, config.epoch_fraction
     train_batches = TrainingBatches(
         tables["train"], features["train"], kind, batch_size, config.seed, fraction=fraction
     )
@@ -340,24 +274,7 @@ def train(
     dev_batches = TrainingBatches(
         tables["dev"], features["dev"], kind, batch_size, config.seed, fraction=fraction
     )
-    steps_per_epoch = len(train_batches)
-    if (run / "checkpoints" / "last.keras").exists():
-        model, epochs_done = _load_checkpoint(run, steps_per_epoch, epochs_done)
-        log.info("resuming %s from epoch %d of %d", run, epochs_done, config.epochs)
-    else:
-        epochs_done = 0
-        # No model to go on from: a state.json left alone would make the history restart
-        # in the middle of the old one.
-        state_file.unlink(missing_ok=True)
-        model = build_training_model(decoder_config)
-        schedule = keras.optimizers.schedules.CosineDecay(
-            config.learning_rate, decay_steps=config.epochs * steps_per_epoch
-        )
-        model.compile(
-            optimizer=keras.optimizers.Adam(schedule, clipnorm=5.0),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            weighted_metrics=["accuracy"],
-        )
+    model, epochs_done = _model(config, run, decoder_config, len(train_batches))
     callbacks = [_checkpoint_callback(run)]
     if config.keep == DEV_SCORE:  # keep="last" needs no dev scores, and skips their cost
         callbacks.insert(0, _dev_score_callback(dataset, features["dev"], decoder_config, vocab))
@@ -375,16 +292,7 @@ def train(
             verbose=2 if progress else 0,
         )
     train_seconds = time.perf_counter() - start
-    best = run / "checkpoints" / "best.keras"
-    if config.keep == DEV_SCORE and best.exists():
-        model = keras.models.load_model(best, safe_mode=True)
-        history = read_state(run)["history"]
-        kept = max(history, key=lambda h: h.get(DEV_SCORE, -1.0))
-        log.info(
-            "keeping epoch %s: best dev CIDEr-D %.4f",
-            kept.get("epoch"),
-            kept.get(DEV_SCORE, float("nan")),
-        )
+    model = _kept_model(config, run, model)
     with _name_write_failures(run / "decoder.keras", run):
         _save_keras_atomic(model, run / "decoder.keras")
 
@@ -400,6 +308,136 @@ def train(
     with _name_write_failures(run / "metrics.json", run):
         write_json_atomic(run / "metrics.json", metrics)
     return metrics
+
+
+def _open_run(config: TrainConfig, run_dir: str | Path) -> Path:
+    """The run folder, refused if it holds a run of other settings; stale temp files go."""
+    if config.keep not in KEEP_CHOICES:
+        raise ValueError(f"keep must be one of {KEEP_CHOICES}, not {config.keep!r}")
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    config_file = run / "config.json"
+    if config_file.exists():
+        saved = json.loads(config_file.read_text())
+        if saved["train"] != config.to_json():
+            raise ValueError(
+                f"{run} already holds a run with other settings; pass a new --out, or delete {run} to start over"
+            )
+    _remove_stale_temp_files(run)
+    return run
+
+
+def _vocabulary(config: TrainConfig, dataset: CaptionDataset, run: Path) -> Vocabulary:
+    """The run's vocabulary: vocab.json if this run wrote it already, else built from train."""
+    vocab_file = run / "vocab.json"
+    if vocab_file.exists():
+        return Vocabulary.load(vocab_file)
+    vocab = Vocabulary.build(
+        (c for _, caps in dataset.split_items("train") for c in caps),
+        min_count=config.min_count,
+    )
+    with _name_write_failures(vocab_file, run):
+        vocab.save(vocab_file)
+    return vocab
+
+
+def _encoder(config: TrainConfig, run: Path):
+    """(spec, encoder, the weights its features are cached under): encoder.keras if this
+    run saved it already, else built from the registry and saved."""
+    import keras
+
+    spec = get_encoder_spec(config.encoder)
+    weights = resolve_weights(spec, config.weights)
+    encoder_file = run / "encoder.keras"
+    if encoder_file.exists():
+        encoder = keras.models.load_model(encoder_file, safe_mode=True, compile=False)
+    else:
+        encoder = build_encoder(config.encoder, config.weights)
+        with _name_write_failures(encoder_file, run):
+            _save_keras_atomic(encoder, encoder_file)
+    # Features come from the saved encoder file, so that export converts exactly this model.
+    return spec, encoder, str(encoder_file) if weights is None else weights
+
+
+def _write_run_config(
+    config: TrainConfig,
+    run: Path,
+    dataset: CaptionDataset,
+    vocab: Vocabulary,
+    spec,
+    train_features: np.ndarray,
+) -> DecoderConfig:
+    """The decoder's full config (sizes from the vocabulary and features), written with
+    the rest of the run's facts to config.json."""
+    max_length = config.max_length or min(
+        30, max(len(vocab.encode(c)) for _, cs in dataset.split_items("train") for c in cs)
+    )
+    decoder_config = DecoderConfig(
+        **{
+            **config.decoder.to_json(),
+            "vocab_size": len(vocab),
+            "feature_dim": int(train_features.shape[1]),
+            "max_length": max_length,
+        }
+    )
+    with _name_write_failures(run / "config.json", run):
+        write_json_atomic(
+            run / "config.json",
+            {
+                "format_version": RUN_FORMAT_VERSION,
+                "train": config.to_json(),
+                "decoder": decoder_config.to_json(),
+                "encoder": {
+                    "name": spec.name,
+                    "alpha": spec.alpha,
+                    "input_size": spec.input_size,
+                    "weights": config.weights,
+                    "preprocessing": spec.preprocessing.to_json(),
+                },
+                "data": str(Path(config.data).resolve()),
+            },
+        )
+    return decoder_config
+
+
+def _model(config: TrainConfig, run: Path, decoder_config: DecoderConfig, steps_per_epoch: int):
+    """(training model, epochs done): the checkpoint's, or a new compiled one."""
+    import keras
+
+    if (run / "checkpoints" / "last.keras").exists():
+        model, epochs_done = _load_checkpoint(run, steps_per_epoch)
+        log.info("resuming %s from epoch %d of %d", run, epochs_done, config.epochs)
+        return model, epochs_done
+    # No model to go on from: a state.json left alone would make the history restart in
+    # the middle of the old one.
+    (run / "checkpoints" / "state.json").unlink(missing_ok=True)
+    model = build_training_model(decoder_config)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        config.learning_rate, decay_steps=config.epochs * steps_per_epoch
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(schedule, clipnorm=5.0),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        weighted_metrics=["accuracy"],
+    )
+    return model, 0
+
+
+def _kept_model(config: TrainConfig, run: Path, model):
+    """The model the run keeps: best.keras (best dev CIDEr-D) or the last epoch's."""
+    import keras
+
+    best = run / "checkpoints" / "best.keras"
+    if config.keep != DEV_SCORE or not best.exists():
+        return model
+    history = read_state(run)["history"]
+    kept = max(history, key=lambda h: h.get(DEV_SCORE, -1.0))
+    log.info(
+        "keeping epoch %s: best dev CIDEr-D %.4f",
+        kept.get("epoch"),
+        kept.get(DEV_SCORE, float("nan")),
+    )
+    return keras.models.load_model(best, safe_mode=True)
 
 
 def evaluate_keras(
