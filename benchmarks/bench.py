@@ -33,7 +33,7 @@ from edgecap.edge_runtime.timing import OUTLIER_RULE
 
 from . import baselines as base
 from .fingerprint import fingerprint, label, load_average
-from .measure import identify
+from .measure import MeasureOptions, failed_entry
 from .schema import SCHEMA, SCHEMA_VERSION, SchemaError, load_results, validate
 
 RESULTS_FILE = "results.json"
@@ -147,38 +147,20 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
             )
 
 
-def _measure_bundle(bundle: str, args: argparse.Namespace, work: Path, index: int) -> dict:
+def _measure_bundle(bundle: str, options_file: Path, work: Path, index: int) -> dict:
     out = work / f"bundle-{index}.json"
-    command = [sys.executable, "-m", "edgecap.benchmarks.measure", "--bundle", bundle]
-    command += ["--out", str(out), "--split", args.split, "--backend", args.backend]
-    command += ["--budget-s", str(args.budget_s), "--warmup", str(args.warmup)]
-    command += ["--beam", str(args.beam)]
-    for flag, value in (
-        ("--data", args.data),
-        ("--threads", args.threads),
-        ("--providers", args.providers),
-        ("--quality-images", args.quality_images),
-    ):
-        if value is not None:
-            command += [flag, str(value)]
+    command = [sys.executable, "-m", "edgecap.benchmarks.measure", str(options_file), bundle]
     try:
         done = subprocess.run(
-            command, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S, env=base.child_env()
-        )
+            [*command, str(out)],
+            capture_output=True, text=True, timeout=CHILD_TIMEOUT_S, env=base.child_env(),
+        )  # fmt: skip
     except subprocess.TimeoutExpired:
         done = None
     if out.is_file():
         return json.loads(out.read_text())
     reason = f"timed out after {CHILD_TIMEOUT_S} s" if done is None else base.last_line(done.stderr)
-    variant, model_format, precision = identify(bundle)
-    return {
-        "name": Path(bundle).name,
-        "path": bundle,
-        "variant": variant,
-        "format": model_format,
-        "precision": precision,
-        "status": f"failed: {reason}",
-    }
+    return failed_entry(bundle, reason)
 
 
 def _cold_start_image(args: argparse.Namespace, work: Path) -> Path:
@@ -292,9 +274,11 @@ def run(argv: list[str]) -> int:
         except Exception as exc:  # DatasetError and friends: nothing can be measured without it
             print(f"caption-bench: error: {exc}", file=sys.stderr)
             return 2
+        options_file = work / "measure-options.json"
+        write_json_atomic(options_file, MeasureOptions.from_args(args).to_json())
         for i, bundle in enumerate(args.bundles):
             t0 = time.perf_counter()
-            entry = _measure_bundle(bundle, args, work, i)
+            entry = _measure_bundle(bundle, options_file, work, i)
             if entry["status"] == "ok":
                 entry["cold_start"] = base.runtime_cold_start(
                     bundle, image, args.cold_repeats, args.backend, args.threads, args.providers

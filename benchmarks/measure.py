@@ -1,10 +1,11 @@
 """Measure one bundle, in a process of its own (caption-bench starts one per bundle).
 
-    python -m edgecap.benchmarks.measure --bundle B --out result.json [--data D ...]
+    python -m edgecap.benchmarks.measure OPTIONS.json BUNDLE RESULT.json
 
 A process per bundle makes peak RSS a per-bundle figure (no other bundle's models, and
 no TensorFlow from the Keras baselines, in the same address space) and keeps one bundle's
-crash from ending the run. The result (status "ok" or "failed: reason") goes to --out.
+crash from ending the run. OPTIONS.json is MeasureOptions (caption-bench writes it once
+for every bundle); the result (status "ok" or "failed: reason") goes to RESULT.json.
 
 Peak RSS is VmHWM from /proc/self/status: the high-water mark of this process's own
 memory map, which exec starts afresh. ru_maxrss is the fallback where /proc is missing
@@ -13,10 +14,11 @@ memory map, which exec starts afresh. ru_maxrss is the fallback where /proc is m
 
 from __future__ import annotations
 
-import argparse
+import json
 import sys
 import time
 import traceback
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 # Import cost of the runtime, from the first line of this module (numpy, Pillow, backend
@@ -24,6 +26,30 @@ from pathlib import Path
 _T0 = time.perf_counter()
 
 LATENCY_IMAGES = 32  # distinct images cycled through by the latency loops
+
+
+@dataclass(frozen=True)
+class MeasureOptions:
+    """How caption-bench measures each bundle: declared once, read from caption-bench's
+    arguments (from_args) and handed to the child process as JSON."""
+
+    data: str | None = None  # dataset for quality and latency images (None: random images)
+    split: str = "test"
+    quality_images: int | None = None  # the split's first N images are scored; None: all
+    backend: str = "auto"
+    threads: int | None = None
+    providers: str | None = None  # onnxruntime providers, comma-separated
+    budget_s: float = 2.0  # seconds per latency measurement
+    warmup: int = 5  # unrecorded calls before each measurement
+    min_samples: int = 5
+    beam: int = 3  # the beam width measured besides greedy
+
+    @classmethod
+    def from_args(cls, args) -> MeasureOptions:
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})
+
+    def to_json(self) -> dict:
+        return asdict(self)
 
 
 def identify(bundle: str | Path) -> tuple[str, str | None, str | None]:
@@ -93,7 +119,7 @@ def _quality(captioner, decodes: dict, dataset, split: str, limit: int | None) -
     }
 
 
-def measure(args: argparse.Namespace) -> dict:
+def measure(bundle: str | Path, args: MeasureOptions) -> dict:
     """Everything caption-bench reports for one bundle, except the cold start and ratios
     (those need fresh processes and the baselines; bench.py adds them)."""
     import numpy as np
@@ -104,7 +130,7 @@ def measure(args: argparse.Namespace) -> dict:
     from edgecap.edge_runtime.timing import captions_per_second, summarize, time_calls
 
     import_ms = (time.perf_counter() - _T0) * 1e3
-    bundle = Path(args.bundle)
+    bundle = Path(bundle)
     variant, model_format, precision = identify(bundle)
     entry: dict = {
         "name": bundle.name,
@@ -186,43 +212,27 @@ def measure(args: argparse.Namespace) -> dict:
     return entry
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m edgecap.benchmarks.measure")
-    p.add_argument("--bundle", required=True)
-    p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--data")
-    p.add_argument("--split", default="test")
-    p.add_argument("--quality-images", type=int, default=None, help="None or <0: whole split")
-    p.add_argument("--backend", default="auto")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--providers", default=None)
-    p.add_argument("--budget-s", type=float, default=2.0)
-    p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--min-samples", type=int, default=5)
-    p.add_argument("--beam", type=int, default=3)
-    return p
-
-
 def main(argv: list[str] | None = None) -> int:
     from edgecap.edge_runtime.atomic import write_json_atomic
     from edgecap.edge_runtime.errors import EdgeCaptionError
 
-    args = parser().parse_args(argv)
-    if args.quality_images is not None and args.quality_images < 0:
-        args.quality_images = None
+    # python -m edgecap.benchmarks.measure OPTIONS.json BUNDLE OUT.json (caption-bench's child)
+    options_file, bundle, out = sys.argv[1:] if argv is None else argv
+    options = MeasureOptions(**json.loads(Path(options_file).read_text(encoding="utf-8")))
     try:
-        entry = measure(args)
+        entry = measure(bundle, options)
         code = 0
     except EdgeCaptionError as exc:
-        entry, code = _failed(args.bundle, str(exc)), 1
+        entry, code = failed_entry(bundle, str(exc)), 1
     except Exception as exc:  # a crash must still leave a row that says why
         traceback.print_exc()
-        entry, code = _failed(args.bundle, f"{type(exc).__name__}: {exc}"), 1
-    write_json_atomic(args.out, entry)
+        entry, code = failed_entry(bundle, f"{type(exc).__name__}: {exc}"), 1
+    write_json_atomic(out, entry)
     return code
 
 
-def _failed(bundle: str, reason: str) -> dict:
+def failed_entry(bundle: str, reason: str) -> dict:
+    """The row of a bundle that could not be measured, with the reason."""
     variant, model_format, precision = identify(bundle)
     return {
         "name": Path(bundle).name,
