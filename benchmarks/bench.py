@@ -34,7 +34,7 @@ from edgecap.edge_runtime.timing import OUTLIER_RULE
 from . import baselines as base
 from .fingerprint import fingerprint, label, load_average
 from .measure import MeasureOptions, failed_entry
-from .schema import SCHEMA, SCHEMA_VERSION, SchemaError, load_results, validate
+from .schema import SCHEMA, SCHEMA_VERSION, SchemaError, dig, load_results, validate
 
 RESULTS_FILE = "results.json"
 MARKDOWN_FILE = "results.md"
@@ -233,7 +233,7 @@ def _speedups(entries: list[dict], baselines: dict) -> None:
         if entry["status"] != "ok":
             continue
         ms = entry["latency_ms"]["caption_greedy"]["p50"]
-        cold = (entry.get("cold_start") or {}).get("median_s")
+        cold = dig(entry, "cold_start", "median_s")
         source = entry.get("source_run")
         entry["speedup"] = {
             "caption_vs_seed_style": round(seed / ms, 1),
@@ -248,7 +248,7 @@ def _gate(entries: list[dict], threshold: float) -> list[str]:
     """Names and reasons of the bundles below the scene-accuracy threshold (greedy)."""
     failed = []
     for entry in entries:
-        scene = ((entry.get("quality") or {}).get("greedy") or {}).get("scene_accuracy")
+        scene = dig(entry, "quality", "greedy", "scene_accuracy")
         if scene is None:
             failed.append(f"{entry['path']}: no scene accuracy ({entry['status']})")
         elif scene < threshold:
@@ -285,7 +285,7 @@ def run(argv: list[str]) -> int:
                 )
                 entry["cold_start"].pop("stdout", None)
                 greedy = entry["latency_ms"]["caption_greedy"]
-                scene = ((entry.get("quality") or {}).get("greedy") or {}).get("scene_accuracy")
+                scene = dig(entry, "quality", "greedy", "scene_accuracy")
                 print(
                     f"[{i + 1}/{len(args.bundles)}] {entry['variant']:<15} {bundle}: "
                     f"{greedy['p50']:.2f} ms/caption (p50, greedy)"

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from edgecap.edge_runtime.manifest import MODEL_FORMATS, PRECISIONS
 
+from .schema import dig
+
 SEED_STYLE = "keras-seed-style"
 KERAS_STEPWISE = "keras-stepwise"
 BASELINE_TITLES = {
@@ -57,7 +59,7 @@ def rows(result: dict) -> list[dict]:
     if baselines.get("status") == "ok":
         stepwise = baselines["keras_stepwise"]
         seed = baselines["seed_style"]
-        quality = (stepwise.get("quality") or {}).get("greedy")
+        quality = dig(stepwise, "quality", "greedy")
         run_bytes = baselines.get("run_bytes")
         out.append(
             {
@@ -71,7 +73,7 @@ def rows(result: dict) -> list[dict]:
                 "per_s": seed.get("captions_per_s"),
                 "beam_ms": None,
                 "beam_quality": None,
-                "cold_s": (baselines.get("tf_cold_start") or {}).get("median_s"),
+                "cold_s": dig(baselines, "tf_cold_start", "median_s"),
                 "rss_mb": None,
                 "speedup": 1.0,
             }
@@ -87,7 +89,7 @@ def rows(result: dict) -> list[dict]:
                 "per_s": stepwise.get("captions_per_s"),
                 "beam_ms": None,
                 "beam_quality": None,
-                "cold_s": (baselines.get("tf_cold_start") or {}).get("median_s"),
+                "cold_s": dig(baselines, "tf_cold_start", "median_s"),
                 "rss_mb": None,
                 "speedup": _ratio(seed["latency_ms"]["p50"], stepwise["latency_ms"]["p50"]),
             }
@@ -101,15 +103,15 @@ def rows(result: dict) -> list[dict]:
                 "variant": entry["variant"],
                 "name": entry["name"],
                 "status": entry["status"],
-                "bytes": (entry.get("size") or {}).get("total_bytes"),
+                "bytes": dig(entry, "size", "total_bytes"),
                 "quality": quality.get("greedy"),
                 "ms": latency.get("caption_greedy", {}).get("p50") if ok else None,
-                "per_s": (entry.get("captions_per_s") or {}).get("greedy"),
+                "per_s": dig(entry, "captions_per_s", "greedy"),
                 "beam_ms": latency.get(f"caption_{beam}", {}).get("p50") if ok else None,
                 "beam_quality": quality.get(beam),
-                "cold_s": (entry.get("cold_start") or {}).get("median_s"),
+                "cold_s": dig(entry, "cold_start", "median_s"),
                 "rss_mb": entry.get("peak_rss_mb"),
-                "speedup": (entry.get("speedup") or {}).get("caption_vs_seed_style"),
+                "speedup": dig(entry, "speedup", "caption_vs_seed_style"),
             }
         )
     return out
@@ -157,7 +159,7 @@ def main_table(result: dict) -> str:
         cells = [_variant_cell(row), _status(row["status"]), _num(size, 2)]
         cells += _quality_cells(row["quality"])
         cells += [_num(row["ms"], 2), _num(row["per_s"], 1), _num(row["beam_ms"], 2)]
-        cells += [_num((row["beam_quality"] or {}).get("scene_accuracy"), 3)]
+        cells += [_num(dig(row, "beam_quality", "scene_accuracy"), 3)]
         cells += [_num(row["cold_s"], 2), _num(row["rss_mb"], 0), _speedup(row["speedup"])]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -223,7 +225,7 @@ def ratio_lines(result: dict) -> list[str]:
             f"→ {_speedup(speed.get('caption_vs_seed_style'))} faster; vs Keras stepwise "
             f"{stepwise:.1f} ms → {_speedup(speed.get('caption_vs_keras_stepwise'))}"
         )
-        cold = (entry.get("cold_start") or {}).get("median_s")
+        cold = dig(entry, "cold_start", "median_s")
         if cold is not None and tf.get("status") == "ok":
             lines.append(
                 f"{entry['variant']} cold start: {cold:.2f} s vs import TF + load Keras "
@@ -327,7 +329,7 @@ def merged_markdown(results: list[dict]) -> str:
             elif row["status"] != "ok":
                 cells.append("❌")
             else:
-                scene = (row["quality"] or {}).get("scene_accuracy")
+                scene = dig(row, "quality", "scene_accuracy")
                 cells.append(_num(row["ms"], 2) + (f" · {scene:.3f}" if scene is not None else ""))
         title = BASELINE_TITLES.get(variant, f"`{variant}`")
         lines.append(f"| {title} | " + " | ".join(cells) + " |")
@@ -367,7 +369,7 @@ def _plain_ticks(axis, low: float, high: float) -> None:
 def _quality_metric(results: list[dict]) -> tuple[str, str]:
     for r in results:
         for row in rows(r):
-            if (row["quality"] or {}).get("scene_accuracy") is not None:
+            if dig(row, "quality", "scene_accuracy") is not None:
                 return "scene_accuracy", "scene accuracy"
     return "cider_d", "CIDEr-D"
 
@@ -402,7 +404,7 @@ def plot_tradeoff(results: list[dict], path: str | Path, title: str) -> bool:
                 (row["ms"], row["quality"], marker),
                 (row["beam_ms"], row["beam_quality"], "^"),
             ):
-                value = (quality or {}).get(key)
+                value = dig(quality, key)
                 if ms is None or value is None:
                     continue
                 color = colors[row["variant"]]
@@ -464,7 +466,7 @@ def plot_device_bars(results: list[dict], path: str | Path) -> None:
     for d, (result, table) in enumerate(zip(results, tables, strict=True)):
         offset = (d - (len(results) - 1) / 2) * width
         for ax, field in zip(axes, ("ms", "cold_s"), strict=True):
-            values = [(table.get(v) or {}).get(field) for v in variants]
+            values = [dig(table, v, field) for v in variants]
             heights = [np.nan if v is None else v for v in values]
             ax.bar(x + offset, heights, width, label=result["fingerprint"]["device"])
     axes[0].set_ylabel("ms per caption (greedy p50)")

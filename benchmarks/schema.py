@@ -24,6 +24,16 @@ FINGERPRINT_FIELDS = ("device", "cpu_model", "cores_logical", "arch", "os", "pyt
 BUNDLE_FIELDS = ("name", "path", "variant", "status")
 
 
+def dig(obj: dict | None, *path: str) -> Any:
+    """The value at a path of keys in a results dict; None where a level is missing or
+    null (a failed bundle has no latency, a skipped baseline no cold start)."""
+    for key in path:
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(key)
+    return obj
+
+
 class SchemaError(EdgeCaptionError):
     """A results file is not a caption-bench results file this version can read."""
 
