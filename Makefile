@@ -80,11 +80,14 @@ flickr8k: $(STAMP)
 	PYTHONUNBUFFERED=1 $(BIN)/python -m edgecap.export.pipeline --data "$(FLICKR8K)" \
 		--weights-dir "$(IMAGENET_WEIGHTS)" --out $(F8K_OUT) --models $(F8K_MODELS)
 
-# The README's tables that come from result files, regenerated from them. The cross-entropy
-# parents of SCST models (NAME-xe) are left out: docs/flickr8k.md records them.
+# The tables that come from result files, regenerated from them (each where its file exists).
+# The cross-entropy parents of SCST models (NAME-xe) are left out: docs/flickr8k.md records them.
 docs-tables: $(STAMP)
-	@test -f $(F8K_OUT)/table.md || { echo "make docs-tables: no $(F8K_OUT)/table.md; run 'make flickr8k' first" >&2; exit 2; }
-	$(BIN)/python -m edgecap.benchmarks.results $(shell ls $(F8K_OUT)/eval/*/metrics.json | grep -v -- '-xe-') --into README.md --marker flickr8k
+	@test -f artifacts/demo/report.json -o -f $(F8K_OUT)/table.md || { echo "make docs-tables: no result files; run 'make demo' or 'make flickr8k' first" >&2; exit 2; }
+	test ! -f artifacts/demo/report.json || \
+		$(BIN)/python -m edgecap.benchmarks.demo render artifacts/demo/report.json --into README.md --marker demo
+	test ! -f $(F8K_OUT)/table.md || \
+		$(BIN)/python -m edgecap.benchmarks.results $(shell ls $(F8K_OUT)/eval/*/metrics.json 2>/dev/null | grep -v -- '-xe-') --into README.md --marker flickr8k
 	test ! -f $(F8K_OUT)/bench/inputs/inputs.json || \
 		$(BIN)/python -m edgecap.benchmarks.inputs render $(F8K_OUT)/bench/inputs/inputs.json --into docs/benchmarks.md --marker inputs
 

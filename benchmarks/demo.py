@@ -2,7 +2,8 @@
 short video for edge_caption, then score what edge_caption printed into report.json.
 
     python -m edgecap.benchmarks.demo prepare artifacts/demo
-    python -m edgecap.benchmarks.demo report artifacts/demo
+    python -m edgecap.benchmarks.demo report artifacts/demo --bundle B --run R
+    python -m edgecap.benchmarks.demo render artifacts/demo/report.json --into README.md
 """
 
 from __future__ import annotations
@@ -151,6 +152,33 @@ def report(demo: Path, bundle: Path, run: Path) -> dict:
     return result
 
 
+def table(result: dict) -> str:
+    """The README's demo table, from report.json: the Keras run and the shipped bundle."""
+    keras = result.get("keras_test_metrics") or {}
+
+    def cell(value, digits=3):
+        return "—" if value is None else f"{value:.{digits}f}"
+
+    return "\n".join(
+        [
+            f"{result['test_images']} test images, greedy; the bundle's figures measured through "
+            f"{result['measured_through']}.",
+            "",
+            "| model | size | scene accuracy | BLEU-4 | CIDEr-D | ms per caption (median) |",
+            "|---|---:|---:|---:|---:|---:|",
+            f"| Keras run (TensorFlow, for reference) | — | {cell(keras.get('scene_accuracy'))} "
+            f"| {cell(keras.get('bleu4'))} | {cell(keras.get('cider_d'))} | — |",
+            f"| **TFLite int8 bundle** | **{result['bundle_bytes']:,} B** "
+            f"| **{cell(result.get('scene_accuracy'))}** | **{cell(result['bleu4'])}** "
+            f"| **{cell(result['cider_d'])}** | **{cell(result['caption_ms_median'], 2)}** |",
+            "",
+            f"The live replay of a {result['video_frames']}-frame video captioned "
+            f"{result['video_frames_captioned']} frames with scene accuracy "
+            f"{cell(result.get('video_scene_accuracy'))}.",
+        ]
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m edgecap.benchmarks.demo")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -160,11 +188,25 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("demo", type=Path)
     r.add_argument("--bundle", type=Path, required=True)
     r.add_argument("--run", type=Path, required=True)
+    t = sub.add_parser("render", help="the README's demo table from report.json (make docs-tables)")
+    t.add_argument("report_json", type=Path)
+    t.add_argument("--into", type=Path, required=True)
+    t.add_argument("--marker", default="demo")
     args = parser.parse_args(argv)
     if args.command == "prepare":
         prepare(args.demo)
-    else:
+    elif args.command == "report":
         report(args.demo, args.bundle, args.run)
+    else:
+        from .results import replace_between_markers
+
+        try:
+            result = json.loads(args.report_json.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise SystemExit(
+                f"{args.report_json}: cannot read the demo report ({exc}); run make demo"
+            ) from None
+        replace_between_markers(args.into, args.marker, table(result))
     return 0
 
 

@@ -1,0 +1,44 @@
+"""`make docs-tables`: the README's tables come from result files, rendered between markers."""
+
+import json
+
+import pytest
+
+from edgecap.benchmarks import demo
+
+
+def test_the_demo_table_is_rendered_from_report_json_between_its_markers(tmp_path):
+    report = {
+        "test_images": 500,
+        "measured_through": "edge_caption (ai_edge_litert) on the int8 bundle",
+        "bundle_bytes": 966120,
+        "scene_accuracy": 0.988,
+        "bleu4": 0.99612,
+        "cider_d": 7.91,
+        "caption_ms_median": 0.861,
+        "video_frames": 300,
+        "video_frames_captioned": 290,
+        "video_scene_accuracy": 1.0,
+        "keras_test_metrics": {"scene_accuracy": 0.988, "bleu4": 0.997, "cider_d": 7.93},
+    }
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- BEGIN demo -->\nold table\n<!-- END demo -->\nafter\n")
+    args = [str(tmp_path / "report.json"), "--into", str(readme)]
+    assert demo.main(["render", *args]) == 0
+    text = readme.read_text()
+    assert "old table" not in text and text.startswith("intro\n") and text.endswith("after\n")
+    assert (
+        "| **TFLite int8 bundle** | **966,120 B** | **0.988** | **0.996** | **7.910** | **0.86** |"
+        in text
+    )
+    assert "| Keras run (TensorFlow, for reference) | — | 0.988 | 0.997 | 7.930 | — |" in text
+    assert "captioned 290 frames" in text
+    assert demo.main(["render", *args]) == 0 and readme.read_text() == text  # idempotent
+
+
+def test_rendering_a_missing_report_says_which_file_and_what_to_run(tmp_path):
+    with pytest.raises(
+        SystemExit, match=r"nope\.json: cannot read the demo report .*; run make demo"
+    ):
+        demo.main(["render", str(tmp_path / "nope.json"), "--into", str(tmp_path / "README.md")])
