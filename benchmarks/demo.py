@@ -154,23 +154,28 @@ def report(demo: Path, bundle: Path, run: Path) -> dict:
 
 def table(result: dict) -> str:
     """The README's demo table, from report.json: the Keras run and the shipped bundle."""
+    from .tables import markdown_table
+
     keras = result.get("keras_test_metrics") or {}
 
     def cell(value, digits=3):
         return "—" if value is None else f"{value:.{digits}f}"
+
+    keras_row = ["Keras run (TensorFlow, for reference)", "—"]
+    keras_row += [cell(keras.get(k)) for k in ("scene_accuracy", "bleu4", "cider_d")] + ["—"]
+    bundle_row = ["TFLite int8 bundle", f"{result['bundle_bytes']:,} B"]
+    bundle_row += [cell(result.get(k)) for k in ("scene_accuracy", "bleu4", "cider_d")]
+    bundle_row.append(cell(result["caption_ms_median"], 2))
 
     return "\n".join(
         [
             f"{result['test_images']} test images, greedy; the bundle's figures measured through "
             f"{result['measured_through']}.",
             "",
-            "| model | size | scene accuracy | BLEU-4 | CIDEr-D | ms per caption (median) |",
-            "|---|---:|---:|---:|---:|---:|",
-            f"| Keras run (TensorFlow, for reference) | — | {cell(keras.get('scene_accuracy'))} "
-            f"| {cell(keras.get('bleu4'))} | {cell(keras.get('cider_d'))} | — |",
-            f"| **TFLite int8 bundle** | **{result['bundle_bytes']:,} B** "
-            f"| **{cell(result.get('scene_accuracy'))}** | **{cell(result['bleu4'])}** "
-            f"| **{cell(result['cider_d'])}** | **{cell(result['caption_ms_median'], 2)}** |",
+            markdown_table(
+                ["model", "size", "scene accuracy", "BLEU-4", "CIDEr-D", "ms per caption (median)"],
+                [keras_row, [f"**{c}**" for c in bundle_row]],
+            ),
             "",
             f"The live replay of a {result['video_frames']}-frame video captioned "
             f"{result['video_frames_captioned']} frames with scene accuracy "

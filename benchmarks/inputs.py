@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from .tables import markdown_table
+
 KINDS = ("photo file", "12 MP JPEG file", "720p frame", "1080p frame", "720p video, every frame")
 FRAME_SIZES = {"720p frame": (1280, 720), "1080p frame": (1920, 1080)}
 LARGE_SIZE = (4000, 3000)  # 12 MP
@@ -214,33 +216,27 @@ def _markdown(result: dict) -> str:
         f"at the start); medians of {result['repeats']} runs, ms. *exact*: the full-size "
         "decode and channel swap the runtime used before; *fast*: today's path.",
         "",
-        "| input | path | decode | preprocess | encoder | decoder | total | peak RSS (MB) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
+    stages = ("decode", "preprocess", "encoder", "decoder", "total")
+    rows = []
     for row in result["rows"]:
         if row["status"] != "ok":
-            lines.append(f"| {row['kind']} | {row['path']} | {row['status']} | | | | | |")
+            rows.append([row["kind"], row["path"], row["status"]])
         elif "captions_per_s" in row:
-            lines.append(
-                f"| {row['kind']} | {row['path']} | {row['captions_per_s']} captions/s "
-                f"({row['captions']} frames) | | | | | {row['peak_rss_mb']} |"
-            )
+            video = f"{row['captions_per_s']} captions/s ({row['captions']} frames)"
+            rows.append([row["kind"], row["path"], video, "", "", "", "", row["peak_rss_mb"]])
         else:
             ms = row["median_ms"]
-            cells = " | ".join(
-                "—" if k == "decode" and row["kind"] in FRAME_SIZES else f"{ms[k]:.2f}"
-                for k in ("decode", "preprocess", "encoder", "decoder", "total")
-            )
-            lines.append(f"| {row['kind']} | {row['path']} | {cells} | {row['peak_rss_mb']} |")
-    lines += [
-        "",
-        "| fast path vs exact | images | feature max abs diff | identical captions |",
-        "|---|---:|---:|---:|",
+            cells = ["—" if k == "decode" and row["kind"] in FRAME_SIZES else f"{ms[k]:.2f}"
+                     for k in stages]  # fmt: skip
+            rows.append([row["kind"], row["path"], *cells, row["peak_rss_mb"]])
+    lines += [markdown_table(["input", "path", *stages, "peak RSS (MB)"], rows, 2), ""]
+    fidelity = [
+        [name, f["images"], f["feature_max_abs_diff"], f"{f['identical_caption_rate']:.1%}"]
+        for name, f in result["fidelity"].items()
     ]
-    for name, f in result["fidelity"].items():
-        lines.append(
-            f"| {name} | {f['images']} | {f['feature_max_abs_diff']} | {f['identical_caption_rate']:.1%} |"
-        )
+    header = ["fast path vs exact", "images", "feature max abs diff", "identical captions"]
+    lines.append(markdown_table(header, fidelity))
     return "\n".join(lines) + "\n"
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from edgecap.edge_runtime.manifest import MODEL_FORMATS, PRECISIONS
 
 from .schema import dig
+from .tables import markdown_table
 
 SEED_STYLE = "keras-seed-style"
 KERAS_STEPWISE = "keras-stepwise"
@@ -40,10 +41,6 @@ def _num(value, digits: int = 2, suffix: str = "") -> str:
     if isinstance(value, float) and abs(value) >= 100:
         return f"{value:,.0f}{suffix}"
     return f"{value:.{digits}f}{suffix}"
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
 
 
 def beam_key(result: dict) -> str:
@@ -129,7 +126,7 @@ def _quality_cells(quality: dict | None) -> list[str]:
 
 
 def _status(status: str) -> str:
-    return "✅" if status == "ok" else "❌ " + _cell(status)
+    return "✅" if status == "ok" else "❌ " + status
 
 
 def _variant_cell(row: dict) -> str:
@@ -137,23 +134,22 @@ def _variant_cell(row: dict) -> str:
         return row["name"]
     if row["name"] == row["variant"]:
         return f"`{row['variant']}`"
-    return f"`{row['variant']}` ({_cell(row['name'])})"
+    return f"`{row['variant']}` ({row['name']})"
 
 
 def _speedup(value: float | None) -> str:
     return "—" if value is None else f"{value:,.0f}×" if value >= 10 else f"{value:.1f}×"
 
 
-MAIN_HEADER = (
-    "| variant | status | size (MB) | BLEU-4 | CIDEr-D | scene acc. | ms/caption | captions/s "
-    "| ms/caption beam {k} | scene acc. beam {k} | cold start (s) | peak RSS (MB) | vs seed-style |"
-)
-
-
 def main_table(result: dict) -> str:
     """The ultralytics-style table of one device's run."""
     k = result["settings"].get("beam", 3)
-    lines = [MAIN_HEADER.format(k=k), "|---|---|" + "---:|" * 11]
+    header = [
+        "variant", "status", "size (MB)", "BLEU-4", "CIDEr-D", "scene acc.", "ms/caption",
+        "captions/s", f"ms/caption beam {k}", f"scene acc. beam {k}", "cold start (s)",
+        "peak RSS (MB)", "vs seed-style",
+    ]  # fmt: skip
+    table = []
     for row in rows(result):
         size = row["bytes"] / 2**20 if row["bytes"] else None
         cells = [_variant_cell(row), _status(row["status"]), _num(size, 2)]
@@ -161,8 +157,8 @@ def main_table(result: dict) -> str:
         cells += [_num(row["ms"], 2), _num(row["per_s"], 1), _num(row["beam_ms"], 2)]
         cells += [_num(dig(row, "beam_quality", "scene_accuracy"), 3)]
         cells += [_num(row["cold_s"], 2), _num(row["rss_mb"], 0), _speedup(row["speedup"])]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        table.append(cells)
+    return markdown_table(header, table, text_columns=2)
 
 
 def _stats(s: dict | None) -> str:
@@ -178,12 +174,12 @@ def _mean(s: dict | None) -> str:
 def latency_table(result: dict) -> str:
     """p50 / p90 / p99 and mean ± std of every latency, per bundle, in ms."""
     beam = beam_key(result)
-    header = (
-        "| variant | init | first caption | encoder p50/p90/p99 | decoder step p50/p90/p99 "
-        f"| greedy p50/p90/p99 | greedy mean ± std | {beam} p50/p90/p99 | {beam} mean ± std "
-        "| samples (greedy) |"
-    )
-    lines = [header, "|---|" + "---:|" * 9]
+    header = [
+        "variant", "init", "first caption", "encoder p50/p90/p99", "decoder step p50/p90/p99",
+        "greedy p50/p90/p99", "greedy mean ± std", f"{beam} p50/p90/p99", f"{beam} mean ± std",
+        "samples (greedy)",
+    ]  # fmt: skip
+    table = []
     for entry in sorted(result["bundles"], key=variant_order):
         if entry["status"] != "ok":
             continue
@@ -201,8 +197,8 @@ def latency_table(result: dict) -> str:
             _mean(beamed),
             f"{greedy['n']} ({greedy['outliers']} clipped)",
         ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        table.append(cells)
+    return markdown_table(header, table)
 
 
 def ratio_lines(result: dict) -> list[str]:
@@ -308,18 +304,13 @@ def merged_markdown(results: list[dict]) -> str:
             f"- **{r['fingerprint']['device']}**: {label(r['fingerprint'])}; threads "
             f"{s.get('threads') or 'backend default'}, backend {s['backend']}; run {r['created']}"
         )
-    lines += [
-        "",
-        "## ms per caption (greedy, p50) · scene accuracy",
-        "",
-        "| variant | " + " | ".join(devices) + " |",
-        "|---|" + "---:|" * len(devices),
-    ]
+    lines += ["", "## ms per caption (greedy, p50) · scene accuracy", ""]
     per_device = [{row["variant"]: row for row in rows(r)} for r in results]
     variants = sorted(
         {v for table in per_device for v in table},
         key=lambda v: variant_order({"variant": v, "name": v}),
     )
+    comparison = []
     for variant in variants:
         cells = []
         for table in per_device:
@@ -331,8 +322,8 @@ def merged_markdown(results: list[dict]) -> str:
             else:
                 scene = dig(row, "quality", "scene_accuracy")
                 cells.append(_num(row["ms"], 2) + (f" · {scene:.3f}" if scene is not None else ""))
-        title = BASELINE_TITLES.get(variant, f"`{variant}`")
-        lines.append(f"| {title} | " + " | ".join(cells) + " |")
+        comparison.append([BASELINE_TITLES.get(variant, f"`{variant}`"), *cells])
+    lines.append(markdown_table(["variant", *devices], comparison))
     for r in results:
         lines += ["", f"## {r['fingerprint']['device']}", "", main_table(r)]
     return "\n".join(lines) + "\n"

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from edgecap.edge_runtime.manifest import find_source_run, load_manifest
 
+from .tables import markdown_table
+
 COLUMNS = (
     ("BLEU-1", "bleu1"),
     ("BLEU-2", "bleu2"),
@@ -122,10 +124,7 @@ def markdown(rows: list[dict]) -> str:
         *(t for t, _ in present + versus),
         "train time",
     ]
-    lines = [
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * 5 + "---:|" * (len(present) + len(versus) + 1),
-    ]
+    table = []
     for r in rows:
         cells = [r["encoder"], r["decoder"], r["training"], r["model"], str(r["beam"])]
         cells += [f"{r[k]:.3f}" if k in r else "" for _, k in present]
@@ -135,8 +134,8 @@ def markdown(rows: list[dict]) -> str:
         ]
         seconds = r.get("train_seconds")
         cells.append(f"{seconds / 60:.1f} min" if seconds is not None else "")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        table.append(cells)
+    return markdown_table(header, table, text_columns=5)
 
 
 def main(argv: list[str] | None = None) -> int:
