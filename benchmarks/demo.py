@@ -177,8 +177,8 @@ def table(result: dict) -> str:
                 [keras_row, [f"**{c}**" for c in bundle_row]],
             ),
             "",
-            f"The live replay of a {result['video_frames']}-frame video captioned "
-            f"{result['video_frames_captioned']} frames with scene accuracy "
+            f"The live replay of the {result['video_frames']}-frame test video: "
+            f"{result['video_frames_captioned']} frames captioned, scene accuracy "
             f"{cell(result.get('video_scene_accuracy'))}.",
         ]
     )

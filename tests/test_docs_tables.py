@@ -33,7 +33,7 @@ def test_the_demo_table_is_rendered_from_report_json_between_its_markers(tmp_pat
         in text
     )
     assert "| Keras run (TensorFlow, for reference) | — | 0.988 | 0.997 | 7.930 | — |" in text
-    assert "captioned 290 frames" in text
+    assert "300-frame test video: 290 frames captioned, scene accuracy 1.000." in text
     assert demo.main(["render", *args]) == 0 and readme.read_text() == text  # idempotent
 
 
