@@ -234,7 +234,7 @@ def check_parity(run: TrainedRun, bundle: Path, dataset, n_images: int) -> dict:
     ids = dataset.splits["test"][:n_images]
     cfg = run.decoder_config
     keras = KerasCaptioner.open(run)
-    step_module = StepModule(run.decoder, cfg)
+    step_module = keras.step_model.module  # the raw tensors of decoder_init, by name
     init_outputs = tensor_names(cfg.kind)["decoder_init"]["outputs"]
     diffs = dict.fromkeys(["features", *init_outputs, "log_probs"], 0.0)
     identical = same_scene = 0
@@ -260,7 +260,7 @@ def check_parity(run: TrainedRun, bundle: Path, dataset, n_images: int) -> dict:
         for image_id in ids:
             path = dataset.image_path(image_id)
             pixels = load_pixels(path, run.preprocessing)[None]  # [1, S, S, 3]
-            keras_features = keras.encode(path)  # [1, F]
+            keras_features = keras.encode_pixels(pixels)  # [1, F]: the same file read once
             bundle_features = opened.encode_pixels(pixels)  # [1, F]
             track("features", keras_features, bundle_features)
             # Decoder parity on the same (Keras) features isolates the decoder's own error.

@@ -80,7 +80,11 @@ class KerasCaptioner:
 
     def encode(self, image: str | os.PathLike | Image.Image) -> np.ndarray:
         """Features [1, F] of one image file or PIL image, read as the device reads it."""
-        return np.asarray(self.encoder(self._pixels(image), training=False))  # [1, F]
+        return self.encode_pixels(self._pixels(image))  # [1, F]
+
+    def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """The encoder alone, as Bundle.encode_pixels: pixels [1, S, S, 3] -> features [1, F]."""
+        return np.asarray(self.encoder(pixels, training=False))  # [1, F]
 
     def caption_features(
         self, features: np.ndarray, decode: DecodeOptions | None = None
