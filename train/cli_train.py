@@ -19,6 +19,8 @@ import sys
 from edgecap.edge_runtime.errors import EdgeCaptionError
 from edgecap.edge_runtime.step_models import DECODER_KINDS
 
+from .distribute import DISTRIBUTE_CHOICES
+
 USER_ERRORS = (EdgeCaptionError, FileNotFoundError, ValueError)
 
 
@@ -98,6 +100,21 @@ def _train_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, help=f"default {t.seed}")
     parser.add_argument(
         "--feature-cache", help="feature cache folder (default ~/.cache/edge-caption/features)"
+    )
+    parser.add_argument(
+        "--distribute",
+        choices=DISTRIBUTE_CHOICES,
+        default="none",
+        help="tf.distribute strategy: none (one device), mirrored (every local GPU, or "
+        "--devices), multi-worker (the cluster in TF_CONFIG; run the same command on every "
+        "worker, --out and --feature-cache on shared storage). --batch-size stays the global "
+        "batch (default none)",
+    )
+    parser.add_argument(
+        "--devices",
+        default="",
+        help="for --distribute mirrored: comma list of TensorFlow devices, e.g. GPU:0,GPU:1 "
+        "(default every GPU)",
     )
     return parser
 
@@ -329,7 +346,9 @@ def _train(argv: list[str]) -> int:
     from .training import resume_hint, train
 
     try:
-        metrics = train(build_config(args), args.out, final_split=args.final_split)
+        devices = [d.strip() for d in args.devices.split(",") if d.strip()]
+        metrics = train(build_config(args), args.out, final_split=args.final_split,
+                        distribute=args.distribute, devices=devices)  # fmt: skip
     except KeyboardInterrupt:
         # Every write is atomic, so whatever Ctrl-C interrupted, the checkpoint on disk is
         # whole: say where a rerun will pick up rather than print Keras' traceback.

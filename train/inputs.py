@@ -12,7 +12,7 @@ have seen had it never stopped.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -158,9 +158,15 @@ class TrainingBatches:
             }
             yield x, targets, (targets != self.pad_id).astype(np.float32)
 
-    def dataset(self, epoch: int, shuffle: bool = True):
-        """A tf.data.Dataset over batches(epoch, shuffle), prefetching one batch."""
+    def dataset(
+        self, epoch: int, shuffle: bool = True, replicas: Sequence[int] = (0,), of: int = 1
+    ):
+        """A tf.data.Dataset over batches(epoch, shuffle), prefetching one batch. With
+        `of` > 1 replicas, it yields the rows of each of `replicas` of every batch in turn
+        (distribute.replica_rows): one worker's share of the global batches."""
         import tensorflow as tf
+
+        from .distribute import replica_rows
 
         feature_dim = self.features.shape[1]
         text = "prefix" if self.kind == "blstm" else "tokens"
@@ -174,8 +180,12 @@ class TrainingBatches:
             tf.TensorSpec(target_shape, tf.int32),
             tf.TensorSpec(target_shape, tf.float32),
         )
-        batches = tf.data.Dataset.from_generator(
-            lambda: self.batches(epoch, shuffle), output_signature=signature
-        )
+
+        def source():
+            batches = self.batches(epoch, shuffle)
+            return batches if of == 1 else replica_rows(batches, replicas, of)
+
+        batches = tf.data.Dataset.from_generator(source, output_signature=signature)
         # A known length, so that Keras shows progress and does not warn at the epoch's end.
-        return batches.apply(tf.data.experimental.assert_cardinality(len(self))).prefetch(1)
+        count = len(self) * len(replicas)
+        return batches.apply(tf.data.experimental.assert_cardinality(count)).prefetch(1)

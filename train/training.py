@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from edgecap.edge_runtime.scenes import load_scenes
 from edgecap.edge_runtime.vocab import Vocabulary
 
 from .decoders import DecoderConfig, build_training_model
+from .distribute import ReplicatedTraining, distributed_input, is_chief, make_strategy
 from .encoders import build_encoder, get_encoder_spec, resolve_weights
 from .features import extract_features
 from .inputs import CaptionTable, TrainingBatches
@@ -197,7 +199,7 @@ def _dev_score_callback(
     return DevScore()
 
 
-def _load_checkpoint(run: Path, steps_per_epoch: int):
+def _load_checkpoint(run: Path, steps_per_epoch: int, repair: bool = True):
     """(model, epochs done) from last.keras alone: its optimizer's step count says where
     training stands. state.json is the epochs' log, written after the model; a kill
     between the two writes leaves it short, and it is repaired here to match the model."""
@@ -220,7 +222,7 @@ def _load_checkpoint(run: Path, steps_per_epoch: int):
         )
     epochs_done = steps // steps_per_epoch
     state = read_state(run)
-    if state["epochs_done"] != epochs_done:
+    if state["epochs_done"] != epochs_done and repair:
         log.warning(
             "%s holds %d finished epochs but state.json says %d (the run was stopped "
             "between the two checkpoint writes); going on from the model",
@@ -240,20 +242,30 @@ def _load_checkpoint(run: Path, steps_per_epoch: int):
 
 
 def train(
-    config: TrainConfig, run_dir: str | Path, progress: bool = True, final_split: str = "test"
+    config: TrainConfig,
+    run_dir: str | Path,
+    progress: bool = True,
+    final_split: str = "test",
+    distribute: str = "none",
+    devices: Sequence[str] = (),
 ) -> dict:
-    """Train (or resume) a run and evaluate it greedily on `final_split`. Returns the metrics.
+    """Train (or resume) a run and evaluate it greedily on `final_split`. Returns the metrics
+    ({} from a worker that is not the chief, which writes nothing).
 
     Pass final_split="dev" while choosing settings, so the test split is scored only once,
-    for the final model (`caption-train evaluate`).
+    for the final model (`caption-train evaluate`). `distribute` and `devices` choose the
+    tf.distribute strategy (distribute.py); they are not settings of the run, which trains
+    the same on any number of replicas.
     """
     import keras
 
-    run = _open_run(config, run_dir)
+    strategy = make_strategy(distribute, devices)  # before any other TensorFlow op
+    chief = is_chief(strategy)
+    run = _open_run(config, run_dir, chief)
     keras.utils.set_random_seed(config.seed)
     dataset = load_dataset(config.data)
-    vocab = _vocabulary(config, dataset, run)
-    spec, encoder, cache_weights = _encoder(config, run)
+    vocab = _vocabulary(config, dataset, run, chief)
+    spec, encoder, cache_weights = _encoder(config, run, chief, distribute == "multi-worker")
     features = {
         split: extract_features(
             dataset, split, spec, cache_weights, encoder, config.feature_cache or None,
@@ -261,7 +273,9 @@ def train(
         )
         for split in ("train", "dev", "test")
     }  # fmt: skip
-    decoder_config = _write_run_config(config, run, dataset, vocab, spec, features["train"])
+    decoder_config = _decoder_config(config, dataset, vocab, features["train"])
+    if chief:
+        _write_run_config(config, run, decoder_config, spec)
     tables = {
         split: CaptionTable.build(dataset, split, vocab, decoder_config.max_length)
         for split in ("train", "dev")
@@ -274,14 +288,24 @@ def train(
     dev_batches = TrainingBatches(
         tables["dev"], features["dev"], kind, batch_size, config.seed, fraction=fraction
     )
-    model, epochs_done = _model(config, run, decoder_config, len(train_batches))
-    callbacks = [_checkpoint_callback(run)]
-    if config.keep == DEV_SCORE:  # keep="last" needs no dev scores, and skips their cost
+    with strategy.scope():
+        model, epochs_done = _model(config, run, decoder_config, len(train_batches), chief)
+        if not model.optimizer.built:  # its variables, too, belong to the strategy
+            model.optimizer.build(model.trainable_variables)
+    callbacks = [_checkpoint_callback(run)] if chief else []
+    # keep="last" needs no dev scores, and skips their cost; only the chief keeps a model.
+    if config.keep == DEV_SCORE and chief:
         callbacks.insert(0, _dev_score_callback(dataset, features["dev"], decoder_config, vocab))
     start = time.perf_counter()
     # One fit call per epoch, so that each epoch's batch order is a function of the epoch
     # alone (see inputs.py) and a resumed run trains exactly what an uninterrupted one would.
+    replicated = ReplicatedTraining(model, strategy) if strategy.num_replicas_in_sync > 1 else None
     for epoch in range(epochs_done, config.epochs):
+        if replicated is not None:
+            replicated.epoch(distributed_input(strategy, train_batches, epoch),
+                             distributed_input(strategy, dev_batches, 0, shuffle=fraction < 1.0),
+                             epoch, callbacks, config.epochs, progress)  # fmt: skip
+            continue
         model.fit(
             train_batches.dataset(epoch),
             validation_data=dev_batches.dataset(0, shuffle=fraction < 1.0),
@@ -292,6 +316,8 @@ def train(
             verbose=2 if progress else 0,
         )
     train_seconds = time.perf_counter() - start
+    if not chief:
+        return {}
     model = _kept_model(config, run, model)
     with _name_write_failures(run / "decoder.keras", run):
         _save_keras_atomic(model, run / "decoder.keras")
@@ -310,11 +336,14 @@ def train(
     return metrics
 
 
-def _open_run(config: TrainConfig, run_dir: str | Path) -> Path:
-    """The run folder, refused if it holds a run of other settings; stale temp files go."""
+def _open_run(config: TrainConfig, run_dir: str | Path, chief: bool = True) -> Path:
+    """The run folder, refused if it holds a run of other settings; the chief creates it
+    and removes stale temp files."""
     if config.keep not in KEEP_CHOICES:
         raise ValueError(f"keep must be one of {KEEP_CHOICES}, not {config.keep!r}")
     run = Path(run_dir)
+    if not chief:
+        return run
     run.mkdir(parents=True, exist_ok=True)
     config_file = run / "config.json"
     if config_file.exists():
@@ -327,8 +356,11 @@ def _open_run(config: TrainConfig, run_dir: str | Path) -> Path:
     return run
 
 
-def _vocabulary(config: TrainConfig, dataset: CaptionDataset, run: Path) -> Vocabulary:
-    """The run's vocabulary: vocab.json if this run wrote it already, else built from train."""
+def _vocabulary(
+    config: TrainConfig, dataset: CaptionDataset, run: Path, write: bool = True
+) -> Vocabulary:
+    """The run's vocabulary: vocab.json if this run wrote it already, else built from train
+    (the same on every worker: it depends on the captions alone)."""
     vocab_file = run / "vocab.json"
     if vocab_file.exists():
         return Vocabulary.load(vocab_file)
@@ -336,12 +368,13 @@ def _vocabulary(config: TrainConfig, dataset: CaptionDataset, run: Path) -> Voca
         (c for _, caps in dataset.split_items("train") for c in caps),
         min_count=config.min_count,
     )
-    with _name_write_failures(vocab_file, run):
-        vocab.save(vocab_file)
+    if write:
+        with _name_write_failures(vocab_file, run):
+            vocab.save(vocab_file)
     return vocab
 
 
-def _encoder(config: TrainConfig, run: Path):
+def _encoder(config: TrainConfig, run: Path, write: bool = True, multi_worker: bool = False):
     """(spec, encoder, the weights its features are cached under): encoder.keras if this
     run saved it already, else built from the registry and saved."""
     import keras
@@ -351,28 +384,28 @@ def _encoder(config: TrainConfig, run: Path):
     encoder_file = run / "encoder.keras"
     if encoder_file.exists():
         encoder = keras.models.load_model(encoder_file, safe_mode=True, compile=False)
+    elif weights is None and multi_worker:
+        raise ValueError(
+            f"--weights {config.weights}: random encoder weights would differ from worker to "
+            "worker; pass --weights imagenet or a weights file for --distribute multi-worker"
+        )
     else:
         encoder = build_encoder(config.encoder, config.weights)
-        with _name_write_failures(encoder_file, run):
-            _save_keras_atomic(encoder, encoder_file)
+        if write:
+            with _name_write_failures(encoder_file, run):
+                _save_keras_atomic(encoder, encoder_file)
     # Features come from the saved encoder file, so that export converts exactly this model.
     return spec, encoder, str(encoder_file) if weights is None else weights
 
 
-def _write_run_config(
-    config: TrainConfig,
-    run: Path,
-    dataset: CaptionDataset,
-    vocab: Vocabulary,
-    spec,
-    train_features: np.ndarray,
+def _decoder_config(
+    config: TrainConfig, dataset: CaptionDataset, vocab: Vocabulary, train_features: np.ndarray
 ) -> DecoderConfig:
-    """The decoder's full config (sizes from the vocabulary and features), written with
-    the rest of the run's facts to config.json."""
+    """The decoder's full config: sizes from the vocabulary and features."""
     max_length = config.max_length or min(
         30, max(len(vocab.encode(c)) for _, cs in dataset.split_items("train") for c in cs)
     )
-    decoder_config = DecoderConfig(
+    return DecoderConfig(
         **{
             **config.decoder.to_json(),
             "vocab_size": len(vocab),
@@ -380,6 +413,10 @@ def _write_run_config(
             "max_length": max_length,
         }
     )
+
+
+def _write_run_config(config: TrainConfig, run: Path, decoder_config: DecoderConfig, spec) -> None:
+    """config.json: the decoder's full config with the rest of the run's facts."""
     with _name_write_failures(run / "config.json", run):
         write_json_atomic(
             run / "config.json",
@@ -397,20 +434,26 @@ def _write_run_config(
                 "data": str(Path(config.data).resolve()),
             },
         )
-    return decoder_config
 
 
-def _model(config: TrainConfig, run: Path, decoder_config: DecoderConfig, steps_per_epoch: int):
+def _model(
+    config: TrainConfig,
+    run: Path,
+    decoder_config: DecoderConfig,
+    steps_per_epoch: int,
+    chief: bool = True,
+):
     """(training model, epochs done): the checkpoint's, or a new compiled one."""
     import keras
 
     if (run / "checkpoints" / "last.keras").exists():
-        model, epochs_done = _load_checkpoint(run, steps_per_epoch)
+        model, epochs_done = _load_checkpoint(run, steps_per_epoch, chief)
         log.info("resuming %s from epoch %d of %d", run, epochs_done, config.epochs)
         return model, epochs_done
     # No model to go on from: a state.json left alone would make the history restart in
     # the middle of the old one.
-    (run / "checkpoints" / "state.json").unlink(missing_ok=True)
+    if chief:
+        (run / "checkpoints" / "state.json").unlink(missing_ok=True)
     model = build_training_model(decoder_config)
     schedule = keras.optimizers.schedules.CosineDecay(
         config.learning_rate, decay_steps=config.epochs * steps_per_epoch
