@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -68,30 +69,37 @@ def _free_ports(count: int) -> list[int]:
             s.close()
 
 
+def _start_workers(root, out, attempt: str) -> list[subprocess.Popen]:
+    """Two MultiWorkerMirroredStrategy workers of the tiny run on fresh localhost ports."""
+    workers = [f"localhost:{port}" for port in _free_ports(2)]
+    processes = []
+    for index in range(2):
+        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        env = {**os.environ, "TF_CONFIG": json.dumps(tf_config), "CUDA_VISIBLE_DEVICES": ""}
+        with open(root / f"{attempt}-worker-{index}.log", "w") as log:
+            command = [*_train_command(root, out), "--distribute", "multi-worker"]
+            processes.append(
+                subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+            )
+    return processes
+
+
+def _wait(processes: list[subprocess.Popen], timeout: float = 240) -> list[int]:
+    try:
+        return [p.wait(timeout=timeout) for p in processes]
+    finally:
+        for p in processes:
+            p.kill()
+
+
 def test_two_workers_train_what_one_trains_and_the_bundle_captions_alike(single):
     from edgecap.edge_runtime.captioner import Captioner
     from edgecap.edge_runtime.datasets import load_dataset
     from edgecap.export.bundle import export_bundle
 
     out = single / "two-workers"
-    workers = [f"localhost:{port}" for port in _free_ports(2)]
-    processes, logs = [], []
-    try:
-        for index in range(2):
-            tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-            env = {**os.environ, "TF_CONFIG": json.dumps(tf_config), "CUDA_VISIBLE_DEVICES": ""}
-            logs.append(open(single / f"worker-{index}.log", "w"))
-            command = [*_train_command(single, out), "--distribute", "multi-worker"]
-            processes.append(
-                subprocess.Popen(command, env=env, stdout=logs[-1], stderr=subprocess.STDOUT)
-            )
-        codes = [p.wait(timeout=240) for p in processes]
-    finally:
-        for p in processes:
-            p.kill()
-        for log in logs:
-            log.close()
-    assert codes == [0, 0], (single / "worker-0.log").read_text()[-3000:]
+    codes = _wait(_start_workers(single, out, "two"))
+    assert codes == [0, 0], (single / "two-worker-0.log").read_text()[-3000:]
     _assert_trained_alike(out, single / "single")
     # Worker 1 wrote nothing: the run folder holds the chief's files and no others.
     assert {p.name for p in out.iterdir()} == {*RUN_FILES, "checkpoints"}
@@ -103,6 +111,31 @@ def test_two_workers_train_what_one_trains_and_the_bundle_captions_alike(single)
     with Captioner.open(single / "bundle") as captioner:
         got = [captioner.caption(dataset.image_path(p["image"])).text for p in expected]
     assert got == [p["caption"] for p in expected]
+
+
+@pytest.mark.slow  # two cluster starts: about a minute
+def test_a_killed_worker_restarted_with_the_chief_goes_on_from_the_last_epoch(single):
+    out = single / "killed"
+    first = _start_workers(single, out, "first")
+    try:
+        last = out / "checkpoints" / "last.keras"
+        deadline = time.monotonic() + 240
+        while not last.exists() and time.monotonic() < deadline:
+            assert all(p.poll() is None for p in first), "a worker stopped before epoch 1 ended"
+            time.sleep(0.05)
+        first[1].kill()  # worker 1 dies mid-run; the chief's collectives fail or wait
+        time.sleep(2)
+    finally:
+        for p in first:
+            p.kill()
+            p.wait()
+    done = json.loads((out / "checkpoints" / "state.json").read_text())["history"]
+    assert 1 <= len(done) < 3, "the kill came too late to test a resume"
+    codes = _wait(_start_workers(single, out, "second"))
+    assert codes == [0, 0], (single / "second-worker-0.log").read_text()[-3000:]
+    history = _history(out)
+    assert history[: len(done)] == done  # the finished epochs were not trained again
+    _assert_trained_alike(out, single / "single")
 
 
 MIRRORED = """
