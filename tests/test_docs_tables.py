@@ -42,3 +42,22 @@ def test_rendering_a_missing_report_says_which_file_and_what_to_run(tmp_path):
         SystemExit, match=r"nope\.json: cannot read the demo report .*; run make demo"
     ):
         demo.main(["render", str(tmp_path / "nope.json"), "--into", str(tmp_path / "README.md")])
+
+
+def test_the_training_memory_table_shows_the_cases_that_finished(tmp_path):
+    from edgecap.benchmarks import training_memory
+
+    rows = [
+        {"case": "Flickr8k LSTM, warm cache (1 epoch)", "captions": 30000, "peak_rss_gb": 1.234,
+         "seconds": 251.4, "exit_code": 0},
+        {"case": "synthetic, 100,000 captions (1 epoch)", "captions": 100030, "peak_rss_gb": 9.9,
+         "seconds": 3.0, "exit_code": 1},
+    ]  # fmt: skip
+    (tmp_path / "training-memory.json").write_text(json.dumps({"machine": {}, "rows": rows}))
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- BEGIN training-memory -->\n<!-- END training-memory -->\n")
+    args = ["render", str(tmp_path / "training-memory.json"), "--into", str(readme)]
+    assert training_memory.main(args) == 0
+    text = readme.read_text()
+    assert "| Flickr8k LSTM, warm cache (1 epoch) | 30,000 | 1.23 GB | 251 |" in text
+    assert "100,000" not in text  # a case that failed has no figures to show

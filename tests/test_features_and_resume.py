@@ -210,3 +210,18 @@ def test_two_workers_shards_join_into_what_one_worker_makes(tmp_path, monkeypatc
     tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 1}})
     assert worker_from_tf_config({"TF_CONFIG": tf_config}) == (2, 3)
     assert worker_from_tf_config({}) is None
+
+
+def test_extraction_runs_a_keras_encoder_as_one_traced_function():
+    import keras
+
+    inputs = keras.Input((8, 8, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(inputs))
+    encoder = keras.Model(inputs, pooled)
+    batch = np.random.default_rng(0).normal(size=(5, 8, 8, 3)).astype(np.float32)
+    traced = features_mod.graph_encoder(encoder)
+    # The same features as the eager call, for a full and a short (last) batch.
+    for rows in (batch, batch[:2]):
+        assert np.allclose(traced(rows), encoder(rows, training=False), atol=1e-6)
+    stand_in = MeanColourEncoder()
+    assert features_mod.graph_encoder(stand_in) is stand_in  # not Keras: used as it is

@@ -96,13 +96,14 @@ def extract_features(
     kept = sum(len(shards[k]) for k in mine if parts[k] is not None)
     label = f"features {split}" + (f" (worker {worker[0]}/{worker[1]})" if worker else "")
     bar = _bar(total, label, progress, initial=kept)
+    compiled = graph_encoder(encoder)
     try:
         for k in mine:
             shard = shards[k]
             if parts[k] is not None:
                 continue
             shard_file = folder / f"shard_{k:05d}.npy"
-            parts[k] = _compute(dataset, shard, spec, encoder, batch_size, progress=False)
+            parts[k] = _compute(dataset, shard, spec, compiled, batch_size, progress=False)
             _save_npy(shard_file, parts[k])
             if bar is not None:
                 bar.update(len(shard))
@@ -128,6 +129,25 @@ def extract_features(
     for k in range(len(shards)):
         (folder / f"shard_{k:05d}.npy").unlink(missing_ok=True)
     return features
+
+
+def graph_encoder(encoder):
+    """A Keras encoder as one traced tf.function (anything else, e.g. a test's stand-in, as
+    it is).
+
+    Called eagerly, a Keras model keeps the buffers of every intermediate activation
+    around: MobileNetV2 at 224 px in batches of 64 peaked at 6.9 GB resident where the
+    traced function peaks at 1.6 GB, and runs twice as fast (640 Flickr8k photos, 2 cores).
+    """
+    import keras
+
+    if not isinstance(encoder, keras.Model):
+        return encoder
+    import tensorflow as tf
+
+    # The last batch of a split is smaller: one more trace, then a batch dimension of None.
+    traced = tf.function(lambda batch: encoder(batch, training=False), reduce_retracing=True)
+    return lambda batch, training=False: traced(batch)
 
 
 def _load_rows(path: Path, rows: int) -> np.ndarray | None:
