@@ -99,7 +99,7 @@ def run(flickr8k: Path, weights: Path, out: Path, names: list[str] | None = None
             cache = out / f"cache-synthetic-{images}"
             if not (data / "Flickr8k.token.txt").exists():
                 subprocess.run([_bin("caption-data"), "synth", str(data), "--images", str(images)],
-                               check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+                               check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
         if case.cache == "cold":
             shutil.rmtree(cache, ignore_errors=True)
         elif not cache.exists():
