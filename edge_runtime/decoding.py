@@ -74,8 +74,8 @@ def greedy_decode(
     `banned` ids (by default <pad>, <start> and <unk>) are never chosen: a caption that
     says "<unk>" tells the user nothing, and the next most probable word usually does.
     """
-    if features.ndim != 2:
-        raise ValueError(f"features must be [B, F], got shape {features.shape}")
+    if features.ndim not in (2, 3):
+        raise ValueError(f"features must be [B, F] or [B, P, F], got shape {features.shape}")
     batch = features.shape[0]
     state = model.init(features)
     tokens = np.full((batch,), start_id, dtype=np.int32)
@@ -124,9 +124,9 @@ def beam_search(
     Face's default beam search: a longer caption could still climb, but waiting for that
     ran every search to max_length.
     """
-    if features.ndim != 2 or features.shape[0] != 1:
+    if features.ndim not in (2, 3) or features.shape[0] != 1:
         raise ValueError(
-            f"beam search takes one image's features [1, F], got shape {features.shape}"
+            f"beam search takes one image's features [1, F] or [1, P, F], got shape {features.shape}"
         )
     if beam_width < 1:
         raise ValueError("beam_width must be at least 1")
@@ -225,7 +225,7 @@ def decode_rows(
                 model, row[None], start_id, end_id, length,
                 options.beam_width, options.length_penalty,
             )[0]
-            for row in features  # row [F] -> [1, F]
+            for row in features  # row [F] -> [1, F] (or [P, F] -> [1, P, F])
         ]  # fmt: skip
     decoded: list[Decoded] = []
     for start in range(0, len(features), greedy_batch):

@@ -59,9 +59,13 @@ def _text(info: dict[str, Any]) -> str:
     for role, f in info["files"].items():
         lines.append(f"  {role:<13}{f['file']:<22}{_mb(f['bytes']):>10}  {f['precision']}")
     width = f", alpha {enc['alpha']}" if enc.get("alpha") is not None else ""
+    positions = enc.get("feature_positions")
+    features = (
+        f"{positions} positions × {enc.get('feature_dim')}" if positions else enc.get("feature_dim")
+    )
     lines += [
         f"encoder     {enc.get('name')}{width}, {prep['input_size']} px input "
-        f"({prep['resize']} resize, crop {prep['crop']}), {enc.get('feature_dim')} features",
+        f"({prep['resize']} resize, crop {prep['crop']}), {features} features",
         f"decoder     {dec.get('kind')}, {dec.get('units')} units, embedding {dec.get('embed_dim')}",
         f"vocabulary  {info['vocab_size']} words, captions up to {info['max_caption_length']} words",
     ]

@@ -15,7 +15,9 @@ NamedArrays = dict[str, np.ndarray]
 InitFn = Callable[..., NamedArrays]
 StepFn = Callable[..., NamedArrays]
 
-DECODER_KINDS = ("lstm", "merge", "blstm")
+DECODER_KINDS = ("lstm", "merge", "blstm", "attend")
+# Kinds whose encoder gives a feature map [B, P, F] (P spatial positions), not a vector [B, F].
+SPATIAL_KINDS = ("attend",)
 
 # Tensor names of decoder_init and decoder_step per decoder kind (the manifest's contract).
 DECODER_TENSORS: dict[str, dict[str, dict[str, list[str]]]] = {
@@ -41,11 +43,21 @@ DECODER_TENSORS: dict[str, dict[str, dict[str, list[str]]]] = {
         "decoder_init": {"inputs": ["features"], "outputs": ["image_embedding"]},
         "decoder_step": {"inputs": ["prefix", "image_embedding"], "outputs": ["log_probs"]},
     },
+    # Show and Tell's inject, plus attention over the encoder's feature map after each word
+    # (the LSTM output is the query). memory [B, P, U] is the projected map, set once.
+    "attend": {
+        "decoder_init": {"inputs": ["features"], "outputs": ["h", "c", "memory"]},
+        "decoder_step": {
+            "inputs": ["token", "h", "c", "memory"],
+            "outputs": ["log_probs", "h_next", "c_next"],
+        },
+    },
 }
 
 
 class RecurrentStepModel:
-    """LSTM inject and merge: state (h, c[, image_embedding]) goes in and comes back out."""
+    """LSTM inject, merge and attend: state (h, c[, image_embedding or memory]) goes in and
+    comes back out."""
 
     def __init__(self, kind: str, init_fn: InitFn, step_fn: StepFn):
         self.state_names = tuple(DECODER_TENSORS[kind]["decoder_init"]["outputs"])
@@ -58,7 +70,7 @@ class RecurrentStepModel:
     def step(self, tokens: np.ndarray, state: tuple[np.ndarray, ...]):
         inputs = dict(zip(self.state_names, state, strict=True))
         out = self.step_fn(token=np.asarray(tokens, dtype=np.int32), **inputs)
-        # The image embedding (merge) does not change from step to step.
+        # The image embedding (merge) and the attention memory do not change between steps.
         return out["log_probs"], (out["h_next"], out["c_next"], *state[2:])
 
 
@@ -90,7 +102,7 @@ class PrefixStepModel:
 
 def make_step_model(kind: str, init_fn: InitFn, step_fn: StepFn, prefix_length: int | None = None):
     """The decoding.StepModel for a decoder kind, over a backend's init and step callables."""
-    if kind in ("lstm", "merge"):
+    if kind in ("lstm", "merge", "attend"):
         return RecurrentStepModel(kind, init_fn, step_fn)
     if kind == "blstm":
         if not prefix_length:

@@ -188,6 +188,8 @@ def export_bundle(
                 "alpha": run.config["encoder"].get("alpha"),
                 "input_size": prep.input_size,
                 "feature_dim": cfg.feature_dim,
+                # attend: the encoder gives a map of this many positions, [1, P, F]
+                **({"feature_positions": cfg.feature_positions} if cfg.feature_positions else {}),
             },
             decoder_units=cfg.units,
             decoder_embed_dim=cfg.embed_dim,

@@ -7,13 +7,19 @@ import pytest
 from edgecap.edge_runtime.step_models import DECODER_TENSORS, make_step_model
 from edgecap.train.decoders import DecoderConfig, KerasStepModel, StepModule, build_training_model
 
-KINDS = ("lstm", "merge", "blstm")
+KINDS = ("lstm", "merge", "blstm", "attend")
+POSITIONS = 5  # attend reads a feature map of this many positions
+# attend's log-probs pass through attention and one more dense layer, summed in another
+# order by the step's matmuls than by Keras' layers: float32 rounding of ~6e-6 relative
+# on log-probs near -10 (measured); every other kind holds numpy's default rtol (1e-7).
+_RTOL = {"lstm": 1e-7, "merge": 1e-7, "blstm": 1e-7, "attend": 1e-5}
 
 
 def _config(kind):
     return DecoderConfig(
-        kind=kind, vocab_size=23, feature_dim=12, embed_dim=8, units=16, max_length=7
-    )
+        kind=kind, vocab_size=23, feature_dim=12, embed_dim=8, units=16, max_length=7,
+        feature_positions=POSITIONS if kind == "attend" else 0,
+    )  # fmt: skip
 
 
 def _log_softmax(x):
@@ -23,15 +29,20 @@ def _log_softmax(x):
 
 @pytest.fixture(scope="module", params=KINDS)
 def trained_like(request):
+    return _trained_like(request.param)
+
+
+def _trained_like(kind):
     import keras
 
-    config = _config(request.param)
+    config = _config(kind)
     keras.utils.set_random_seed(7)
     model = build_training_model(config)
     rng = np.random.default_rng(0)
     for w in model.weights:  # larger than the initializer's, so gates saturate differently
         w.assign(np.asarray(w.numpy()) * 3.0 + rng.normal(0, 0.05, w.shape))
-    features = rng.normal(size=(3, config.feature_dim)).astype(np.float32)  # [B, F]
+    shape = (3, POSITIONS, config.feature_dim) if kind == "attend" else (3, config.feature_dim)
+    features = rng.normal(size=shape).astype(np.float32)  # [B, F] or [B, P, F]
     words = rng.integers(4, config.vocab_size, size=(3, config.max_length)).astype(
         np.int32
     )  # [B, T]
@@ -69,7 +80,7 @@ def test_step_module_matches_training_model(trained_like):
     config, model, features, tokens = trained_like
     reference = _reference(config, model, features, tokens)
     stepped = _stepwise(KerasStepModel(StepModule(model, config)), features, tokens)
-    np.testing.assert_allclose(stepped, reference, atol=1e-5)
+    np.testing.assert_allclose(stepped, reference, atol=1e-5, rtol=_RTOL[config.kind])
     assert np.abs(reference[:, 1:] - reference[:, :1]).max() > 0.1  # the prefix really matters
 
 
@@ -103,4 +114,19 @@ def test_fp32_tflite_step_matches_training_model(trained_like, tmp_path):
         config.prefix_length,
     )
     stepped = _stepwise(step_model, features, tokens)
-    np.testing.assert_allclose(stepped, _reference(config, model, features, tokens), atol=1e-5)
+    reference = _reference(config, model, features, tokens)
+    np.testing.assert_allclose(stepped, reference, atol=1e-5, rtol=_RTOL[config.kind])
+
+
+def test_attend_looks_at_the_map_not_only_its_mean():
+    """Two maps with the same mean give the attend decoder different words: the step reads
+    where things are, which a pooled vector cannot tell apart."""
+    config, model, features, tokens = _trained_like("attend")
+    shuffled = features[:, ::-1] + 0.0  # the same positions in another order: same mean
+    moved = features.copy()
+    moved[:, 0] += 2.0
+    moved[:, 1] -= 2.0  # mass moved between positions: the mean is unchanged
+    step_model = KerasStepModel(StepModule(model, config))
+    base = _stepwise(step_model, features, tokens)
+    np.testing.assert_allclose(_stepwise(step_model, shuffled, tokens), base, atol=1e-5, rtol=1e-5)
+    assert np.abs(_stepwise(step_model, moved, tokens) - base).max() > 1e-3

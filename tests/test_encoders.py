@@ -81,6 +81,22 @@ def test_build_every_seed_encoder_without_weights(name):
     test_build_without_weights_gives_feature_vectors(name)
 
 
+def test_the_feature_map_is_what_the_pooled_features_average():
+    """spatial=True (the attend decoder's encoder) gives the map under the pooling, with the
+    pooled encoder's own weights: its mean over positions is the pooled vector."""
+    from edgecap.train.encoders import spatial_encoder
+
+    pooled = build_encoder("mobilenet_v2_035", "none")
+    grid = spatial_encoder(pooled)
+    assert grid.output_shape == (None, 49, 1280)  # 224 px / 32 = 7 x 7 positions
+    pixels = np.random.default_rng(0).uniform(-1, 1, (2, 224, 224, 3)).astype(np.float32)
+    np.testing.assert_allclose(
+        np.asarray(grid(pixels)).mean(axis=1), np.asarray(pooled(pixels)), atol=1e-5
+    )
+    synth = build_encoder("mobilenet_synth", spatial=True)  # its squeezed 6 x 6 map
+    assert synth.output_shape == (None, 36, 32)
+
+
 def test_shipped_demo_encoder_loads_safely():
     spec = get_encoder_spec("mobilenet_synth")
     model = build_encoder("mobilenet_synth")  # the file in train/assets, loaded with safe_mode

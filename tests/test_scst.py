@@ -17,7 +17,8 @@ def _tiny_model(kind: str, vocab_size: int = 12):
 
     keras.utils.set_random_seed(3)
     config = DecoderConfig(kind=kind, vocab_size=vocab_size, feature_dim=6, embed_dim=8,
-                           units=16, max_length=7)  # fmt: skip
+                           units=16, max_length=7,
+                           feature_positions=4 if kind == "attend" else 0)  # fmt: skip
     model = build_training_model(config)
     model.compile(optimizer=keras.optimizers.Adam(0.05))
     model.optimizer.build(model.trainable_variables)
@@ -37,14 +38,19 @@ def test_advantage_is_each_reward_minus_the_mean_of_the_others():
     np.testing.assert_allclose(_advantages(rewards), [-1.5, 0.0, 1.5, 0.0, 0.0, 0.0])
 
 
-@pytest.mark.parametrize("kind", ["lstm", "merge"])
+def _features(config, count: int) -> np.ndarray:
+    shape = (count, config.feature_positions, 6) if config.feature_positions else (count, 6)
+    return np.random.default_rng(0).normal(size=shape).astype(np.float32)  # [N, (P,) F]
+
+
+@pytest.mark.parametrize("kind", ["lstm", "merge", "attend"])
 def test_sampler_never_draws_banned_ids_and_pads_after_the_end(kind):
     from edgecap.train.scst import _sampler
 
     model, config = _tiny_model(kind)
     end, pad = 2, 0
     sample = _sampler(model, kind, 1, end, pad, config.max_length + 1, _ban(config.vocab_size))
-    features = tf.constant(np.random.default_rng(0).normal(size=(64, 6)).astype(np.float32))
+    features = tf.constant(_features(config, 64))
     tokens = sample(features, tf.constant([5, 7])).numpy()  # [64, 8]
     assert tokens.shape == (64, config.max_length + 1)
     for row in tokens:
@@ -56,6 +62,28 @@ def test_sampler_never_draws_banned_ids_and_pads_after_the_end(kind):
     again = sample(features, tf.constant([5, 7])).numpy()
     assert np.array_equal(tokens, again), "a seed must fix the samples"
     assert not np.array_equal(tokens, sample(features, tf.constant([6, 7])).numpy())
+
+
+@pytest.mark.parametrize("kind", ["lstm", "merge", "attend"])
+def test_sampler_draws_from_the_step_modules_distribution(kind):
+    """The sampler is the step module's math on the live variables: the word it draws most
+    often first, for each image, is the step module's most probable first word."""
+    from edgecap.train.decoders import KerasStepModel, StepModule
+    from edgecap.train.scst import _sampler
+
+    model, config = _tiny_model(kind)
+    for w in model.weights:  # sharpen the distributions so that 200 draws find the mode
+        w.assign(w.numpy() * 4.0)
+    features = _features(config, 3)
+    step_model = KerasStepModel(StepModule(model, config))
+    log_probs, _ = step_model.step(np.ones(3, np.int32), step_model.init(features))
+    ban = _ban(config.vocab_size)
+    expected = np.argmax(log_probs + ban.numpy(), axis=-1)
+    sample = _sampler(model, kind, 1, 2, 0, 1, ban)
+    repeated = tf.constant(np.repeat(features, 200, axis=0))  # [3*200, ...]
+    first = sample(repeated, tf.constant([1, 2])).numpy()[:, 0].reshape(3, 200)
+    drawn = [np.bincount(row, minlength=config.vocab_size).argmax() for row in first]
+    assert drawn == expected.tolist()
 
 
 def _log_prob(model, features, inputs, targets) -> float:

@@ -59,7 +59,10 @@ def _train_parser() -> argparse.ArgumentParser:
         "--weights", help="imagenet | none | FILE | default (the registry's choice)"
     )
     parser.add_argument(
-        "--decoder", choices=DECODER_KINDS, help="lstm (inject), merge or blstm (default lstm)"
+        "--decoder",
+        choices=DECODER_KINDS,
+        help="lstm (inject), merge, blstm, or attend (inject plus attention over the "
+        "encoder's feature map); default lstm",
     )
     parser.add_argument("--epochs", type=int, help=f"default {t.epochs}")
     parser.add_argument("--batch-size", type=int, help=f"default {t.batch_size}")

@@ -7,6 +7,10 @@ weights that export converts and evaluation decodes with.
 - blstm (the seed's bidirectional variant): a bidirectional LSTM reads the whole prefix
   and predicts the next word, so each step re-reads the prefix. The image sets the initial
   state of both directions.
+- attend: lstm's inject from the mean of the encoder's feature map [B, P, F], plus
+  dot-product attention over the map's P positions after every word (the LSTM output is
+  the query, as in Luong et al. 2015 and Lu et al. 2017's spatial attention), so each word
+  can look at the part of the photo it names. Still one word per step with carried state.
 
 Step modules are plain LSTM cell math with explicit state, not Keras LSTM layers: the
 TFLite converter never fuses a Keras 3 LSTM and turns it into a WHILE loop or Flex ops,
@@ -25,9 +29,10 @@ from edgecap.edge_runtime.step_models import DECODER_KINDS, make_step_model
 
 @dataclass(frozen=True)
 class DecoderConfig:
-    kind: str = "lstm"  # "lstm" (inject), "merge" or "blstm"
+    kind: str = "lstm"  # "lstm" (inject), "merge", "blstm" or "attend"
     vocab_size: int = 0  # filled in from the vocabulary
-    feature_dim: int = 0  # filled in from the encoder
+    feature_dim: int = 0  # filled in from the encoder: channels per position
+    feature_positions: int = 0  # attend: positions P of the encoder's map; 0: a pooled vector
     embed_dim: int = 128  # word embedding width
     units: int = 256  # LSTM state width (h and c), per direction for blstm
     dropout: float = 0.2  # on features and LSTM outputs, training only
@@ -44,12 +49,15 @@ class DecoderConfig:
 
 def build_training_model(config: DecoderConfig):
     """lstm/merge: features [B, F], tokens [B, T] -> logits [B, T, V] (teacher forcing).
-    blstm: features [B, F], prefix [B, L] -> logits [B, V] (one next word per prefix)."""
+    blstm: features [B, F], prefix [B, L] -> logits [B, V] (one next word per prefix).
+    attend: features [B, P, F], tokens [B, T] -> logits [B, T, V]."""
     import keras
 
     layers = keras.layers
     if config.kind not in DECODER_KINDS:
         raise ValueError(f"unknown decoder {config.kind!r}; choose one of {DECODER_KINDS}")
+    if config.kind == "attend":
+        return _build_attend(config)
     features = keras.Input((config.feature_dim,), name="features")
     x = layers.Dropout(config.dropout, name="feature_dropout")(features)
     if config.kind == "blstm":
@@ -104,6 +112,39 @@ def build_training_model(config: DecoderConfig):
     )
 
 
+def _build_attend(config: DecoderConfig):
+    """The attend decoder for training; StepModule._step_attend is the same math per word."""
+    import keras
+
+    layers = keras.layers
+    if config.feature_positions < 1:
+        raise ValueError("the attend decoder needs an encoder feature map (feature_positions)")
+    features = keras.Input((config.feature_positions, config.feature_dim), name="features")
+    tokens = keras.Input((None,), dtype="int32", name="tokens")
+    grid = layers.Dropout(config.dropout, name="feature_dropout")(features)  # [B, P, F]
+    pooled = layers.GlobalAveragePooling1D(name="pooled")(grid)  # [B, F]
+    h0 = layers.Dense(config.units, activation="tanh", name="init_h")(pooled)
+    c0 = layers.Dense(config.units, name="init_c")(pooled)
+    # Keys and values in one projection: the map is read once per image, not per word.
+    memory = layers.Dense(config.units, name="attention_memory")(grid)  # [B, P, U]
+    # No mask: padding only trails a caption, which a forward LSTM never reads back, and the
+    # loss weights padded targets 0; the attention layers below take no mask either.
+    embedded = layers.Embedding(config.vocab_size, config.embed_dim, name="embedding")(tokens)
+    seq = layers.LSTM(config.units, return_sequences=True, name="lstm")(
+        embedded, initial_state=[h0, c0]
+    )  # [B, T, U]
+    # The query's kernel also learns the score's scale (no 1/sqrt(U)).
+    query = layers.Dense(config.units, use_bias=False, name="attention_query")(seq)  # [B, T, U]
+    scores = layers.Dot(axes=(2, 2), name="attention_scores")([query, memory])  # [B, T, P]
+    weights = layers.Softmax(axis=-1, name="attention_weights")(scores)
+    context = layers.Dot(axes=(2, 1), name="attention_context")([weights, memory])  # [B, T, U]
+    joined = layers.Concatenate(name="attention_join")([seq, context])  # [B, T, 2U]
+    hidden = layers.Dense(config.units, activation="tanh", name="hidden")(joined)
+    hidden = layers.Dropout(config.dropout, name="output_dropout")(hidden)
+    logits = layers.Dense(config.vocab_size, name="logits")(hidden)
+    return keras.Model({"features": features, "tokens": tokens}, logits, name="decoder_attend")
+
+
 def _cell_weights(lstm_layer):
     import tensorflow as tf
 
@@ -143,7 +184,10 @@ class StepModule:
         self.embedding = tf.constant(np.asarray(model.get_layer("embedding").embeddings))
         self.logits = dense("logits")
         units, feature_dim = config.units, config.feature_dim
-        features_spec = tf.TensorSpec([None, feature_dim], tf.float32, name="features")
+        feature_shape = [None, feature_dim]
+        if config.kind == "attend":
+            feature_shape = [None, config.feature_positions, feature_dim]
+        features_spec = tf.TensorSpec(feature_shape, tf.float32, name="features")
         if config.kind == "lstm":
             self.init_h, self.init_c = dense("init_h"), dense("init_c")
             self.cell = _cell_weights(model.get_layer("lstm"))
@@ -167,6 +211,23 @@ class StepModule:
                     tf.TensorSpec([None, units], tf.float32, name="h"),
                     tf.TensorSpec([None, units], tf.float32, name="c"),
                     tf.TensorSpec([None, units], tf.float32, name="image_embedding"),
+                ],
+            )
+        elif config.kind == "attend":
+            self.init_h, self.init_c = dense("init_h"), dense("init_c")
+            self.memory, self.hidden = dense("attention_memory"), dense("hidden")
+            self.query = tf.constant(np.asarray(model.get_layer("attention_query").kernel))
+            self.cell = _cell_weights(model.get_layer("lstm"))
+            self.init = tf.function(self._init_attend, input_signature=[features_spec])
+            self.step = tf.function(
+                self._step_attend,
+                input_signature=[
+                    tf.TensorSpec([None], tf.int32, name="token"),
+                    tf.TensorSpec([None, units], tf.float32, name="h"),
+                    tf.TensorSpec([None, units], tf.float32, name="c"),
+                    tf.TensorSpec(
+                        [None, config.feature_positions, units], tf.float32, name="memory"
+                    ),
                 ],
             )
         else:  # blstm
@@ -226,6 +287,30 @@ class StepModule:
 
         h_next, c_next = _lstm_cell(tf.gather(self.embedding, token), h, c, self.cell)
         hidden = tf.nn.relu(tf.matmul(h_next + image_embedding, self.hidden[0]) + self.hidden[1])
+        return {"log_probs": self._log_probs(hidden), "h_next": h_next, "c_next": c_next}
+
+    def _init_attend(self, features):
+        import tensorflow as tf
+
+        state = self._init_inject(tf.reduce_mean(features, axis=1))  # [B, P, F] -> [B, F]
+        kernel, bias = self.memory
+        # [B, P, F] x [F, U] as one matmul over B*P rows: a plain FULLY_CONNECTED for TFLite.
+        positions = self.config.feature_positions
+        flat = tf.reshape(features, [-1, self.config.feature_dim])  # [B*P, F]
+        memory = tf.reshape(tf.matmul(flat, kernel) + bias, [-1, positions, self.config.units])
+        return {**state, "memory": memory}  # memory [B, P, U]
+
+    def _step_attend(self, token, h, c, memory):
+        import tensorflow as tf
+
+        h_next, c_next = _lstm_cell(tf.gather(self.embedding, token), h, c, self.cell)
+        query = tf.matmul(h_next, self.query)[:, :, None]  # [B, U] -> [B, U, 1]
+        # Batched matmuls, as the training model's Dot layers compute them (same sums).
+        scores = tf.matmul(memory, query)[:, :, 0]  # [B, P, U] x [B, U, 1] -> [B, P]
+        weights = tf.nn.softmax(scores, axis=-1)[:, None, :]  # [B, P] -> [B, 1, P]
+        context = tf.matmul(weights, memory)[:, 0, :]  # [B, 1, P] x [B, P, U] -> [B, U]
+        joined = tf.concat([h_next, context], axis=1)  # [B, 2U]
+        hidden = tf.tanh(tf.matmul(joined, self.hidden[0]) + self.hidden[1])
         return {"log_probs": self._log_probs(hidden), "h_next": h_next, "c_next": c_next}
 
     def _init_blstm(self, features):

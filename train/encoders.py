@@ -54,6 +54,29 @@ def _applications(fn_name: str, **kwargs) -> Callable[..., object]:
     return build
 
 
+def spatial_encoder(pooled):
+    """The feature map under an encoder's global pooling, as positions: [B, H*W, F].
+
+    For keras.applications models that is the input of their GlobalAveragePooling2D; for
+    mobilenet_synth, which flattens its map into a dense embedding, its 6 x 6 squeezed map.
+    The weights are the pooled encoder's own, so both read a photo alike.
+    """
+    import keras
+
+    pool = [
+        layer for layer in pooled.layers if isinstance(layer, keras.layers.GlobalAveragePooling2D)
+    ]
+    if pool:
+        grid = pool[-1].input
+    elif "squeeze" in [layer.name for layer in pooled.layers]:
+        grid = pooled.get_layer("squeeze").output
+    else:
+        raise ValueError(f"{pooled.name}: no feature map found under its pooling")
+    _, height, width, channels = grid.shape
+    positions = keras.layers.Reshape((height * width, channels), name="positions")(grid)
+    return keras.Model(pooled.input, positions, name=f"{pooled.name}_map")
+
+
 def _make_divisible(value: float, divisor: int = 8) -> int:
     """keras.applications' channel rounding (MobileNetV2's last layer above alpha 1)."""
     rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
@@ -255,8 +278,9 @@ def resolve_weights(spec: EncoderSpec, weights: str | None) -> str | None:
     return weights
 
 
-def build_encoder(name: str, weights: str = "default"):
-    """A Keras model: preprocessed image [B, S, S, 3] -> features [B, F].
+def build_encoder(name: str, weights: str = "default", spatial: bool = False):
+    """A Keras model: preprocessed image [B, S, S, 3] -> features [B, F], or with `spatial`
+    the feature map under the pooling, [B, P, F] (P = H*W positions), for the attend decoder.
 
     `name` is a registry name (widths included, e.g. mobilenet_v2_035, or any name
     width_name gives); `weights`: "imagenet", "none", a file, or "default".
@@ -270,7 +294,7 @@ def build_encoder(name: str, weights: str = "default"):
             f"alpha in {IMAGENET_ALPHAS[family]}, or pass --weights FILE or none"
         )
     try:
-        return spec.build(resolved, spec.input_size, spec.alpha)
+        pooled = spec.build(resolved, spec.input_size, spec.alpha)
     except ValueError as exc:
         if resolved in (None, "imagenet"):
             raise
@@ -279,6 +303,7 @@ def build_encoder(name: str, weights: str = "default"):
             f"{resolved}: these weights do not fit {spec.name} ({exc}); pass the weights "
             f"file made for {spec.description}"
         ) from None
+    return spatial_encoder(pooled) if spatial else pooled
 
 
 def _parse_width_name(name: str) -> EncoderSpec | None:

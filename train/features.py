@@ -36,8 +36,11 @@ def default_cache_dir() -> Path:
 PIXEL_RULE = 2
 
 
-def cache_key(dataset: CaptionDataset, split: str, spec: EncoderSpec, weights: str) -> str:
-    """Changes whenever the images, the split, the encoder or its weights change.
+def cache_key(
+    dataset: CaptionDataset, split: str, spec: EncoderSpec, weights: str, spatial: bool = False
+) -> str:
+    """Changes whenever the images, the split, the encoder or its weights change, and
+    between an encoder's pooled features and its feature map (`spatial`).
 
     `weights` is "imagenet" or a file; random weights are saved to a file first (the run's
     encoder.keras), so that they have a hash too. Images are keyed by their bytes, not by
@@ -50,6 +53,8 @@ def cache_key(dataset: CaptionDataset, split: str, spec: EncoderSpec, weights: s
     )
     if weights != "imagenet":
         digest.update(sha256_file(weights).encode())
+    if spatial:  # pooled features keep the keys they always had
+        digest.update(b"feature map")
     for image_id in dataset.splits[split]:
         digest.update(f"{image_id}\0{sha256_file(dataset.image_path(image_id))}\n".encode())
     return digest.hexdigest()[:16]
@@ -66,15 +71,18 @@ def extract_features(
     progress: bool = True,
     worker: tuple[int, int] | None = None,
 ) -> np.ndarray | None:
-    """Features [N, F] of every image of `split`, in split order.
+    """Features [N, F] of every image of `split`, in split order; [N, P, F] when the
+    encoder gives a feature map (build_encoder(..., spatial=True)), cached apart.
 
     `worker=(i, n)` makes this one of n workers (`caption-train extract --shard i/n`): it
     computes only the shards k with k % n == i, writes them, and returns None. Whoever
     then asks for the features without `worker` (training, or the last extract) finds
     every shard and only concatenates them, bit for bit what one worker would have made.
     """
-    key = cache_key(dataset, split, spec, weights)
-    folder = Path(cache_dir or default_cache_dir()) / f"{spec.name}-{split}-{key}"
+    spatial = len(getattr(encoder, "output_shape", ())) == 3  # [B, P, F]
+    key = cache_key(dataset, split, spec, weights, spatial)
+    name = f"{spec.name}-map" if spatial else spec.name
+    folder = Path(cache_dir or default_cache_dir()) / f"{name}-{split}-{key}"
     final = folder / "features.npy"
     ids = dataset.splits[split]
     cached = _load_rows(final, len(ids))
@@ -114,7 +122,7 @@ def extract_features(
             bar.close()
     if worker is not None:
         return None
-    features = np.concatenate(parts, axis=0)  # [N, F]
+    features = np.concatenate(parts, axis=0)  # [N, F] or [N, P, F]
     _save_npy(final, features)
     with named_write_failures(folder / "info.json", RESUME_ADVICE):
         write_json_atomic(
@@ -163,7 +171,7 @@ def _load_rows(path: Path, rows: int) -> np.ndarray | None:
     except (OSError, ValueError, EOFError) as exc:
         log.warning("%s is unreadable (%s); computing it again", path, exc)
         return None
-    if array.ndim != 2 or len(array) != rows:
+    if array.ndim not in (2, 3) or len(array) != rows:
         log.warning(
             "%s holds %s features, expected %d rows; computing it again", path, array.shape, rows
         )
@@ -205,5 +213,5 @@ def _compute(dataset, ids, spec, encoder, batch_size, progress, desc="features")
     if bar is not None:
         bar.close()
     return (
-        np.concatenate(out, axis=0) if out else np.zeros((0, encoder.output_shape[-1]), np.float32)
+        np.concatenate(out, axis=0) if out else np.zeros((0, *encoder.output_shape[1:]), np.float32)
     )

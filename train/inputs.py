@@ -168,13 +168,13 @@ class TrainingBatches:
 
         from .distribute import replica_rows
 
-        feature_dim = self.features.shape[1]
         text = "prefix" if self.kind == "blstm" else "tokens"
         text_shape = [None, None]  # every batch is cut to its longest caption or prefix
         target_shape = [None] if self.kind == "blstm" else [None, None]
         signature = (
             {
-                "features": tf.TensorSpec([None, feature_dim], tf.float32),
+                # [B, F], or [B, P, F] for a feature map
+                "features": tf.TensorSpec([None, *self.features.shape[1:]], tf.float32),
                 text: tf.TensorSpec(text_shape, tf.int32),
             },
             tf.TensorSpec(target_shape, tf.int32),

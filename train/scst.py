@@ -35,7 +35,7 @@ from .runs import RunError, load_run
 from .training import read_state
 
 log = logging.getLogger(__name__)
-SCST_KINDS = ("lstm", "merge")  # the BLSTM re-reads its prefix: no stepwise sampler here
+SCST_KINDS = ("lstm", "merge", "attend")  # the BLSTM re-reads its prefix: no stepwise sampler
 
 
 @dataclass
@@ -54,27 +54,42 @@ class ScstConfig:
 
 
 def _sampler(model, kind: str, start_id: int, end_id: int, pad_id: int, steps: int, ban):
-    """tf.function(features [N, F], seed [2]) -> sampled tokens [N, steps], <pad> after <end>.
-
-    Reads the model's live variables, so it samples from the weights being trained."""
+    """tf.function(features [N, F] or [N, P, F], seed [2]) -> sampled tokens [N, steps],
+    <pad> after <end>. The same math as decoders.StepModule, over the model's live
+    variables, so it samples from the weights being trained."""
     import tensorflow as tf
 
     embeddings = model.get_layer("embedding").embeddings
     cell = model.get_layer("lstm").cell
     logits_layer = model.get_layer("logits")
-    hidden_layer = model.get_layer("hidden") if kind == "merge" else None
+    hidden_layer = model.get_layer("hidden") if kind in ("merge", "attend") else None
 
     def first_state(features):
-        if kind == "lstm":
-            h = model.get_layer("init_h")(features)
-            return h, model.get_layer("init_c")(features), tf.zeros_like(h)
+        """(h, c, what each step also reads: merge's image embedding, attend's memory)."""
+        if kind in ("lstm", "attend"):
+            pooled = tf.reduce_mean(features, axis=1) if kind == "attend" else features
+            h = model.get_layer("init_h")(pooled)
+            c = model.get_layer("init_c")(pooled)
+            if kind == "lstm":
+                return h, c, tf.zeros_like(h)
+            return h, c, model.get_layer("attention_memory")(features)  # [N, P, U]
         image = model.get_layer("image_embedding")(features)  # [N, U]
         zeros = tf.zeros_like(image)
         return zeros, zeros, image
 
+    def output(h, extra):
+        if kind == "lstm":
+            return h
+        if kind == "merge":
+            return hidden_layer(h + extra)
+        query = model.get_layer("attention_query")(h)  # [N, U]
+        weights = tf.nn.softmax(tf.reduce_sum(extra * query[:, None, :], axis=2))  # [N, P]
+        context = tf.reduce_sum(extra * weights[:, :, None], axis=1)  # [N, U]
+        return hidden_layer(tf.concat([h, context], axis=1))
+
     @tf.function(reduce_retracing=True)
     def sample(features, seed):
-        h, c, image = first_state(features)
+        h, c, extra = first_state(features)
         count = tf.shape(features)[0]
         token = tf.fill([count], start_id)
         done = tf.zeros([count], tf.bool)
@@ -85,8 +100,7 @@ def _sampler(model, kind: str, start_id: int, end_id: int, pad_id: int, steps: i
             i, f, g, o = tf.split(z, 4, axis=1)  # Keras gate order; each [N, U]
             c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
             h = tf.sigmoid(o) * tf.tanh(c)
-            top = h if hidden_layer is None else hidden_layer(h + image)
-            logits = logits_layer(top) + ban  # [N, V]
+            logits = logits_layer(output(h, extra)) + ban  # [N, V]
             drawn = tf.random.stateless_categorical(logits, 1, seed=seed + t)[:, 0]
             token = tf.where(done, pad_id, tf.cast(drawn, tf.int32))
             out = out.write(t, token)

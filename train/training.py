@@ -26,6 +26,7 @@ from edgecap.edge_runtime.datasets import CaptionDataset, load_dataset
 from edgecap.edge_runtime.errors import named_write_failures
 from edgecap.edge_runtime.metrics import references_for, score
 from edgecap.edge_runtime.scenes import load_scenes
+from edgecap.edge_runtime.step_models import SPATIAL_KINDS
 from edgecap.edge_runtime.vocab import Vocabulary
 
 from .decoders import DecoderConfig, build_training_model
@@ -390,7 +391,8 @@ def _encoder(config: TrainConfig, run: Path, write: bool = True, multi_worker: b
             "worker; pass --weights imagenet or a weights file for --distribute multi-worker"
         )
     else:
-        encoder = build_encoder(config.encoder, config.weights)
+        spatial = config.decoder.kind in SPATIAL_KINDS  # attend reads the map, not the pool
+        encoder = build_encoder(config.encoder, config.weights, spatial=spatial)
         if write:
             with _name_write_failures(encoder_file, run):
                 _save_keras_atomic(encoder, encoder_file)
@@ -409,7 +411,8 @@ def _decoder_config(
         **{
             **config.decoder.to_json(),
             "vocab_size": len(vocab),
-            "feature_dim": int(train_features.shape[1]),
+            "feature_dim": int(train_features.shape[-1]),  # [N, F] or [N, P, F]
+            "feature_positions": int(train_features.shape[1]) if train_features.ndim == 3 else 0,
             "max_length": max_length,
         }
     )
