@@ -87,9 +87,7 @@ def build_training_model(config: DecoderConfig):
         return keras.Model({"features": features, "prefix": prefix}, logits, name="decoder_blstm")
 
     tokens = keras.Input((None,), dtype="int32", name="tokens")
-    embedded = layers.Embedding(
-        config.vocab_size, config.embed_dim, mask_zero=True, name="embedding"
-    )(tokens)
+    embedded = layers.Embedding(config.vocab_size, config.embed_dim, name="embedding")(tokens)
     if config.kind == "lstm":
         h0 = layers.Dense(config.units, activation="tanh", name="init_h")(x)
         c0 = layers.Dense(config.units, name="init_c")(x)
@@ -126,15 +124,23 @@ def _build_attend(config: DecoderConfig):
     h0 = layers.Dense(config.units, activation="tanh", name="init_h")(pooled)
     c0 = layers.Dense(config.units, name="init_c")(pooled)
     # Keys and values in one projection: the map is read once per image, not per word.
-    memory = layers.Dense(config.units, name="attention_memory")(grid)  # [B, P, U]
+    # tanh keeps the context in h's range: a position of MobileNetV2's map is sparse with
+    # peaks of 6, and the unbounded projection stalled training on Flickr8k (60 steps:
+    # accuracy 0.13 against 0.19 with tanh and 0.21 without attention).
+    memory = layers.Dense(config.units, activation="tanh", name="attention_memory")(grid)
     # No mask: padding only trails a caption, which a forward LSTM never reads back, and the
-    # loss weights padded targets 0; the attention layers below take no mask either.
+    # loss weights padded targets 0; Keras' Dot and Concatenate would not carry one anyway
+    # (so Keras divides this loss by every position, padding included, not by the words).
     embedded = layers.Embedding(config.vocab_size, config.embed_dim, name="embedding")(tokens)
     seq = layers.LSTM(config.units, return_sequences=True, name="lstm")(
         embedded, initial_state=[h0, c0]
     )  # [B, T, U]
-    # The query's kernel also learns the score's scale (no 1/sqrt(U)).
-    query = layers.Dense(config.units, use_bias=False, name="attention_query")(seq)  # [B, T, U]
+    # The query's kernel also learns the score's scale (no 1/sqrt(U)). It starts at zero, so
+    # attention starts uniform (the context is the mean memory) and sharpens as it learns:
+    # zero queries lose nothing, since the scores' gradient reaches the kernel through h.
+    query = layers.Dense(
+        config.units, use_bias=False, kernel_initializer="zeros", name="attention_query"
+    )(seq)  # [B, T, U]
     scores = layers.Dot(axes=(2, 2), name="attention_scores")([query, memory])  # [B, T, P]
     weights = layers.Softmax(axis=-1, name="attention_weights")(scores)
     context = layers.Dot(axes=(2, 1), name="attention_context")([weights, memory])  # [B, T, U]
@@ -297,7 +303,9 @@ class StepModule:
         # [B, P, F] x [F, U] as one matmul over B*P rows: a plain FULLY_CONNECTED for TFLite.
         positions = self.config.feature_positions
         flat = tf.reshape(features, [-1, self.config.feature_dim])  # [B*P, F]
-        memory = tf.reshape(tf.matmul(flat, kernel) + bias, [-1, positions, self.config.units])
+        memory = tf.reshape(
+            tf.tanh(tf.matmul(flat, kernel) + bias), [-1, positions, self.config.units]
+        )  # [B*P, U] -> [B, P, U]
         return {**state, "memory": memory}  # memory [B, P, U]
 
     def _step_attend(self, token, h, c, memory):
