@@ -334,11 +334,16 @@ def _extract(argv: list[str]) -> int:
     parser.add_argument("--splits", default=",".join(SPLITS), help="default train,dev,test")
     parser.add_argument("--shard", default=None, help="I/N: this is worker I of N (from 0)")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument(
+        "--feature-map",
+        action="store_true",
+        help="cache the encoder's feature map, which --decoder attend reads, not its pooled features",
+    )
     args = parser.parse_args(argv)
     splits = tuple(s.strip() for s in args.splits.split(",") if s.strip())
     worker = parse_shard(args.shard) if args.shard else worker_from_tf_config()
     done = extract(args.data, args.encoder, args.weights, args.feature_cache, splits, worker,
-                   args.batch_size)  # fmt: skip
+                   args.batch_size, spatial=args.feature_map)  # fmt: skip
     for split, what in done.items():
         print(f"{split}: {what}")
     return 0

@@ -59,6 +59,7 @@ def extract(
     worker: tuple[int, int] | None = None,
     batch_size: int = 64,
     progress: bool = True,
+    spatial: bool = False,
 ) -> dict[str, str]:
     """Compute this worker's shards (or everything) of each split; returns what each did."""
     from edgecap.edge_runtime.datasets import load_dataset
@@ -74,7 +75,7 @@ def extract(
             "to share ahead of training; pass --weights imagenet or a weights file"
         )
     dataset = load_dataset(data)
-    encoder = build_encoder(encoder_name, weights)
+    encoder = build_encoder(encoder_name, weights, spatial=spatial)  # spatial: attend's map
     done = {}
     for split in splits:
         features = cache.extract_features(
