@@ -98,3 +98,16 @@ def test_scst_fine_tunes_an_attend_run(attend, tmp_path):
     written = json.loads((run / "config.json").read_text())
     assert written["decoder"]["kind"] == "attend" and written["scst"]["epochs"] == 1
     assert (run / "decoder.keras").is_file()
+
+
+def test_extract_feature_map_fills_the_cache_that_attend_training_reads(attend):
+    """`caption-train extract --feature-map` keys the map as training does: run on the cache
+    the attend run filled, it finds every split there and computes nothing."""
+    from edgecap.train.extract import extract
+
+    cache = attend["e2e"]["root"] / "features"
+    before = sorted(p.name for p in cache.iterdir())
+    done = extract(str(attend["e2e"]["data"]), "mobilenet_synth", "default", str(cache),
+                   splits=("dev", "test"), progress=False, spatial=True)  # fmt: skip
+    assert all(what.endswith("all shards joined") for what in done.values()), done
+    assert sorted(p.name for p in cache.iterdir()) == before
