@@ -1,9 +1,17 @@
 """One Markdown table from evaluation outputs (`caption-train evaluate ... --out DIR`).
 
     python -m edgecap.benchmarks.results artifacts/synth-results/*/metrics.json
+    python -m edgecap.benchmarks.results [METRICS...] --record docs/results/flickr8k.json
 
 Each row names the run's encoder, decoder, training (cross-entropy "XE", then maybe
-self-critical "SCST") and training time, the beam width, and the scores; cells a metric file lacks are left empty rather than guessed.
+self-critical "SCST") and training time, the beam width, and the scores; cells a metric
+file lacks are left empty rather than guessed.
+
+With --record, the rows are kept in a JSON file that is committed with the docs: rows from
+the given metrics files replace the record's rows of the same run, model and beam, and
+the table shows every row of the record. Trained models and their evaluations live under
+artifacts/, which a new machine does not have, and `make flickr8k` takes longer than one
+sitting; the record lets a partial rerun update its own rows without losing the others'.
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 from edgecap.edge_runtime.manifest import find_source_run, load_manifest
@@ -73,6 +82,8 @@ def row(metrics_file: Path) -> dict:
         model = manifest.recipe.name if manifest.recipe else manifest.model_format
     return {
         "run_dir": str(run.resolve()),
+        "run": run.name,
+        "measured": time.strftime("%Y-%m-%d", time.gmtime(metrics_file.stat().st_mtime)),
         "encoder": config.get("encoder", {}).get("name", "?"),
         "decoder": config.get("decoder", {}).get("kind", "?"),
         "training": "XE + SCST" if "scst" in config else "XE",
@@ -112,6 +123,26 @@ def compare_with_keras(rows: list[dict], files: list[Path]) -> None:
             r["identical_to_keras"] = sum(ours[i] == theirs[i] for i in common) / len(common)
 
 
+# What identifies a row of the record: a later evaluation of the same replaces it.
+RECORD_KEY = ("run", "model", "beam")
+# Workstation paths stay out of the committed record.
+UNRECORDED = ("run_dir", "target", "out", "examples")
+
+
+def update_record(path: Path, rows: list[dict]) -> list[dict]:
+    """Merge `rows` into the record at `path` (created if absent) and return all its rows,
+    in the table's order (run, Keras first, then model, then beam)."""
+    from edgecap.edge_runtime.atomic import write_json_atomic
+
+    kept = json.loads(path.read_text(encoding="utf-8"))["rows"] if path.is_file() else []
+    new = [{k: v for k, v in r.items() if k not in UNRECORDED} for r in rows]
+    keys = {tuple(r[k] for k in RECORD_KEY) for r in new}
+    merged = [r for r in kept if tuple(r[k] for k in RECORD_KEY) not in keys] + new
+    merged.sort(key=lambda r: (r["run"], r["model"] != "Keras run", r["model"], r["beam"]))
+    write_json_atomic(path, {"rows": merged})
+    return merged
+
+
 def markdown(rows: list[dict]) -> str:
     present = [(title, key) for title, key in COLUMNS if any(key in r for r in rows)]
     versus = [(t, k) for t, k in VERSUS_KERAS if any(k in r for r in rows)]
@@ -143,7 +174,12 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m edgecap.benchmarks.results", description=__doc__.split("\n")[0]
     )
     parser.add_argument(
-        "metrics", nargs="+", type=Path, help="metrics.json files written by caption-train evaluate"
+        "metrics", nargs="*", type=Path, help="metrics.json files written by caption-train evaluate"
+    )
+    parser.add_argument(
+        "--record",
+        type=Path,
+        help="JSON record of rows to update with these files; the table shows all its rows",
     )
     parser.add_argument("--out", type=Path, help="also write the table to this Markdown file")
     parser.add_argument(
@@ -158,8 +194,12 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"results: {missing[0]}: not found", file=sys.stderr)
         return 2
+    if not args.metrics and not args.record:
+        parser.error("give metrics.json files, or --record FILE to render its rows")
     rows = [row(p) for p in args.metrics]
     compare_with_keras(rows, args.metrics)
+    if args.record:
+        rows = update_record(args.record, rows)
     table = markdown(rows)
     print(table)
     if args.out:

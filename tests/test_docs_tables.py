@@ -61,3 +61,43 @@ def test_the_training_memory_table_shows_the_cases_that_finished(tmp_path):
     text = readme.read_text()
     assert "| Flickr8k LSTM, warm cache (1 epoch) | 30,000 | 1.23 GB | 251 |" in text
     assert "100,000" not in text  # a case that failed has no figures to show
+
+
+def test_the_flickr8k_record_keeps_rows_a_partial_rerun_did_not_touch(tmp_path):
+    """`make docs-tables` merges new evaluations into the committed record by (run, model,
+    beam): a rerun of one model replaces its rows and keeps every other model's."""
+    from edgecap.benchmarks import results
+
+    def record_row(run, model, beam, bleu4):
+        return {"run": run, "encoder": "e", "decoder": "lstm", "training": "XE", "model": model,
+                "beam": beam, "kind": "run", "bleu4": bleu4, "train_seconds": 60.0}  # fmt: skip
+
+    record = tmp_path / "flickr8k.json"
+    old = [record_row("small", "Keras run", 1, 0.1), record_row("big", "Keras run", 1, 0.2)]
+    record.write_text(json.dumps({"rows": old}))
+    rerun = {**record_row("big", "Keras run", 1, 0.3), "run_dir": "/home/me/big", "target": "/x"}
+    rows = results.update_record(record, [rerun, record_row("big", "tflite-int8", 1, 0.29)])
+    assert [(r["run"], r["model"], r["bleu4"]) for r in rows] == [
+        ("big", "Keras run", 0.3), ("big", "tflite-int8", 0.29), ("small", "Keras run", 0.1),
+    ]  # fmt: skip
+    saved = json.loads(record.read_text())["rows"]
+    assert saved == rows and not any("run_dir" in r or "target" in r for r in saved)
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- BEGIN flickr8k -->\n<!-- END flickr8k -->\n")
+    args = ["--record", str(record), "--into", str(readme), "--marker", "flickr8k"]
+    assert results.main(args) == 0  # no metrics files: the record alone
+    table = readme.read_text()
+    assert table.count("| e | lstm | XE |") == 3 and "| 0.300 |" in table and "| 0.100 |" in table
+
+
+def test_the_committed_flickr8k_record_renders_the_readme_table():
+    """README's Flickr8k table is docs/results/flickr8k.json rendered, nothing typed."""
+    from pathlib import Path
+
+    from edgecap.benchmarks import results
+
+    root = Path(__file__).resolve().parents[1]
+    rows = json.loads((root / "docs/results/flickr8k.json").read_text())["rows"]
+    readme = (root / "README.md").read_text()
+    block = readme.split("<!-- BEGIN flickr8k -->\n")[1].split("\n<!-- END flickr8k -->")[0]
+    assert block == results.markdown(rows)
