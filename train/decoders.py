@@ -87,7 +87,9 @@ def build_training_model(config: DecoderConfig):
         return keras.Model({"features": features, "prefix": prefix}, logits, name="decoder_blstm")
 
     tokens = keras.Input((None,), dtype="int32", name="tokens")
-    embedded = layers.Embedding(config.vocab_size, config.embed_dim, name="embedding")(tokens)
+    embedded = layers.Embedding(
+        config.vocab_size, config.embed_dim, mask_zero=True, name="embedding"
+    )(tokens)
     if config.kind == "lstm":
         h0 = layers.Dense(config.units, activation="tanh", name="init_h")(x)
         c0 = layers.Dense(config.units, name="init_c")(x)
