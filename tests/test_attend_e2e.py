@@ -111,3 +111,12 @@ def test_extract_feature_map_fills_the_cache_that_attend_training_reads(attend):
                    splits=("dev", "test"), progress=False, spatial=True)  # fmt: skip
     assert all(what.endswith("all shards joined") for what in done.values()), done
     assert sorted(p.name for p in cache.iterdir()) == before
+
+
+def test_info_says_the_encoder_gives_a_map(attend, capsys):
+    from edgecap.edge_runtime import cli
+
+    assert cli.main(["info", str(attend["root"] / "tflite-int8")]) == 0
+    out = capsys.readouterr().out
+    assert "36 positions × 32 features" in out
+    assert "decoder     attend, 96 units, embedding 48" in out
