@@ -126,7 +126,7 @@ def compare_with_keras(rows: list[dict], files: list[Path]) -> None:
 # What identifies a row of the record: a later evaluation of the same replaces it.
 RECORD_KEY = ("run", "model", "beam")
 # Workstation paths stay out of the committed record.
-UNRECORDED = ("run_dir", "target", "out", "examples")
+UNRECORDED = ("run_dir", "target")
 
 
 def update_record(path: Path, rows: list[dict]) -> list[dict]:

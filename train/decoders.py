@@ -196,30 +196,25 @@ class StepModule:
         if config.kind == "attend":
             feature_shape = [None, config.feature_positions, feature_dim]
         features_spec = tf.TensorSpec(feature_shape, tf.float32, name="features")
+
+        def recurrent_step(*carried: tuple[str, list[int]]) -> list:
+            """token [B], h and c [B, U], then what the kind carries unchanged, by name."""
+            extra = [(name, [units]) for name in ("h", "c")] + list(carried)
+            return [tf.TensorSpec([None], tf.int32, name="token")] + [
+                tf.TensorSpec([None, *shape], tf.float32, name=name) for name, shape in extra
+            ]
+
         if config.kind == "lstm":
             self.init_h, self.init_c = dense("init_h"), dense("init_c")
             self.cell = _cell_weights(model.get_layer("lstm"))
             self.init = tf.function(self._init_inject, input_signature=[features_spec])
-            self.step = tf.function(
-                self._step_inject,
-                input_signature=[
-                    tf.TensorSpec([None], tf.int32, name="token"),
-                    tf.TensorSpec([None, units], tf.float32, name="h"),
-                    tf.TensorSpec([None, units], tf.float32, name="c"),
-                ],
-            )
+            self.step = tf.function(self._step_inject, input_signature=recurrent_step())
         elif config.kind == "merge":
             self.image, self.hidden = dense("image_embedding"), dense("hidden")
             self.cell = _cell_weights(model.get_layer("lstm"))
             self.init = tf.function(self._init_merge, input_signature=[features_spec])
             self.step = tf.function(
-                self._step_merge,
-                input_signature=[
-                    tf.TensorSpec([None], tf.int32, name="token"),
-                    tf.TensorSpec([None, units], tf.float32, name="h"),
-                    tf.TensorSpec([None, units], tf.float32, name="c"),
-                    tf.TensorSpec([None, units], tf.float32, name="image_embedding"),
-                ],
+                self._step_merge, input_signature=recurrent_step(("image_embedding", [units]))
             )
         elif config.kind == "attend":
             self.init_h, self.init_c = dense("init_h"), dense("init_c")
@@ -227,17 +222,8 @@ class StepModule:
             self.query = tf.constant(np.asarray(model.get_layer("attention_query").kernel))
             self.cell = _cell_weights(model.get_layer("lstm"))
             self.init = tf.function(self._init_attend, input_signature=[features_spec])
-            self.step = tf.function(
-                self._step_attend,
-                input_signature=[
-                    tf.TensorSpec([None], tf.int32, name="token"),
-                    tf.TensorSpec([None, units], tf.float32, name="h"),
-                    tf.TensorSpec([None, units], tf.float32, name="c"),
-                    tf.TensorSpec(
-                        [None, config.feature_positions, units], tf.float32, name="memory"
-                    ),
-                ],
-            )
+            memory = ("memory", [config.feature_positions, units])  # [B, P, U]
+            self.step = tf.function(self._step_attend, input_signature=recurrent_step(memory))
         else:  # blstm
             self.hidden = dense("hidden")
             self.init_states = [
