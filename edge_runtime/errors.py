@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
+import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -52,6 +55,22 @@ _WRITE_FAILURES = {
     errno.EPERM: ("not permitted", "Make the folder writable, or write somewhere else"),
     errno.EROFS: ("the file system is read-only", "Write somewhere else"),
 }
+
+
+INTERRUPTED = 130  # the shell's status for a command stopped by Ctrl-C (128 + SIGINT)
+
+
+def interrupted(message: str) -> int:
+    """Print a CLI's Ctrl-C message and return INTERRUPTED, ignoring any later SIGINT.
+
+    Once the interrupt is handled the process only has to shut down, and a second SIGINT
+    then (a user's second Ctrl-C, or one a native library caught and re-raised) would
+    kill it with the signal instead of the status 130 and the message that say what was
+    kept (seen once in CI while TensorFlow was loading)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    print(message, file=sys.stderr)
+    return INTERRUPTED
 
 
 def is_disk_full(exc: BaseException) -> bool:

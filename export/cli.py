@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgecap.edge_runtime.errors import EdgeCaptionError
+from edgecap.edge_runtime.errors import EdgeCaptionError, interrupted
 
 from . import formats
 
@@ -164,12 +164,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         # Each bundle is built in a staging folder, which export_bundle removes on the way out.
         done = ", ".join(o.recipe.name for o in outcomes if o.error is None) or "none"
-        print(
+        return interrupted(
             f"caption-export: interrupted; {target} was not written (an older bundle there "
-            f"is kept). Finished: {done}. Rerun the command to export it",
-            file=sys.stderr,
+            f"is kept). Finished: {done}. Rerun the command to export it"
         )
-        return 130
     print(summary_table(outcomes))
     return 2 if any(o.error is not None for o in outcomes) else 0
 

@@ -8,6 +8,7 @@ import sys
 
 from edgecap.edge_runtime.errors import (
     EdgeCaptionError,
+    interrupted,
     is_write_failure,
     write_failure_reason,
 )
@@ -88,10 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         # The same seed writes the same bytes, so a rerun simply writes the dataset again.
-        print(
-            "\ncaption-data: interrupted; rerun the same command to write it again", file=sys.stderr
-        )
-        return 130
+        return interrupted("\ncaption-data: interrupted; rerun the same command to write it again")
     return 0
 
 

@@ -16,7 +16,7 @@ import logging
 import os
 import sys
 
-from edgecap.edge_runtime.errors import EdgeCaptionError
+from edgecap.edge_runtime.errors import EdgeCaptionError, interrupted
 from edgecap.edge_runtime.step_models import DECODER_KINDS
 
 from .distribute import DISTRIBUTE_CHOICES
@@ -302,9 +302,8 @@ def _scst(argv: list[str]) -> int:
     try:
         state = scst(args.run, args.out, config, args.feature_cache)
     except KeyboardInterrupt:
-        print(f"\ncaption-train scst: interrupted; rerun the same command to go on from "
-              f"epoch {_scst_epochs_done(args.out) + 1}", file=sys.stderr)  # fmt: skip
-        return 130
+        return interrupted(f"\ncaption-train scst: interrupted; rerun the same command to go "
+                           f"on from epoch {_scst_epochs_done(args.out) + 1}")  # fmt: skip
     for entry in state["history"]:
         print(json.dumps(entry))
     return 0
@@ -360,8 +359,7 @@ def _train(argv: list[str]) -> int:
     except KeyboardInterrupt:
         # Every write is atomic, so whatever Ctrl-C interrupted, the checkpoint on disk is
         # whole: say where a rerun will pick up rather than print Keras' traceback.
-        print(f"\ncaption-train: interrupted; {resume_hint(args.out)}", file=sys.stderr)
-        return 130
+        return interrupted(f"\ncaption-train: interrupted; {resume_hint(args.out)}")
     if metrics:
         print(f"{metrics['split']} split: " + ", ".join(f"{k} {v}" for k, v in metrics.items()))
     return 0
@@ -385,8 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"caption-train: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # evaluate and pretrain-encoder write their results at the end
-        print("\ncaption-train: interrupted", file=sys.stderr)
-        return 130
+        return interrupted("\ncaption-train: interrupted")
 
 
 if __name__ == "__main__":

@@ -242,3 +242,26 @@ def test_ctrl_c_during_export_keeps_the_old_bundle_and_says_so(e2e, tmp_path):
     ) in stderr
     assert {p.name: p.read_bytes() for p in target.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir()] == ["bundle"]  # no staging folder left
+
+
+def test_a_second_sigint_after_a_handled_ctrl_c_still_exits_130_with_the_message():
+    import signal
+    import subprocess
+    import sys
+
+    # What CI once saw from caption-export: the message printed, then death by SIGINT (-2).
+    script = (
+        "import os, signal, sys\n"
+        "from edgecap.edge_runtime.errors import interrupted\n"
+        "status = interrupted('tool: interrupted; rerun it')\n"
+        "os.kill(os.getpid(), signal.SIGINT)\n"
+        "sys.exit(status)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    assert (result.returncode, result.stderr) == (130, "tool: interrupted; rerun it\n")
