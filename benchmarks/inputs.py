@@ -7,19 +7,22 @@ Rows per input kind: a photo file as it came (a Flickr8k original), a 12 MP JPEG
 720p and a 1080p camera frame (BGR arrays, as OpenCV delivers them), and a 720p 30 fps
 video captioned frame by frame (`--every 1`). Each kind runs in a process of its own, so
 that its peak RSS is its own, and twice: the runtime's path ("fast": JPEGs decoded at
-reduced size, frames resized before their channel swap) and the exact path it replaced
-(full-size decode, full-size channel swap), measured in the same run so that the two
-compare as a ratio. Stage medians: decode, preprocess, encoder, decoder (greedy), total.
+reduced size, large images shrunk by whole factors before the resize filter, frames
+resized before their channel swap) and the exact path it replaced (full-size decode, the
+filter over every source pixel, full-size channel swap), measured in the same run so
+that the two compare as a ratio. Stage medians: decode, preprocess, encoder, decoder
+(greedy), total.
 
-Fidelity, fast path against exact path, over every photo of --photos and a 12 MP JPEG
-made from each of the first --large of them: the encoder's feature max |diff| and the
-identical greedy-caption rate. The 12 MP files and the video are made in a temporary
-folder from the photos and deleted afterwards.
+Fidelity, fast path against exact path, over every photo of --photos, a 12 MP JPEG made
+from each of the first --large of them, and a 720p and a 1080p frame made from each of
+those: the encoder's feature max |diff| and the identical greedy-caption rate. The 12 MP
+files and the video are made in a temporary folder from the photos and deleted afterwards.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import subprocess
@@ -115,6 +118,7 @@ def _child(args: argparse.Namespace) -> dict:
 
     captioner = Captioner.open(args.bundle, RuntimeOptions(num_threads=args.threads))
     prep, manifest = captioner.manifest.preprocessing, captioner.manifest
+    exact_prep = dataclasses.replace(prep, reducing_gap=None)
     encode_pixels, steps = captioner.bundle.encode_pixels, captioner.step_model
     fast = args.path == "fast"
 
@@ -132,12 +136,7 @@ def _child(args: argparse.Namespace) -> dict:
             "peak_rss_mb": round(rss, 1),
         }
 
-    frame = None
-    if args.kind in FRAME_SIZES:
-        with Image.open(args.input) as img:  # a BGR uint8 frame, as a camera delivers it
-            frame = np.ascontiguousarray(
-                np.asarray(img.convert("RGB").resize(FRAME_SIZES[args.kind]))[..., ::-1]
-            )
+    frame = _frame(args.input, FRAME_SIZES[args.kind]) if args.kind in FRAME_SIZES else None
 
     def once() -> dict[str, float]:
         t0 = time.perf_counter()
@@ -145,11 +144,12 @@ def _child(args: argparse.Namespace) -> dict:
             image = load_image(args.input, min_side=prep.input_size if fast else None)
         t1 = time.perf_counter()
         if frame is None:
-            pixels = preprocess(image, prep)
+            pixels = preprocess(image, prep if fast else exact_prep)
         elif fast:
             pixels = preprocess(Image.fromarray(frame), prep, bgr=True)
         else:
-            pixels = preprocess(Image.fromarray(np.ascontiguousarray(frame[..., ::-1])), prep)
+            rgb = np.ascontiguousarray(frame[..., ::-1])
+            pixels = preprocess(Image.fromarray(rgb), exact_prep)
         t2 = time.perf_counter()
         features = encode_pixels(pixels[None])  # [1, F]
         t3 = time.perf_counter()
@@ -170,6 +170,15 @@ def _child(args: argparse.Namespace) -> dict:
     return {"median_ms": medians, "peak_rss_mb": round(rss, 1), "repeats": args.repeats}
 
 
+def _frame(photo: Path, size: tuple[int, int]):
+    """A BGR uint8 frame [H, W, 3] made from a photo, as a camera delivers it."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(photo) as img:
+        return np.ascontiguousarray(np.asarray(img.convert("RGB").resize(size))[..., ::-1])
+
+
 def _run_child(bundle: Path, kind: str, path: str, source: Path, args) -> dict:
     command = [
         sys.executable, "-m", "edgecap.benchmarks.inputs", "--child",
@@ -186,25 +195,48 @@ def _run_child(bundle: Path, kind: str, path: str, source: Path, args) -> dict:
 
 def _fidelity(bundle: Path, photos: list[Path], large: list[Path], threads: int | None) -> dict:
     import numpy as np
+    from PIL import Image
 
     from edgecap.edge_runtime.bundle import RuntimeOptions
     from edgecap.edge_runtime.captioner import Captioner
-    from edgecap.edge_runtime.preprocess import load_image
+    from edgecap.edge_runtime.preprocess import load_image, preprocess
 
     out = {}
     with Captioner.open(bundle, RuntimeOptions(num_threads=threads)) as captioner:
-        for name, files in (("photos as they came", photos), ("12 MP JPEGs", large)):
+        # The exact path: the full image through the resize filter, nothing shrunk first.
+        exact_prep = dataclasses.replace(captioner.manifest.preprocessing, reducing_gap=None)
+
+        def exact(image: Image.Image) -> np.ndarray:
+            return captioner.bundle.encode_pixels(preprocess(image, exact_prep)[None])  # [1, F]
+
+        def frames(size: tuple[int, int]):  # (BGR frame [H, W, 3], the same frame in RGB)
+            for photo in photos[: len(large)]:
+                frame = _frame(photo, size)
+                yield frame, Image.fromarray(np.ascontiguousarray(frame[..., ::-1]))
+
+        groups = {
+            "photos as they came": ((captioner.encode(p), exact(load_image(p))) for p in photos),
+            "12 MP JPEGs": ((captioner.encode(p), exact(load_image(p))) for p in large),
+            **{
+                f"{kind}s": ((captioner.encode(f, bgr=True), exact(rgb)) for f, rgb in frames(size))
+                for kind, size in FRAME_SIZES.items()
+            },
+            # Not the fast path: how far any small change moves the captions, for scale.
+            "720p frames moved 1 px (both exact)": (
+                (exact(rgb.crop((1, 0, rgb.width, rgb.height))), exact(rgb))
+                for _, rgb in frames(FRAME_SIZES["720p frame"])
+            ),
+        }
+        for name, pairs in groups.items():
             diffs, same = [], 0
-            for path in files:
-                fast = captioner.encode(path)  # the runtime's path: reduced-size decode
-                exact = captioner.encode(load_image(path))  # decoded in full, then resized
-                diffs.append(float(np.abs(fast - exact).max()))
-                words = [captioner.caption_features(f)[0].tokens for f in (fast, exact)]
+            for fast, slow in pairs:
+                diffs.append(float(np.abs(fast - slow).max()))
+                words = [captioner.caption_features(f)[0].tokens for f in (fast, slow)]
                 same += words[0] == words[1]
             out[name] = {
-                "images": len(files),
+                "images": len(diffs),
                 "feature_max_abs_diff": round(max(diffs), 4),
-                "identical_caption_rate": round(same / len(files), 4),
+                "identical_caption_rate": round(same / len(diffs), 4),
             }
     return out
 

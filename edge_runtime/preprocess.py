@@ -16,6 +16,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import BundleError, ImageError
 
+REDUCING_GAP = 1.5  # see Preprocessing.reducing_gap; manifests without the field use it
 RESIZE_FILTERS = {"bilinear": Image.Resampling.BILINEAR, "nearest": Image.Resampling.NEAREST}
 
 
@@ -29,6 +30,12 @@ class Preprocessing:
     channel_order: str = "RGB"  # order the model expects; inputs are converted to it
     resize: str = "bilinear"  # PIL filter used to resize to input_size x input_size
     crop: str = "none"  # "none": stretch the whole image; "center": center square crop first
+    # PIL's reducing_gap: a side at least 2 x gap x input_size long is first shrunk by the
+    # whole factor floor(side / (gap x input_size)) (a box average, a fraction of the cost
+    # of the filter over every source pixel), then filtered. It halves a 1080p frame's
+    # resize; images under 2 x gap x input_size (every Flickr8k 224 px photo, every JPEG
+    # that draft mode decoded) resize exactly as with None, the filter alone.
+    reducing_gap: float | None = REDUCING_GAP
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -45,6 +52,7 @@ class Preprocessing:
                 channel_order=str(obj["channel_order"]),
                 resize=str(obj["resize"]),
                 crop=str(obj["crop"]),
+                reducing_gap=_optional_float(obj.get("reducing_gap", REDUCING_GAP)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"{source}: bad 'preprocessing' entry ({exc!r})") from None
@@ -60,7 +68,13 @@ class Preprocessing:
             raise BundleError(f"{source}: crop must be 'none' or 'center', not {prep.crop!r}")
         if not 8 <= prep.input_size <= 4096:
             raise BundleError(f"{source}: input_size {prep.input_size} is out of range")
+        if prep.reducing_gap is not None and prep.reducing_gap < 1.0:
+            raise BundleError(f"{source}: reducing_gap must be null or at least 1.0")
         return prep
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def load_image(path: str | os.PathLike, min_side: int | None = None) -> Image.Image:
@@ -156,7 +170,8 @@ def preprocess(img: Image.Image, prep: Preprocessing, bgr: bool = False) -> np.n
         left, top = (img.width - side) // 2, (img.height - side) // 2
         img = img.crop((left, top, left + side, top + side))
     if img.size != (prep.input_size, prep.input_size):
-        img = img.resize((prep.input_size, prep.input_size), RESIZE_FILTERS[prep.resize])
+        size, resample = (prep.input_size, prep.input_size), RESIZE_FILTERS[prep.resize]
+        img = img.resize(size, resample, reducing_gap=prep.reducing_gap)
     pixels = np.asarray(img, dtype=np.float32)  # [H, W, 3], RGB (BGR if bgr)
     if (prep.channel_order == "BGR") != bgr:
         pixels = pixels[..., ::-1]

@@ -34,6 +34,9 @@ def test_inputs_measures_every_kind_and_the_fast_paths_fidelity(e2e, flickr8k_or
     fidelity = result["fidelity"]
     assert fidelity["photos as they came"]["images"] == 3
     assert fidelity["12 MP JPEGs"]["images"] == 1
+    for frames in ("720p frames", "1080p frames", "720p frames moved 1 px (both exact)"):
+        assert fidelity[frames]["images"] == 1
+        assert fidelity[frames]["feature_max_abs_diff"] > 0  # both shrink, then filter
     assert all(0.0 <= f["identical_caption_rate"] <= 1.0 for f in fidelity.values())
     table = (out / "inputs.md").read_text()
     assert (
