@@ -122,7 +122,10 @@ class Captioner:
         a batch differently from one image."""
         m = self.manifest
         options = decode or self.decode
-        return decode_rows(self.step_model, features, m.start_id, m.end_id, m.max_length, options)
+        return decode_rows(
+            self.step_model, features, m.start_id, m.end_id, m.max_length, options,
+            length_penalty=m.length_penalty,
+        )  # fmt: skip
 
     def caption_dataset(
         self, dataset, ids: Sequence[str], decode: DecodeOptions | None = None

@@ -114,6 +114,13 @@ def _parser() -> argparse.ArgumentParser:
         "--beam", type=int, default=1, help="beam width; 1 decodes greedily (default 1)"
     )
     parser.add_argument(
+        "--length-penalty",
+        type=float,
+        default=None,
+        help="beam search ranks captions by score / (words+1)**P (default: the bundle's own, "
+        "chosen on dev at export; `edge_caption info` shows it)",
+    )
+    parser.add_argument(
         "--verbose",
         action="store_true",
         help="also show the backends' own log lines (LiteRT's INFO lines) and debug messages",
@@ -185,7 +192,9 @@ def main(argv: list[str] | None = None) -> int:
             accelerate_decoder=args.accelerate_decoder,
             show_backend_logs=args.verbose,
         )
-        with Captioner.open(args.model, runtime, DecodeOptions(beam_width=args.beam)) as captioner:
+        with Captioner.open(
+            args.model, runtime, DecodeOptions(args.beam, args.length_penalty)
+        ) as captioner:
             if kind in ("image", "folder"):
                 return _caption_files(captioner, args)
             return _caption_video(captioner, args)

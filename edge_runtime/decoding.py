@@ -189,8 +189,10 @@ class DecodeOptions:
     beam_width: int = 1
     """1 decodes greedily; k > 1 runs beam search with all k hypotheses in one step call."""
 
-    length_penalty: float = 0.0
-    """Beam search ranks captions by score / (words + 1) ** length_penalty."""
+    length_penalty: float | None = None
+    """Beam search ranks captions by score / (words + 1) ** length_penalty; None uses the
+    model's own (a bundle's manifest `decoder.length_penalty`, which caption-export records
+    as chosen on dev; 0 for a Keras run)."""
 
     max_length: int | None = None
     """Longest caption in words; None uses the model's own (the bundle's max_caption_length,
@@ -211,6 +213,7 @@ def decode_rows(
     max_length: int,
     options: DecodeOptions = DecodeOptions(),
     greedy_batch: int = 1,
+    length_penalty: float = 0.0,
 ) -> list[Decoded]:
     """The best caption of each row of features [N, F], greedy or beam as options say.
 
@@ -219,11 +222,13 @@ def decode_rows(
     dev score — decodes through here.
     """
     length = options.max_length or max_length
+    if options.length_penalty is not None:
+        length_penalty = options.length_penalty
     if options.beam_width > 1:
         return [
             beam_search(
                 model, row[None], start_id, end_id, length,
-                options.beam_width, options.length_penalty,
+                options.beam_width, length_penalty,
             )[0]
             for row in features  # row [F] -> [1, F] (or [P, F] -> [1, P, F])
         ]  # fmt: skip

@@ -66,7 +66,8 @@ def _text(info: dict[str, Any]) -> str:
     lines += [
         f"encoder     {enc.get('name')}{width}, {prep['input_size']} px input "
         f"({prep['resize']} resize, crop {prep['crop']}), {features} features",
-        f"decoder     {dec.get('kind')}, {dec.get('units')} units, embedding {dec.get('embed_dim')}",
+        f"decoder     {dec.get('kind')}, {dec.get('units')} units, embedding "
+        f"{dec.get('embed_dim')}; beam search length penalty {dec['length_penalty']:g}",
         f"vocabulary  {info['vocab_size']} words, captions up to {info['max_caption_length']} words",
     ]
     source = info["source"] or {}

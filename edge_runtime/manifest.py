@@ -100,6 +100,8 @@ class Manifest:
     encoder: dict[str, Any] = field(default_factory=dict)  # name, alpha, input_size, feature_dim
     decoder_units: int | None = None
     decoder_embed_dim: int | None = None
+    # Beam search's default length penalty for this bundle (DecodeOptions.length_penalty).
+    length_penalty: float = 0.0
     created: str | None = None  # ISO 8601, UTC
     # The training run, by folder name and config hash (find_source_run); older bundles
     # recorded an absolute path instead, kept as {"path": ...}.
@@ -119,6 +121,7 @@ class Manifest:
             decoder["embed_dim"] = self.decoder_embed_dim
         if self.prefix_length is not None:
             decoder["prefix_length"] = self.prefix_length
+        decoder["length_penalty"] = self.length_penalty
         vocab: dict[str, Any] = {"file": self.vocab_file, "size": self.vocab_size}
         for key, value in (("pad_id", self.pad_id), ("start_id", self.start_id),
                            ("end_id", self.end_id), ("unk_id", self.unk_id)):  # fmt: skip
@@ -188,7 +191,7 @@ def _require(obj: dict, key: str, kind: type | tuple, source: str) -> Any:
     return value
 
 
-def _optional(obj: dict, key: str, kind: type, source: str) -> Any:
+def _optional(obj: dict, key: str, kind: type | tuple, source: str) -> Any:
     """obj[key] if present (checked as _require does), else None."""
     return _require(obj, key, kind, source) if key in obj else None
 
@@ -303,6 +306,10 @@ def parse_manifest(obj: Any, root: Path, source: str = "manifest.json") -> Manif
         encoder=_optional(obj, "encoder", dict, source) or {},
         decoder_units=_optional(decoder, "units", int, f"{source} decoder"),
         decoder_embed_dim=_optional(decoder, "embed_dim", int, f"{source} decoder"),
+        # Bundles exported before it was recorded were measured and shipped with 0.
+        length_penalty=float(
+            _optional(decoder, "length_penalty", (int, float), f"{source} decoder") or 0.0
+        ),
         created=_optional(obj, "created", str, source),
         source=origin,
         parity=_optional(obj, "parity", dict, source),

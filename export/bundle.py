@@ -97,8 +97,12 @@ def export_bundle(
     precision: str | None = None,
     parity_images: int = 100,
     model_format: str = "tflite",
+    length_penalty: float = 0.0,
 ) -> dict:
     """Export a run to a bundle of `model_format` at `out_dir` and return its manifest.
+
+    `length_penalty` is recorded as the bundle's default for beam search (the value chosen
+    on the dev split), so that `edge_caption --beam 3` decodes as the bundle was scored.
 
     The pair must be in export/formats.py's RECIPES; `precision` defaults to the format's
     first (tflite: int8, onnx: fp32). The folder appears only when every file is written
@@ -183,6 +187,7 @@ def export_bundle(
             unk_id=vocab.unk_id,
             # The pair this bundle was made with, so that nothing has to infer it from files.
             recipe=Recipe(recipe.name, recipe.format, recipe.precision),
+            length_penalty=length_penalty,
             encoder={
                 "name": run.config["encoder"]["name"],
                 "alpha": run.config["encoder"].get("alpha"),

@@ -65,6 +65,14 @@ def _parser() -> argparse.ArgumentParser:
         "parent folder of OUT/<format>-<precision>",
     )
     parser.add_argument(
+        "--length-penalty",
+        type=float,
+        default=0.0,
+        help="beam search's default length penalty for this bundle, recorded in its manifest: "
+        "the value chosen on dev (caption-train evaluate --split dev --beam 3 "
+        "--length-penalty P); default 0",
+    )
+    parser.add_argument(
         "--parity-images",
         type=int,
         default=100,
@@ -73,7 +81,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _export_one(run: str, recipe: formats.Recipe, out: Path, parity_images: int) -> Outcome:
+def _export_one(
+    run: str, recipe: formats.Recipe, out: Path, parity_images: int, length_penalty: float
+) -> Outcome:
     from .bundle import ParityError, export_bundle
     from .onnx import OnnxExportError
     from .tflite import UnsupportedOpsError
@@ -81,7 +91,9 @@ def _export_one(run: str, recipe: formats.Recipe, out: Path, parity_images: int)
     outcome = Outcome(recipe, out)
     start = time.perf_counter()
     try:
-        manifest = export_bundle(run, out, recipe.precision, parity_images, recipe.format)
+        manifest = export_bundle(
+            run, out, recipe.precision, parity_images, recipe.format, length_penalty
+        )
         outcome.manifest, outcome.parity = manifest, manifest["parity"]
     except ParityError as exc:
         outcome.error, outcome.parity = str(exc), exc.parity
@@ -151,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         for recipe in recipes:
             target = out / recipe.name if several else out
             log.info("exporting %s (%s) to %s", recipe.name, recipe.description, target)
-            outcome = _export_one(args.run, recipe, target, args.parity_images)
+            outcome = _export_one(args.run, recipe, target, args.parity_images, args.length_penalty)
             if outcome.error is None:
                 from .bundle import summarize
 

@@ -167,7 +167,8 @@ def run_model(model: Model, data: Path, weights_dir: Path, out: Path) -> list[Pa
     for model_format, precision in model.bundles:
         bundle = out / f"{model.name}-{model_format}-{precision}"
         export = [_bin("caption-export"), str(run), "--format", model_format,
-                  "--quantize", precision, "--out", str(bundle)]  # fmt: skip
+                  "--quantize", precision, "--length-penalty", str(model.length_penalty),
+                  "--out", str(bundle)]  # fmt: skip
         _step(bundle / "manifest.json", export, log)
         targets.append((bundle, f"{model_format}-{precision}"))
     results = []

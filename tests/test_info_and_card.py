@@ -61,6 +61,11 @@ def test_the_manifest_is_one_typed_definition_written_and_read_back(e2e):
     legacy = {k: v for k, v in raw.items() if k != "source"} | {"source_run": "/old/run"}
     old = Manifest.from_json(legacy, e2e["bundle"])
     assert old.source == {"path": "/old/run"} and old.to_json() == legacy
+    older = {**raw, "decoder": {k: v for k, v in raw["decoder"].items() if k != "length_penalty"}}
+    assert Manifest.from_json(older, e2e["bundle"]).length_penalty == 0.0
+    text = {**raw, "decoder": {**raw["decoder"], "length_penalty": "1"}}
+    with pytest.raises(BundleError, match=r"field 'length_penalty' has the wrong type \(str\)"):
+        Manifest.from_json(text, e2e["bundle"])
     wrong = {**raw, "recipe": {**raw["recipe"], "format": "onnx"}}
     with pytest.raises(
         BundleError, match=r"recipe: format 'onnx' is not the model_format 'tflite'"
@@ -90,3 +95,35 @@ def test_a_plain_run_prints_captions_without_backend_log_lines(e2e):
     verbose = edge_caption("--model", e2e["bundle"], "--source", image, "--verbose", check=True)
     assert verbose.stdout == plain.stdout
     assert "XNNPACK" in verbose.stderr  # LiteRT's own line, let through on request
+
+
+def test_beam_search_uses_the_bundles_length_penalty_unless_told_otherwise(e2e, tmp_path):
+    """caption-export records the length penalty chosen on dev; `edge_caption --beam 3`
+    decodes with it, and --length-penalty overrides it."""
+    import shutil
+
+    from edgecap.edge_runtime.captioner import Captioner
+    from edgecap.edge_runtime.datasets import load_dataset
+    from edgecap.edge_runtime.decoding import DecodeOptions
+
+    tuned = tmp_path / "tuned"
+    shutil.copytree(e2e["bundle"], tuned)
+    raw = json.loads((tuned / "manifest.json").read_text())
+    assert raw["decoder"]["length_penalty"] == 0.0  # the export's default
+    raw["decoder"]["length_penalty"] = 3.0
+    (tuned / "manifest.json").write_text(json.dumps(raw))
+    dataset = load_dataset(e2e["data"])
+    images = [dataset.image_path(i) for i in dataset.splits["test"][:12]]
+    with Captioner.open(e2e["bundle"]) as plain, Captioner.open(tuned) as captioner:
+        assert captioner.manifest.length_penalty == 3.0
+        beam = DecodeOptions(beam_width=3)
+        own = [captioner.caption(i, decode=beam).tokens for i in images]
+        assert own == [plain.caption(i, decode=DecodeOptions(3, 3.0)).tokens for i in images]
+        told = [captioner.caption(i, decode=DecodeOptions(3, 0.0)).tokens for i in images]
+        assert told == [plain.caption(i, decode=beam).tokens for i in images]
+        assert own != told  # a penalty of 3 favours longer captions on some of them
+        told_text = [captioner.vocab.decode(t).split() for t in told]
+    out = edge_caption("--model", tuned, "--source", images[0], "--beam", 3, "--length-penalty", 0)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == f"{images[0]}\t{' '.join(told_text[0])}\n"
+    assert "beam search length penalty 3" in edge_caption("info", tuned).stdout

@@ -197,7 +197,10 @@ def _evaluate(argv: list[str]) -> int:
         "--beam", type=int, default=1, help="beam width; 1 decodes greedily (default 1)"
     )
     parser.add_argument(
-        "--length-penalty", type=float, default=0.0, help="beam ranking: score / (words+1)**p"
+        "--length-penalty",
+        type=float,
+        default=None,
+        help="beam ranking: score / (words+1)**p (default: a bundle's own, 0 for a run)",
     )
     parser.add_argument("--out", help="output folder (default TARGET/eval-SPLIT-beamK)")
     parser.add_argument("--feature-cache", help="feature cache folder for runs")

@@ -25,11 +25,14 @@ def evaluate(
     split: str = "test",
     beam: int = 1,
     out: str | Path | None = None,
-    length_penalty: float = 0.0,
+    length_penalty: float | None = None,
     feature_cache: str | None = None,
     meteor: bool = True,
 ) -> dict:
-    """Score a run directory or a bundle on a split; writes metrics.json and predictions.jsonl."""
+    """Score a run directory or a bundle on a split; writes metrics.json and predictions.jsonl.
+
+    `length_penalty` None decodes with the target's own: a bundle's manifest value, 0 for a run.
+    """
     target = Path(target)
     dataset = load_dataset(data)
     if split not in dataset.splits:
@@ -58,6 +61,8 @@ def evaluate(
 
         with Captioner.open(target) as captioner:
             predictions = caption_split(captioner, dataset, ids, decode)
+            if length_penalty is None:
+                length_penalty = captioner.manifest.length_penalty
     seconds = time.perf_counter() - start
     references = references_for(dataset, ids)
     metrics: dict = {
@@ -65,7 +70,7 @@ def evaluate(
         "kind": kind,
         "split": split,
         "beam": beam,
-        "length_penalty": length_penalty,
+        "length_penalty": length_penalty or 0.0,
         **score(predictions, references, load_scenes(dataset.root), meteor=meteor).to_json(),
         "decode_seconds": round(seconds, 2),
     }
