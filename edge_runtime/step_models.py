@@ -62,15 +62,23 @@ class RecurrentStepModel:
     def __init__(self, kind: str, init_fn: InitFn, step_fn: StepFn):
         self.state_names = tuple(DECODER_TENSORS[kind]["decoder_init"]["outputs"])
         self.init_fn, self.step_fn = init_fn, step_fn
+        step = DECODER_TENSORS[kind]["decoder_step"]
+        assert step["inputs"] == ["token", *self.state_names]  # run(token, *state) below
+        # A backend that offers it (TFLite) runs the step positionally, without dicts.
+        positional = getattr(step_fn, "positional", None)
+        self._run = positional(step["inputs"], step["outputs"]) if positional else None
 
     def init(self, features: np.ndarray) -> tuple[np.ndarray, ...]:
         out = self.init_fn(features=np.asarray(features, dtype=np.float32))
         return tuple(out[name] for name in self.state_names)
 
     def step(self, tokens: np.ndarray, state: tuple[np.ndarray, ...]):
-        inputs = dict(zip(self.state_names, state, strict=True))
-        out = self.step_fn(token=np.asarray(tokens, dtype=np.int32), **inputs)
+        tokens = np.asarray(tokens, dtype=np.int32)
         # The image embedding (merge) and the attention memory do not change between steps.
+        if self._run is not None:
+            log_probs, h, c = self._run(tokens, *state)
+            return log_probs, (h, c, *state[2:])
+        out = self.step_fn(token=tokens, **dict(zip(self.state_names, state, strict=True)))
         return out["log_probs"], (out["h_next"], out["c_next"], *state[2:])
 
 

@@ -145,3 +145,29 @@ def test_int8_bundle_agrees_with_keras(e2e):
         json.loads(line) for line in (e2e["run"] / "predictions.jsonl").read_text().splitlines()
     ]
     assert [p["image"] for p in keras_predictions] == load_dataset(e2e["data"]).splits["test"]
+
+
+def test_the_positional_step_gives_the_named_steps_arrays_exactly(e2e):
+    """TFLite steps run positionally (no dicts between invokes); the arrays are the ones
+    the named call gives, at batch 1 and at a beam's batch 3, and after a change of batch."""
+    from edgecap.edge_runtime.bundle import Bundle
+    from edgecap.edge_runtime.step_models import RecurrentStepModel
+
+    with Bundle.open(e2e["bundle"]) as bundle:
+        fast = bundle.step_model
+        assert fast._run is not None
+        init, step = bundle._models["decoder_init"], bundle._models["decoder_step"]
+        named = RecurrentStepModel("lstm", init, lambda **inputs: step(**inputs))
+        assert named._run is None
+        rng = np.random.default_rng(0)
+        for batch in (1, 3, 1, 3):
+            features = rng.normal(size=(batch, e2e["manifest"]["encoder"]["feature_dim"]))
+            state = fast.init(features.astype(np.float32))
+            tokens = rng.integers(3, e2e["manifest"]["vocab"]["size"], size=batch)
+            for _ in range(3):
+                log_probs, next_state = fast.step(tokens, state)
+                expected, expected_state = named.step(tokens, state)
+                np.testing.assert_array_equal(log_probs, expected)
+                for got, want in zip(next_state, expected_state, strict=True):
+                    np.testing.assert_array_equal(got, want)
+                state, tokens = next_state, log_probs.argmax(axis=1)
