@@ -37,6 +37,42 @@ class Decoded:
     score: float  # sum of the chosen words' log-probabilities, end token included
 
 
+def _greedy_one(
+    model: StepModel,
+    features: np.ndarray,
+    start_id: int,
+    end_id: int,
+    max_length: int,
+    banned: Sequence[int],
+) -> Decoded:
+    """greedy_decode for one image (the device's case), in Python scalars.
+
+    The same choices as the batched loop, with as little work as possible between two
+    steps: on a multi-core CPU the backend's worker threads spin only a few microseconds
+    after a step before they sleep, and waking them cost a 0.035 ms step another 0.06 ms.
+    """
+    never = set(banned)
+    banned_ids = np.array(sorted(never), dtype=np.intp)
+    state = model.init(features)
+    tokens = np.array([start_id], dtype=np.int32)  # [1]
+    words: list[int] = []
+    score = 0.0
+    for _ in range(max_length + 1):
+        log_probs, state = model.step(tokens, state)
+        row = log_probs[0]  # [V]
+        token = int(row.argmax())
+        if token in never:  # rare: mask a copy (the backend's array stays untouched)
+            row = row.copy()
+            row[banned_ids] = -np.inf
+            token = int(row.argmax())
+        score += float(row[token])
+        if token == end_id or len(words) == max_length:
+            break
+        words.append(token)
+        tokens = np.array([token], dtype=np.int32)
+    return Decoded(tokens=words, score=score)
+
+
 def _masked(log_probs: np.ndarray, banned: Sequence[int]) -> np.ndarray:
     """log_probs [B, V] with the banned ids at -inf, so no search can ever pick them."""
     if not banned:
@@ -77,6 +113,8 @@ def greedy_decode(
     if features.ndim not in (2, 3):
         raise ValueError(f"features must be [B, F] or [B, P, F], got shape {features.shape}")
     batch = features.shape[0]
+    if batch == 1:
+        return [_greedy_one(model, features, start_id, end_id, max_length, banned)]
     state = model.init(features)
     tokens = np.full((batch,), start_id, dtype=np.int32)
     words: list[list[int]] = [[] for _ in range(batch)]

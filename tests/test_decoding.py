@@ -228,3 +228,32 @@ def test_beam_never_chooses_pad_start_or_unk():
     # (5,) then end: 0.05 * 0.9 beats (4, 5, 6) end: 0.1 * 0.15 * 0.06
     assert best[0].tokens == [5]
     assert best[0].score == pytest.approx(np.log(0.05) + np.log(0.9))
+
+
+def test_one_image_and_a_batch_choose_the_same_words_and_scores():
+    """greedy_decode has a lean loop for one image (the device's case) and a batched one
+    (evaluation); on random step tables, specials banned or not, they agree exactly."""
+
+    class Random:
+        def init(self, features):
+            return (features[:, :1].astype(np.int64), np.zeros((len(features), 1), np.int64))
+
+        def step(self, tokens, state):
+            seeds, steps = state
+            rows = []
+            for seed, step, token in zip(seeds[:, 0], steps[:, 0], tokens, strict=True):
+                rng = np.random.default_rng([int(seed), int(step), int(token)])
+                logits = rng.normal(size=8) * 3
+                logits[rng.integers(0, 8)] = logits.max()  # a tie for the first place
+                rows.append(logits - np.log(np.exp(logits).sum()))
+            return np.asarray(rows, dtype=np.float32), (seeds, steps + 1)
+
+    features = np.arange(40, dtype=np.float64)[:, None]  # 40 images, each its own table
+    for banned in ((), NEVER_EMITTED_IDS):
+        batch = decoding.greedy_decode(Random(), features, START, END, 6, banned=banned)
+        for row, together in zip(features, batch, strict=True):
+            (alone,) = decoding.greedy_decode(Random(), row[None], START, END, 6, banned=banned)
+            assert alone.tokens == together.tokens
+            assert alone.score == together.score
+        assert any(len(d.tokens) == 6 for d in batch) and any(len(d.tokens) < 6 for d in batch)
+        assert not banned or all(not set(d.tokens) & set(banned) for d in batch)
