@@ -130,7 +130,17 @@ def test_scst_writes_a_run_that_loads_resumes_and_refuses_other_settings(e2e, tm
     again = scst(e2e["run"], out, config, progress=False)  # finished: nothing to train
     assert again["history"] == state["history"]
     with pytest.raises(ValueError, match="already holds a run with other settings"):
-        scst(e2e["run"], out, ScstConfig(epochs=2, samples=3, images_per_batch=32), progress=False)
+        scst(e2e["run"], out, ScstConfig(epochs=2, samples=2, images_per_batch=32), progress=False)
+    # More epochs, same settings: the run goes on from its last epoch.
+    longer = scst(e2e["run"], out, ScstConfig(epochs=2, samples=3, images_per_batch=32),
+                  progress=False)  # fmt: skip
+    assert [h["epoch"] for h in longer["history"]] == [0, 1, 2]
+    assert longer["history"][:2] == state["history"]
+    assert json.loads((out / "config.json").read_text())["scst"]["epochs"] == 2
+    with pytest.raises(
+        ValueError, match=r"already holds a run of 2 epochs; pass --epochs 2 or more to resume"
+    ):
+        scst(e2e["run"], out, config, progress=False)
 
 
 def test_a_bleu4_mix_is_recorded_and_a_run_from_before_it_still_resumes(e2e, tmp_path):

@@ -141,12 +141,20 @@ def _prepare_run(parent, out: Path, config: ScstConfig) -> None:
     settings = {**config.to_json(), "parent": str(parent.path.resolve())}
     config_file = out / "config.json"
     if config_file.exists():
-        saved = json.loads(config_file.read_text()).get("scst") or {}
+        written = json.loads(config_file.read_text())
         # Runs made before the reward mix existed trained on CIDEr-D alone.
-        if {"bleu4_weight": 0.0, **saved} != settings:
+        saved = {"bleu4_weight": 0.0, **(written.get("scst") or {})}
+        if {**saved, "epochs": settings["epochs"]} != settings:
             raise ValueError(
                 f"{out} already holds a run with other settings; pass a new --out, or delete {out} to start over"
             )
+        if settings["epochs"] < saved["epochs"]:
+            raise ValueError(
+                f"{out} already holds a run of {saved['epochs']} epochs; pass --epochs "
+                f"{saved['epochs']} or more to resume or continue it, or a new --out"
+            )
+        if settings["epochs"] > saved["epochs"]:  # more epochs: go on from the last one
+            write_json_atomic(config_file, {**written, "scst": {**saved, **settings}})
         return
     for name in ("vocab.json", "encoder.keras"):
         shutil.copyfile(parent.path / name, out / name)
