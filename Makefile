@@ -9,7 +9,7 @@ DEMO_IMAGES ?= 4000
 ENCODER_IMAGES ?= 16000
 ENCODER_FILE := train/assets/mobilenet_synth.keras
 
-.PHONY: install demo bench bench-training test test-all lint encoder synth-results flickr8k docs-tables dist clean
+.PHONY: install demo bench bench-inputs bench-training test test-all lint encoder synth-results flickr8k docs-tables dist clean
 
 install: $(STAMP)
 
@@ -80,6 +80,18 @@ flickr8k: $(STAMP)
 	PYTHONUNBUFFERED=1 $(BIN)/python -m edgecap.export.pipeline --data "$(FLICKR8K)" \
 		--weights-dir "$(IMAGENET_WEIGHTS)" --out $(F8K_OUT) --models $(F8K_MODELS)
 
+# caption-bench inputs (photo files, 12 MP JPEGs, 720p/1080p frames, a 720p video; the
+# fast and the exact preprocessing) on the demo bundle and the Flickr8k int8 bundle, each
+# where it exists. A few minutes; run it on an otherwise idle machine.
+PHOTOS ?= $(wildcard ../shared/data/flickr8k-originals ../shared/data/imagenet_check)
+F8K_INT8 := $(F8K_OUT)/mobilenet_v2-lstm-tflite-int8
+bench-inputs: $(STAMP)
+	@test -n "$(PHOTOS)" || { echo "make bench-inputs: no photos; set PHOTOS to folders of JPEGs" >&2; exit 2; }
+	test ! -f $(DEMO)/bundle-int8/manifest.json || $(BIN)/caption-bench inputs $(DEMO)/bundle-int8 \
+		$(foreach d,$(PHOTOS),--photos $(d)) --out $(DEMO)/bench-inputs
+	test ! -f $(F8K_INT8)/manifest.json || $(BIN)/caption-bench inputs $(F8K_INT8) \
+		$(foreach d,$(PHOTOS),--photos $(d)) --out $(F8K_OUT)/bench/inputs
+
 # Peak memory and time of training (benchmarks/training_memory.py): Flickr8k from a cold
 # and a warm feature cache, LSTM and BLSTM, and 10,000 vs 100,000 synthetic captions.
 # About 40 minutes on 2 cores; `make docs-tables` puts the table in the README.
@@ -94,13 +106,15 @@ bench-training: $(STAMP)
 # one model keeps the others' rows. The cross-entropy parents of SCST models (NAME-xe) are
 # left out: docs/flickr8k.md records them.
 F8K_RECORD := docs/results/flickr8k.json
+INPUTS_RESULTS = $(wildcard $(F8K_OUT)/bench/inputs/inputs.json $(DEMO)/bench-inputs/inputs.json)
 docs-tables: $(STAMP)
 	test ! -f artifacts/demo/report.json || \
 		$(BIN)/python -m edgecap.benchmarks.demo render artifacts/demo/report.json --into README.md --marker demo
 	$(BIN)/python -m edgecap.benchmarks.results $(shell ls $(F8K_OUT)/eval/*/metrics.json 2>/dev/null | grep -v -- '-xe-') \
 		--record $(F8K_RECORD) --into README.md --marker flickr8k
-	test ! -f $(F8K_OUT)/bench/inputs/inputs.json || \
-		$(BIN)/python -m edgecap.benchmarks.inputs render $(F8K_OUT)/bench/inputs/inputs.json --into docs/benchmarks.md --marker inputs
+	test -z "$(INPUTS_RESULTS)" || { \
+		$(BIN)/python -m edgecap.benchmarks.inputs render $(INPUTS_RESULTS) --into docs/benchmarks.md --marker inputs && \
+		$(BIN)/python -m edgecap.benchmarks.inputs render $(INPUTS_RESULTS) --into README.md --marker inputs --before-after; }
 	test ! -f artifacts/bench/training-memory/training-memory.json || \
 		$(BIN)/python -m edgecap.benchmarks.training_memory render artifacts/bench/training-memory/training-memory.json --into README.md
 

@@ -22,7 +22,6 @@ files and the video are made in a temporary folder from the photos and deleted a
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import statistics
 import subprocess
@@ -118,7 +117,6 @@ def _child(args: argparse.Namespace) -> dict:
 
     captioner = Captioner.open(args.bundle, RuntimeOptions(num_threads=args.threads))
     prep, manifest = captioner.manifest.preprocessing, captioner.manifest
-    exact_prep = dataclasses.replace(prep, reducing_gap=None)
     encode_pixels, steps = captioner.bundle.encode_pixels, captioner.step_model
     fast = args.path == "fast"
 
@@ -144,12 +142,13 @@ def _child(args: argparse.Namespace) -> dict:
             image = load_image(args.input, min_side=prep.input_size if fast else None)
         t1 = time.perf_counter()
         if frame is None:
-            pixels = preprocess(image, prep if fast else exact_prep)
+            pixels = preprocess(image, prep, exact=not fast)
         elif fast:
-            pixels = preprocess(Image.fromarray(frame), prep, bgr=True)
-        else:
-            rgb = np.ascontiguousarray(frame[..., ::-1])
-            pixels = preprocess(Image.fromarray(rgb), exact_prep)
+            pixels = preprocess(frame, prep, bgr=True)
+        else:  # how the frame went before: an RGB copy at full size, then the exact rule
+            pixels = preprocess(
+                Image.fromarray(np.ascontiguousarray(frame[..., ::-1])), prep, exact=True
+            )
         t2 = time.perf_counter()
         features = encode_pixels(pixels[None])  # [1, F]
         t3 = time.perf_counter()
@@ -203,11 +202,13 @@ def _fidelity(bundle: Path, photos: list[Path], large: list[Path], threads: int 
 
     out = {}
     with Captioner.open(bundle, RuntimeOptions(num_threads=threads)) as captioner:
-        # The exact path: the full image through the resize filter, nothing shrunk first.
-        exact_prep = dataclasses.replace(captioner.manifest.preprocessing, reducing_gap=None)
+        # The exact path: the full image through the resize rule, nothing shrunk first.
+        prep = captioner.manifest.preprocessing
 
         def exact(image: Image.Image) -> np.ndarray:
-            return captioner.bundle.encode_pixels(preprocess(image, exact_prep)[None])  # [1, F]
+            return captioner.bundle.encode_pixels(
+                preprocess(image, prep, exact=True)[None]
+            )  # [1, F]
 
         def frames(size: tuple[int, int]):  # (BGR frame [H, W, 3], the same frame in RGB)
             for photo in photos[: len(large)]:
@@ -272,6 +273,37 @@ def _markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _before_after(results: list[dict]) -> str:
+    """The README's table: per bundle and input kind, the exact path's total and peak RSS
+    beside the fast path's, with the fast path's preprocess against its encoder."""
+    rows = []
+    for result in results:
+        by_kind: dict[str, dict[str, dict]] = {}
+        for row in result["rows"]:
+            by_kind.setdefault(row["kind"], {})[row["path"]] = row
+        for kind, paths in by_kind.items():
+            fast, exact = paths.get("fast", {}), paths.get("exact", {})
+            if fast.get("status") != "ok":
+                continue
+            name = Path(result["bundle"]).name
+            if "captions_per_s" in fast:
+                rows.append([name, kind, "", f"{fast['captions_per_s']} captions/s", "", "",
+                             f"{fast['peak_rss_mb']:.0f}"])  # fmt: skip
+                continue
+            ms = fast["median_ms"]
+            before = exact.get("median_ms", {}).get("total")
+            rss = f"{fast['peak_rss_mb']:.0f}"
+            if exact.get("status") == "ok":
+                rss = f"{exact['peak_rss_mb']:.0f} → {rss}"
+            rows.append([
+                name, kind, "—" if before is None else f"{before:.2f}", f"**{ms['total']:.2f}**",
+                f"{ms['preprocess']:.2f}", f"{ms['encoder']:.2f}", rss,
+            ])  # fmt: skip
+    header = ["bundle", "input", "exact path (ms)", "fast path (ms)", "fast: preprocess",
+              "encoder", "peak RSS (MB)"]  # fmt: skip
+    return markdown_table(header, rows, 2) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--child":
@@ -284,13 +316,24 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if argv and argv[0] == "render":  # make docs-tables: the table again, from the file
         render = argparse.ArgumentParser(prog="python -m edgecap.benchmarks.inputs render")
-        render.add_argument("results", type=Path, help="inputs.json of caption-bench inputs")
+        render.add_argument(
+            "results", type=Path, nargs="+", help="inputs.json files of caption-bench inputs"
+        )
         render.add_argument("--into", type=Path, required=True)
         render.add_argument("--marker", default="inputs")
+        render.add_argument(
+            "--before-after",
+            action="store_true",
+            help="one short table of every file (the README's) instead of each file's full tables",
+        )
         opts = render.parse_args(argv[1:])
         from .results import replace_between_markers
 
-        table = _markdown(json.loads(opts.results.read_text(encoding="utf-8")))
+        results = [json.loads(path.read_text(encoding="utf-8")) for path in opts.results]
+        if opts.before_after:
+            table = _before_after(results)
+        else:
+            table = "\n".join(_markdown(result) for result in results)
         replace_between_markers(opts.into, opts.marker, table)
         print(f"wrote the {opts.marker} table into {opts.into}")
         return 0

@@ -68,16 +68,18 @@ class Captioner:
             if not (np.issubdtype(image.dtype, np.number) or image.dtype == np.bool_):
                 raise ImageError(f"image array must hold numbers, got dtype {image.dtype}")
             if image.ndim == 2:
-                gray = Image.fromarray(np.asarray(image, dtype=np.uint8), mode="L")
-                return preprocess(gray.convert("RGB"), prep)[None]
+                gray = np.asarray(image, dtype=np.uint8)  # [H, W]
+                return preprocess(np.repeat(gray[..., None], 3, axis=2), prep)[None]
             if image.ndim != 3 or image.shape[2] not in (3, 4):
                 raise ImageError(
                     f"image array must be [H, W], [H, W, 3] or [H, W, 4], got {image.shape}"
                 )
-            # A uint8 frame is wrapped as it is (no copy, no channel swap at full size):
-            # preprocess swaps BGR after the resize.
+            # A uint8 frame goes in as it is (no copy, no channel swap at full size):
+            # preprocess swaps BGR after the resize. Alpha is dropped, which does copy.
             array = np.asarray(image[..., :3], dtype=np.uint8)  # [H, W, 3]
-            return preprocess(Image.fromarray(array), prep, bgr=bgr)[None]  # [1, S, S, 3]
+            if not array.flags.c_contiguous and image.shape[2] == 4:
+                array = np.ascontiguousarray(array)
+            return preprocess(array, prep, bgr=bgr)[None]  # [1, S, S, 3]
         raise ImageError(
             f"cannot caption an object of type {type(image).__name__}; pass a path, PIL image or array"
         )

@@ -17,7 +17,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .errors import BundleError, ImageError
 
 REDUCING_GAP = 1.5  # see Preprocessing.reducing_gap; manifests without the field use it
-RESIZE_FILTERS = {"bilinear": Image.Resampling.BILINEAR, "nearest": Image.Resampling.NEAREST}
+# "area" is OpenCV's (see _resize_area); the others are PIL filters, kept for the bundles
+# exported before "area" existed.
+PIL_FILTERS = {"bilinear": Image.Resampling.BILINEAR, "nearest": Image.Resampling.NEAREST}
+RESIZE_RULES = ("area", *PIL_FILTERS)
 
 
 @dataclass(frozen=True)
@@ -28,13 +31,17 @@ class Preprocessing:
     scale: float = 1.0 / 127.5  # MobileNet/Inception "tf" mode maps [0, 255] to [-1, 1]
     offset: float = -1.0
     channel_order: str = "RGB"  # order the model expects; inputs are converted to it
-    resize: str = "bilinear"  # PIL filter used to resize to input_size x input_size
+    # How an image becomes input_size x input_size. "area": box averages in OpenCV, on the
+    # uint8 array, never a PIL image (see _resize_area): a 720p frame costs a millisecond,
+    # under the encoder. "bilinear" / "nearest": PIL's filters, as bundles exported before
+    # "area" existed were trained with.
+    resize: str = "area"
     crop: str = "none"  # "none": stretch the whole image; "center": center square crop first
-    # PIL's reducing_gap: a side at least 2 x gap x input_size long is first shrunk by the
-    # whole factor floor(side / (gap x input_size)) (a box average, a fraction of the cost
-    # of the filter over every source pixel), then filtered. It halves a 1080p frame's
-    # resize; images under 2 x gap x input_size (every Flickr8k 224 px photo, every JPEG
-    # that draft mode decoded) resize exactly as with None, the filter alone.
+    # The PIL rules only: PIL's reducing_gap. A side at least 2 x gap x input_size long is
+    # first shrunk by the whole factor floor(side / (gap x input_size)) (a box average, a
+    # fraction of the cost of the filter over every source pixel), then filtered. It halves
+    # a 1080p frame's resize; images under 2 x gap x input_size (every Flickr8k 224 px
+    # photo, every JPEG that draft mode decoded) resize exactly as with None.
     reducing_gap: float | None = REDUCING_GAP
 
     def to_json(self) -> dict[str, Any]:
@@ -60,9 +67,9 @@ class Preprocessing:
             raise BundleError(
                 f"{source}: channel_order must be RGB or BGR, not {prep.channel_order!r}"
             )
-        if prep.resize not in RESIZE_FILTERS:
+        if prep.resize not in RESIZE_RULES:
             raise BundleError(
-                f"{source}: resize must be one of {sorted(RESIZE_FILTERS)}, not {prep.resize!r}"
+                f"{source}: resize must be one of {', '.join(RESIZE_RULES)}, not {prep.resize!r}"
             )
         if prep.crop not in ("none", "center"):
             raise BundleError(f"{source}: crop must be 'none' or 'center', not {prep.crop!r}")
@@ -156,23 +163,63 @@ def load_pixels(path: str | os.PathLike, prep: Preprocessing) -> np.ndarray:
     return preprocess(load_image(path, min_side=prep.input_size), prep)
 
 
-def preprocess(img: Image.Image, prep: Preprocessing, bgr: bool = False) -> np.ndarray:
-    """PIL image -> float32 array [H, W, 3] ready for the encoder.
+def preprocess(
+    image: Image.Image | np.ndarray, prep: Preprocessing, bgr: bool = False, exact: bool = False
+) -> np.ndarray:
+    """An RGB PIL image or uint8 array [H, W, 3] -> float32 array [S, S, 3] for the encoder.
 
-    `bgr=True` says the image's channels are in BGR order (a camera frame wrapped as is):
-    they are swapped after the resize, on the small image, which gives the same pixels as
-    swapping first (the filter works per channel) without a full-size copy.
+    `bgr=True` says the image's channels are in BGR order (a camera frame as it is): they
+    are swapped after the resize, on the small image, which gives the same pixels as
+    swapping first (every rule works per channel) without a full-size copy.
+    `exact=True` applies the rule in one step over every source pixel, with no shrinking
+    by whole factors first: the reference the fast path is measured against, not a path
+    to run (a 1080p frame costs several times as much).
     """
-    if img.width == 0 or img.height == 0:  # e.g. an empty array passed to Captioner.caption
-        raise ImageError(f"image has no pixels ({img.width}x{img.height})")
+    height, width = (
+        (image.height, image.width) if isinstance(image, Image.Image) else image.shape[:2]
+    )
+    if height == 0 or width == 0:  # e.g. an empty array passed to Captioner.caption
+        raise ImageError(f"image has no pixels ({width}x{height})")
     if prep.crop == "center":
-        side = min(img.size)
-        left, top = (img.width - side) // 2, (img.height - side) // 2
-        img = img.crop((left, top, left + side, top + side))
-    if img.size != (prep.input_size, prep.input_size):
-        size, resample = (prep.input_size, prep.input_size), RESIZE_FILTERS[prep.resize]
-        img = img.resize(size, resample, reducing_gap=prep.reducing_gap)
-    pixels = np.asarray(img, dtype=np.float32)  # [H, W, 3], RGB (BGR if bgr)
+        side = min(height, width)
+        top, left = (height - side) // 2, (width - side) // 2
+        if isinstance(image, Image.Image):
+            image = image.crop((left, top, left + side, top + side))
+        else:
+            image = image[top : top + side, left : left + side]  # [side, side, 3], a view
+    if prep.resize == "area":
+        pixels = _resize_area(np.asarray(image), prep.input_size, halve=not exact)
+        pixels = pixels.astype(np.float32)  # [S, S, 3]
+    else:
+        if not isinstance(image, Image.Image):
+            image = Image.fromarray(image)
+        if image.size != (prep.input_size, prep.input_size):
+            size, resample = (prep.input_size, prep.input_size), PIL_FILTERS[prep.resize]
+            gap = None if exact else prep.reducing_gap
+            image = image.resize(size, resample, reducing_gap=gap)
+        pixels = np.asarray(image, dtype=np.float32)  # [S, S, 3]
     if (prep.channel_order == "BGR") != bgr:
         pixels = pixels[..., ::-1]
     return pixels * np.float32(prep.scale) + np.float32(prep.offset)
+
+
+def _resize_area(pixels: np.ndarray, side: int, halve: bool = True) -> np.ndarray:
+    """uint8 [H, W, 3] -> uint8 [side, side, 3]: halved by 2x2 box averages while both
+    halves stay at least `side` (OpenCV's vectorized fast path; 720p -> 640x360 costs a
+    third of a millisecond), then OpenCV's INTER_AREA to side x side, which weighs every
+    source pixel by the area it covers: no aliasing, unlike a bilinear sample. A halving
+    drops an odd last row or column; `halve=False` skips the halvings."""
+    try:
+        import cv2
+    except ImportError:
+        raise BundleError(
+            "this model resizes images with OpenCV (manifest preprocessing.resize 'area'), "
+            "which is not installed: pip install opencv-python-headless"
+        ) from None
+    while halve and min(pixels.shape[:2]) // 2 >= side:
+        height, width = pixels.shape[:2]
+        pixels = pixels[: height - height % 2, : width - width % 2]  # even sides, a view
+        pixels = cv2.resize(pixels, (width // 2, height // 2), interpolation=cv2.INTER_AREA)
+    if pixels.shape[:2] != (side, side):
+        pixels = cv2.resize(pixels, (side, side), interpolation=cv2.INTER_AREA)
+    return pixels  # [side, side, 3]

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from edgecap.benchmarks import bench
+from edgecap.benchmarks import bench, inputs
 from edgecap.benchmarks.inputs import KINDS
 
 
@@ -44,6 +44,21 @@ def test_inputs_measures_every_kind_and_the_fast_paths_fidelity(e2e, flickr8k_or
         in table
     )
     assert "| fast path vs exact | images | feature max abs diff | identical captions |" in table
+
+    # make docs-tables: the README's before/after table, from the same file, between markers.
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- BEGIN inputs -->\nold\n<!-- END inputs -->\nrest\n")
+    render = ["render", str(out / "inputs.json"), "--into", str(readme), "--before-after"]
+    assert inputs.main(render) == 0
+    text = readme.read_text()
+    assert "old" not in text and text.startswith("intro\n") and text.endswith("rest\n")
+    header = "| bundle | input | exact path (ms) | fast path (ms) | fast: preprocess | encoder |"
+    assert header in text
+    large = rows[("12 MP JPEG file", "fast")]
+    exact_total = rows[("12 MP JPEG file", "exact")]["median_ms"]["total"]
+    assert f"| 12 MP JPEG file | {exact_total:.2f} | " in text
+    assert f"| **{large['median_ms']['total']:.2f}** |" in text
+    assert f"captions/s |  |  | {rows[(KINDS[-1], 'fast')]['peak_rss_mb']:.0f} |" in text
 
 
 def test_inputs_without_photos_says_which_folder_and_what_to_pass(e2e, tmp_path):

@@ -72,7 +72,7 @@ def test_feature_extraction_resumes_and_caches(tmp_path, monkeypatch):
     )
     assert resumed.seen == 36 - 16  # only the missing shards
     fresh = MeanColourEncoder()
-    expected = features_mod._compute(dataset, dataset.splits["train"], spec, fresh, 8, False)
+    expected = features_mod._compute(dataset, dataset.splits["train"], spec.preprocessing, fresh, 8)
     np.testing.assert_allclose(result, expected)
     assert sorted(p.name for p in folder.iterdir()) == ["features.npy", "info.json"]
 

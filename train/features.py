@@ -17,7 +17,7 @@ import numpy as np
 from edgecap.edge_runtime.atomic import atomic_path, sha256_file, write_json_atomic
 from edgecap.edge_runtime.datasets import CaptionDataset
 from edgecap.edge_runtime.errors import named_write_failures
-from edgecap.edge_runtime.preprocess import load_pixels
+from edgecap.edge_runtime.preprocess import Preprocessing, load_pixels
 
 from .encoders import EncoderSpec
 
@@ -38,10 +38,16 @@ PIXEL_RULE = 3
 
 
 def cache_key(
-    dataset: CaptionDataset, split: str, spec: EncoderSpec, weights: str, spatial: bool = False
+    dataset: CaptionDataset,
+    split: str,
+    spec: EncoderSpec,
+    weights: str,
+    spatial: bool = False,
+    prep: Preprocessing | None = None,
 ) -> str:
     """Changes whenever the images, the split, the encoder or its weights change, and
-    between an encoder's pooled features and its feature map (`spatial`).
+    between an encoder's pooled features and its feature map (`spatial`), and with the
+    resize rule of `prep` (default: the encoder's own preprocessing).
 
     `weights` is "imagenet" or a file; random weights are saved to a file first (the run's
     encoder.keras), so that they have a hash too. Images are keyed by their bytes, not by
@@ -56,6 +62,9 @@ def cache_key(
         digest.update(sha256_file(weights).encode())
     if spatial:  # pooled features keep the keys they always had
         digest.update(b"feature map")
+    resize = (prep or spec.preprocessing).resize
+    if resize != "bilinear":  # so do features resized with PIL's bilinear, the first rule
+        digest.update(f"resize {resize}".encode())
     for image_id in dataset.splits[split]:
         digest.update(f"{image_id}\0{sha256_file(dataset.image_path(image_id))}\n".encode())
     return digest.hexdigest()[:16]
@@ -71,6 +80,7 @@ def extract_features(
     batch_size: int = 64,
     progress: bool = True,
     worker: tuple[int, int] | None = None,
+    prep: Preprocessing | None = None,
 ) -> np.ndarray | None:
     """Features [N, F] of every image of `split`, in split order; [N, P, F] when the
     encoder gives a feature map (build_encoder(..., spatial=True)), cached apart.
@@ -79,9 +89,13 @@ def extract_features(
     computes only the shards k with k % n == i, writes them, and returns None. Whoever
     then asks for the features without `worker` (training, or the last extract) finds
     every shard and only concatenates them, bit for bit what one worker would have made.
+
+    `prep` is how images become pixels (default `spec.preprocessing`); a trained run passes
+    its own, recorded in its config, so that its features are read as it was trained.
     """
+    prep = prep or spec.preprocessing
     spatial = len(getattr(encoder, "output_shape", ())) == 3  # [B, P, F]
-    key = cache_key(dataset, split, spec, weights, spatial)
+    key = cache_key(dataset, split, spec, weights, spatial, prep)
     name = f"{spec.name}-map" if spatial else spec.name
     folder = Path(cache_dir or default_cache_dir()) / f"{name}-{split}-{key}"
     final = folder / "features.npy"
@@ -112,7 +126,7 @@ def extract_features(
             if parts[k] is not None:
                 continue
             shard_file = folder / f"shard_{k:05d}.npy"
-            parts[k] = _compute(dataset, shard, spec, compiled, batch_size, progress=False)
+            parts[k] = _compute(dataset, shard, prep, compiled, batch_size)
             _save_npy(shard_file, parts[k])
             if bar is not None:
                 bar.update(len(shard))
@@ -198,21 +212,13 @@ def _bar(total: int, desc: str, progress: bool, initial: int = 0):
     return tqdm(total=total, initial=initial, desc=desc, unit="img")
 
 
-def _compute(dataset, ids, spec, encoder, batch_size, progress, desc="features") -> np.ndarray:
-    bar = _bar(len(ids), desc, progress)
+def _compute(dataset, ids, prep: Preprocessing, encoder, batch_size) -> np.ndarray:
     out = []
     for start in range(0, len(ids), batch_size):
         batch = np.stack(
-            [
-                load_pixels(dataset.image_path(i), spec.preprocessing)
-                for i in ids[start : start + batch_size]
-            ]
+            [load_pixels(dataset.image_path(i), prep) for i in ids[start : start + batch_size]]
         )
-        out.append(np.asarray(encoder(batch, training=False), dtype=np.float32))
-        if bar is not None:
-            bar.update(len(batch))
-    if bar is not None:
-        bar.close()
+        out.append(np.asarray(encoder(batch, training=False), dtype=np.float32))  # [B, F]
     return (
         np.concatenate(out, axis=0) if out else np.zeros((0, *encoder.output_shape[1:]), np.float32)
     )

@@ -137,7 +137,7 @@ class KerasCaptioner:
                 spec = get_encoder_spec(self.run.config["encoder"]["name"])
                 features = extract_features(
                     dataset, split, spec, feature_cache_weights(self.run, spec),
-                    self.run.encoder, self.feature_cache,
+                    self.run.encoder, self.feature_cache, prep=self.run.preprocessing,
                 )  # fmt: skip
                 return features[: len(ids)]  # [N, F]
         return None

@@ -196,7 +196,14 @@ def scst(
     feature_cache = feature_cache or parent.config["train"].get("feature_cache") or None
     features = {
         split: extract_features(
-            dataset, split, spec, weights, parent.encoder, feature_cache, progress=progress
+            dataset,
+            split,
+            spec,
+            weights,
+            parent.encoder,
+            feature_cache,
+            progress=progress,
+            prep=parent.preprocessing,
         )
         for split in ("train", "dev")
     }

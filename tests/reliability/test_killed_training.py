@@ -221,8 +221,9 @@ def test_killed_at_every_stage_then_the_same_command_finishes_and_exports(data, 
     dataset = load_dataset(data)
     encoder = keras.models.load_model(run / "encoder.keras", safe_mode=True, compile=False)
     expected = features_mod._compute(
-        dataset, dataset.splits["train"], get_encoder_spec("mobilenet_synth"), encoder, 64, False
-    )
+        dataset, dataset.splits["train"], get_encoder_spec("mobilenet_synth").preprocessing,
+        encoder, 64,
+    )  # fmt: skip
     np.testing.assert_allclose(
         np.load(folder / "features.npy", allow_pickle=False), expected, rtol=1e-4, atol=1e-5
     )
@@ -319,7 +320,9 @@ def test_full_disk_during_feature_extraction_keeps_the_finished_shards(tmp_path,
 
     monkeypatch.setattr(os, "fsync", REAL_FSYNC)  # space freed
     result = extract()
-    expected = features_mod._compute(dataset, dataset.splits["train"], spec, encoder, 8, False)
+    expected = features_mod._compute(
+        dataset, dataset.splits["train"], spec.preprocessing, encoder, 8
+    )
     np.testing.assert_allclose(result, expected)
 
 
