@@ -285,7 +285,8 @@ def _before_after(results: list[dict]) -> str:
             fast, exact = paths.get("fast", {}), paths.get("exact", {})
             if fast.get("status") != "ok":
                 continue
-            name = Path(result["bundle"]).name
+            bundle = Path(result["bundle"])
+            name = f"{bundle.parent.name}/{bundle.name}"  # e.g. demo/bundle-int8
             if "captions_per_s" in fast:
                 rows.append([name, kind, "", f"{fast['captions_per_s']} captions/s", "", "",
                              f"{fast['peak_rss_mb']:.0f}"])  # fmt: skip
