@@ -75,10 +75,8 @@ class Captioner:
                     f"image array must be [H, W], [H, W, 3] or [H, W, 4], got {image.shape}"
                 )
             # A uint8 frame goes in as it is (no copy, no channel swap at full size):
-            # preprocess swaps BGR after the resize. Alpha is dropped, which does copy.
+            # preprocess swaps BGR after the resize. Alpha is dropped (a view).
             array = np.asarray(image[..., :3], dtype=np.uint8)  # [H, W, 3]
-            if not array.flags.c_contiguous and image.shape[2] == 4:
-                array = np.ascontiguousarray(array)
             return preprocess(array, prep, bgr=bgr)[None]  # [1, S, S, 3]
         raise ImageError(
             f"cannot caption an object of type {type(image).__name__}; pass a path, PIL image or array"
