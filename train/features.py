@@ -33,7 +33,8 @@ def default_cache_dir() -> Path:
 
 # Bumped whenever load_pixels reads a file differently: 2 = JPEGs decoded at reduced size
 # (draft mode); 3 = long sides shrunk by whole factors before the filter (reducing_gap).
-# Images under twice the input size read exactly as in rule 1.
+# Images under twice the input size read exactly as in rule 1. The resize rule ("area" since
+# 2026-12-04) is keyed on its own in cache_key.
 PIXEL_RULE = 3
 
 
