@@ -14,6 +14,7 @@ numpy, and a device installs just the backend its bundle format needs.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import sys
@@ -367,8 +368,9 @@ def _load_onnxruntime():
 
 
 # onnxruntime providers that put work on an accelerator, in order of preference.
+# TensorRT is left to an explicit --providers: onnxruntime-gpu lists it whether or not
+# TensorRT's own libraries are installed, and it builds an engine for every model at load.
 ONNX_ACCELERATOR_PROVIDERS = (
-    "TensorrtExecutionProvider",
     "CUDAExecutionProvider",
     "ROCMExecutionProvider",
     "OpenVINOExecutionProvider",
@@ -390,10 +392,33 @@ def onnx_accelerator_providers() -> list[str]:
         raise BackendError(
             f"accelerator 'gpu': onnxruntime {ort.__version__} on this machine has none of "
             f"{', '.join(ONNX_ACCELERATOR_PROVIDERS)} (it has {', '.join(available)}). "
-            "Install the build for your hardware (onnxruntime-gpu for CUDA/TensorRT, "
+            "Install the build for your hardware (onnxruntime-gpu for CUDA, "
             "onnxruntime-openvino, onnxruntime-directml), or use --accelerator cpu"
         )
     return [found[0], "CPUExecutionProvider"]
+
+
+_CUDA_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+_preload_report: list[str] = []  # what onnxruntime.preload_dlls printed; it runs once
+
+
+def _preload_cuda_libraries(ort) -> str:
+    """Load CUDA and cuDNN for onnxruntime-gpu's CUDA provider, once per process.
+
+    The provider links them by name, with no search path of its own; installed from pip
+    (`onnxruntime-gpu[cuda,cudnn]`) they sit in site-packages/nvidia, where only
+    `onnxruntime.preload_dlls()` finds them. It prints what it could not load: that text
+    is returned ('' when all loaded) for the error raised if the provider then fails.
+    """
+    if not _preload_report and hasattr(ort, "preload_dlls"):
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            try:
+                ort.preload_dlls()
+            except Exception as exc:  # a broken install must surface as the load error below
+                print(exc)
+        _preload_report.append(" ".join(printed.getvalue().split()))
+    return _preload_report[0] if _preload_report else ""
 
 
 # ONNX tensor types the bundle uses, as numpy dtypes (onnxruntime wants exact dtypes).
@@ -434,6 +459,9 @@ class OnnxModel(_NamedModel):
                 f"{', '.join(missing)}; choose providers among {', '.join(available)} "
                 "(or install the onnxruntime build that ships the one you want)"
             )
+        preload_report = (
+            _preload_cuda_libraries(ort) if any(p in _CUDA_PROVIDERS for p in providers) else ""
+        )
         options = ort.SessionOptions()
         if num_threads:
             options.intra_op_num_threads = num_threads
@@ -458,6 +486,7 @@ class OnnxModel(_NamedModel):
                 f"{self.path.name}: onnxruntime was asked for {providers[0]} but runs on "
                 f"{active[0]}; the provider's libraries (e.g. CUDA, cuDNN) did not load. "
                 "Fix the install, or choose providers that work here"
+                + (f" (onnxruntime.preload_dlls: {preload_report})" if preload_report else "")
             )
         self.backend_name = f"onnxruntime {ort.__version__} ({active[0]})"
         self._inputs = {i.name: i for i in self._session.get_inputs()}

@@ -55,9 +55,9 @@ class RuntimeOptions:
 
     accelerator: str = "cpu"
     """'cpu', or 'gpu': LiteRT's GPU accelerator for TFLite bundles, or the first GPU
-    provider onnxruntime has (TensorRT, CUDA, ROCm, OpenVINO, CoreML, DirectML) for ONNX
-    ones. Without one, loading fails and says what was tried; it never falls back to the
-    CPU quietly."""
+    provider onnxruntime has (CUDA, ROCm, OpenVINO, CoreML, DirectML; TensorRT only
+    through `providers`) for ONNX ones. Without one, loading fails and says what was
+    tried; it never falls back to the CPU quietly."""
 
     accelerate_decoder: bool = False
     """With accelerator 'gpu', also put the decoder on it. Off by default: a step is a few

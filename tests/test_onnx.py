@@ -277,6 +277,50 @@ def test_missing_onnxruntime_names_the_extra(onnx_bundle):
     assert "needs the onnxruntime package: pip install '.[edge]'" in result.stdout
 
 
+def test_gpu_accelerator_prefers_cuda_and_leaves_tensorrt_to_explicit_providers(monkeypatch):
+    # onnxruntime-gpu lists TensorRT even where its libraries are missing (seen on an H200
+    # host: docs/benchmarks.md), so picking it first would fail there.
+    import onnxruntime
+
+    from edgecap.edge_runtime.backends import onnx_accelerator_providers
+
+    listed = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: listed)
+    assert onnx_accelerator_providers() == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: listed[::2])
+    with pytest.raises(
+        BackendError,
+        match=r"has none of CUDAExecutionProvider.*\(it has "
+        r"TensorrtExecutionProvider, CPUExecutionProvider\)",
+    ):
+        onnx_accelerator_providers()
+
+
+def test_cuda_libraries_are_preloaded_once_and_failures_reported(monkeypatch):
+    from types import SimpleNamespace
+
+    from edgecap.edge_runtime import backends
+
+    calls = []
+
+    def preload_dlls():  # what onnxruntime-gpu prints when a library is missing
+        calls.append(1)
+        print("Failed to load libcudart.so.13: cannot open shared object file")
+        print("Please follow https://onnxruntime.ai/docs/install/#cuda-and-cudnn to install CUDA.")
+
+    monkeypatch.setattr(backends, "_preload_report", [])
+    fake_ort = SimpleNamespace(preload_dlls=preload_dlls)
+    expected = (
+        "Failed to load libcudart.so.13: cannot open shared object file Please follow "
+        "https://onnxruntime.ai/docs/install/#cuda-and-cudnn to install CUDA."
+    )
+    assert backends._preload_cuda_libraries(fake_ort) == expected
+    assert backends._preload_cuda_libraries(fake_ort) == expected
+    assert calls == [1]
+    monkeypatch.setattr(backends, "_preload_report", [])
+    assert backends._preload_cuda_libraries(SimpleNamespace()) == ""  # CPU builds lack it
+
+
 def test_gpu_accelerator_picks_a_gpu_provider_or_says_what_it_tried(e2e, onnx_bundle):
     import onnxruntime
 
@@ -292,7 +336,7 @@ def test_gpu_accelerator_picks_a_gpu_provider_or_says_what_it_tried(e2e, onnx_bu
     message = str(error.value)
     assert message.startswith(
         f"accelerator 'gpu': onnxruntime {onnxruntime.__version__} on this machine has none of "
-        "TensorrtExecutionProvider, CUDAExecutionProvider"
+        "CUDAExecutionProvider, ROCMExecutionProvider"
     )
     assert f"(it has {', '.join(available)})" in message
     with pytest.raises(BackendError, match="choose either an accelerator or a list of providers"):
