@@ -7,6 +7,7 @@ the fingerprint must not disturb the measurements that follow it.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import platform
 import re
@@ -15,22 +16,30 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-# Runtime name in the results -> the distributions that provide it, first found wins.
-RUNTIME_DISTRIBUTIONS: dict[str, tuple[str, ...]] = {
-    "edge_caption": ("edge-caption",),
-    "numpy": ("numpy",),
-    "ai_edge_litert": ("ai-edge-litert", "ai-edge-litert-nightly"),
-    "tflite_runtime": ("tflite-runtime",),
-    "onnxruntime": ("onnxruntime", "onnxruntime-gpu", "onnxruntime-silicon"),
+# Runtime name in the results -> (the module it is imported as, the distributions that
+# provide it). Where several are installed side by side (onnxruntime and onnxruntime-gpu,
+# say), the version is the one of the distribution Python would import.
+RUNTIME_DISTRIBUTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "edge_caption": ("edgecap", ("edge-caption",)),
+    "numpy": ("numpy", ("numpy",)),
+    "ai_edge_litert": ("ai_edge_litert", ("ai-edge-litert", "ai-edge-litert-nightly")),
+    "tflite_runtime": ("tflite_runtime", ("tflite-runtime",)),
+    "onnxruntime": ("onnxruntime", ("onnxruntime", "onnxruntime-gpu", "onnxruntime-silicon")),
     "opencv": (
-        "opencv-python-headless",
-        "opencv-python",
-        "opencv-contrib-python-headless",
-        "opencv-contrib-python",
+        "cv2",
+        (
+            "opencv-python-headless",
+            "opencv-python",
+            "opencv-contrib-python-headless",
+            "opencv-contrib-python",
+        ),
     ),
-    "pillow": ("pillow",),
-    "tensorflow": ("tensorflow", "tensorflow-cpu", "tensorflow-macos", "tensorflow-aarch64"),
-    "keras": ("keras",),
+    "pillow": ("PIL", ("pillow",)),
+    "tensorflow": (
+        "tensorflow",
+        ("tensorflow", "tensorflow-cpu", "tensorflow-macos", "tensorflow-aarch64"),
+    ),
+    "keras": ("keras", ("keras",)),
 }
 
 # /proc/cpuinfo keys that name the CPU or board, by platform: x86 has "model name"; a
@@ -41,15 +50,28 @@ _CPUINFO_KEYS = ("model name", "Model", "Hardware", "Processor", "cpu model")
 def runtime_versions() -> dict[str, str | None]:
     """Installed version of each runtime, None where it is not installed."""
     versions: dict[str, str | None] = {}
-    for name, distributions in RUNTIME_DISTRIBUTIONS.items():
-        versions[name] = None
+    for name, (module, distributions) in RUNTIME_DISTRIBUTIONS.items():
+        found = []
         for dist in distributions:
             try:
-                versions[name] = metadata.version(dist)
-                break
+                found.append(metadata.distribution(dist))
             except metadata.PackageNotFoundError:
                 continue
+        versions[name] = _imported(module, found).version if found else None
     return versions
+
+
+def _imported(module: str, found: list[metadata.Distribution]) -> metadata.Distribution:
+    """Of the installed distributions of `module`, the one whose files an import would
+    load (find_spec locates a top-level module without running it)."""
+    if len(found) > 1:
+        spec = importlib.util.find_spec(module)
+        if spec is not None and spec.origin:
+            where = Path(spec.origin).resolve().parent
+            for dist in found:
+                if Path(str(dist.locate_file(module))).resolve() == where:
+                    return dist
+    return found[0]
 
 
 def cpu_model(cpuinfo: str | None = None) -> str:

@@ -172,10 +172,12 @@ def _mean(s: dict | None) -> str:
 
 
 def latency_table(result: dict) -> str:
-    """p50 / p90 / p99 and mean ± std of every latency, per bundle, in ms."""
+    """p50 / p90 / p99 and mean ± std of every latency, per bundle, in ms, with the backend
+    and provider that really ran it."""
     beam = beam_key(result)
     header = [
-        "variant", "init", "first caption", "encoder p50/p90/p99", "decoder step p50/p90/p99",
+        "variant", "backend", "init", "first caption", "encoder p50/p90/p99",
+        "decoder step p50/p90/p99",
         "greedy p50/p90/p99", "greedy mean ± std", f"{beam} p50/p90/p99", f"{beam} mean ± std",
         "samples (greedy)",
     ]  # fmt: skip
@@ -187,6 +189,7 @@ def latency_table(result: dict) -> str:
         greedy, beamed = lat["caption_greedy"], lat.get(f"caption_{beam}")
         cells = [
             _variant_cell({"variant": entry["variant"], "name": entry["name"]}),
+            entry.get("backend") or "—",
             _num(entry["init_ms"], 1),
             _num(entry["first_caption_ms"], 1),
             _stats(lat["encoder"]),
@@ -198,7 +201,7 @@ def latency_table(result: dict) -> str:
             f"{greedy['n']} ({greedy['outliers']} clipped)",
         ]
         table.append(cells)
-    return markdown_table(header, table)
+    return markdown_table(header, table, text_columns=2)
 
 
 def ratio_lines(result: dict) -> list[str]:
@@ -326,6 +329,7 @@ def merged_markdown(results: list[dict]) -> str:
     lines.append(markdown_table(["variant", *devices], comparison))
     for r in results:
         lines += ["", f"## {r['fingerprint']['device']}", "", main_table(r)]
+        lines += ["", "Latency in detail (ms):", "", latency_table(r)]
     return "\n".join(lines) + "\n"
 
 

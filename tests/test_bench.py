@@ -88,6 +88,29 @@ def test_fingerprint_never_imports_tensorflow():
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
 
 
+def test_fingerprint_names_the_distribution_python_imports(tmp_path, monkeypatch):
+    # onnxruntime-gpu installed ahead of a CPU onnxruntime elsewhere on sys.path (seen on
+    # the H200 host): the version reported is the one that runs, not the first name found.
+    from edgecap.benchmarks import fingerprint as fp_module
+
+    for folder, dist, version in (("first", "fakert_gpu", "2.0"), ("second", "fakert", "1.0")):
+        site = tmp_path / folder
+        (site / "fakert").mkdir(parents=True)
+        (site / "fakert" / "__init__.py").write_text("")
+        info = site / f"{dist}-{version}.dist-info"
+        info.mkdir()
+        name = dist.replace("_", "-")
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "second"))
+    monkeypatch.syspath_prepend(str(tmp_path / "first"))
+    monkeypatch.setattr(
+        fp_module, "RUNTIME_DISTRIBUTIONS", {"fakert": ("fakert", ("fakert", "fakert-gpu"))}
+    )
+    assert fp_module.runtime_versions() == {"fakert": "2.0"}
+    monkeypatch.setattr(fp_module, "RUNTIME_DISTRIBUTIONS", {"x": ("fakert", ("fakert",))})
+    assert fp_module.runtime_versions() == {"x": "1.0"}  # only one installed: that one
+
+
 def test_validate_refuses_another_schema_version():
     with pytest.raises(SchemaError) as info:
         validate({"schema": "edgecap-bench", "schema_version": 0}, "old.json")
@@ -179,6 +202,10 @@ def test_merge_two_devices(bench_run, tmp_path, capsys):
     table = (merged / "merged.md").read_text()
     assert "| variant | device-a | device-b |" in table
     assert "Cortex-A76" in table and "`tflite-int8` |" in table
+    # Each device's latency table names the backend (and provider) that really ran.
+    backend = next(b["backend"] for b in result["bundles"] if b["variant"] == "tflite-int8")
+    rows = [r for r in table.splitlines() if r.startswith("| `tflite-int8`")]
+    assert len([r for r in rows if f" | {backend} | " in r]) == 2  # one per device
     assert [
         r["fingerprint"]["device"]
         for r in json.loads((merged / "merged.json").read_text())["results"]
