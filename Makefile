@@ -106,6 +106,9 @@ bench-training: $(STAMP)
 # one model keeps the others' rows. The cross-entropy parents of SCST models (NAME-xe) are
 # left out: docs/flickr8k.md records them.
 F8K_RECORD := docs/results/flickr8k.json
+# The ONNX bundles on an NVIDIA H200 (CUDA provider) and on its host's 16 CPU cores, one
+# run each (docs/benchmarks.md#nvidia-gpu-onnx-runtime-cuda): committed, rendered to docs/bench/h200.
+GPU_RESULTS := docs/results/h200/cuda.json docs/results/h200/cpu.json
 INPUTS_RESULTS = $(wildcard $(F8K_OUT)/bench/inputs/inputs.json $(DEMO)/bench-inputs/inputs.json)
 docs-tables: $(STAMP)
 	test ! -f artifacts/demo/report.json || \
@@ -115,6 +118,7 @@ docs-tables: $(STAMP)
 	test -z "$(INPUTS_RESULTS)" || { \
 		$(BIN)/python -m edgecap.benchmarks.inputs render $(INPUTS_RESULTS) --into docs/benchmarks.md --marker inputs && \
 		$(BIN)/python -m edgecap.benchmarks.inputs render $(INPUTS_RESULTS) --into README.md --marker inputs --before-after; }
+	$(BIN)/caption-bench merge $(GPU_RESULTS) --out docs/bench/h200 > /dev/null
 	test ! -f artifacts/bench/training-memory/training-memory.json || \
 		$(BIN)/python -m edgecap.benchmarks.training_memory render artifacts/bench/training-memory/training-memory.json --into README.md
 
