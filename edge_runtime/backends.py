@@ -13,13 +13,16 @@ numpy, and a device installs just the backend its bundle format needs.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
 import io
 import logging
 import os
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,34 +33,65 @@ from .flatbuffer_check import FlatBufferError, check_tflite_bytes
 log = logging.getLogger(__name__)
 
 
-@contextlib.contextmanager
-def quiet_native_logs(show: bool = False) -> Iterator[None]:
-    """Keep LiteRT's own INFO lines ("INFO: Created TensorFlow Lite XNNPACK delegate for
-    CPU.") off the terminal while a model loads, unless `show`.
+@dataclass
+class NativeLog:
+    """What quiet_native_logs caught: the lines (filled when the block ends), and whether
+    the load failed (set by the block, or by an exception leaving it)."""
 
-    LiteRT's C++ logger writes straight to file descriptor 2 and has no Python switch, so
-    the descriptor is pointed at a temporary file for the duration; afterwards every line
-    that is not an INFO line (a warning, an error) is written to stderr as it came, and the
-    INFO lines go to this module's logger at DEBUG.
+    lines: list[str] = field(default_factory=list)
+    failed: bool = False
+
+
+@contextlib.contextmanager
+def quiet_native_logs(show: bool = False) -> Iterator[NativeLog]:
+    """Keep LiteRT's own log lines off the terminal while a model loads or is freed, unless
+    `show`.
+
+    LiteRT's C++ loggers write straight to file descriptors 2 and (its GPU accelerator's
+    "INFO: Loaded OpenCL library with dlopen.") 1, with no Python switch, so both are
+    pointed at a temporary file for the duration: a plain run prints captions only. The
+    lines go to this module's logger at DEBUG (`edge_caption --verbose` shows them as they
+    come). If the load failed, every line that is not INFO (warnings, errors: the reason
+    LiteRT gives) goes to stderr as it came.
     """
-    if show:
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
+    native = NativeLog()
+    if show:  # as they come, but on stderr: stdout carries captions only, even then
+        sys.stdout.flush()
+        saved_stdout = os.dup(1)
+        os.dup2(2, 1)
         try:
-            yield
+            yield native
         finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            captured.seek(0)
-            for line in captured.read().decode(errors="replace").splitlines():
-                if line.startswith("INFO: "):
-                    log.debug("%s", line)
-                elif line:
+            os.dup2(saved_stdout, 1)
+            os.close(saved_stdout)
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    with tempfile.TemporaryFile() as sink:
+        for fd in saved:
+            os.dup2(sink.fileno(), fd)
+        try:
+            yield native
+        except BaseException:
+            native.failed = True
+            raise
+        finally:
+            for fd, copy in saved.items():
+                os.dup2(copy, fd)
+                os.close(copy)
+            sink.seek(0)
+            native.lines += [x for x in sink.read().decode(errors="replace").splitlines() if x]
+            for line in native.lines:
+                if native.failed and not _is_info(line):
                     print(line, file=sys.stderr)
+                else:
+                    log.debug("%s", line)
+
+
+def _is_info(line: str) -> bool:
+    """LiteRT's "INFO: ..." lines, and glog's "I1204 12:00:00.000 ..." ones (WebGPU)."""
+    return line.startswith("INFO: ") or (line[:1] == "I" and line[1:5].isdigit())
 
 
 def _load_interpreter_class(backend: str):
@@ -262,6 +296,23 @@ def _dequantize(value: np.ndarray, io: tuple) -> np.ndarray:
     return value
 
 
+UNSUPPORTED_ON_GPU = "not supported by GPU delegate"  # as LiteRT's log says it
+
+
+@functools.cache
+def _quiet_at_exit() -> None:
+    """Drop what LiteRT logs as the process ends: its shared environment is destroyed
+    after Python is done ("DestroyAccelerator: ... GPU WebGPU"), past any block to catch
+    it in. Registered once, by the first quiet CompiledModel, so that atexit runs it
+    after the handlers registered later."""
+
+    def drop() -> None:
+        sys.stderr.flush()
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+
+    atexit.register(drop)
+
+
 class LiteRtCompiledModel(_TFLiteDetails):
     """One .tflite file run through LiteRT's CompiledModel API on a hardware accelerator.
 
@@ -290,53 +341,84 @@ class LiteRtCompiledModel(_TFLiteDetails):
         _check_structure(self.path)
         # The Interpreter reads the quantization parameters, which CompiledModel does not report.
         try:
-            runner = Interpreter(model_path=str(self.path)).get_signature_runner(self.SIGNATURE)
+            with quiet_native_logs(show_logs):  # made and freed here: both may log
+                runner = Interpreter(model_path=str(self.path)).get_signature_runner(self.SIGNATURE)
+                self._inputs = runner.get_input_details()
+                self._outputs = runner.get_output_details()
+                del runner
         except (ValueError, RuntimeError) as exc:
             raise BundleError(
                 f"{self.path}: cannot load this TFLite model ({exc}); the file is corrupt or truncated"
             ) from None
-        self._inputs = runner.get_input_details()
-        self._outputs = runner.get_output_details()
         self._feed = {name: _tensor_io(d) for name, d in self._inputs.items()}
         self._fetch = {name: _tensor_io(d) for name, d in self._outputs.items()}
-        try:
-            with quiet_native_logs(show_logs):
+        tried = (
+            f"tried ai_edge_litert {_version('ai-edge-litert')} CompiledModel with "
+            f"HardwareAccelerator.{flag.name}"
+        )
+        self._show_logs = show_logs
+        if not show_logs:
+            _quiet_at_exit()
+        # One quiet block for the compile and, on failure, for freeing what it built: LiteRT
+        # logs as its accelerators are destroyed, which happens when the exception is.
+        with quiet_native_logs(show_logs) as native:
+            try:
                 self._model = CompiledModel.from_file(str(self.path), hardware_accel=flag)
-        except RuntimeError:
-            # LiteRT prints its reason (e.g. "No adapters found") to stderr, not into exc.
+                native.failed = accelerator == "gpu" and not self._model.is_fully_accelerated()
+            except RuntimeError:  # LiteRT logs its reason (e.g. "No adapters found") instead
+                native.failed = True
+            if native.failed:
+                self.__dict__.pop("_model", None)
+        if native.failed and any(UNSUPPORTED_ON_GPU in line for line in native.lines):
+            raise BackendError(
+                f"{self.path.name}: some of its operations do not run on LiteRT's GPU delegate "
+                f"({tried}; LiteRT's log above lists them), and the GPU path has no CPU "
+                "fallback. Run this model on the CPU: without --accelerate-decoder for a "
+                "decoder, with --accelerator cpu for an encoder"
+            )
+        if native.failed:
             raise BackendError(
                 f"{self.path.name}: LiteRT could not compile it for the {accelerator.upper()} "
-                f"(tried ai_edge_litert {_version('ai-edge-litert')} CompiledModel with "
-                f"HardwareAccelerator.{flag.name}; LiteRT's log above says why). The GPU path "
-                "needs a GPU driver (Vulkan or OpenCL) visible to this process; without one, "
-                "use --accelerator cpu"
-            ) from None
-        if accelerator == "gpu" and not self._model.is_fully_accelerated():
-            raise BackendError(
-                f"{self.path.name}: LiteRT compiled it, but not every op runs on the GPU; "
-                "use --accelerator cpu for this bundle"
+                f"({tried}; LiteRT's log above says why). The GPU path needs a GPU driver "
+                "(Vulkan or OpenCL) visible to this process; without one, use --accelerator cpu"
             )
         self.backend_name = f"ai_edge_litert CompiledModel ({accelerator.upper()})"
         self._shapes: dict[str, tuple[int, ...]] = {}
+        self._buffers: tuple[dict, dict] | None = None  # (input, output) buffers by name
+
+    def close(self) -> None:
+        """Free the compiled model now, its accelerators' log lines kept quiet."""
+        with quiet_native_logs(self._show_logs):
+            self._buffers = None  # they hold the model, and the model its accelerators
+            self.__dict__.pop("_model", None)
 
     def __call__(self, **inputs: np.ndarray) -> dict[str, np.ndarray]:
         signature = self.SIGNATURE
         feed = {name: _quantize(value, self._feed[name]) for name, value in inputs.items()}
+        resized = False
         for name, value in feed.items():
             if self._shapes.get(name, tuple(self._inputs[name]["shape"])) != value.shape:
                 # A batch of beams: the step's batch dimension is dynamic.
                 self._model.resize_input_tensor_by_name(signature, name, value.shape)
+                resized = True
             self._shapes[name] = value.shape
-        input_buffers = {}
-        for name, value in feed.items():
-            buffer = self._model.create_input_buffer_by_name(signature, name)
-            buffer.write(np.ascontiguousarray(value))
-            input_buffers[name] = buffer
-        output_buffers = {
-            name: self._model.create_output_buffer_by_name(signature, name)
-            for name in self._outputs
-        }
-        self._model.run_by_name(signature, input_buffers, output_buffers)
+        fresh = resized or self._buffers is None
+        # Buffers are made once per shape, not per call: creating them costs time, and on the
+        # GPU logs a warning each time (an int8 encoder: 4 lines a call). The first run logs
+        # too: it creates LiteRT's environment.
+        with quiet_native_logs(self._show_logs) if fresh else contextlib.nullcontext():
+            if fresh:
+                self._buffers = (
+                    {n: self._model.create_input_buffer_by_name(signature, n) for n in feed},
+                    {
+                        n: self._model.create_output_buffer_by_name(signature, n)
+                        for n in self._outputs
+                    },
+                )
+            input_buffers, output_buffers = self._buffers
+            for name, value in feed.items():
+                input_buffers[name].write(np.ascontiguousarray(value))
+            self._model.run_by_name(signature, input_buffers, output_buffers)
         details = self._model.get_output_tensor_details(signature)
         out = {}
         for name, buffer in output_buffers.items():

@@ -61,13 +61,16 @@ class RuntimeOptions:
 
     accelerate_decoder: bool = False
     """With accelerator 'gpu', also put the decoder on it. Off by default: a step is a few
-    small matrix products, so on a GPU it costs more in launches and host-device copies
-    than it saves, once per word; the encoder is where a GPU pays."""
+    small matrix products, once per word, where launches and host-device copies weigh as
+    much as the arithmetic; the encoder is where a GPU pays. On an H200 it paid for the
+    fp32 ONNX bundle (3.8 vs 4.4 ms a caption), not for the int8 one, and LiteRT's GPU
+    delegate cannot run the LSTM step at all (docs/benchmarks.md)."""
 
     show_backend_logs: bool = False
-    """Let LiteRT's own INFO lines (e.g. "Created TensorFlow Lite XNNPACK delegate for
-    CPU.") through to stderr while the models load. Off by default, so they do not
-    interleave with the captions; warnings and errors always come through."""
+    """Let LiteRT's own log lines (e.g. "Created TensorFlow Lite XNNPACK delegate for
+    CPU.") through to stderr as the models load and are freed. Off by default, so they do
+    not interleave with the captions; when a model fails to load, its warnings and errors
+    come through anyway."""
 
     verify_hashes: bool = True
     """Check every file's SHA-256 against the manifest before loading it."""
@@ -107,12 +110,16 @@ class Bundle:
                 f"{manifest.path(manifest.vocab_file)}: vocabulary has {len(vocab)} words but the manifest says "
                 f"{manifest.vocab_size}; the bundle is inconsistent, re-export it"
             )
-        models = {
-            role: _load_model(manifest.path(entry.file), manifest.model_format, options, role)
-            for role, entry in manifest.models.items()
-        }
-        for role, model in models.items():
-            _check_tensors(model, manifest.models[role])
+        models: dict[str, BackendModel] = {}
+        try:
+            for role, entry in manifest.models.items():
+                models[role] = _load_model(
+                    manifest.path(entry.file), manifest.model_format, options, role
+                )
+                _check_tensors(models[role], entry)
+        except Exception:
+            _close_models(models)  # the ones already loaded, before the error is reported
+            raise
         return cls(Path(path), manifest, vocab, models, options)
 
     def run_model(self, role: str, **inputs: np.ndarray) -> dict[str, np.ndarray]:
@@ -140,6 +147,7 @@ class Bundle:
         }
 
     def close(self) -> None:
+        _close_models(self._models)
         self._models = {}
 
     def __enter__(self) -> Bundle:
@@ -147,6 +155,12 @@ class Bundle:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _close_models(models: dict[str, BackendModel]) -> None:
+    for model in models.values():
+        if isinstance(model, LiteRtCompiledModel):
+            model.close()  # now, while its log lines can still be kept quiet
 
 
 def _check_tensors(model: BackendModel, entry: ModelEntry) -> None:

@@ -102,7 +102,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--accelerate-decoder",
         action="store_true",
-        help="with --accelerator gpu, put the decoder step on the GPU too (usually slower)",
+        help="with --accelerator gpu, put the decoder step on the GPU too (ONNX only: "
+        "LiteRT's GPU delegate cannot run the step; faster or slower by bundle, see "
+        "docs/benchmarks.md)",
     )
     parser.add_argument(
         "--threads",
