@@ -73,22 +73,19 @@ def time_process(command: list[str], repeats: int, env: dict | None = None) -> d
     }
 
 
-def runtime_cold_start(
-    bundle: str | Path,
-    image: str | Path,
-    repeats: int,
-    backend: str = "auto",
-    threads: int | None = None,
-    providers: str | None = None,
-) -> dict:
-    """`edge_caption --model BUNDLE --source IMAGE` in a fresh process: start to caption."""
+def runtime_cold_start(bundle: str | Path, image: str | Path, repeats: int, options) -> dict:
+    """`edge_caption --model BUNDLE --source IMAGE` in a fresh process: start to caption,
+    run as caption-bench's MeasureOptions say (backend, threads, providers, accelerator)."""
     command = [sys.executable, "-m", "edgecap.edge_runtime.cli", "--model", str(bundle)]
-    command += ["--source", str(image), "--backend", backend]
-    if threads:
-        command += ["--threads", str(threads)]
-    if providers:
-        command += ["--providers", providers]
-    return time_process(command, repeats, child_env(threads))
+    command += ["--source", str(image), "--backend", options.backend]
+    command += ["--accelerator", options.accelerator]
+    if options.accelerate_decoder:
+        command += ["--accelerate-decoder"]
+    if options.threads:
+        command += ["--threads", str(options.threads)]
+    if options.providers:
+        command += ["--providers", options.providers]
+    return time_process(command, repeats, child_env(options.threads))
 
 
 def tf_cold_start(run: str | Path, repeats: int, threads: int | None = None) -> dict:

@@ -76,6 +76,18 @@ def _run_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--providers", default=None, help="onnxruntime providers, comma-separated")
     p.add_argument(
+        "--accelerator",
+        default="cpu",
+        choices=["cpu", "gpu"],
+        help="gpu: each bundle's encoder on LiteRT's GPU accelerator (TFLite) or an "
+        "onnxruntime GPU provider (ONNX), as edge_caption --accelerator gpu (default cpu)",
+    )
+    p.add_argument(
+        "--accelerate-decoder",
+        action="store_true",
+        help="with --accelerator gpu, the decoder step on the GPU too",
+    )
+    p.add_argument(
         "--budget-s", type=float, default=2.0, help="seconds per latency measurement (default 2)"
     )
     p.add_argument(
@@ -136,6 +148,8 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
         parser.error("--threads must be at least 1")
     if args.seed_images < 1:
         parser.error("--seed-images must be at least 1")
+    if args.accelerate_decoder and args.accelerator != "gpu":
+        parser.error("--accelerate-decoder needs --accelerator gpu")
     if args.min_scene_accuracy is not None:
         if not args.data or args.quality_images == 0:
             parser.error("--min-scene-accuracy needs --data (and quality: not --quality-images 0)")
@@ -275,13 +289,14 @@ def run(argv: list[str]) -> int:
             print(f"caption-bench: error: {exc}", file=sys.stderr)
             return 2
         options_file = work / "measure-options.json"
-        write_json_atomic(options_file, MeasureOptions.from_args(args).to_json())
+        measure_options = MeasureOptions.from_args(args)
+        write_json_atomic(options_file, measure_options.to_json())
         for i, bundle in enumerate(args.bundles):
             t0 = time.perf_counter()
             entry = _measure_bundle(bundle, options_file, work, i)
             if entry["status"] == "ok":
                 entry["cold_start"] = base.runtime_cold_start(
-                    bundle, image, args.cold_repeats, args.backend, args.threads, args.providers
+                    bundle, image, args.cold_repeats, measure_options
                 )
                 entry["cold_start"].pop("stdout", None)
                 greedy = entry["latency_ms"]["caption_greedy"]
@@ -318,6 +333,8 @@ def run(argv: list[str]) -> int:
             "threads": args.threads,
             "backend": args.backend,
             "providers": args.providers,
+            "accelerator": args.accelerator,
+            "accelerate_decoder": args.accelerate_decoder,
             "budget_s": args.budget_s,
             "warmup": args.warmup,
             "beam": args.beam,

@@ -39,6 +39,8 @@ class MeasureOptions:
     backend: str = "auto"
     threads: int | None = None
     providers: str | None = None  # onnxruntime providers, comma-separated
+    accelerator: str = "cpu"  # "gpu": the encoder on LiteRT's GPU or an onnxruntime GPU provider
+    accelerate_decoder: bool = False  # with "gpu", the decoder there too
     budget_s: float = 2.0  # seconds per latency measurement
     warmup: int = 5  # unrecorded calls before each measurement
     min_samples: int = 5
@@ -149,7 +151,13 @@ def measure(bundle: str | Path, args: MeasureOptions) -> dict:
     images = _latency_images(dataset, args.split, LATENCY_IMAGES)
 
     providers = [p for p in (args.providers or "").split(",") if p] or None
-    options = RuntimeOptions(backend=args.backend, num_threads=args.threads, providers=providers)
+    options = RuntimeOptions(
+        backend=args.backend,
+        num_threads=args.threads,
+        providers=providers,
+        accelerator=args.accelerator,
+        accelerate_decoder=args.accelerate_decoder,
+    )
     start = time.perf_counter()
     captioner = Captioner.open(bundle, options)
     init_ms = (time.perf_counter() - start) * 1e3
@@ -161,6 +169,7 @@ def measure(bundle: str | Path, args: MeasureOptions) -> dict:
     files = {p.name: p.stat().st_size for p in sorted(bundle.iterdir()) if p.is_file()}
     entry.update(
         backend=captioner.backends["encoder"],
+        backends=captioner.backends,  # per model: the decoder may run elsewhere
         threads=args.threads,
         providers=providers,
         decoder_kind=manifest.decoder_kind,

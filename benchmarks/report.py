@@ -189,7 +189,7 @@ def latency_table(result: dict) -> str:
         greedy, beamed = lat["caption_greedy"], lat.get(f"caption_{beam}")
         cells = [
             _variant_cell({"variant": entry["variant"], "name": entry["name"]}),
-            entry.get("backend") or "—",
+            _backend_cell(entry),
             _num(entry["init_ms"], 1),
             _num(entry["first_caption_ms"], 1),
             _stats(lat["encoder"]),
@@ -202,6 +202,13 @@ def latency_table(result: dict) -> str:
         ]
         table.append(cells)
     return markdown_table(header, table, text_columns=2)
+
+
+def _backend_cell(entry: dict) -> str:
+    """The encoder's backend, and the decoder step's where it differs (--accelerator gpu)."""
+    encoder = entry.get("backend") or "—"
+    step = dig(entry, "backends", "decoder_step")
+    return encoder if step in (None, encoder) else f"{encoder}; decoder step: {step}"
 
 
 def ratio_lines(result: dict) -> list[str]:
@@ -257,12 +264,16 @@ def markdown(result: dict) -> str:
 
     s = result["settings"]
     threads = s.get("threads") or "backend default"
+    accelerator = s.get("accelerator", "cpu") + (
+        " (decoder too)" if s.get("accelerate_decoder") else ""
+    )
     quality = s.get("quality_images") or "all"
     parts = [
         f"# caption-bench on {result['fingerprint']['device']}",
         "",
         f"Device: {label(result['fingerprint'])}.",
-        f"Run {result['created']}; threads {threads}, backend {s['backend']}; latency: "
+        f"Run {result['created']}; threads {threads}, backend {s['backend']}, accelerator "
+        f"{accelerator}; latency: "
         f"{s['warmup']} warm-up calls, then {s['budget_s']} s per measurement; quality on "
         f"{quality} images of {s.get('data') or 'no dataset'} ({s['split']}). "
         f"{s['outlier_rule']}.",

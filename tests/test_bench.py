@@ -252,6 +252,27 @@ def test_gate_and_a_broken_bundle(e2e, tmp_path, capsys):
     assert identify(e2e["bundle"]) == ("tflite-int8", "tflite", "int8")
 
 
+def test_accelerator_gpu_is_measured_or_its_row_says_why(e2e, tmp_path, capsys):
+    out = tmp_path / "gpu"
+    argv = [str(e2e["bundle"]), "--out", str(out), *TINY, "--no-baselines"]
+    code = bench.main([*argv, "--accelerator", "gpu"])
+    (entry,) = json.loads((out / "results.json").read_text())["bundles"]
+    settings = json.loads((out / "results.json").read_text())["settings"]
+    assert settings["accelerator"] == "gpu" and settings["accelerate_decoder"] is False
+    if code == 0:  # a machine with a usable GPU: the encoder there, the decoder on the CPU
+        assert entry["backends"]["encoder"] == "ai_edge_litert CompiledModel (GPU)"
+        assert entry["backends"]["decoder_step"] == "ai_edge_litert"
+        assert entry["cold_start"]["status"] == "ok"
+        return
+    assert code == 2  # the row says what edge_caption --accelerator gpu would say
+    assert entry["status"].startswith(
+        "failed: encoder.tflite: LiteRT could not compile it for the GPU"
+    ), entry["status"]
+    with pytest.raises(SystemExit):
+        bench.main([*argv, "--accelerate-decoder"])
+    assert "--accelerate-decoder needs --accelerator gpu" in capsys.readouterr().err
+
+
 def test_a_broken_bundle_without_gate_exits_2(tmp_path, capsys):
     code = bench.main(
         [str(tmp_path / "missing"), "--out", str(tmp_path / "o"), *TINY, "--no-baselines"]
