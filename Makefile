@@ -106,9 +106,10 @@ bench-training: $(STAMP)
 # one model keeps the others' rows. The cross-entropy parents of SCST models (NAME-xe) are
 # left out: docs/flickr8k.md records them.
 F8K_RECORD := docs/results/flickr8k.json
-# The ONNX bundles on an NVIDIA H200 (CUDA provider) and on its host's 16 CPU cores, one
-# run each (docs/benchmarks.md#nvidia-gpu-onnx-runtime-cuda): committed, rendered to docs/bench/h200.
-GPU_RESULTS := docs/results/h200/cuda.json docs/results/h200/cpu.json
+# The final Flickr8k bundles on an NVIDIA H200 (ONNX on the CUDA provider, TFLite on LiteRT's
+# GPU accelerator), each against the host's 16 CPU cores (docs/benchmarks.md#nvidia-gpu-h200):
+# committed caption-bench results, merged into docs/bench/h200.
+GPU_RESULTS := $(addprefix docs/results/h200/,onnx-cuda.json onnx-cpu.json litert-gpu.json litert-cpu.json)
 INPUTS_RESULTS = $(wildcard $(F8K_OUT)/bench/inputs/inputs.json $(DEMO)/bench-inputs/inputs.json)
 docs-tables: $(STAMP)
 	test ! -f artifacts/demo/report.json || \
