@@ -174,9 +174,33 @@ def first_conv(model: bytes) -> list[str]:
     return convs[:1]
 
 
+def fold_for_quantization(model: bytes) -> bytes:
+    """The model after onnxruntime's basic graph optimizations, which are portable
+    (constant folding, Conv + Mul / Add fusion; no hardware-specific layout).
+
+    tf2onnx leaves the BatchNorm after each of MobileNetV2's 17 depthwise convolutions as
+    a Mul and an Add. Quantized as they are, each gets its own Quantize/Dequantize pair,
+    and onnxruntime ran that int8 encoder at 17.1 ms, slower than the float one (7.1 ms);
+    folded into the Conv first: 8.2 ms, and features closer to float (cosine 0.988 against
+    0.978 on 40 photos; docs/flickr8k.md).
+    """
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "folded.onnx")
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        options.optimized_model_filepath = path
+        with _quiet():
+            ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        with open(path, "rb") as f:
+            return f.read()
+
+
 def quantize_static(model: bytes, calibration: list[np.ndarray]) -> bytes:
     """Static int8 in QDQ form: per-channel int8 weights, int8 activations with ranges
     calibrated (min-max) on preprocessed training images; the first Conv stays float.
+    The float graph is folded first (fold_for_quantization).
 
     On the real Flickr8k MobileNetV2 encoder (100 dev photos against fp32), all-int8 QDQ
     gave features with cosine 0.941 and mean |diff| 0.195 (TFLite's int8 encoder: 0.989 /
@@ -195,6 +219,7 @@ def quantize_static(model: bytes, calibration: list[np.ndarray]) -> bytes:
             sample = next(self._samples, None)
             return None if sample is None else {"image": sample[None].astype(np.float32)}
 
+    model = fold_for_quantization(model)
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = os.path.join(tmp, "in.onnx"), os.path.join(tmp, "out.onnx")
         with open(src, "wb") as f:
