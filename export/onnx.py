@@ -180,9 +180,9 @@ def fold_for_quantization(model: bytes) -> bytes:
 
     tf2onnx leaves the BatchNorm after each of MobileNetV2's 17 depthwise convolutions as
     a Mul and an Add. Quantized as they are, each gets its own Quantize/Dequantize pair,
-    and onnxruntime ran that int8 encoder at 17.1 ms, slower than the float one (7.1 ms);
-    folded into the Conv first: 8.2 ms, and features closer to float (cosine 0.988 against
-    0.978 on 40 photos; docs/flickr8k.md).
+    and onnxruntime ran that int8 encoder at 18.2 ms, three times the float one (5.8 ms);
+    folded into the Conv first: 6.4 ms, with features closer to float (cosine 0.989
+    against 0.977 on 100 photos; docs/flickr8k.md).
     """
     import onnxruntime as ort
 
