@@ -237,7 +237,9 @@ def _load_model(path: Path, model_format: str, options: RuntimeOptions, role: st
     if model_format == "onnx":
         providers = onnx_accelerator_providers() if on_accelerator else options.providers
         providers = list(providers) if providers else None
-        return OnnxModel(path, providers=providers, num_threads=options.num_threads)
+        return OnnxModel(
+            path, providers=providers, num_threads=options.num_threads, spin=role == "decoder_step"
+        )
     if on_accelerator:
         return LiteRtCompiledModel(path, accelerator="gpu", show_logs=options.show_backend_logs)
     backend = {"tflite-runtime": "tflite_runtime"}.get(options.backend, options.backend)

@@ -346,6 +346,19 @@ def test_gpu_accelerator_picks_a_gpu_provider_or_says_what_it_tried(e2e, onnx_bu
         )
 
 
+def test_only_the_decoder_steps_threads_spin(onnx_bundle):
+    # Spinning pools of idle sessions steal the busy one's cores; the step, called a dozen
+    # times in a row, pays more to wake its threads than it computes (backends.OnnxModel).
+    with Captioner.open(onnx_bundle["path"]) as captioner:
+        spinning = {
+            role: model._session.get_session_options().get_session_config_entry(
+                "session.intra_op.allow_spinning"
+            )
+            for role, model in captioner.bundle._models.items()
+        }
+    assert spinning == {"encoder": "0", "decoder_init": "0", "decoder_step": "1"}
+
+
 def test_static_int8_encoder_keeps_its_first_conv_float():
     """The int8 ONNX encoder quantizes every Conv but the first (export/onnx.py says why)."""
     import keras
@@ -365,6 +378,40 @@ def test_static_int8_encoder_keeps_its_first_conv_float():
     assert len(convs) == 2
     weight_source = [produced_by.get(conv.input[1], "initializer") for conv in convs]
     assert weight_source == ["initializer", "DequantizeLinear"], weight_source
+
+
+def test_static_int8_encoder_runs_as_integer_kernels_in_onnxruntime(tmp_path):
+    """A MobileNetV2-like block (depthwise Conv + BatchNorm, residual Add): after export,
+    onnxruntime's CPU graph runs every Conv but the first and the Add as integer kernels.
+    The real encoder's Convs ran in float between Q/DQ pairs before the recipe folded the
+    BatchNorms and switched to uint8 activations (docs/flickr8k.md)."""
+    import collections
+
+    import keras
+    import onnx
+    import onnxruntime as ort
+
+    from edgecap.export.onnx import convert_encoder
+
+    keras.utils.set_random_seed(0)
+    image = keras.Input((16, 16, 3))
+    first = keras.layers.Conv2D(8, 3, padding="same", activation="relu6")(image)
+    x = keras.layers.DepthwiseConv2D(3, padding="same")(first)
+    x = keras.layers.ReLU(6.0)(keras.layers.BatchNormalization()(x))
+    x = keras.layers.BatchNormalization()(keras.layers.Conv2D(8, 1)(x))
+    x = keras.layers.Add()([first, x])
+    encoder = keras.Model(image, keras.layers.GlobalAveragePooling2D()(x))
+    calibration = list(np.random.default_rng(0).uniform(-1, 1, (8, 16, 16, 3)).astype(np.float32))
+    model = convert_encoder(encoder, 16, "int8", calibration)
+    exported = collections.Counter(n.op_type for n in onnx.load_from_string(model).graph.node)
+    assert exported["Mul"] == 0, exported  # tf2onnx's BatchNorm Mul, folded into its Conv
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    ops = collections.Counter(n.op_type for n in onnx.load(tmp_path / "optimized.onnx").graph.node)
+    assert ops["Conv"] == 1 and ops["QLinearConv"] == 2, ops  # the first Conv stays float
+    assert ops["QLinearAdd"] == 1 and ops["Add"] == 0 and ops["Mul"] == 0, ops
 
 
 def test_info_describes_an_onnx_bundle(onnx_bundle, capsys):
