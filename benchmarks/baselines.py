@@ -31,6 +31,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .measure import MeasureOptions
 
 SEED_STYLE_IMAGES = 5  # seed-style captions cost ~0.5 s each on 2 cores: a handful is enough
 
@@ -73,7 +77,9 @@ def time_process(command: list[str], repeats: int, env: dict | None = None) -> d
     }
 
 
-def runtime_cold_start(bundle: str | Path, image: str | Path, repeats: int, options) -> dict:
+def runtime_cold_start(
+    bundle: str | Path, image: str | Path, repeats: int, options: MeasureOptions
+) -> dict:
     """`edge_caption --model BUNDLE --source IMAGE` in a fresh process: start to caption,
     run as caption-bench's MeasureOptions say (backend, threads, providers, accelerator)."""
     command = [sys.executable, "-m", "edgecap.edge_runtime.cli", "--model", str(bundle)]
