@@ -122,7 +122,13 @@ def _ratio(slow: float | None, fast: float | None) -> float | None:
 
 def _quality_cells(quality: dict | None) -> list[str]:
     q = quality or {}
-    return [_num(q.get("bleu4"), 3), _num(q.get("cider_d"), 3), _num(q.get("scene_accuracy"), 3)]
+    dangling = q.get("dangling_endings")
+    return [
+        _num(q.get("bleu4"), 3),
+        _num(q.get("cider_d"), 3),
+        _num(q.get("scene_accuracy"), 3),
+        "—" if dangling is None else f"{dangling:.1%}",
+    ]
 
 
 def _status(status: str) -> str:
@@ -145,7 +151,7 @@ def main_table(result: dict) -> str:
     """The ultralytics-style table of one device's run."""
     k = result["settings"].get("beam", 3)
     header = [
-        "variant", "status", "size (MB)", "BLEU-4", "CIDEr-D", "scene acc.", "ms/caption",
+        "variant", "status", "size (MB)", "BLEU-4", "CIDEr-D", "scene acc.", "dangling endings", "ms/caption",
         "captions/s", f"ms/caption beam {k}", f"scene acc. beam {k}", "cold start (s)",
         "peak RSS (MB)", "vs seed-style",
     ]  # fmt: skip

@@ -36,6 +36,8 @@ COLUMNS = (
     ("METEOR", "meteor"),
     ("sent. BLEU-1", "bleu1_sentence_mean"),
     ("scene acc.", "scene_accuracy"),
+    # Captions ending on "a", "of", "with" ...: what the n-gram scores do not see.
+    ("dangling endings", "dangling_endings"),
 )
 # A bundle's row against the Keras run it came from, at the same beam width.
 VERSUS_KERAS = (
@@ -143,6 +145,10 @@ def update_record(path: Path, rows: list[dict]) -> list[dict]:
     return merged
 
 
+def _cell(key: str, value: float) -> str:
+    return f"{value:.1%}" if key == "dangling_endings" else f"{value:.3f}"
+
+
 def markdown(rows: list[dict]) -> str:
     present = [(title, key) for title, key in COLUMNS if any(key in r for r in rows)]
     versus = [(t, k) for t, k in VERSUS_KERAS if any(k in r for r in rows)]
@@ -158,7 +164,7 @@ def markdown(rows: list[dict]) -> str:
     table = []
     for r in rows:
         cells = [r["encoder"], r["decoder"], r["training"], r["model"], str(r["beam"])]
-        cells += [f"{r[k]:.3f}" if k in r else "" for _, k in present]
+        cells += [_cell(k, r[k]) if k in r else "" for _, k in present]
         cells += [
             f"{r[k]:+.3f}" if k.startswith("d_") and k in r else f"{r[k]:.3f}" if k in r else ""
             for _, k in versus

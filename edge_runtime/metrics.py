@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
-from .text import normalize_caption
+from .text import ends_dangling, normalize_caption
 
 ROUGE_BETA = 1.2  # pycocoevalcap's value, "based on discussion with Hovey"
 CIDER_N = 4
@@ -276,6 +276,9 @@ class Scores:
     rouge_l: float
     cider_d: float
     bleu1_sentence_mean: float  # the seed project's measure: mean sentence-level BLEU-1
+    # Share of captions ending on a word no caption ends on ("... in front of a"):
+    # text.DANGLING_WORDS. No n-gram metric notices them.
+    dangling_endings: float
     meteor: float | None = None  # None: not asked for, or no Java / pycocoevalcap here
     scene_accuracy: float | None = None  # synthetic datasets only
 
@@ -286,6 +289,12 @@ class Scores:
             for k, v in asdict(self).items()
             if v is not None
         }
+
+
+def dangling_share(captions: Iterable[str]) -> float:
+    """The share of captions that end on a dangling word (text.ends_dangling); 0 for none."""
+    flags = [ends_dangling(c) for c in captions]
+    return sum(flags) / len(flags) if flags else 0.0
 
 
 def references_for(dataset, ids: Sequence[str]) -> dict[str, list[str]]:
@@ -322,6 +331,7 @@ def score(
         rouge_l=corpus_rouge_l(predictions, references),
         cider_d=corpus_cider_d(predictions, references),
         bleu1_sentence_mean=mean_sentence_bleu1(predictions, references),
+        dangling_endings=dangling_share(predictions.values()),
         meteor=meteor_value,
         scene_accuracy=scene_value,
     )

@@ -21,3 +21,38 @@ def test_hand_computed_bleu_with_clipping_and_brevity():
     bp = math.exp(1 - 4 / 3)
     assert scores[0] == pytest.approx(bp * 2 / 3, rel=1e-6)
     assert scores[1] == pytest.approx(bp * math.sqrt(2 / 3 * 1 / 2), rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("caption", "dangling"),
+    [
+        ("a man in a blue shirt is standing in front of a", True),
+        ("a group of basketball players are playing in a", True),
+        ("two dogs play with", True),
+        ("a boy and", True),
+        ("a woman holds their", True),
+        ("a dog is", True),
+        ("a man in a blue shirt is standing in front of a building", False),
+        ("a dog lies down", False),  # particles may end a caption
+        ("a boy looks up", False),
+        ("a man falls off", False),
+        ("a woman walks with a dog behind her", False),  # "her" is also an object pronoun
+        ("", False),
+    ],
+)
+def test_a_caption_ending_on_a_function_word_dangles(caption, dangling):
+    from edgecap.edge_runtime.text import ends_dangling
+
+    assert ends_dangling(caption) is dangling
+
+
+def test_the_scorer_reports_the_share_of_dangling_endings():
+    from edgecap.edge_runtime.metrics import score
+
+    refs = {k: ["a dog runs on the grass", "a brown dog runs"] for k in "abcd"}
+    hyps = {"a": "a dog runs on the", "b": "a dog runs", "c": "a dog runs on the grass", "d": "a"}
+    scores = score(hyps, refs)
+    assert scores.dangling_endings == 0.5
+    assert scores.to_json()["dangling_endings"] == 0.5
+    complete = score({k: "a dog runs on the grass" for k in "abcd"}, refs)
+    assert complete.dangling_endings == 0.0

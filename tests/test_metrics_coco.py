@@ -71,13 +71,17 @@ def test_matches_pycocoevalcap_on_flickr8k_test(ours, theirs, metric):
 
 
 def test_scores_shape(ours, test_split):
-    assert list(ours) == ["images", *METRICS, "bleu1_sentence_mean", "meteor", "scene_accuracy"]
+    assert list(ours) == [
+        "images", *METRICS, "bleu1_sentence_mean", "dangling_endings", "meteor", "scene_accuracy"
+    ]  # fmt: skip
     assert ours["images"] == 1000 and ours["meteor"] is None and ours["scene_accuracy"] is None
     values = [ours[m] for m in [*METRICS, "bleu1_sentence_mean"]]
     assert all(type(v) is float and math.isfinite(v) for v in values)
     # What metrics.json holds: the same keys, absent metrics left out, 6 places.
     saved = score(*test_split).to_json()
-    assert list(saved) == ["images", *METRICS, "bleu1_sentence_mean"]
+    assert list(saved) == ["images", *METRICS, "bleu1_sentence_mean", "dangling_endings"]
+    # Human captions (#0 against the other four) end on a dangling word almost never.
+    assert ours["dangling_endings"] <= 0.002
     assert all(saved[m] == round(ours[m], 6) for m in METRICS)
     # Caption #0 vs the other four is a human baseline: well above zero, well below perfect.
     assert 0.1 < ours["bleu4"] < 0.5 and 0.3 < ours["rouge_l"] < 0.7 and 0.3 < ours["cider_d"] < 2

@@ -162,3 +162,77 @@ def test_a_bleu4_mix_is_recorded_and_a_run_from_before_it_still_resumes(e2e, tmp
         scst(e2e["run"], out, mixed, progress=False)
     plain = ScstConfig(epochs=1, samples=2, images_per_batch=64)
     assert scst(e2e["run"], out, plain, progress=False)["epochs_done"] == 1
+
+
+# Five references of three images, as Flickr8k's read; for each, a complete caption and
+# the same caption cut before its last noun, as the self-critical model without the
+# end-aware reward learned to end one caption in seven.
+REFERENCES = {
+    "dog": ["a black dog is running after a white dog in the snow",
+            "black dog chasing brown dog through snow",
+            "two dogs chase each other across the snowy ground",
+            "two dogs play together in the snow",
+            "two dogs running through a low lying body of water"],
+    "man": ["a man in a blue shirt stands in front of a building",
+            "a man stands in front of a brick building",
+            "a man wearing a blue shirt is standing near a wall",
+            "a man poses in front of a building",
+            "the man in blue stands outside a building"],
+    "girl": ["a little girl plays in the sand", "a child digs in the sand at the beach",
+             "a girl in a pink dress is playing at the beach", "a young girl sits in the sand",
+             "a small child plays on the beach"],
+}  # fmt: skip
+ENDINGS = [
+    ("dog", "a black dog is running in the snow", "a black dog is running in the"),
+    ("dog", "two dogs play in the snow", "two dogs play in the"),
+    ("man", "a man in a blue shirt stands in front of a building",
+     "a man in a blue shirt stands in front of a"),
+    ("girl", "a little girl plays in the sand", "a little girl plays in the"),
+    ("girl", "a girl is playing at the beach", "a girl is playing at the"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("image", "complete", "dangling"), ENDINGS)
+def test_the_end_aware_reward_penalizes_a_dangling_ending(image, complete, dangling):
+    from edgecap.train.scst import CaptionReward
+
+    aware = CaptionReward(REFERENCES, "<end>", bleu4_weight=1.0)
+    blind = CaptionReward(REFERENCES, "<end>", bleu4_weight=1.0, end_aware=False)
+    # Scored without its end, the dangling caption keeps every n-gram it matched and loses
+    # little; with the end token as a word, "the <end>" / "a <end>" match no reference
+    # while "snow <end>" does, so stopping on a dangling word costs far more.
+    assert aware(image, dangling) < blind(image, dangling)
+    assert aware(image, complete) > blind(image, complete)
+    gap_aware = aware(image, complete) - aware(image, dangling)
+    gap_blind = blind(image, complete) - blind(image, dangling)
+    assert gap_aware > 1.3 * gap_blind > 0
+    # A caption cut at the length limit did not end: it gets no end token.
+    assert aware(image, complete, ended=False) < aware(image, complete)
+
+
+def test_an_epoch_with_dangling_dev_captions_is_never_kept(e2e, tmp_path, monkeypatch):
+    """The kept-epoch rule, in a toy SCST run: an epoch whose dev captions dangle too often
+    is passed over however well it scores, and the parent is kept."""
+    import edgecap.train.scst as scst_module
+
+    real_score = scst_module.score
+    calls = []
+
+    def score_with_dangling_epochs(predictions, references, *args, **kwargs):
+        scores = real_score(predictions, references, *args, **kwargs)
+        calls.append(scores)
+        if len(calls) == 1:  # the parent
+            return scores
+        # Every SCST epoch scores far better on dev but ends 1% of captions dangling.
+        from dataclasses import replace
+
+        return replace(scores, cider_d=scores.cider_d + 5, dangling_endings=0.01)
+
+    monkeypatch.setattr(scst_module, "score", score_with_dangling_epochs)
+    config = scst_module.ScstConfig(epochs=1, samples=2, images_per_batch=64)
+    state = scst_module.scst(e2e["run"], tmp_path / "scst", config, progress=False)
+    assert state["history"][1]["dev_dangling_endings"] == 0.01
+    assert not state["history"][1].get("best")
+    assert not (tmp_path / "scst" / "checkpoints" / "best.keras").exists()
+    saved = json.loads((tmp_path / "scst" / "config.json").read_text())["scst"]
+    assert saved["end_aware"] is True and saved["max_dev_dangling"] == 0.005

@@ -296,12 +296,28 @@ def _scst(argv: list[str]) -> int:
         help="reward = CIDEr-D + this x the sample's BLEU-4; the kept epoch is the best on "
         f"the same mix over dev (default {defaults.bleu4_weight:g}: CIDEr-D alone)",
     )
+    parser.add_argument(
+        "--no-end-aware",
+        dest="end_aware",
+        action="store_false",
+        help="score captions without their end token, as runs before the end-aware reward "
+        "did (their greedy captions end on 'a', 'of', 'with' ... up to one in seven)",
+    )
+    parser.add_argument(
+        "--max-dev-dangling",
+        type=float,
+        default=defaults.max_dev_dangling,
+        help="never keep an epoch whose greedy dev captions end on a dangling word more "
+        f"often than this share (default {defaults.max_dev_dangling:g})",
+    )
     parser.add_argument("--feature-cache", help="feature cache folder (default: the parent's)")
     args = parser.parse_args(argv)
+    if not 0.0 <= args.max_dev_dangling <= 1.0:
+        parser.error("--max-dev-dangling is a share between 0 and 1")
     from .scst import scst
 
     config = ScstConfig(args.epochs, args.learning_rate, args.samples, args.images_per_batch,
-                        args.seed, args.bleu4_weight)  # fmt: skip
+                        args.seed, args.bleu4_weight, args.end_aware, args.max_dev_dangling)  # fmt: skip
     try:
         state = scst(args.run, args.out, config, args.feature_cache)
     except KeyboardInterrupt:

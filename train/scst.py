@@ -12,6 +12,11 @@ decoder weights), so export, evaluation and the device runtime take it unchanged
 Resumable per epoch like caption-train; the kept decoder is the best epoch on dev
 CIDEr-D (greedy), and the parent itself when no epoch beats it.
 
+The reward sees where a caption ends: the end token is scored as a word, in the sampled
+caption and in the references alike (as ruotianluo's self-critical.pytorch does). Without
+it, "a man stands in front of a" loses nothing against "... of a building" that CIDEr-D
+notices, and the policy learns to stop on a dangling "a" (one caption in seven did).
+
     RUN/config.json   the parent's, plus "scst": these settings and the parent's path
     RUN/checkpoints/  last.keras (with optimizer), best.keras, state.json
 """
@@ -48,6 +53,11 @@ class ScstConfig:
     # reward = CIDEr-D + bleu4_weight x the sample's own BLEU-4; the kept epoch is the best
     # on the same mix over dev. 0: CIDEr-D alone (Rennie et al.).
     bleu4_weight: float = 0.0
+    # Score the end token as a word (CaptionReward). Runs made before it existed did not.
+    end_aware: bool = True
+    # An epoch whose greedy dev captions end dangling more often than this is never kept,
+    # however it scores: BLEU-4 and CIDEr-D barely notice "... in front of a".
+    max_dev_dangling: float = 0.005
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -128,6 +138,35 @@ def _train_step(model, ban):
     return step
 
 
+class CaptionReward:
+    """A sampled caption's reward against its image's references: CIDEr-D (document
+    frequencies from all the references given) plus bleu4_weight x its own BLEU-4.
+
+    With end_aware, the end token is one more word at the end of every reference and of
+    every caption that ended (a caption cut at the length limit gets none), so the n-grams
+    "of a <end>" and "a <end>" find no reference and the dangling ending costs reward.
+    """
+
+    def __init__(
+        self,
+        references: dict[str, list[str]],
+        end_word: str,
+        bleu4_weight: float = 0.0,
+        end_aware: bool = True,
+    ) -> None:
+        self.suffix = f" {end_word}" if end_aware else ""
+        self.references = {k: [r + self.suffix for r in refs] for k, refs in references.items()}
+        self.cider = CiderD(self.references)
+        self.bleu4_weight = bleu4_weight
+
+    def __call__(self, key: str, caption: str, ended: bool = True) -> float:
+        text = caption + self.suffix if ended else caption
+        value = self.cider.score(key, text)
+        if self.bleu4_weight:
+            value += self.bleu4_weight * corpus_bleu({key: text}, {key: self.references[key]})[3]
+        return value
+
+
 def _advantages(rewards: np.ndarray) -> np.ndarray:
     """rewards [B, K] -> [B * K]: each reward minus the mean of its image's other samples."""
     count = rewards.shape[1]
@@ -142,8 +181,13 @@ def _prepare_run(parent, out: Path, config: ScstConfig) -> None:
     config_file = out / "config.json"
     if config_file.exists():
         written = json.loads(config_file.read_text())
-        # Runs made before the reward mix existed trained on CIDEr-D alone.
-        saved = {"bleu4_weight": 0.0, **(written.get("scst") or {})}
+        # Runs made before the reward mix and the end-aware reward trained without them.
+        saved = {
+            "bleu4_weight": 0.0,
+            "end_aware": False,
+            "max_dev_dangling": 1.0,
+            **(written.get("scst") or {}),
+        }
         if {**saved, "epochs": settings["epochs"]} != settings:
             raise ValueError(
                 f"{out} already holds a run with other settings; pass a new --out, or delete {out} to start over"
@@ -210,25 +254,24 @@ def scst(
     references = {
         split: references_for(dataset, dataset.splits[split]) for split in ("train", "dev")
     }
-    cider = CiderD(references["train"])
-    train_refs = references["train"]
-
-    def reward(key: str, text: str) -> float:
-        value = cider.score(key, text)
-        if config.bleu4_weight:
-            value += config.bleu4_weight * corpus_bleu({key: text}, {key: train_refs[key]})[3]
-        return value
+    vocab, decoder_config = parent.vocab, parent.decoder_config
+    reward = CaptionReward(
+        references["train"], vocab.tokens[vocab.end_id], config.bleu4_weight, config.end_aware
+    )
 
     def objective(scores: dict) -> float:
+        """What the kept epoch maximizes on dev; -inf for an epoch that may not be kept."""
+        if scores.get("dev_dangling_endings", 0.0) > config.max_dev_dangling:
+            return -np.inf
         return scores["dev_cider_d"] + config.bleu4_weight * scores["dev_bleu4"]
 
-    vocab, decoder_config = parent.vocab, parent.decoder_config
     dev_ids = dataset.splits["dev"]
 
     def dev_scores(model) -> dict:
         predictions = caption_cached(model, decoder_config, vocab, features["dev"], dev_ids)
         scores = score(predictions, references["dev"])
-        return {"dev_bleu4": scores.bleu4, "dev_cider_d": scores.cider_d}
+        return {"dev_bleu4": scores.bleu4, "dev_cider_d": scores.cider_d,
+                "dev_dangling_endings": scores.dangling_endings}  # fmt: skip
 
     checkpoints = out / "checkpoints"
     checkpoints.mkdir(exist_ok=True)
@@ -270,10 +313,12 @@ def scst(
             length = int((tokens != vocab.pad_id).sum(axis=1).max())
             tokens = tokens[:, :length]  # [B*K, T]: no column of padding alone
             captions = [vocab.decode(row) for row in tokens]
+            ended = (tokens == vocab.end_id).any(axis=1)  # [B*K]: not cut at the length limit
             images = np.repeat(batch, config.samples)
             rewards = np.array(
-                [reward(train_ids[i], text) for i, text in zip(images, captions, strict=True)]
-            ).reshape(len(batch), config.samples)  # [B*K] -> [B, K]
+                [reward(train_ids[i], text, stop)
+                 for i, text, stop in zip(images, captions, ended, strict=True)]
+            ).reshape(len(batch), config.samples)  # fmt: skip  # [B*K] -> [B, K]
             inputs = np.concatenate(
                 [np.full((len(tokens), 1), vocab.start_id, np.int32), tokens[:, :-1]], axis=1
             )  # [B*K, T]: teacher forcing on the sampled caption
