@@ -9,7 +9,7 @@ DEMO_IMAGES ?= 4000
 ENCODER_IMAGES ?= 16000
 ENCODER_FILE := train/assets/mobilenet_synth.keras
 
-.PHONY: install demo bench bench-inputs bench-training test test-all lint encoder synth-results flickr8k docs-tables dist clean
+.PHONY: release-model install demo bench bench-inputs bench-training test test-all lint encoder synth-results flickr8k docs-tables dist clean
 
 install: $(STAMP)
 
@@ -20,7 +20,11 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-# synth -> train (frozen pretrained encoder, cached features) -> int8 TFLite -> edge_caption
+# synth -> train (frozen pretrained encoder, cached features) -> int8 TFLite -> edge_caption,
+# then the built-in Flickr8k model on real photos: docs/photos, and Flickr8k test photos at
+# their original size (with references) where ../shared has them.
+ORIGINALS ?= $(wildcard ../shared/data/flickr8k-originals)
+F8K_TOKENS ?= ../shared/data/flickr8k/Flickr8k.token.txt
 demo: $(STAMP)
 	$(BIN)/caption-data synth $(DEMO)/data --images $(DEMO_IMAGES) --seed 0
 	$(BIN)/caption-train --data $(DEMO)/data --encoder mobilenet_synth --decoder lstm \
@@ -31,6 +35,8 @@ demo: $(STAMP)
 	$(BIN)/edge_caption --model $(DEMO)/bundle-int8 --source $(DEMO)/test_video.mp4 --realtime --every 15 \
 		--output $(DEMO)/annotated.mp4 --jsonl > $(DEMO)/video_captions.jsonl
 	$(BIN)/python -m edgecap.benchmarks.demo report $(DEMO) --bundle $(DEMO)/bundle-int8 --run $(DEMO)/run
+	$(BIN)/python -m edgecap.benchmarks.demo photos docs/photos $(ORIGINALS) \
+		$(if $(ORIGINALS),--annotations $(F8K_TOKENS)) --out $(DEMO)/photos.json
 
 # The recipe of the shipped demo encoder (train/assets/mobilenet_synth.keras).
 encoder: $(STAMP)
@@ -79,6 +85,16 @@ F8K_MODELS ?= all
 flickr8k: $(STAMP)
 	PYTHONUNBUFFERED=1 $(BIN)/python -m edgecap.export.pipeline --data "$(FLICKR8K)" \
 		--weights-dir "$(IMAGENET_WEIGHTS)" --out $(F8K_OUT) --models $(F8K_MODELS)
+
+# Ship a bundle that `make flickr8k` made as the package's built-in model
+# (edge_runtime/models/NAME): its hashes, parity record and card are checked, it is re-scored
+# on the whole test split (greedy and beam 3), and the scores and its provenance go into its
+# model card. A later, better model replaces it the same way. Commit the folder it writes.
+RELEASE_BUNDLE ?= $(F8K_OUT)/mobilenet_v2-lstm-tflite-int8
+release-model: $(STAMP)
+	@test -f $(RELEASE_BUNDLE)/manifest.json || { echo "make release-model: no bundle at $(RELEASE_BUNDLE); run 'make flickr8k F8K_MODELS=mobilenet_v2-lstm' first, or pass RELEASE_BUNDLE=DIR" >&2; exit 2; }
+	@test -n "$(FLICKR8K)" || { echo "make release-model: no Flickr8k folder; pass FLICKR8K=DIR" >&2; exit 2; }
+	$(BIN)/python -m edgecap.export.release $(RELEASE_BUNDLE) --data "$(FLICKR8K)"
 
 # caption-bench inputs (photo files, 12 MP JPEGs, 720p/1080p frames, a 720p video; the
 # fast and the exact preprocessing) on the demo bundle and the Flickr8k int8 bundle, each

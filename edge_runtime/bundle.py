@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .backends import LiteRtCompiledModel, OnnxModel, TFLiteModel, onnx_accelerator_providers
+from .builtin import resolve_bundle
 from .decoding import StepModel
 from .errors import BackendError, BundleError
 from .manifest import Manifest, ModelEntry, load_manifest
@@ -99,8 +100,13 @@ class Bundle:
         )
 
     @classmethod
-    def open(cls, path: str | os.PathLike, options: RuntimeOptions | None = None) -> Bundle:
+    def open(
+        cls, path: str | os.PathLike | None = None, options: RuntimeOptions | None = None
+    ) -> Bundle:
+        """Open a bundle folder, or a built-in model by name (`edge_caption models`); None
+        opens the default built-in model."""
         options = options or RuntimeOptions()
+        path = resolve_bundle(path)
         check_backend(path, None, options)
         manifest = load_manifest(path, verify_hashes=options.verify_hashes)
         check_backend(path, manifest.model_format, options)

@@ -34,7 +34,8 @@ class CaptionResult:
 
 class Captioner:
     """Captions images with an opened Bundle: `Captioner(Bundle.open(path))`, or
-    `Captioner.open(path, RuntimeOptions(...), DecodeOptions(...))`; close() or `with`."""
+    `Captioner.open(path, RuntimeOptions(...), DecodeOptions(...))`; `Captioner.open()`
+    opens the built-in model. close() or `with`."""
 
     def __init__(self, bundle: Bundle, decode: DecodeOptions | None = None):
         self.bundle = bundle
@@ -45,10 +46,12 @@ class Captioner:
     @classmethod
     def open(
         cls,
-        path: str | os.PathLike,
+        path: str | os.PathLike | None = None,
         runtime: RuntimeOptions | None = None,
         decode: DecodeOptions | None = None,
     ) -> Captioner:
+        """A bundle folder, a built-in model's name, or None for the default built-in model
+        (the Flickr8k model that ships with the package)."""
         return cls(Bundle.open(path, runtime), decode)
 
     @property

@@ -1,7 +1,10 @@
 """`edge_caption`: caption images, folders, videos and cameras with a bundle. No TensorFlow.
 
-edge_caption --model BUNDLE --source IMAGE|FOLDER|VIDEO|0
-edge_caption info BUNDLE [--json]
+edge_caption [--model BUNDLE|NAME] --source IMAGE|FOLDER|VIDEO|0
+edge_caption models [--json]
+edge_caption info [BUNDLE|NAME] [--json]
+
+With no --model, the built-in Flickr8k model captions (`edge_caption models` lists it).
 """
 
 from __future__ import annotations
@@ -27,11 +30,16 @@ def _parser() -> argparse.ArgumentParser:
         description="Caption images, videos or a camera with a bundle.",
         epilog="Video and camera: q or ESC in the --show window, or Ctrl-C, stops cleanly "
         "after the current frame (a second Ctrl-C stops at once); the camera is released "
-        "and the --output file is finalized either way. `edge_caption info BUNDLE` "
-        "describes a bundle.",
+        "and the --output file is finalized either way. `edge_caption models` lists the "
+        "built-in models; `edge_caption info BUNDLE` describes a bundle.",
     )
     parser.add_argument("--version", action=_VersionAction)
-    parser.add_argument("--model", required=True, help="bundle folder written by caption-export")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="bundle folder written by caption-export, or a built-in model's name "
+        "(default: the built-in model; `edge_caption models` lists them)",
+    )
     parser.add_argument(
         "--source",
         required=True,
@@ -149,12 +157,16 @@ class _VersionAction(argparse.Action):
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    # `edge_caption --model B --source S` has no subcommand word, which argparse's
-    # subparsers cannot express; `info` is picked off first.
+    # `edge_caption --source S` has no subcommand word, which argparse's subparsers cannot
+    # express; `info` and `models` are picked off first.
     if argv and argv[0] == "info":
         from .info import main as info_main
 
         return info_main(argv[1:])
+    if argv and argv[0] == "models":
+        from .info import models_main
+
+        return models_main(argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
     if args.beam < 1:

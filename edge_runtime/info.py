@@ -11,13 +11,15 @@ import json
 import sys
 from typing import Any
 
+from .builtin import resolve_bundle
 from .errors import EdgeCaptionError
 from .manifest import load_manifest
 
 
-def describe(bundle: str) -> dict[str, Any]:
+def describe(bundle: str | None) -> dict[str, Any]:
     """The facts `info` prints, as a JSON-ready dict. Raises BundleError for a bad bundle."""
-    manifest = load_manifest(bundle, verify_hashes=True)
+    path = resolve_bundle(bundle)
+    manifest = load_manifest(path, verify_hashes=True)
     files = {
         role: {
             "file": entry.file,
@@ -27,7 +29,7 @@ def describe(bundle: str) -> dict[str, Any]:
         for role, entry in manifest.models.items()
     }
     return {
-        "bundle": str(bundle),
+        "bundle": str(path),
         "model_format": manifest.model_format,
         "recipe": manifest.recipe.name if manifest.recipe else None,
         "created": manifest.created,
@@ -119,7 +121,13 @@ def main(argv: list[str] | None = None) -> int:
         description="Describe a bundle: format, recipe, files, encoder, vocabulary, decoder, "
         "the parity and quality measured at export, and its model card.",
     )
-    parser.add_argument("bundle", help="bundle folder written by caption-export")
+    parser.add_argument(
+        "bundle",
+        nargs="?",
+        default=None,
+        help="bundle folder written by caption-export, or a built-in model's name "
+        "(default: the built-in model)",
+    )
     parser.add_argument("--json", action="store_true", help="print the facts as one JSON object")
     args = parser.parse_args(argv)
     try:
@@ -128,4 +136,64 @@ def main(argv: list[str] | None = None) -> int:
         print(f"edge_caption info: error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(info, indent=2) if args.json else _text(info))
+    return 0
+
+
+def _test_scores(card: dict[str, Any]) -> str:
+    tests = card.get("test_metrics") or {}
+    parts = []
+    for label, key in (("greedy", "greedy"), ("beam 3", "beam3")):
+        scores = tests.get(key)
+        if scores:
+            parts.append(f"{label} BLEU-4 {scores['bleu4']:.3f} CIDEr-D {scores['cider_d']:.3f}")
+    if not parts:
+        return "not scored"
+    return f"{tests.get('dataset', 'test split')}: " + "; ".join(parts)
+
+
+def models_main(argv: list[str] | None = None) -> int:
+    """`edge_caption models`: the bundles that ship inside the package."""
+    from .builtin import MODELS_DIR, builtin_models
+
+    parser = argparse.ArgumentParser(
+        prog="edge_caption models",
+        description="List the built-in models: name, size, recipe, test scores and licences. "
+        "Use one with `edge_caption --model NAME` (the default needs no --model) or "
+        "`Captioner.open(NAME)`; `edge_caption info NAME` shows its whole model card.",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object per model")
+    args = parser.parse_args(argv)
+    try:
+        models = builtin_models()
+    except EdgeCaptionError as exc:
+        print(f"edge_caption models: error: {exc}", file=sys.stderr)
+        return 2
+    if not models:
+        print(
+            f"edge_caption models: no built-in model in this install ({MODELS_DIR})",
+            file=sys.stderr,
+        )
+        return 1
+    for model in models:
+        card = model.model_card
+        licenses = card.get("licenses") or {}
+        if args.json:
+            record = {
+                "name": model.name,
+                "default": model.default,
+                "path": str(model.path),
+                "bytes": model.bytes,
+                "recipe": model.recipe,
+                "test_metrics": card.get("test_metrics"),
+                "licenses": licenses,
+            }
+            print(json.dumps(record))
+            continue
+        flag = " (default)" if model.default else ""
+        print(f"{model.name}{flag}")
+        print(f"  size      {_mb(model.bytes)}, recipe {model.recipe}")
+        print(f"  trained   {(card.get('training_data') or {}).get('dataset', 'unknown')}")
+        print(f"  scores    {_test_scores(card)}")
+        print(f"  licences  weights: {licenses.get('weights', 'unknown')}; data: "
+              f"{licenses.get('data', 'unknown')}")  # fmt: skip
     return 0

@@ -29,6 +29,14 @@ SYNTHETIC = {
     "limitations": ["trained on synthetic shapes: it captions only scenes of that generator"],
 }
 KERAS_WEIGHTS_LICENSE = "Apache-2.0 (keras.applications ImageNet weights)"
+# ImageNet weight files whose origin is not Keras' own float checkpoints.
+KNOWN_WEIGHTS = {
+    "mobilenet_v2_1.0_224_imagenet_bnfolded_no_top.h5": {
+        "source": "Google's 8-bit ImageNet MobileNetV2 1.0/224 (mobilenet_v2_1.0_224_quant, "
+        "the TFLite hosted model), de-quantized into the Keras layout with BatchNorm folded",
+        "license": "Apache-2.0",
+    },
+}
 INTENDED_USE = (
     "Short English descriptions of photos on a CPU or small device, e.g. for alt text drafts, "
     "search or demos; a person should check captions before they are shown as fact."
@@ -60,6 +68,8 @@ def _weights(config: dict[str, Any]) -> dict[str, Any]:
     path = Path(weights)
     if not path.is_file():
         return {"source": path.name, "license": "unknown"}
+    if path.name in KNOWN_WEIGHTS:
+        return {**KNOWN_WEIGHTS[path.name], "file": path.name, "sha256": sha256_file(path)}
     license_ = KERAS_WEIGHTS_LICENSE if path.suffix == ".h5" else "unknown"
     if path.name == "encoder.keras":  # trained here from random weights
         return {"source": "trained by edge-caption", "license": "as the training data"}

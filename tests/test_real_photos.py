@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from edgecap.edge_runtime.datasets import write_subset
+from edgecap.edge_runtime.errors import BundleError
 
 V1_025 = "mobilenet_2_5_224_tf_no_top.h5"
 # The slow subset test: epochs, and a BLEU-1 floor below what it measured (Keras greedy
@@ -234,3 +235,44 @@ def test_gallery_shows_references_and_every_models_caption(tmp_path, flickr8k_22
         from edgecap.train.gallery import write_gallery
 
         write_gallery(tmp_path / "data", {"int8": files["int8"]}, out, count=4)
+
+
+def test_release_checks_scores_and_copies_a_bundle_with_its_provenance(
+    real_run, tmp_path, monkeypatch
+):
+    """make release-model on the smoke model: refused by the export gate as it stands,
+    then (gate waived) scored on its test split and copied in with card and provenance."""
+    from edgecap.edge_runtime.bundle import Bundle
+    from edgecap.export import bundle as export_module
+    from edgecap.export import release as release_module
+    from edgecap.export.bundle import export_bundle
+
+    bundle = tmp_path / "bundle"
+    export_bundle(real_run["run"], bundle, "int8", parity_images=12, max_dangling_endings=1.0)
+    monkeypatch.setattr(release_module, "MODELS_DIR", tmp_path / "models")
+    with pytest.raises(release_module.ReleaseError, match="fails the export gate: tflite-int8 "
+                       "bundle ends 100.0% of its greedy captions"):  # fmt: skip
+        release_module.release(bundle, real_run["root"] / "data", "tiny", progress=False)
+    assert not (tmp_path / "models" / "tiny").exists()
+
+    monkeypatch.setattr(export_module, "judge_parity", lambda *args: None)
+    target = release_module.release(bundle, real_run["root"] / "data", "tiny", progress=False)
+    assert target == tmp_path / "models" / "tiny"
+    with Bundle.open(target) as opened:  # every hash still matches
+        card = opened.manifest.model_card
+    tests = card["test_metrics"]
+    assert tests["images"] == 12 and set(tests) == {"dataset", "images", "greedy", "beam3"}
+    assert tests["beam3"]["length_penalty"] == 0.0
+    assert "dangling_endings" in tests["greedy"] and "bleu4" in tests["beam3"]
+    provenance = card["provenance"]
+    assert provenance["source_run"] == "run" and provenance["recipe"] == "tflite-int8"
+    assert len(provenance["run_config_sha256"]) == 64
+    assert "Hodosh" in card["training_data"]["cite"]
+    assert sorted(p.name for p in target.iterdir()) == sorted(p.name for p in bundle.iterdir())
+    # A damaged bundle is refused before anything is copied.
+    encoder = bundle / "encoder.tflite"
+    damaged = bytearray(encoder.read_bytes())
+    damaged[-1] ^= 1
+    encoder.write_bytes(bytes(damaged))
+    with pytest.raises(BundleError, match="encoder.tflite"):
+        release_module.release(bundle, real_run["root"] / "data", "tiny2", progress=False)
