@@ -98,10 +98,13 @@ def _check(bundle: Path) -> None:
             raise ReleaseError(f"{bundle}: the model card has no {field}; export it again")
 
 
-def _pipeline_recipe(model_name: str) -> dict[str, Any]:
-    """How `make flickr8k` makes the model: its flags, as export/pipeline.py's MODELS say."""
+def _pipeline_recipe(run_name: str) -> dict[str, Any]:
+    """How `make flickr8k` makes the run: its flags, as export/pipeline.py's MODELS say (a
+    NAME-xe run is the cross-entropy parent of a self-critical model, without SCST)."""
     from .pipeline import COMMON
 
+    parent_only = run_name.endswith("-xe")
+    model_name = run_name.removesuffix("-xe")
     model = next((m for m in MODELS if m.name == model_name), None)
     if model is None:
         return {"command": "unknown: not a model of export/pipeline.py"}
@@ -118,8 +121,10 @@ def _pipeline_recipe(model_name: str) -> dict[str, Any]:
             *model.flags,
         ],  # fmt: skip
     }
-    if model.scst is not None:
+    if model.scst is not None and not parent_only:
         recipe["caption-train scst"] = list(model.scst)
+    if parent_only:
+        recipe["stage"] = f"the cross-entropy run {run_name}, before self-critical training"
     recipe["caption-export"] = ["--length-penalty", str(model.length_penalty)]
     return recipe
 
@@ -140,7 +145,6 @@ def release(bundle: Path, data: Path, name: str, progress: bool = True) -> Path:
     manifest = load_manifest(bundle)
     source = manifest.source or {}
     run_name = source.get("run", "")
-    model_name = run_name.removesuffix("-xe")
     scores = score_test_split(bundle, data, progress)
     card = dict(manifest.model_card or {})
     card["training_data"] = {**card["training_data"], "cite": CITATION}
@@ -151,7 +155,7 @@ def release(bundle: Path, data: Path, name: str, progress: bool = True) -> Path:
         "source_run": run_name,
         "run_config_sha256": source.get("config_sha256"),
         "recipe": manifest.recipe.name if manifest.recipe else None,
-        "pipeline": _pipeline_recipe(model_name),
+        "pipeline": _pipeline_recipe(run_name),
         "code_commit": _git_commit(),
         "data": f"{data.name} (test scores above)",
     }

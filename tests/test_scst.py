@@ -236,3 +236,41 @@ def test_an_epoch_with_dangling_dev_captions_is_never_kept(e2e, tmp_path, monkey
     assert not (tmp_path / "scst" / "checkpoints" / "best.keras").exists()
     saved = json.loads((tmp_path / "scst" / "config.json").read_text())["scst"]
     assert saved["end_aware"] is True and saved["max_dev_dangling"] == 0.005
+
+
+def test_scst_killed_between_its_checkpoint_writes_resumes_to_the_same_result(
+    e2e, tmp_path, monkeypatch
+):
+    """Progress comes from last.keras, not state.json: killed after epoch 2's models are
+    written but before its state.json, the rerun scores epoch 2 again instead of training
+    it twice, and ends where an uninterrupted run ends."""
+    import edgecap.train.scst as scst_module
+    from edgecap.train.runs import load_run
+
+    config = scst_module.ScstConfig(epochs=3, samples=2, images_per_batch=64)
+    whole = scst_module.scst(e2e["run"], tmp_path / "whole", config, progress=False)
+
+    real_write = scst_module.write_json_atomic
+
+    def killed_before_state(path, obj):
+        if path.name == "state.json" and obj.get("epochs_done") == 2:
+            raise SystemExit("killed")  # last.keras (and best.keras) of epoch 2 are in place
+        real_write(path, obj)
+
+    monkeypatch.setattr(scst_module, "write_json_atomic", killed_before_state)
+    cut = tmp_path / "cut"
+    with pytest.raises(SystemExit):
+        scst_module.scst(e2e["run"], cut, config, progress=False)
+    monkeypatch.undo()
+    assert json.loads((cut / "checkpoints" / "state.json").read_text())["epochs_done"] == 1
+
+    resumed = scst_module.scst(e2e["run"], cut, config, progress=False)
+    assert [h["epoch"] for h in resumed["history"]] == [0, 1, 2, 3]
+    assert resumed["history"][2]["recovered"] is True
+    for mine, theirs in zip(resumed["history"], whole["history"], strict=True):
+        for key in ("dev_bleu4", "dev_cider_d", "dev_dangling_endings"):
+            assert mine[key] == pytest.approx(theirs[key], abs=1e-6), (mine, theirs)
+        assert mine.get("best") == theirs.get("best")
+    kept, expected = load_run(cut).decoder, load_run(tmp_path / "whole").decoder
+    for a, b in zip(kept.get_weights(), expected.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)

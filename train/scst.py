@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -205,6 +206,52 @@ def _prepare_run(parent, out: Path, config: ScstConfig) -> None:
     write_json_atomic(config_file, {**parent.config, "scst": settings})
 
 
+def _state_of(model, steps_per_epoch: int, state: dict, checkpoints: Path, objective,
+              dev_scores, parent) -> dict:  # fmt: skip
+    """The run's state as last.keras holds it: its optimizer's step count says how many
+    epochs are done, whatever state.json says. Each epoch writes last.keras, then maybe
+    best.keras, then state.json; a kill between them leaves state.json one epoch short, and
+    that epoch's entry (and best.keras, if it was the best) is made again here from the
+    model, so the run goes on exactly as if it had not stopped."""
+    import keras
+
+    from .training import _save_keras_atomic
+
+    last = checkpoints / "last.keras"
+    steps = int(np.asarray(model.optimizer.iterations))
+    done, rest = divmod(steps, steps_per_epoch)
+    if rest:
+        raise ValueError(
+            f"{last}: holds {steps} optimizer steps, not whole epochs of {steps_per_epoch}; "
+            f"it was not written with these settings. Delete {checkpoints} to start over"
+        )
+    history = [h for h in state["history"] if h.get("epoch", 0) <= done]
+    logged = {h.get("epoch") for h in history}
+    if 0 not in logged:  # state.json is gone: the parent's dev scores, again
+        first = keras.models.load_model(
+            parent.path / "decoder.keras", safe_mode=True, compile=False
+        )
+        history.insert(0, {"epoch": 0, "parent": True, **dev_scores(first)})
+    history += [{"epoch": e, "recovered": True} for e in range(1, done) if e not in logged]
+    if done and done not in logged:
+        log.warning(
+            "%s holds %d finished epochs but state.json says %d (stopped between the "
+            "checkpoint writes); scoring epoch %d on dev again",
+            last, done, state["epochs_done"], done,
+        )  # fmt: skip
+        entry = {"epoch": done, "recovered": True, **dev_scores(model)}
+        earlier = [objective(h) for h in history]
+        if objective(entry) > max(earlier):
+            _save_keras_atomic(model, checkpoints / "best.keras")
+            entry["best"] = True
+        history.append(entry)
+    history.sort(key=lambda h: h.get("epoch", 0))
+    repaired = {"epochs_done": done, "history": history}
+    if repaired != state:
+        write_json_atomic(checkpoints / "state.json", repaired)
+    return repaired
+
+
 def scst(
     parent_dir: str | Path,
     out_dir: str | Path,
@@ -261,6 +308,8 @@ def scst(
 
     def objective(scores: dict) -> float:
         """What the kept epoch maximizes on dev; -inf for an epoch that may not be kept."""
+        if "dev_cider_d" not in scores:  # an epoch recovered without its dev scores
+            return -np.inf
         if scores.get("dev_dangling_endings", 0.0) > config.max_dev_dangling:
             return -np.inf
         return scores["dev_cider_d"] + config.bleu4_weight * scores["dev_bleu4"]
@@ -275,9 +324,13 @@ def scst(
 
     checkpoints = out / "checkpoints"
     checkpoints.mkdir(exist_ok=True)
-    state = read_state(out)
-    if (checkpoints / "last.keras").exists() and state["epochs_done"]:
-        model = keras.models.load_model(checkpoints / "last.keras", safe_mode=True)
+    train_ids = dataset.splits["train"]
+    steps_per_epoch = math.ceil(len(train_ids) / config.images_per_batch)
+    last = checkpoints / "last.keras"
+    if last.exists():
+        model = keras.models.load_model(last, safe_mode=True)
+        state = _state_of(model, steps_per_epoch, read_state(out), checkpoints, objective,
+                          dev_scores, parent)  # fmt: skip
         log.info("resuming %s after epoch %d of %d", out, state["epochs_done"], config.epochs)
     else:
         model = keras.models.load_model(
@@ -295,7 +348,6 @@ def scst(
     steps = decoder_config.max_length + 1  # words and the <end>
     sample = _sampler(model, kind, vocab.start_id, vocab.end_id, vocab.pad_id, steps, ban)
     train_step = _train_step(model, ban)
-    train_ids = dataset.splits["train"]
     train_features = features["train"]
     for epoch in range(state["epochs_done"], config.epochs):
         start = time.perf_counter()
