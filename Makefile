@@ -76,15 +76,17 @@ synth-results: $(STAMP)
 
 # The real Flickr8k models (README "Flickr8k"): train, export and evaluate each model of
 # export/pipeline.py's MODELS, then write $(F8K_OUT)/table.md. Hours on 2 cores; resumable:
-# a rerun skips every run, bundle and evaluation already finished. FLICKR8K and
+# a rerun skips every run, bundle and evaluation already finished. F8K_BUNDLES=tflite-int8
+# exports and evaluates only that bundle of each model (the one make release-model ships). FLICKR8K and
 # IMAGENET_WEIGHTS default to the copies in ../shared when they are there.
 FLICKR8K ?= $(wildcard ../shared/data/flickr8k-224)
 IMAGENET_WEIGHTS ?= $(wildcard ../shared/weights/imagenet)
 F8K_OUT ?= artifacts/flickr8k
 F8K_MODELS ?= all
+F8K_BUNDLES ?= all
 flickr8k: $(STAMP)
 	PYTHONUNBUFFERED=1 $(BIN)/python -m edgecap.export.pipeline --data "$(FLICKR8K)" \
-		--weights-dir "$(IMAGENET_WEIGHTS)" --out $(F8K_OUT) --models $(F8K_MODELS)
+		--weights-dir "$(IMAGENET_WEIGHTS)" --out $(F8K_OUT) --models $(F8K_MODELS) --bundles $(F8K_BUNDLES)
 
 # Ship a bundle that `make flickr8k` made as the package's built-in model
 # (edge_runtime/models/NAME): its hashes, parity record and card are checked, it is re-scored

@@ -145,8 +145,11 @@ def _step(done: Path, command: list[str], log: Path) -> None:
     print(f"done  {done} in {time.perf_counter() - start:.0f} s", flush=True)
 
 
-def run_model(model: Model, data: Path, weights_dir: Path, out: Path) -> list[Path]:
-    """Train, export and evaluate one model; returns its metrics.json files."""
+def run_model(
+    model: Model, data: Path, weights_dir: Path, out: Path, only: set[str] | None = None
+) -> list[Path]:
+    """Train, export and evaluate one model; returns its metrics.json files. `only`: the
+    bundles (e.g. {"tflite-int8"}) to export and evaluate, of the model's own; None: all."""
     run = out / model.name
     weights = weights_dir / model.weights
     if not weights.is_file():
@@ -166,6 +169,8 @@ def run_model(model: Model, data: Path, weights_dir: Path, out: Path) -> list[Pa
         _step(run / "decoder.keras", scst, log)
     targets = [(run, "keras")]
     for model_format, precision in model.bundles:
+        if only is not None and f"{model_format}-{precision}" not in only:
+            continue
         bundle = out / f"{model.name}-{model_format}-{precision}"
         export = [_bin("caption-export"), str(run), "--format", model_format,
                   "--quantize", precision, "--length-penalty", str(model.length_penalty),
@@ -205,6 +210,12 @@ def main(argv: list[str] | None = None) -> int:
         default="all",
         help=f"comma list of {', '.join(m.name for m in MODELS)} (default all)",
     )
+    parser.add_argument(
+        "--bundles",
+        default="all",
+        help="comma list of the bundles to export and evaluate, e.g. tflite-int8 (default: "
+        "each model's own list)",
+    )
     args = parser.parse_args(argv)
     if not args.data or not Path(args.data).is_dir():
         parser.error(
@@ -222,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     metrics = []
     for model in chosen:
-        metrics += run_model(model, Path(args.data), Path(args.weights_dir), out)
+        only = None if args.bundles == "all" else set(args.bundles.split(","))
+        metrics += run_model(model, Path(args.data), Path(args.weights_dir), out, only)
     table = [sys.executable, "-m", "edgecap.benchmarks.results", *map(str, metrics),
              "--out", str(out / "table.md")]  # fmt: skip
     subprocess.run(table, check=True)
