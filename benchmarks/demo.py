@@ -219,7 +219,7 @@ def photos(folders: list[Path], annotations: Path | None, out: Path | None) -> d
         scores = score(scored, {k: references[k] for k in scored}).to_json()
         result["scores"] = scores
         print(
-            f"{len(scored)} Flickr8k test photos at original size: BLEU-4 {scores['bleu4']:.3f}, "
+            f"{len(scored)} photos with Flickr8k references: BLEU-4 {scores['bleu4']:.3f}, "
             f"CIDEr-D {scores['cider_d']:.3f} (document frequencies from these photos' "
             f"references only), {scores['dangling_endings']:.1%} of captions ending on a "
             "dangling word"

@@ -70,3 +70,21 @@ def test_an_unknown_name_or_a_missing_built_in_is_a_named_error(e2e, installed, 
         Captioner.open()
     assert edge_caption(["models"]) == 1
     assert "no built-in model in this install" in capsys.readouterr().err
+
+
+def test_the_demo_captions_real_photo_folders_with_the_built_in(e2e, installed, tmp_path, capsys):
+    from edgecap.benchmarks.demo import photos
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    images = sorted((e2e["data"] / "Flicker8k_Dataset").glob("*.jpg"))[:3]
+    for image in images:
+        shutil.copyfile(image, folder / image.name)
+    (folder / "notes.txt").write_text("not a photo")
+    result = photos([folder], e2e["data"] / "Flickr8k.token.txt", tmp_path / "photos.json")
+    out = capsys.readouterr().out
+    assert [r["photo"] for r in result["photos"]] == [str(folder / i.name) for i in images]
+    assert all(r["reference"] and r["caption"] for r in result["photos"])
+    assert f"\n{images[0].name:<28} {result['photos'][0]['caption']}\n" in out
+    assert "reference: " in out and "3 photos with Flickr8k references: BLEU-4" in out
+    assert json.loads((tmp_path / "photos.json").read_text())["scores"]["images"] == 3
