@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+from edgecap.edge_runtime.atomic import sha256_file
 from edgecap.edge_runtime.manifest import find_source_run, load_manifest
 
 from .tables import markdown_table
@@ -92,6 +93,13 @@ def row(metrics_file: Path) -> dict:
         "model": model,
         "beam": metrics["beam"],
         "train_seconds": train_seconds(run),
+        # Which training of the run: rows of an earlier training of the same run are of
+        # another model, and a new evaluation replaces all of them (update_record).
+        **(
+            {"decoder_sha256": sha256_file(run / "decoder.keras")[:16]}
+            if (run / "decoder.keras").is_file()
+            else {}
+        ),  # fmt: skip
         **metrics,
     }
 
@@ -133,13 +141,22 @@ UNRECORDED = ("run_dir", "target")
 
 def update_record(path: Path, rows: list[dict]) -> list[dict]:
     """Merge `rows` into the record at `path` (created if absent) and return all its rows,
-    in the table's order (run, Keras first, then model, then beam)."""
+    in the table's order (run, Keras first, then model, then beam). A row replaces the
+    record's row of the same run, model and beam; a run trained again (another
+    decoder_sha256) replaces every row of that run."""
     from edgecap.edge_runtime.atomic import write_json_atomic
 
     kept = json.loads(path.read_text(encoding="utf-8"))["rows"] if path.is_file() else []
     new = [{k: v for k, v in r.items() if k not in UNRECORDED} for r in rows]
     keys = {tuple(r[k] for k in RECORD_KEY) for r in new}
-    merged = [r for r in kept if tuple(r[k] for k in RECORD_KEY) not in keys] + new
+    retrained = {r["run"]: r["decoder_sha256"] for r in new if r.get("decoder_sha256")}
+
+    def stale(r: dict) -> bool:
+        """A row of the run as it was trained before: its bundles are of another model."""
+        return r["run"] in retrained and r.get("decoder_sha256") != retrained[r["run"]]
+
+    merged = [r for r in kept if tuple(r[k] for k in RECORD_KEY) not in keys and not stale(r)]
+    merged += new
     merged.sort(key=lambda r: (r["run"], r["model"] != "Keras run", r["model"], r["beam"]))
     write_json_atomic(path, {"rows": merged})
     return merged

@@ -101,3 +101,27 @@ def test_the_committed_flickr8k_record_renders_the_readme_table():
     readme = (root / "README.md").read_text()
     block = readme.split("<!-- BEGIN flickr8k -->\n")[1].split("\n<!-- END flickr8k -->")[0]
     assert block == results.markdown(rows)
+
+
+def test_a_retrained_run_replaces_every_row_of_its_earlier_training(tmp_path):
+    """Rows carry the hash of the run's decoder: once a run is trained again, its old rows
+    (other bundles of the old model) leave the record, even those not evaluated again."""
+    from edgecap.benchmarks import results
+
+    def record_row(model, beam, bleu4, decoder=None):
+        return {"run": "big", "encoder": "e", "decoder": "lstm", "training": "XE",
+                "model": model, "beam": beam, "kind": "run", "bleu4": bleu4,
+                **({"decoder_sha256": decoder} if decoder else {})}  # fmt: skip
+
+    record = tmp_path / "flickr8k.json"
+    old = [record_row("Keras run", 1, 0.2, "aaaa"), record_row("onnx-fp32", 1, 0.2, "aaaa"),
+           record_row("tflite-int8", 3, 0.21, "aaaa")]  # fmt: skip
+    record.write_text(json.dumps({"rows": old}))
+    partial = results.update_record(record, [record_row("tflite-int8", 1, 0.19, "aaaa")])
+    assert len(partial) == 4  # the same training: a partial rerun keeps the other rows
+    rows = results.update_record(record, [record_row("Keras run", 1, 0.22, "bbbb")])
+    assert [(r["model"], r["bleu4"]) for r in rows] == [("Keras run", 0.22)]
+    # Rows recorded before the hash existed count as another training.
+    record.write_text(json.dumps({"rows": [record_row("onnx-fp32", 1, 0.2)]}))
+    rows = results.update_record(record, [record_row("Keras run", 1, 0.22, "bbbb")])
+    assert [(r["model"], r["bleu4"]) for r in rows] == [("Keras run", 0.22)]
