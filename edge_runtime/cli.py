@@ -119,7 +119,8 @@ def _parser() -> argparse.ArgumentParser:
         "--threads",
         type=int,
         default=None,
-        help="CPU threads per model (default: every core this process may use)",
+        help="CPU threads per model (default: TFLite every core this process may use; ONNX "
+        "onnxruntime's own default, one thread per physical core)",
     )
     parser.add_argument(
         "--beam", type=int, default=1, help="beam width; 1 decodes greedily (default 1)"
@@ -174,6 +175,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--max-fps must be positive")
     if args.on_change is not None and args.on_change < 1:
         parser.error("--on-change must be at least 1 (1: print each change at once)")
+    if args.accelerate_decoder and args.accelerator != "gpu":
+        # Without a GPU encoder there is nothing to put the decoder beside: say so rather
+        # than run on the CPU as if the flag had been heard.
+        parser.error("--accelerate-decoder needs --accelerator gpu")
     if args.stall_timeout <= 0:
         parser.error("--stall-timeout must be positive")
     providers = None
