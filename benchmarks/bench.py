@@ -34,7 +34,7 @@ from edgecap.edge_runtime.timing import OUTLIER_RULE
 from . import baselines as base
 from .fingerprint import fingerprint, label, load_average
 from .measure import MeasureOptions, failed_entry
-from .schema import SCHEMA, SCHEMA_VERSION, SchemaError, dig, load_results, validate
+from .schema import SCHEMA, SCHEMA_VERSION, SchemaError, dig, load_results, portable, validate
 
 RESULTS_FILE = "results.json"
 MARKDOWN_FILE = "results.md"
@@ -355,10 +355,14 @@ def run(argv: list[str]) -> int:
         "bundles": entries,
         "baselines": baselines,
     }
+    # Written without this machine's absolute paths: results files are committed and
+    # compared across devices (portable() says what each becomes).
+    result = portable(result)
     failed_gate: list[str] = []
     if args.min_scene_accuracy is not None:
-        failed_gate = _gate(entries, args.min_scene_accuracy)
-        result["gate"] = {"min_scene_accuracy": args.min_scene_accuracy, "failed": failed_gate}
+        failed_gate = _gate(entries, args.min_scene_accuracy)  # printed: the paths as given
+        failed = _gate(result["bundles"], args.min_scene_accuracy)
+        result["gate"] = {"min_scene_accuracy": args.min_scene_accuracy, "failed": failed}
     validate(result, "caption-bench result")  # what merge will read back must be valid
 
     out: Path = args.out
@@ -404,7 +408,7 @@ def merge(argv: list[str]) -> int:
     merged = {
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,
-        "merged_from": [str(p) for p in args.results],
+        "merged_from": portable([str(p) for p in args.results]),
         "results": results,
     }
     write_json_atomic(out / "merged.json", merged)

@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 
 def run(module: str, *args) -> subprocess.CompletedProcess:
     return subprocess.run(
@@ -76,3 +78,33 @@ def test_threads_help_gives_each_backends_default():
         text = " ".join(run(module, "--help").stdout.split())
         assert "TFLite every core this process may use" in text, module
         assert "ONNX onnxruntime's own default, one thread per physical core" in text, module
+
+
+def test_install_hints_name_packages_pip_can_find(monkeypatch):
+    """The package is installed from its wheel, not an index: a hint names the dependency
+    itself (what the wheel's extra would have pulled), never `edge-caption[...]`."""
+    from edgecap.edge_runtime import backends, capture
+    from edgecap.edge_runtime.errors import BackendError, SourceError
+
+    for module in (
+        "cv2",
+        "ai_edge_litert.interpreter",
+        "tflite_runtime.interpreter",
+        "onnxruntime",
+    ):
+        monkeypatch.setitem(sys.modules, module, None)  # import raises ImportError
+    hints = []
+    with pytest.raises(SourceError) as error:
+        capture.import_cv2()
+    hints.append(str(error.value))
+    assert str(error.value).endswith("pip install opencv-python-headless")
+    for backend in ("litert", "auto"):
+        with pytest.raises(BackendError) as error:
+            backends._load_interpreter_class(backend)
+        assert "pip install ai-edge-litert" in str(error.value)
+        hints.append(str(error.value))
+    with pytest.raises(BackendError) as error:
+        backends._load_onnxruntime()
+    assert "pip install onnxruntime" in str(error.value)
+    hints.append(str(error.value))
+    assert not [h for h in hints if "edge-caption[" in h or "'.[" in h]
