@@ -107,7 +107,7 @@ E2E_EPOCHS = 25
 
 
 # The Raspberry Pi legacy job (tests/test_pi_legacy.py) runs the runtime's tests in an
-# environment without TensorFlow, on the pipeline the main session already built.
+# environment without TensorFlow, on the pipeline the main test run already built.
 PREBUILT_E2E = os.environ.get("EDGECAP_PREBUILT_E2E")
 
 
