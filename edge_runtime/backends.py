@@ -103,14 +103,16 @@ def _load_interpreter_class(backend: str):
         except ImportError:
             if backend == "litert":
                 raise BackendError(
-                    "backend 'litert' needs the ai-edge-litert package: pip install 'edge-caption[edge]'"
+                    "backend 'litert' needs the ai-edge-litert package: pip install ai-edge-litert "
+                    "(the wheel's [edge] extra installs it)"
                 ) from None
     try:
         from tflite_runtime.interpreter import Interpreter
     except ImportError:
         raise BackendError(
-            "no TFLite interpreter found: install ai-edge-litert (pip install 'edge-caption[edge]') "
-            "or, on older Raspberry Pi OS, tflite-runtime"
+            "no TFLite interpreter found: pip install ai-edge-litert (the wheel's [edge] extra "
+            "installs it), or on older Raspberry Pi OS tflite-runtime==2.14.0 (its [pi-legacy] "
+            "extra)"
         ) from None
     log.warning("ai_edge_litert is not installed; using the tflite_runtime fallback")
     return Interpreter, "tflite_runtime"
@@ -334,7 +336,7 @@ class LiteRtCompiledModel(_TFLiteDetails):
         except ImportError:
             raise BackendError(
                 "accelerator 'gpu' for a TFLite bundle needs ai-edge-litert with its "
-                "CompiledModel API (pip install 'edge-caption[edge]'); tflite_runtime has no "
+                "CompiledModel API (pip install ai-edge-litert); tflite_runtime has no "
                 "GPU path"
             ) from None
         flag = {"gpu": HardwareAccelerator.GPU, "cpu": HardwareAccelerator.CPU}[accelerator]
@@ -443,8 +445,8 @@ def _load_onnxruntime():
         import onnxruntime
     except ImportError:
         raise BackendError(
-            "backend 'onnx' needs the onnxruntime package: pip install '.[edge]' "
-            "(or pip install onnxruntime)"
+            "backend 'onnx' needs the onnxruntime package: pip install onnxruntime "
+            "(the wheel's [edge] extra installs it)"
         ) from None
     return onnxruntime
 

@@ -63,6 +63,15 @@ def _parser() -> argparse.ArgumentParser:
         help="video/camera: caption at most this many frames per second (default: no limit)",
     )
     parser.add_argument(
+        "--on-change",
+        type=int,
+        default=None,
+        metavar="K",
+        help="video/camera: print a caption only when it differs from the last one printed "
+        "and has been the caption of K captioned frames in a row, so a still scene's caption "
+        "does not flicker; with --jsonl, held-back frames say so (default: every caption)",
+    )
+    parser.add_argument(
         "--realtime",
         action="store_true",
         help="replay a video file as a live camera at its own frame rate: frames that arrive "
@@ -118,7 +127,8 @@ def _parser() -> argparse.ArgumentParser:
         "--threads",
         type=int,
         default=None,
-        help="CPU threads per model (default: every core this process may use)",
+        help="CPU threads per model (default: TFLite every core this process may use; ONNX "
+        "onnxruntime's own default, one thread per physical core)",
     )
     parser.add_argument(
         "--beam", type=int, default=1, help="beam width; 1 decodes greedily (default 1)"
@@ -175,6 +185,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--every must be at least 1")
     if args.max_fps is not None and args.max_fps <= 0:
         parser.error("--max-fps must be positive")
+    if args.on_change is not None and args.on_change < 1:
+        parser.error("--on-change must be at least 1 (1: print each change at once)")
+    if args.accelerate_decoder and args.accelerator != "gpu":
+        # Without a GPU encoder there is nothing to put the decoder beside: say so rather
+        # than run on the CPU as if the flag had been heard.
+        parser.error("--accelerate-decoder needs --accelerator gpu")
     if args.stall_timeout <= 0:
         parser.error("--stall-timeout must be positive")
     providers = None
@@ -194,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
 
     kind = source_kind(args.source)
     if kind in ("image", "folder"):
-        for flag in ("output", "show", "realtime", "max_fps"):
+        for flag in ("output", "show", "realtime", "max_fps", "on_change"):
             if getattr(args, flag):
                 parser.error(f"--{flag.replace('_', '-')} applies to video files and cameras")
     try:
@@ -311,6 +327,7 @@ def _caption_video(captioner, args) -> int:
         max_fps=args.max_fps,
         realtime=args.realtime,
         stall_timeout_s=args.stall_timeout,
+        on_change=args.on_change,
     )
     if args.show:
         _open_window()
@@ -326,7 +343,8 @@ def _caption_video(captioner, args) -> int:
                 stats.add(event)
                 if event.result is not None:
                     meter.tick()
-                    last_result = event.result
+                    if event.held is None:  # the overlay shows what was printed
+                        last_result = event.result
                 _print_event(event, args.jsonl)
                 if not (args.output or args.show):
                     continue
@@ -375,8 +393,11 @@ def _print_event(event, jsonl: bool) -> None:
     if jsonl:
         record = {"source": event.source, "frame": event.index}
         if result is not None:
+            if event.held is not None:
+                # Captioned but not emitted: `caption` stays the key of emitted captions.
+                record["held"] = event.held
             record.update(
-                caption=result.text,
+                {"candidate" if event.held else "caption": result.text},
                 ms=round(result.timings_ms["total"], 2),
                 timings_ms={k: round(v, 2) for k, v in result.timings_ms.items()},
             )
@@ -385,7 +406,7 @@ def _print_event(event, jsonl: bool) -> None:
         else:
             record["skipped"] = event.skipped
         print(json.dumps(record))
-    elif result is not None:
+    elif result is not None and event.held is None:
         print(f"{event.source}\t{result.text}")
     else:
         return

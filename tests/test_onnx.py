@@ -274,7 +274,10 @@ def test_missing_onnxruntime_names_the_extra(onnx_bundle):
         """,
     )
     assert result.returncode == 0, result.stderr
-    assert "needs the onnxruntime package: pip install '.[edge]'" in result.stdout
+    assert (
+        "needs the onnxruntime package: pip install onnxruntime (the wheel's [edge] extra"
+        in result.stdout
+    )
 
 
 def test_gpu_accelerator_prefers_cuda_and_leaves_tensorrt_to_explicit_providers(monkeypatch):
