@@ -34,9 +34,7 @@ def _bundle_path(request, name: str) -> Path:
 
 
 @pytest.mark.parametrize("bundle", ["tflite-int8", "onnx-fp32"])
-def test_a_captioner_shared_by_threads_gives_the_single_threaded_captions(
-    request, bundle, photos
-):
+def test_a_captioner_shared_by_threads_gives_the_single_threaded_captions(request, bundle, photos):
     """4 threads x 100 photos on one Captioner. Before the per-model lock, the TFLite
     bundle's threads interleaved set_tensor / invoke / get_tensor on one interpreter: most
     calls raised LiteRT's "at least 1 reference to internal data" and 5-36 captions per
