@@ -226,13 +226,21 @@ class TFLiteModel(_TFLiteDetails):
             self._load(interpreter_class, num_threads)
 
     def _load(self, interpreter_class, num_threads: int | None) -> None:
+        # Every step reads the file's tables (tensor names, details, XNNPACK's prepare in
+        # allocate_tensors), and a damaged table that both verifiers let through fails in
+        # any of them, as whatever LiteRT raises (RuntimeError "unsupported zero-point
+        # value", "failed to create XNNPACK runtime", UnicodeDecodeError on a tensor name):
+        # a bad file, named, not a crash of ours (tests/reliability/test_model_fuzz.py).
         try:
-            self._interpreter = interpreter_class(
-                model_path=str(self.path), num_threads=num_threads
-            )
-            runner = self._interpreter.get_signature_runner("serving_default")
-        except Exception as exc:  # LiteRT raises ValueError, RuntimeError, and others
+            self._read(interpreter_class, num_threads)
+        except BundleError:
+            raise
+        except Exception as exc:
             raise _load_failure(self.path, exc) from None
+
+    def _read(self, interpreter_class, num_threads: int | None) -> None:
+        self._interpreter = interpreter_class(model_path=str(self.path), num_threads=num_threads)
+        runner = self._interpreter.get_signature_runner("serving_default")
         self._inputs = runner.get_input_details()
         self._outputs = runner.get_output_details()
         # Each signature tensor's (index, dtype, scale, zero point), and each input's shape now.
@@ -249,13 +257,7 @@ class TFLiteModel(_TFLiteDetails):
                 f"{self.path}: its 'serving_default' signature is not the model's main "
                 "graph; this is not a file caption-export wrote, export the bundle again"
             )
-        try:
-            # XNNPACK prepares its kernels here: a damaged table that both verifiers let
-            # through fails now ("unsupported zero-point value", "failed to create XNNPACK
-            # runtime"), which is a bad file, not a crash of ours.
-            self._interpreter.allocate_tensors()
-        except Exception as exc:
-            raise _load_failure(self.path, exc) from None
+        self._interpreter.allocate_tensors()
 
     def __call__(self, **inputs: np.ndarray) -> dict[str, np.ndarray]:
         interpreter = self._interpreter
@@ -264,21 +266,23 @@ class TFLiteModel(_TFLiteDetails):
             io = self._feed[name]
             values[io[0]] = _quantize(value, io)
         with self._lock:
-            resized = False
-            for index, value in values.items():
-                if value.shape != self._shapes[index]:
-                    interpreter.resize_tensor_input(index, value.shape)
-                    self._shapes[index] = value.shape
-                    resized = True
             try:
+                resized = False
+                for index, value in values.items():
+                    if value.shape != self._shapes[index]:
+                        interpreter.resize_tensor_input(index, value.shape)
+                        self._shapes[index] = value.shape
+                        resized = True
                 if resized:
                     interpreter.allocate_tensors()
                 for index, value in values.items():
                     interpreter.set_tensor(index, value)
                 interpreter.invoke()
-            except RuntimeError as exc:  # a kernel refusing the file's data, e.g. at a new shape
+                outputs = {name: interpreter.get_tensor(io[0]) for name, io in self._fetch.items()}
+            # A kernel refusing the file's data (e.g. at a new shape), or tensors that a
+            # damaged file left without memory ("Tensor data is null"): the file's fault.
+            except (RuntimeError, ValueError) as exc:
                 raise _run_failure(self.path, exc) from None
-            outputs = {name: interpreter.get_tensor(io[0]) for name, io in self._fetch.items()}
         return {name: _dequantize(outputs[name], io) for name, io in self._fetch.items()}
 
     def positional(
@@ -309,16 +313,16 @@ class TFLiteModel(_TFLiteDetails):
             # The shape is compared under the lock: another thread may resize in between.
             with lock:
                 if values[0].shape == shapes[first]:  # every input shares the batch
-                    set_tensor(first, values[0])
-                    set_tensor(second, values[1])
-                    set_tensor(third, values[2])
-                    if extra is not None:
-                        set_tensor(extra, values[3])
                     try:
+                        set_tensor(first, values[0])
+                        set_tensor(second, values[1])
+                        set_tensor(third, values[2])
+                        if extra is not None:
+                            set_tensor(extra, values[3])
                         invoke()
-                    except RuntimeError as exc:
+                        return get_tensor(out1), get_tensor(out2), get_tensor(out3)
+                    except (RuntimeError, ValueError) as exc:  # as in __call__
                         raise _run_failure(self.path, exc) from None
-                    return get_tensor(out1), get_tensor(out2), get_tensor(out3)
             return self._by_name(inputs, outputs, values)
 
         return run
