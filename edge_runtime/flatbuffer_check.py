@@ -5,6 +5,12 @@ whose hash was recorded after the damage crashes the process with a segmentation
 instead of raising. FlatBuffers are written back to front, so the tensor data sits at the
 end of the file and truncation leaves references pointing past its end. Following the
 model's subgraph and buffer references catches that, in well under a millisecond.
+
+LiteRT has a verifier, but it checks only that references stay inside the file: a table
+whose fields are in bounds but make no sense passes it, and some of those crash the
+interpreter while it prepares the graph (an operator without its outputs vector: a
+segmentation fault in allocate_tensors, found by tests/reliability/test_model_fuzz.py).
+So each operator's tensor indices, and each tensor's buffer index, are checked as well.
 """
 
 from __future__ import annotations
@@ -15,6 +21,10 @@ TFLITE_IDENTIFIER = b"TFL3"
 # Field numbers of tflite::Model and tflite::Buffer in the TFLite schema.
 MODEL_OPERATOR_CODES, MODEL_SUBGRAPHS, MODEL_BUFFERS = 1, 2, 4
 BUFFER_DATA, BUFFER_OFFSET, BUFFER_SIZE = 0, 1, 2
+# ... of tflite::SubGraph, tflite::Operator and tflite::Tensor.
+SUBGRAPH_TENSORS, SUBGRAPH_INPUTS, SUBGRAPH_OUTPUTS, SUBGRAPH_OPERATORS = 0, 1, 2, 3
+OPERATOR_OPCODE_INDEX, OPERATOR_INPUTS, OPERATOR_OUTPUTS = 0, 1, 2
+TENSOR_BUFFER = 2
 
 
 class FlatBufferError(ValueError):
@@ -54,6 +64,19 @@ class _Reader:
             raise FlatBufferError(f"a vector ends at byte {end}, past the end ({self.size})")
         return start + 4, length
 
+    def ints(self, table: int, number: int) -> list[int] | None:
+        """A table's [int32] field (None where absent)."""
+        at = self.field(table, number)
+        if at is None:
+            return None
+        first, length = self.vector(at, 4)
+        return list(struct.unpack_from(f"<{length}i", self.data, first))
+
+    def uint(self, table: int, number: int) -> int:
+        """A table's uint32 field (0, the schema's default, where absent)."""
+        at = self.field(table, number)
+        return 0 if at is None else self._unpack("<I", at)
+
     def tables(self, table: int, number: int) -> list[int]:
         at = self.field(table, number)
         if at is None:
@@ -70,9 +93,13 @@ def check_tflite_bytes(data: bytes) -> None:
     model = reader.target(0)
     if not reader.tables(model, MODEL_SUBGRAPHS):
         raise FlatBufferError("the model has no subgraph")
-    for code in reader.tables(model, MODEL_OPERATOR_CODES):
+    codes = reader.tables(model, MODEL_OPERATOR_CODES)
+    for code in codes:
         reader.field(code, 0)  # reads the table's vtable, which must lie inside the file
-    for buffer in reader.tables(model, MODEL_BUFFERS):
+    buffers = reader.tables(model, MODEL_BUFFERS)
+    for number, subgraph in enumerate(reader.tables(model, MODEL_SUBGRAPHS)):
+        _check_subgraph(reader, subgraph, f"subgraph {number}", len(codes), len(buffers))
+    for buffer in buffers:
         at = reader.field(buffer, BUFFER_DATA)
         if at is not None:
             reader.vector(at, 1)
@@ -84,3 +111,34 @@ def check_tflite_bytes(data: bytes) -> None:
                 raise FlatBufferError(
                     f"tensor data ends at byte {end}, past the end ({reader.size})"
                 )
+
+
+def _check_subgraph(reader: _Reader, subgraph: int, where: str, codes: int, buffers: int) -> None:
+    """Every index a subgraph holds points at something that exists: its tensors' buffers,
+    its operators' op codes and tensors (-1, an omitted optional input, is allowed)."""
+    tensors = reader.tables(subgraph, SUBGRAPH_TENSORS)
+
+    def indices(values: list[int] | None, what: str, optional: bool = False) -> None:
+        for value in values or ():
+            if not (-1 if optional else 0) <= value < len(tensors):
+                raise FlatBufferError(
+                    f"{where}: {what} names tensor {value}, but there are {len(tensors)}"
+                )
+
+    for number, tensor in enumerate(tensors):
+        buffer = reader.uint(tensor, TENSOR_BUFFER)
+        if buffer >= max(buffers, 1):
+            raise FlatBufferError(
+                f"{where}: tensor {number} names buffer {buffer}, but there are {buffers}"
+            )
+    indices(reader.ints(subgraph, SUBGRAPH_INPUTS), "an input")
+    indices(reader.ints(subgraph, SUBGRAPH_OUTPUTS), "an output")
+    for number, operator in enumerate(reader.tables(subgraph, SUBGRAPH_OPERATORS)):
+        what = f"operator {number}"
+        if reader.uint(operator, OPERATOR_OPCODE_INDEX) >= codes:
+            raise FlatBufferError(f"{where}: {what} names an op code past the {codes} there are")
+        indices(reader.ints(operator, OPERATOR_INPUTS), f"{what}'s input", optional=True)
+        outputs = reader.ints(operator, OPERATOR_OUTPUTS)
+        if not outputs:
+            raise FlatBufferError(f"{where}: {what} has no outputs")
+        indices(outputs, f"{what}'s output")
