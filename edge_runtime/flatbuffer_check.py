@@ -23,8 +23,25 @@ MODEL_OPERATOR_CODES, MODEL_SUBGRAPHS, MODEL_BUFFERS = 1, 2, 4
 BUFFER_DATA, BUFFER_OFFSET, BUFFER_SIZE = 0, 1, 2
 # ... of tflite::SubGraph, tflite::Operator and tflite::Tensor.
 SUBGRAPH_TENSORS, SUBGRAPH_INPUTS, SUBGRAPH_OUTPUTS, SUBGRAPH_OPERATORS = 0, 1, 2, 3
-OPERATOR_OPCODE_INDEX, OPERATOR_INPUTS, OPERATOR_OUTPUTS = 0, 1, 2
+OPERATOR_OPCODE_INDEX, OPERATOR_INPUTS, OPERATOR_OUTPUTS, OPERATOR_OPTIONS_TYPE = 0, 1, 2, 3
 TENSOR_BUFFER = 2
+CODE_DEPRECATED_BUILTIN, CODE_BUILTIN = 0, 3  # tflite::OperatorCode
+# The BuiltinOptions union member that each of these builtin operators reads its
+# parameters from (BuiltinOperator -> BuiltinOptions, numbered as in the TFLite schema).
+# The converter always writes them, and LiteRT's kernels for them crash the process when
+# the member is another one or none (a SPLIT without SplitOptions: a segmentation fault
+# in allocate_tensors, fuzz seed 3967). These are the operators caption-export's files
+# hold; others are not checked.
+BUILTIN_OPTIONS = {
+    0: 11,  # ADD: AddOptions
+    3: 1,  # CONV_2D: Conv2DOptions
+    4: 2,  # DEPTHWISE_CONV_2D: DepthwiseConv2DOptions
+    9: 8,  # FULLY_CONNECTED: FullyConnectedOptions
+    18: 21,  # MUL: MulOptions
+    36: 23,  # GATHER: GatherOptions
+    49: 35,  # SPLIT: SplitOptions
+    50: 36,  # LOG_SOFTMAX: LogSoftmaxOptions
+}
 
 
 class FlatBufferError(ValueError):
@@ -77,6 +94,16 @@ class _Reader:
         at = self.field(table, number)
         return 0 if at is None else self._unpack("<I", at)
 
+    def byte(self, table: int, number: int) -> int:
+        """A table's uint8 (or int8 >= 0) field; 0 where absent."""
+        at = self.field(table, number)
+        return 0 if at is None else self._unpack("<B", at)
+
+    def int(self, table: int, number: int) -> int:
+        """A table's int32 field; 0 where absent."""
+        at = self.field(table, number)
+        return 0 if at is None else self._unpack("<i", at)
+
     def tables(self, table: int, number: int) -> list[int]:
         at = self.field(table, number)
         if at is None:
@@ -93,12 +120,14 @@ def check_tflite_bytes(data: bytes) -> None:
     model = reader.target(0)
     if not reader.tables(model, MODEL_SUBGRAPHS):
         raise FlatBufferError("the model has no subgraph")
-    codes = reader.tables(model, MODEL_OPERATOR_CODES)
-    for code in codes:
-        reader.field(code, 0)  # reads the table's vtable, which must lie inside the file
+    # Each op code's builtin operator: the larger of the old int8 field and the new int32.
+    builtins = [
+        max(reader.byte(code, CODE_DEPRECATED_BUILTIN), reader.int(code, CODE_BUILTIN))
+        for code in reader.tables(model, MODEL_OPERATOR_CODES)
+    ]
     buffers = reader.tables(model, MODEL_BUFFERS)
     for number, subgraph in enumerate(reader.tables(model, MODEL_SUBGRAPHS)):
-        _check_subgraph(reader, subgraph, f"subgraph {number}", len(codes), len(buffers))
+        _check_subgraph(reader, subgraph, f"subgraph {number}", builtins, len(buffers))
     for buffer in buffers:
         at = reader.field(buffer, BUFFER_DATA)
         if at is not None:
@@ -113,9 +142,13 @@ def check_tflite_bytes(data: bytes) -> None:
                 )
 
 
-def _check_subgraph(reader: _Reader, subgraph: int, where: str, codes: int, buffers: int) -> None:
+def _check_subgraph(
+    reader: _Reader, subgraph: int, where: str, builtins: list[int], buffers: int
+) -> None:
     """Every index a subgraph holds points at something that exists: its tensors' buffers,
-    its operators' op codes and tensors (-1, an omitted optional input, is allowed)."""
+    its operators' op codes and tensors (-1, an omitted optional input, is allowed); and
+    each operator of BUILTIN_OPTIONS has its own options."""
+    codes = len(builtins)
     tensors = reader.tables(subgraph, SUBGRAPH_TENSORS)
 
     def indices(values: list[int] | None, what: str, optional: bool = False) -> None:
@@ -135,8 +168,16 @@ def _check_subgraph(reader: _Reader, subgraph: int, where: str, codes: int, buff
     indices(reader.ints(subgraph, SUBGRAPH_OUTPUTS), "an output")
     for number, operator in enumerate(reader.tables(subgraph, SUBGRAPH_OPERATORS)):
         what = f"operator {number}"
-        if reader.uint(operator, OPERATOR_OPCODE_INDEX) >= codes:
+        code = reader.uint(operator, OPERATOR_OPCODE_INDEX)
+        if code >= codes:
             raise FlatBufferError(f"{where}: {what} names an op code past the {codes} there are")
+        wanted = BUILTIN_OPTIONS.get(builtins[code])
+        options = reader.byte(operator, OPERATOR_OPTIONS_TYPE)
+        if wanted is not None and options != wanted:
+            raise FlatBufferError(
+                f"{where}: {what} (builtin operator {builtins[code]}) has options of type "
+                f"{options}, not the {wanted} it reads"
+            )
         indices(reader.ints(operator, OPERATOR_INPUTS), f"{what}'s input", optional=True)
         outputs = reader.ints(operator, OPERATOR_OUTPUTS)
         if not outputs:
