@@ -83,3 +83,25 @@ def test_an_operator_naming_a_tensor_that_does_not_exist_is_refused(e2e):
     struct.pack_into("<i", data, first, 1 << 20)
     with pytest.raises(FlatBufferError, match=r"operator 0's output names tensor 1048576"):
         check_tflite_bytes(bytes(data))
+
+
+def test_an_operator_with_another_options_type_is_refused(e2e):
+    """A SPLIT whose options were not SplitOptions passed LiteRT's verifier and crashed the
+    process in allocate_tensors (fuzz seed 3967)."""
+    data = bytearray((e2e["bundle"] / "decoder_step.tflite").read_bytes())
+    reader = fb._Reader(bytes(data))
+    model = reader.target(0)
+    builtins = [
+        max(reader.byte(c, fb.CODE_DEPRECATED_BUILTIN), reader.int(c, fb.CODE_BUILTIN))
+        for c in reader.tables(model, fb.MODEL_OPERATOR_CODES)
+    ]
+    subgraph = reader.tables(model, fb.MODEL_SUBGRAPHS)[0]
+    splits = [
+        op
+        for op in reader.tables(subgraph, fb.SUBGRAPH_OPERATORS)
+        if builtins[reader.uint(op, fb.OPERATOR_OPCODE_INDEX)] == 49  # SPLIT: the LSTM gates
+    ]
+    assert splits
+    data[reader.field(splits[0], fb.OPERATOR_OPTIONS_TYPE)] = 0  # NONE
+    with pytest.raises(FlatBufferError, match=r"\(builtin operator 49\) has options of type 0"):
+        check_tflite_bytes(bytes(data))
