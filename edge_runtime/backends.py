@@ -110,10 +110,16 @@ def quiet_native_logs(show: bool = False) -> Iterator[NativeLog]:
 
 def _sort_captured(fd: int, data: bytes, native: NativeLog) -> None:
     """LiteRT's lines to the log (or, after a failed load, its warnings and errors to
-    stderr); anything else, which another thread wrote meanwhile, back to `fd` as it was."""
+    stderr); anything else, which another thread wrote meanwhile, back to `fd` as it was.
+
+    On fd 2 a line that follows one of LiteRT's is taken as its continuation (the GPU
+    delegate lists the ops it lacks one per line, unprefixed); fd 1 gets only the OpenCL
+    INFO line from LiteRT, so every other line there is someone else's caption."""
     other = bytearray()
+    follows_native = False
     for raw in data.splitlines(keepends=True):
-        if not _NATIVE_LINE.match(raw):
+        follows_native = bool(_NATIVE_LINE.match(raw)) or (fd == 2 and follows_native)
+        if not follows_native:
             other += raw
             continue
         line = raw.decode(errors="replace").rstrip("\r\n")
