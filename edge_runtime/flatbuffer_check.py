@@ -24,7 +24,15 @@ BUFFER_DATA, BUFFER_OFFSET, BUFFER_SIZE = 0, 1, 2
 # ... of tflite::SubGraph, tflite::Operator and tflite::Tensor.
 SUBGRAPH_TENSORS, SUBGRAPH_INPUTS, SUBGRAPH_OUTPUTS, SUBGRAPH_OPERATORS = 0, 1, 2, 3
 OPERATOR_OPCODE_INDEX, OPERATOR_INPUTS, OPERATOR_OUTPUTS, OPERATOR_OPTIONS_TYPE = 0, 1, 2, 3
-TENSOR_BUFFER = 2
+TENSOR_SHAPE, TENSOR_TYPE, TENSOR_BUFFER = 0, 1, 2
+# Bytes per element of each tflite::TensorType (8 for the few others: the largest).
+TYPE_BYTES = {0: 4, 1: 2, 2: 4, 3: 1, 4: 8, 6: 1, 7: 2, 9: 1, 10: 8, 11: 16, 12: 8, 13: 4, 17: 1}
+# A caption model's largest tensor is tens of MB (a 10,000-word output layer's weights:
+# 20 MB in float32; MobileNetV2's largest activation at 224 px: 4.8 MB). A damaged shape
+# asked allocate_tensors for 15 GB (fuzz seed 4658: the OOM killer, not an error), so
+# sizes past these are refused before anything is allocated.
+MAX_TENSOR_BYTES = 1 << 29  # 512 MiB
+MAX_TOTAL_TENSOR_BYTES = 1 << 31  # 2 GiB, all tensors of one model
 CODE_DEPRECATED_BUILTIN, CODE_BUILTIN = 0, 3  # tflite::OperatorCode
 # The BuiltinOptions union member that each of these builtin operators reads its
 # parameters from (BuiltinOperator -> BuiltinOptions, numbered as in the TFLite schema).
@@ -158,11 +166,22 @@ def _check_subgraph(
                     f"{where}: {what} names tensor {value}, but there are {len(tensors)}"
                 )
 
+    total = 0
     for number, tensor in enumerate(tensors):
         buffer = reader.uint(tensor, TENSOR_BUFFER)
         if buffer >= max(buffers, 1):
             raise FlatBufferError(
                 f"{where}: tensor {number} names buffer {buffer}, but there are {buffers}"
+            )
+        size = TYPE_BYTES.get(reader.byte(tensor, TENSOR_TYPE), 8)
+        for dim in reader.ints(tensor, TENSOR_SHAPE) or ():
+            size *= max(dim, 1)  # a dynamic size (-1) counts as 1, as LiteRT allocates it
+        total += size
+        if size > MAX_TENSOR_BYTES or total > MAX_TOTAL_TENSOR_BYTES:
+            raise FlatBufferError(
+                f"{where}: tensor {number}'s shape {reader.ints(tensor, TENSOR_SHAPE)} asks for "
+                f"{size:,} bytes ({total:,} for the tensors so far), more than a caption model "
+                f"holds (at most {MAX_TENSOR_BYTES:,} per tensor, {MAX_TOTAL_TENSOR_BYTES:,} in all)"
             )
     indices(reader.ints(subgraph, SUBGRAPH_INPUTS), "an input")
     indices(reader.ints(subgraph, SUBGRAPH_OUTPUTS), "an output")

@@ -105,3 +105,18 @@ def test_an_operator_with_another_options_type_is_refused(e2e):
     data[reader.field(splits[0], fb.OPERATOR_OPTIONS_TYPE)] = 0  # NONE
     with pytest.raises(FlatBufferError, match=r"\(builtin operator 49\) has options of type 0"):
         check_tflite_bytes(bytes(data))
+
+
+def test_a_tensor_shape_asking_for_gigabytes_is_refused(e2e):
+    """A damaged shape ([14811137, 256] for decoder_init's features) passed every check and
+    made allocate_tensors ask for 15 GB: the OOM killer, not an error (fuzz seed 4658)."""
+    data = bytearray((e2e["bundle"] / "decoder_init.tflite").read_bytes())
+    reader = fb._Reader(bytes(data))
+    subgraph = reader.tables(reader.target(0), fb.MODEL_SUBGRAPHS)[0]
+    tensor = reader.tables(subgraph, fb.SUBGRAPH_TENSORS)[0]
+    first, _ = reader.vector(reader.field(tensor, fb.TENSOR_SHAPE), 4)
+    struct.pack_into("<i", data, first, 14811137)
+    with pytest.raises(
+        FlatBufferError, match=r"tensor 0's shape \[14811137, .*more than a caption"
+    ):
+        check_tflite_bytes(bytes(data))

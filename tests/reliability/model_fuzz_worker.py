@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import faulthandler
 import json
+import resource
 import shutil
 import sys
 from pathlib import Path
@@ -34,6 +35,7 @@ from edgecap.edge_runtime.errors import BundleError
 from edgecap.edge_runtime.flatbuffer_check import BUFFER_DATA, MODEL_BUFFERS, _Reader
 
 BEAM = DecodeOptions(beam_width=3)
+MEMORY_LIMIT = 4 << 30  # bytes of address space
 ROLES = ("encoder", "encoder", "decoder_init", "decoder_step")  # the encoder twice as often
 
 
@@ -75,6 +77,10 @@ def mutate(data: bytes, positions: np.ndarray, seed: int) -> bytes:
 
 def main(argv: list[str]) -> int:
     faulthandler.enable()  # a native crash prints its stack to stderr
+    # A damaged shape can ask for gigabytes (seed 4658 once asked for 15 GB, and the OOM
+    # killer took the worker, and could have taken anything else on the machine): past
+    # this address-space limit an allocation fails inside the worker instead.
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
     bundle, work, first, count = Path(argv[0]), Path(argv[1]), int(argv[2]), int(argv[3])
     manifest = json.loads((bundle / "manifest.json").read_text())
     originals = {
