@@ -83,7 +83,9 @@ def open_capture(
     hint = (
         "is it connected, and not in use by another program? (on Linux: ls /dev/video*)"
         if camera
-        else "is it a video OpenCV can decode?"
+        else "is it a video OpenCV can decode? If it was cut short (an interrupted copy or "
+        "download), it may be truncated: an MP4 or MOV whose index is at the end cannot be "
+        "opened without it"
     )
     tries = f" after {attempts} tries" if attempts > 1 else ""
     raise SourceError(f"{describe(source)}: cannot open it with OpenCV{tries}; {hint}")

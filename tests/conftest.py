@@ -150,3 +150,13 @@ def e2e(tmp_path_factory):
         "metrics": metrics,
         "manifest": manifest,
     }
+
+
+@pytest.fixture(scope="session")
+def onnx_bundle(e2e, tmp_path_factory):
+    """The e2e run as an fp32 ONNX bundle (tests/test_onnx.py, the thread tests)."""
+    from edgecap.export.bundle import export_bundle
+
+    out = tmp_path_factory.mktemp("onnx") / "bundle-onnx-fp32"
+    manifest = export_bundle(e2e["run"], out, "fp32", parity_images=20, model_format="onnx")
+    return {"path": out, "manifest": manifest}
