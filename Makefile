@@ -160,11 +160,12 @@ $(PI_STAMP): pyproject.toml $(WHEEL)
 # test-arm64: arm64 under QEMU user-mode emulation: Debian 12 (bookworm, Python 3.11) with
 # [edge] and [pi-legacy], Debian 13 (Python 3.13) with [edge].
 ROOTS ?= $(HOME)/.cache/edgecap-roots
+ARM_CPU ?= cortex-a76  # the core QEMU emulates: cortex-a76 (Pi 5), cortex-a72 (Pi 4), cortex-a53
 SHARED ?= ../shared
 PLATFORMS := artifacts/platforms
 BUILTIN := $(firstword $(wildcard edge_runtime/models/*/manifest.json))
 BUNDLE ?= $(if $(BUILTIN),,$(DEMO)/bundle-int8)
-ROOT_SH = ROOTS="$(ROOTS)" WHEEL="$(abspath $(WHEEL))" BUNDLE="$(if $(BUNDLE),$(abspath $(BUNDLE)))" \
+ROOT_SH = ROOTS="$(ROOTS)" ARM_CPU="$(strip $(ARM_CPU))" WHEEL="$(abspath $(WHEEL))" BUNDLE="$(if $(BUNDLE),$(abspath $(BUNDLE)))" \
 	SHARED="$(abspath $(SHARED))" PLATFORMS="$(abspath $(PLATFORMS))" PYTHON="$(abspath $(BIN)/python)" \
 	bash tests/platforms/debian_root.sh
 DEBIAN13_RUNS := debian13-amd64:edge

@@ -17,6 +17,8 @@
 #   SHARED    the shared data folder (data/imagenet_check, data/flickr8k-224, data/flickr8k)
 #   PLATFORMS results folder (artifacts/platforms); PYTHON the host venv's python
 #   MIRROR    the Debian mirror; N_TEST the number of Flickr8k test photos (200)
+#   ARM_CPU   the core QEMU emulates for arm64 roots: cortex-a76 (Raspberry Pi 5, the
+#             default), cortex-a72 (Pi 4) or cortex-a53 (Pi 3, Zero 2)
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
@@ -27,6 +29,7 @@ PYTHON=${PYTHON:-$REPO/.venv/bin/python}
 MIRROR=${MIRROR:-http://deb.debian.org/debian}
 N_TEST=${N_TEST:-200}
 BUNDLE=${BUNDLE:-}
+ARM_CPU=${ARM_CPU:-cortex-a76}
 E2E=$PLATFORMS/e2e
 X86=$PLATFORMS/x86-host
 
@@ -106,6 +109,27 @@ ensure_binfmt() {
         cp /usr/bin/qemu-aarch64-static "$ROOTS/$2/usr/bin/"
 }
 
+# An arm64 /proc/cpuinfo for the emulated core, one entry per CPU the host's /sys lists.
+# QEMU 7.2's user mode passes the x86 host's /proc/cpuinfo through to aarch64 programs:
+# cpuinfo (XNNPACK's CPU detection) then finds CPUs in /sys but no ARM core, and LiteRT
+# crashes (SIGSEGV) opening any model; without /sys it runs without XNNPACK. The features
+# XNNPACK picks its kernels by come from the HWCAPs QEMU gives the core (QEMU_CPU).
+arm_cpuinfo() {
+    local part variant revision features n i
+    case $1 in
+    cortex-a76) part=0xd0b variant=0x4 revision=1
+        features="fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp" ;;
+    cortex-a72) part=0xd08 variant=0x0 revision=3 features="fp asimd evtstrm crc32 cpuid" ;;
+    cortex-a53) part=0xd03 variant=0x0 revision=4 features="fp asimd evtstrm crc32 cpuid" ;;
+    *) die "ARM_CPU is cortex-a76, cortex-a72 or cortex-a53, not $1" ;;
+    esac
+    n=$(find /sys/devices/system/cpu -maxdepth 1 -name 'cpu[0-9]*' | wc -l)
+    for ((i = 0; i < n; i++)); do
+        printf 'processor\t: %d\nBogoMIPS\t: 108.00\nFeatures\t: %s\nCPU implementer\t: 0x41\n' "$i" "$features"
+        printf 'CPU architecture: 8\nCPU variant\t: %s\nCPU part\t: %s\nCPU revision\t: %s\n\n' "$variant" "$part" "$revision"
+    done
+}
+
 MOUNTED=()
 unmount_all() {
     local i
@@ -157,6 +181,12 @@ run_root() {
     trap unmount_all EXIT
     mkdir -p "$ROOTS/pip-cache"
     mkdir -p "$root/proc" && mount -t proc proc "$root/proc" && MOUNTED+=("$root/proc")
+    local emulated=()
+    if [ "$arch" != "$(dpkg --print-architecture)" ]; then
+        arm_cpuinfo "$ARM_CPU" >"$ROOTS/cpuinfo-$ARM_CPU"
+        mount --bind "$ROOTS/cpuinfo-$ARM_CPU" "$root/proc/cpuinfo" && MOUNTED+=("$root/proc/cpuinfo")
+        emulated=(QEMU_CPU="$ARM_CPU") # every aarch64 program started in the root inherits it
+    fi
     bind /sys "$root/sys" ro # without /sys LiteRT's CPU detection fails and XNNPACK is off
     mkdir -p "$root/dev" && mount --rbind /dev "$root/dev" && MOUNTED+=("$root/dev")
     mount --make-rslave "$root/dev"
@@ -168,9 +198,9 @@ run_root() {
     local ca=${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}
     [ -f "$ca" ] && cp "$ca" "$root/etc/edgecap-host-ca.pem"
 
-    log "$name ($arch) [$extra]: in the root"
+    log "$name ($arch${emulated:+, QEMU ${ARM_CPU}}) [$extra]: in the root"
     local rc=0
-    chroot "$root" /usr/bin/env -i HOME=/root LANG=C.UTF-8 \
+    chroot "$root" /usr/bin/env -i HOME=/root LANG=C.UTF-8 "${emulated[@]}" \
         PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
         PIP_CERT=/etc/edgecap-host-ca.pem PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_DEFAULT_TIMEOUT=180 \
         ${http_proxy:+http_proxy=$http_proxy} ${https_proxy:+https_proxy=$https_proxy} \

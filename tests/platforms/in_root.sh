@@ -70,7 +70,7 @@ cp "$venv/install.json" "$out/install.json"
 # Isolated (-I): what is imported is what the venv installed, never a checkout.
 log "facts"
 "$venv/bin/python" -I - >"$out/facts.json" <<'PY'
-import importlib.util, json, platform, sys
+import importlib.util, json, os, platform, sys
 import edgecap.edge_runtime as rt
 file = rt.__file__
 if f"{sys.prefix}/lib/" not in file or "site-packages" not in file:
@@ -78,6 +78,7 @@ if f"{sys.prefix}/lib/" not in file or "site-packages" not in file:
 print(json.dumps({
     "python": platform.python_version(),
     "machine": platform.machine(),
+    "emulated_cpu": os.environ.get("QEMU_CPU"),
     "edgecap_file": file,
     "tensorflow": importlib.util.find_spec("tensorflow") is not None,
 }))

@@ -22,6 +22,9 @@ def row(result: dict) -> str:
     groups = result["compare"]["groups"]
     check = groups.get("imagenet_check", {})
     f8k = groups.get("Flicker8k_Dataset", {})
+    machine = facts["machine"]
+    if facts.get("emulated_cpu"):
+        machine += f" (QEMU {facts['emulated_cpu']})"
     backend = ", ".join(sorted(set(result["captions"]["backends"].values())))
     tests_cell = f"{tests['passed']} passed, {tests['failed']} failed"
     if tests["skipped"]:
@@ -38,7 +41,7 @@ def row(result: dict) -> str:
         return f"{f8k['scores_a'][key]:.4f} / {f8k['scores_b'][key]:.4f}"
 
     return (
-        f"| {result['root']} | {facts['python']} | {facts['machine']} | {result['extra']} "
+        f"| {result['root']} | {facts['python']} | {machine} | {result['extra']} "
         f"| {backend} | {tests_cell} | {identical(check)} | {identical(f8k)} "
         f"| {scores('bleu4')} | {scores('cider_d')} | {install['seconds']:.0f} s "
         f"| {install['download_bytes'] / 1e6:.1f} MB | {result['seconds']} s |"
