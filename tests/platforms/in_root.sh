@@ -32,10 +32,28 @@ run() {
     fi
 }
 
-# The venv is kept between runs while the wheel is the same build (its sha256).
+# The venv is kept between runs while the wheel asks for the same dependencies (its
+# METADATA's Requires-Dist and Requires-Python): a new build of the same dependencies is
+# reinstalled alone (--no-deps), as the Makefile's pi-legacy venv does.
+deps_key=$(python3 - "$wheel" <<'PY'
+import hashlib, sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z:
+    meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
+    lines = z.read(meta).decode().split("\n\n")[0].splitlines()
+keep = sorted(l for l in lines if l.startswith(("Requires-Dist:", "Requires-Python:")))
+print(hashlib.sha256("\n".join(keep).encode()).hexdigest()[:16])
+PY
+)
 wheel_sha=$(sha256sum "$wheel" | cut -c1-16)
-if [ -f "$venv/.edgecap-$wheel_sha" ] && [ -f "$venv/install.json" ]; then
-    log "reusing $venv (same wheel $wheel_sha)"
+if [ -f "$venv/.edgecap-deps-$deps_key" ] && [ -f "$venv/install.json" ]; then
+    if [ -f "$venv/.edgecap-wheel-$wheel_sha" ]; then
+        log "reusing $venv (same wheel $wheel_sha)"
+    else
+        log "reusing $venv (same dependencies); reinstalling the new build of the wheel alone"
+        run "$out/pip-reinstall.log" "$venv/bin/pip" install --no-deps --force-reinstall "$wheel"
+        rm -f "$venv"/.edgecap-wheel-*
+        touch "$venv/.edgecap-wheel-$wheel_sha"
+    fi
 else
     rm -rf "$venv" "$wheelhouse"
     log "python3 -m venv $venv ($(python3 --version))"
@@ -62,7 +80,7 @@ print(json.dumps({
     "wheels": {p.name: p.stat().st_size for p in wheels},
 }))
 PY
-    touch "$venv/.edgecap-$wheel_sha"
+    touch "$venv/.edgecap-deps-$deps_key" "$venv/.edgecap-wheel-$wheel_sha"
 fi
 cp "$venv/install.json" "$out/install.json"
 "$venv/bin/pip" list --format=freeze >"$out/pip-freeze.txt" 2>/dev/null
