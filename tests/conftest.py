@@ -111,24 +111,26 @@ E2E_EPOCHS = 25
 PREBUILT_E2E = os.environ.get("EDGECAP_PREBUILT_E2E")
 
 
-@pytest.fixture(scope="session")
-def e2e(tmp_path_factory):
-    if PREBUILT_E2E:
-        root = Path(PREBUILT_E2E)
-        return {
-            "root": root,
-            "data": root / "data",
-            "run": root / "run",
-            "bundle": root / "bundle-int8",
-            "metrics": json.loads((root / "run" / "metrics.json").read_text()),
-            "manifest": json.loads((root / "bundle-int8" / "manifest.json").read_text()),
-        }
+def load_e2e(root: Path, metrics: dict | None = None, manifest: dict | None = None) -> dict:
+    """The e2e pipeline's folders under `root`, as the `e2e` fixture hands them out."""
+    return {
+        "root": root,
+        "data": root / "data",
+        "run": root / "run",
+        "bundle": root / "bundle-int8",
+        "metrics": metrics or json.loads((root / "run" / "metrics.json").read_text()),
+        "manifest": manifest or json.loads((root / "bundle-int8" / "manifest.json").read_text()),
+    }
+
+
+def build_e2e(root: Path) -> dict:
+    """Build the e2e pipeline into `root` (an empty folder). tests/platforms/build_e2e.py
+    calls it to make the folder that EDGECAP_PREBUILT_E2E names in a Debian root."""
     from edgecap.export.bundle import export_bundle
     from edgecap.train.decoders import DecoderConfig
     from edgecap.train.synthetic import generate
     from edgecap.train.training import TrainConfig, train
 
-    root = tmp_path_factory.mktemp("e2e")
     generate(root / "data", E2E_IMAGES, seed=11, progress=False)
     config = TrainConfig(
         data=str(root / "data"),
@@ -142,14 +144,14 @@ def e2e(tmp_path_factory):
     )
     metrics = train(config, root / "run", progress=False)
     manifest = export_bundle(root / "run", root / "bundle-int8", "int8", parity_images=20)
-    return {
-        "root": root,
-        "data": root / "data",
-        "run": root / "run",
-        "bundle": root / "bundle-int8",
-        "metrics": metrics,
-        "manifest": manifest,
-    }
+    return load_e2e(root, metrics, manifest)
+
+
+@pytest.fixture(scope="session")
+def e2e(tmp_path_factory):
+    if PREBUILT_E2E:
+        return load_e2e(Path(PREBUILT_E2E))
+    return build_e2e(tmp_path_factory.mktemp("e2e"))
 
 
 @pytest.fixture(scope="session")

@@ -417,6 +417,12 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as exc:
         print(f"caption-train: error: {exc}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("tensorflow", "keras", "tf2onnx"):
+            raise
+        from edgecap.train import no_tensorflow
+
+        return no_tensorflow("caption-train", exc.name)
     except KeyboardInterrupt:  # evaluate and pretrain-encoder write their results at the end
         return interrupted("\ncaption-train: interrupted")
 
