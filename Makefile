@@ -9,7 +9,8 @@ DEMO_IMAGES ?= 4000
 ENCODER_IMAGES ?= 16000
 ENCODER_FILE := train/assets/mobilenet_synth.keras
 
-.PHONY: release-model install demo bench bench-inputs bench-training test test-all lint encoder synth-results flickr8k docs-tables dist clean
+.PHONY: install demo bench bench-inputs bench-training test test-all lint encoder synth-results flickr8k docs-tables dist clean \
+	release-model platforms-prepare test-debian13 test-arm64
 
 install: $(STAMP)
 
@@ -164,6 +165,42 @@ $(PI_STAMP): pyproject.toml $(WHEEL)
 	$(PI_VENV)/bin/pip install --quiet --force-reinstall --no-deps "$(WHEEL)"  # same version, new build
 	rm -f $(PI_VENV)/.installed-*
 	touch $@
+
+# Other Pythons and arm64 (docs/testing.md, "Debian roots"): the BUILT WHEEL installed into
+# Debian roots made with debootstrap, the runtime tests (tests/test_pi_legacy.py's list) run
+# there, and the captions of the check photos and the first 200 Flickr8k test photos
+# compared with this machine's, image by image, and scored. Needs root and `apt-get install
+# debootstrap qemu-user-static binfmt-support`; not part of `make test`. Run them niced
+# (`nice -n 19 make test-arm64`) beside other work. ROOTS holds the roots and the .deb and
+# pip caches, outside the repo; a finished root is reused. BUNDLE: the bundle to caption
+# with; empty means the package's built-in model (the default once there is one).
+# test-debian13: x86_64 Debian 13 (trixie, Python 3.13) with [edge].
+# test-arm64: arm64 under QEMU user-mode emulation: Debian 12 (bookworm, Python 3.11) with
+# [edge] and [pi-legacy], Debian 13 (Python 3.13) with [edge].
+ROOTS ?= $(HOME)/.cache/edgecap-roots
+ARM_CPU ?= cortex-a76  # the core QEMU emulates: cortex-a76 (Pi 5), cortex-a72 (Pi 4), cortex-a53
+SHARED ?= ../shared
+PLATFORMS := artifacts/platforms
+BUILTIN := $(firstword $(wildcard edge_runtime/models/*/manifest.json))
+BUNDLE ?= $(if $(BUILTIN),,$(DEMO)/bundle-int8)
+ROOT_SH = ROOTS="$(ROOTS)" ARM_CPU="$(strip $(ARM_CPU))" WHEEL="$(abspath $(WHEEL))" BUNDLE="$(if $(BUNDLE),$(abspath $(BUNDLE)))" \
+	SHARED="$(abspath $(SHARED))" PLATFORMS="$(abspath $(PLATFORMS))" PYTHON="$(abspath $(BIN)/python)" \
+	bash tests/platforms/debian_root.sh
+DEBIAN13_RUNS := debian13-amd64:edge
+ARM64_RUNS := debian12-arm64:edge debian12-arm64:pi-legacy debian13-arm64:edge
+
+platforms-prepare: $(STAMP) $(WHEEL)
+	@test -z "$(BUNDLE)" || test -f "$(BUNDLE)/manifest.json" || { \
+		echo "make: no bundle at BUNDLE=$(BUNDLE); run 'make demo' or set BUNDLE=FOLDER" >&2; exit 2; }
+	$(ROOT_SH) prepare
+
+test-debian13 test-arm64: platforms-prepare
+	@status=0; start=$$(date +%s); \
+	for run in $(if $(filter test-arm64,$@),$(ARM64_RUNS),$(DEBIAN13_RUNS)); do \
+		$(ROOT_SH) run $${run%%:*} $${run#*:} || status=1; \
+	done; \
+	$(ROOT_SH) summary $(subst :,-,$(if $(filter test-arm64,$@),$(ARM64_RUNS),$(DEBIAN13_RUNS))) || status=1; \
+	echo "make $@: $$(( $$(date +%s) - start )) s (platforms-prepare not counted)"; exit $$status
 
 test: $(STAMP) $(PI_STAMP)
 	EDGECAP_PI_PYTHON=$(PI_VENV)/bin/python $(BIN)/python -m pytest -q

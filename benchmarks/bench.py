@@ -34,7 +34,7 @@ from edgecap.edge_runtime.timing import OUTLIER_RULE
 from . import baselines as base
 from .fingerprint import fingerprint, label, load_average
 from .measure import MeasureOptions, failed_entry
-from .schema import SCHEMA, SCHEMA_VERSION, SchemaError, dig, load_results, validate
+from .schema import SCHEMA, SCHEMA_VERSION, SchemaError, dig, load_results, portable, validate
 
 RESULTS_FILE = "results.json"
 MARKDOWN_FILE = "results.md"
@@ -48,13 +48,18 @@ def _run_parser() -> argparse.ArgumentParser:
         description="Benchmark bundles on this device: file sizes, init and first caption, "
         "latency (encoder, decoder step, greedy and beam captions), peak RSS, quality, and "
         "Keras baselines as ratios. `caption-bench merge FILE... --out DIR` compares "
-        "results files from several devices.",
+        "results files from several devices; `caption-bench inputs BUNDLE --photos DIR "
+        "--out DIR` times each input kind (photos, large JPEGs, video frames).",
         epilog="exit status: 0 all measured (and the gate passed); 1 the --min-scene-accuracy "
         "gate failed; 2 a bundle or baseline could not be measured, or bad arguments",
     )
     p.add_argument("bundles", nargs="+", help="bundle folders written by caption-export")
     p.add_argument("--out", required=True, type=Path, help="folder for results.json/.md/.png")
-    p.add_argument("--data", help="dataset in the Flickr8k layout, for quality and images")
+    p.add_argument(
+        "--data",
+        help="the dataset to score and take images from: a Flickr8k-layout folder, a "
+        "Karpathy split .json file or a COCO folder",
+    )
     p.add_argument("--split", default="test", help="split to score (default test)")
     p.add_argument(
         "--quality-images",
@@ -72,7 +77,8 @@ def _run_parser() -> argparse.ArgumentParser:
         "--threads",
         type=int,
         default=None,
-        help="CPU threads per model (default: every core this process may use)",
+        help="CPU threads per model (default: TFLite every core this process may use; ONNX "
+        "onnxruntime's own default, one thread per physical core)",
     )
     p.add_argument("--providers", default=None, help="onnxruntime providers, comma-separated")
     p.add_argument(
@@ -349,10 +355,14 @@ def run(argv: list[str]) -> int:
         "bundles": entries,
         "baselines": baselines,
     }
+    # Written without this machine's absolute paths: results files are committed and
+    # compared across devices (portable() says what each becomes).
+    result = portable(result)
     failed_gate: list[str] = []
     if args.min_scene_accuracy is not None:
-        failed_gate = _gate(entries, args.min_scene_accuracy)
-        result["gate"] = {"min_scene_accuracy": args.min_scene_accuracy, "failed": failed_gate}
+        failed_gate = _gate(entries, args.min_scene_accuracy)  # printed: the paths as given
+        failed = _gate(result["bundles"], args.min_scene_accuracy)
+        result["gate"] = {"min_scene_accuracy": args.min_scene_accuracy, "failed": failed}
     validate(result, "caption-bench result")  # what merge will read back must be valid
 
     out: Path = args.out
@@ -398,7 +408,7 @@ def merge(argv: list[str]) -> int:
     merged = {
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,
-        "merged_from": [str(p) for p in args.results],
+        "merged_from": portable([str(p) for p in args.results]),
         "results": results,
     }
     write_json_atomic(out / "merged.json", merged)

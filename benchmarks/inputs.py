@@ -58,7 +58,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--large", type=int, default=20, help="photos also checked as 12 MP JPEGs (default 20)"
     )
-    p.add_argument("--threads", type=int, default=None, help="CPU threads per model")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads per model (default: TFLite every core this process may use; ONNX "
+        "onnxruntime's own default, one thread per physical core)",
+    )
     return p
 
 

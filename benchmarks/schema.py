@@ -24,6 +24,43 @@ FINGERPRINT_FIELDS = ("device", "cpu_model", "cores_logical", "arch", "os", "pyt
 BUNDLE_FIELDS = ("name", "path", "variant", "status")
 
 
+def portable(value: Any, cwd: str | os.PathLike | None = None, home: str | None = None) -> Any:
+    """`value` (a results dict, list or string) with the measuring machine's absolute paths
+    taken out, so that a results file can be committed and compared: a path under the
+    working directory becomes relative to it, one under the home folder `~/...`, a Python
+    interpreter `python`, and any other `.../NAME` (its last component names the bundle or
+    file; the folders above it are of that machine only). `--flag=/abs` arguments too.
+    """
+    cwd = os.path.abspath(cwd if cwd is not None else os.getcwd())
+    home = os.path.expanduser("~") if home is None else home
+
+    def path(text: str) -> str:
+        if "=" in text and text.startswith("--"):  # --out=/abs/path
+            flag, _, rest = text.partition("=")
+            return f"{flag}={path(rest)}"
+        if not os.path.isabs(text) or "\n" in text:
+            return text
+        text = os.path.normpath(text)
+        name = os.path.basename(text)
+        if name.startswith("python") and os.path.basename(os.path.dirname(text)) == "bin":
+            return "python"
+        for root, shown in ((cwd, None), (home, "~")):
+            if root not in ("", os.sep) and os.path.commonpath([text, root]) == root:
+                relative = os.path.relpath(text, root)
+                if shown is None:
+                    return relative
+                return shown if relative == "." else f"{shown}/{relative}"
+        return f".../{name}" if name else text
+
+    if isinstance(value, str):
+        return path(value)
+    if isinstance(value, dict):
+        return {k: portable(v, cwd, home) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [portable(v, cwd, home) for v in value]
+    return value
+
+
 def dig(obj: dict | None, *path: str) -> Any:
     """The value at a path of keys in a results dict; None where a level is missing or
     null (a failed bundle has no latency, a skipped baseline no cold start)."""

@@ -19,8 +19,10 @@ import functools
 import io
 import logging
 import os
+import re
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +44,14 @@ class NativeLog:
     failed: bool = False
 
 
+# File descriptors 1 and 2 belong to the whole process: one quiet block at a time may point
+# them elsewhere. Re-entrant, so that a block inside a block (a LiteRT call that loads while
+# a quiet close runs) does not deadlock its own thread.
+_NATIVE_LOG_LOCK = threading.RLock()
+# What LiteRT's and glog's loggers write: "INFO: ...", "WARNING: ...", "I1204 12:00:00 ...".
+_NATIVE_LINE = re.compile(rb"^(?:(?:INFO|WARNING|ERROR|VERBOSE|DEBUG|FATAL): |[IWEF]\d{4} )")
+
+
 @contextlib.contextmanager
 def quiet_native_logs(show: bool = False) -> Iterator[NativeLog]:
     """Keep LiteRT's own log lines off the terminal while a model loads or is freed, unless
@@ -49,44 +59,79 @@ def quiet_native_logs(show: bool = False) -> Iterator[NativeLog]:
 
     LiteRT's C++ loggers write straight to file descriptors 2 and (its GPU accelerator's
     "INFO: Loaded OpenCL library with dlopen.") 1, with no Python switch, so both are
-    pointed at a temporary file for the duration: a plain run prints captions only. The
+    pointed at temporary files for the duration: a plain run prints captions only. The
     lines go to this module's logger at DEBUG (`edge_caption --verbose` shows them as they
     come). If the load failed, every line that is not INFO (warnings, errors: the reason
     LiteRT gives) goes to stderr as it came.
+
+    Thread-safe: fds 1 and 2 are the process's, so blocks run one at a time (a lock), and
+    each restores the fds it saved before the next saves them. Without the lock, two
+    threads opening models at once could each save the other's temporary file as "the
+    terminal" and leave it there, and every later print vanished. What another thread
+    writes to fd 1 or 2 during a block (a caption line, a log message) is not a LiteRT
+    line: it is written back to its own fd when the block ends, late but not lost.
     """
-    native = NativeLog()
-    if show:  # as they come, but on stderr: stdout carries captions only, even then
+    with _NATIVE_LOG_LOCK:
+        native = NativeLog()
+        if show:  # as they come, but on stderr: stdout carries captions only, even then
+            sys.stdout.flush()
+            saved_stdout = os.dup(1)
+            os.dup2(2, 1)
+            try:
+                yield native
+            finally:
+                os.dup2(saved_stdout, 1)
+                os.close(saved_stdout)
+            return
         sys.stdout.flush()
-        saved_stdout = os.dup(1)
-        os.dup2(2, 1)
-        try:
-            yield native
-        finally:
-            os.dup2(saved_stdout, 1)
-            os.close(saved_stdout)
-        return
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = {fd: os.dup(fd) for fd in (1, 2)}
-    with tempfile.TemporaryFile() as sink:
-        for fd in saved:
-            os.dup2(sink.fileno(), fd)
-        try:
-            yield native
-        except BaseException:
-            native.failed = True
-            raise
-        finally:
-            for fd, copy in saved.items():
-                os.dup2(copy, fd)
-                os.close(copy)
-            sink.seek(0)
-            native.lines += [x for x in sink.read().decode(errors="replace").splitlines() if x]
-            for line in native.lines:
-                if native.failed and not _is_info(line):
-                    print(line, file=sys.stderr)
-                else:
-                    log.debug("%s", line)
+        sys.stderr.flush()
+        saved = {fd: os.dup(fd) for fd in (1, 2)}
+        with tempfile.TemporaryFile() as out_sink, tempfile.TemporaryFile() as err_sink:
+            sinks = {1: out_sink, 2: err_sink}
+            for fd, sink in sinks.items():
+                os.dup2(sink.fileno(), fd)
+            try:
+                yield native
+            except BaseException:
+                native.failed = True
+                raise
+            finally:
+                # Python's own buffers first, so that what they hold lands in the sinks.
+                with contextlib.suppress(OSError, ValueError):
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                for fd, copy in saved.items():
+                    os.dup2(copy, fd)
+                    os.close(copy)
+                for fd, sink in sinks.items():
+                    sink.seek(0)
+                    _sort_captured(fd, sink.read(), native)
+
+
+def _sort_captured(fd: int, data: bytes, native: NativeLog) -> None:
+    """LiteRT's lines to the log (or, after a failed load, its warnings and errors to
+    stderr); anything else, which another thread wrote meanwhile, back to `fd` as it was.
+
+    On fd 2 a line that follows one of LiteRT's is taken as its continuation (the GPU
+    delegate lists the ops it lacks one per line, unprefixed); fd 1 gets only the OpenCL
+    INFO line from LiteRT, so every other line there is someone else's caption."""
+    other = bytearray()
+    follows_native = False
+    for raw in data.splitlines(keepends=True):
+        follows_native = bool(_NATIVE_LINE.match(raw)) or (fd == 2 and follows_native)
+        if not follows_native:
+            other += raw
+            continue
+        line = raw.decode(errors="replace").rstrip("\r\n")
+        native.lines.append(line)
+        if native.failed and not _is_info(line):
+            print(line, file=sys.stderr)
+        else:
+            log.debug("%s", line)
+    view = memoryview(bytes(other))
+    with contextlib.suppress(OSError):  # e.g. a closed pipe: nothing to give it back to
+        while view:
+            view = view[os.write(fd, view) :]
 
 
 def _is_info(line: str) -> bool:
@@ -103,14 +148,16 @@ def _load_interpreter_class(backend: str):
         except ImportError:
             if backend == "litert":
                 raise BackendError(
-                    "backend 'litert' needs the ai-edge-litert package: pip install 'edge-caption[edge]'"
+                    "backend 'litert' needs the ai-edge-litert package: pip install ai-edge-litert "
+                    "(the wheel's [edge] extra installs it)"
                 ) from None
     try:
         from tflite_runtime.interpreter import Interpreter
     except ImportError:
         raise BackendError(
-            "no TFLite interpreter found: install ai-edge-litert (pip install 'edge-caption[edge]') "
-            "or, on older Raspberry Pi OS, tflite-runtime"
+            "no TFLite interpreter found: pip install ai-edge-litert (the wheel's [edge] extra "
+            "installs it), or on older Raspberry Pi OS tflite-runtime==2.14.0 (its [pi-legacy] "
+            "extra)"
         ) from None
     log.warning("ai_edge_litert is not installed; using the tflite_runtime fallback")
     return Interpreter, "tflite_runtime"
@@ -164,6 +211,12 @@ class TFLiteModel(_TFLiteDetails):
     runner resizes and reallocates every input on every call, which cost a decoder step
     3-4x its own invoke. Here the tensor indices are resolved once and tensors are
     reallocated only when an input's shape changes (a beam search's batch of beams).
+
+    Thread-safe: an interpreter has one set of tensors, so a lock makes each call's
+    set_tensor / invoke / get_tensor one step (get_tensor copies, so what a call returns
+    is its own). Two threads share the model one call at a time; the encoder and the
+    decoder of one bundle are separate models with separate locks, so they overlap.
+    docs/benchmarks.md ("Threads") measured this against one interpreter per thread.
     """
 
     def __init__(
@@ -175,20 +228,27 @@ class TFLiteModel(_TFLiteDetails):
     ):
         interpreter_class, self.backend_name = _load_interpreter_class(backend)
         self.path = Path(path)
+        self._lock = threading.Lock()
         _check_structure(self.path)
         with quiet_native_logs(show_logs):
             self._load(interpreter_class, num_threads)
 
     def _load(self, interpreter_class, num_threads: int | None) -> None:
+        # Every step reads the file's tables (tensor names, details, XNNPACK's prepare in
+        # allocate_tensors), and a damaged table that both verifiers let through fails in
+        # any of them, as whatever LiteRT raises (RuntimeError "unsupported zero-point
+        # value", "failed to create XNNPACK runtime", UnicodeDecodeError on a tensor name):
+        # a bad file, named, not a crash of ours (tests/reliability/test_model_fuzz.py).
         try:
-            self._interpreter = interpreter_class(
-                model_path=str(self.path), num_threads=num_threads
-            )
-            runner = self._interpreter.get_signature_runner("serving_default")
-        except (ValueError, RuntimeError) as exc:
-            raise BundleError(
-                f"{self.path}: cannot load this TFLite model ({exc}); the file is corrupt or truncated"
-            ) from None
+            self._read(interpreter_class, num_threads)
+        except BundleError:
+            raise
+        except Exception as exc:
+            raise _load_failure(self.path, exc) from None
+
+    def _read(self, interpreter_class, num_threads: int | None) -> None:
+        self._interpreter = interpreter_class(model_path=str(self.path), num_threads=num_threads)
+        runner = self._interpreter.get_signature_runner("serving_default")
         self._inputs = runner.get_input_details()
         self._outputs = runner.get_output_details()
         # Each signature tensor's (index, dtype, scale, zero point), and each input's shape now.
@@ -210,23 +270,28 @@ class TFLiteModel(_TFLiteDetails):
     def __call__(self, **inputs: np.ndarray) -> dict[str, np.ndarray]:
         interpreter = self._interpreter
         values = {}
-        resized = False
         for name, value in inputs.items():
             io = self._feed[name]
-            index, value = io[0], _quantize(value, io)
-            if value.shape != self._shapes[index]:
-                interpreter.resize_tensor_input(index, value.shape)
-                self._shapes[index] = value.shape
-                resized = True
-            values[index] = value
-        if resized:
-            interpreter.allocate_tensors()
-        for index, value in values.items():
-            interpreter.set_tensor(index, value)
-        interpreter.invoke()
-        return {
-            name: _dequantize(interpreter.get_tensor(io[0]), io) for name, io in self._fetch.items()
-        }
+            values[io[0]] = _quantize(value, io)
+        with self._lock:
+            try:
+                resized = False
+                for index, value in values.items():
+                    if value.shape != self._shapes[index]:
+                        interpreter.resize_tensor_input(index, value.shape)
+                        self._shapes[index] = value.shape
+                        resized = True
+                if resized:
+                    interpreter.allocate_tensors()
+                for index, value in values.items():
+                    interpreter.set_tensor(index, value)
+                interpreter.invoke()
+                outputs = {name: interpreter.get_tensor(io[0]) for name, io in self._fetch.items()}
+            # A kernel refusing the file's data (e.g. at a new shape), or tensors that a
+            # damaged file left without memory ("Tensor data is null"): the file's fault.
+            except (RuntimeError, ValueError) as exc:
+                raise _run_failure(self.path, exc) from None
+        return {name: _dequantize(outputs[name], io) for name, io in self._fetch.items()}
 
     def positional(
         self, inputs: Sequence[str], outputs: Sequence[str]
@@ -247,27 +312,47 @@ class TFLiteModel(_TFLiteDetails):
         first, second, third, *fourth = (self._feed[name][0] for name in inputs)
         extra = fourth[0] if fourth else None
         out1, out2, out3 = (self._fetch[name][0] for name in outputs)
-        shapes, interpreter = self._shapes, self._interpreter
+        shapes, interpreter, lock = self._shapes, self._interpreter, self._lock
         set_tensor, get_tensor, invoke = (
             interpreter.set_tensor, interpreter.get_tensor, interpreter.invoke
         )  # fmt: skip
 
         def run(*values: np.ndarray) -> tuple[np.ndarray, ...]:
-            if values[0].shape != shapes[first]:  # every input shares the batch
-                return self._by_name(inputs, outputs, values)
-            set_tensor(first, values[0])
-            set_tensor(second, values[1])
-            set_tensor(third, values[2])
-            if extra is not None:
-                set_tensor(extra, values[3])
-            invoke()
-            return get_tensor(out1), get_tensor(out2), get_tensor(out3)
+            # The shape is compared under the lock: another thread may resize in between.
+            with lock:
+                if values[0].shape == shapes[first]:  # every input shares the batch
+                    try:
+                        set_tensor(first, values[0])
+                        set_tensor(second, values[1])
+                        set_tensor(third, values[2])
+                        if extra is not None:
+                            set_tensor(extra, values[3])
+                        invoke()
+                        return get_tensor(out1), get_tensor(out2), get_tensor(out3)
+                    except (RuntimeError, ValueError) as exc:  # as in __call__
+                        raise _run_failure(self.path, exc) from None
+            return self._by_name(inputs, outputs, values)
 
         return run
 
     def _by_name(self, inputs: Sequence[str], outputs: Sequence[str], values) -> tuple:
         out = self(**dict(zip(inputs, values, strict=True)))
         return tuple(out[name] for name in outputs)
+
+
+def _load_failure(path: Path, exc: BaseException) -> BundleError:
+    return BundleError(
+        f"{path}: cannot load this TFLite model ({exc}); the file is corrupt or truncated, "
+        "export the bundle again"
+    )
+
+
+def _run_failure(path: Path, exc: BaseException) -> BundleError:
+    """A model that loaded but whose kernels refuse its own data when it runs: the file's
+    fault (damaged or hand-made), named, rather than a traceback."""
+    return BundleError(
+        f"{path}: the model failed to run ({exc}); the file is corrupt, export the bundle again"
+    )
 
 
 def _tensor_io(detail: dict) -> tuple[int, np.dtype, float, int]:
@@ -334,7 +419,7 @@ class LiteRtCompiledModel(_TFLiteDetails):
         except ImportError:
             raise BackendError(
                 "accelerator 'gpu' for a TFLite bundle needs ai-edge-litert with its "
-                "CompiledModel API (pip install 'edge-caption[edge]'); tflite_runtime has no "
+                "CompiledModel API (pip install ai-edge-litert); tflite_runtime has no "
                 "GPU path"
             ) from None
         flag = {"gpu": HardwareAccelerator.GPU, "cpu": HardwareAccelerator.CPU}[accelerator]
@@ -385,14 +470,20 @@ class LiteRtCompiledModel(_TFLiteDetails):
         self.backend_name = f"ai_edge_litert CompiledModel ({accelerator.upper()})"
         self._shapes: dict[str, tuple[int, ...]] = {}
         self._buffers: tuple[dict, dict] | None = None  # (input, output) buffers by name
+        # One set of buffers and shapes per model: calls from several threads take turns.
+        self._lock = threading.Lock()
 
     def close(self) -> None:
         """Free the compiled model now, its accelerators' log lines kept quiet."""
-        with quiet_native_logs(self._show_logs):
+        with self._lock, quiet_native_logs(self._show_logs):
             self._buffers = None  # they hold the model, and the model its accelerators
             self.__dict__.pop("_model", None)
 
     def __call__(self, **inputs: np.ndarray) -> dict[str, np.ndarray]:
+        with self._lock:
+            return self._call(inputs)
+
+    def _call(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         signature = self.SIGNATURE
         feed = {name: _quantize(value, self._feed[name]) for name, value in inputs.items()}
         resized = False
@@ -443,8 +534,8 @@ def _load_onnxruntime():
         import onnxruntime
     except ImportError:
         raise BackendError(
-            "backend 'onnx' needs the onnxruntime package: pip install '.[edge]' "
-            "(or pip install onnxruntime)"
+            "backend 'onnx' needs the onnxruntime package: pip install onnxruntime "
+            "(the wheel's [edge] extra installs it)"
         ) from None
     return onnxruntime
 
@@ -591,9 +682,17 @@ class OnnxModel(_NamedModel):
         return list(self._session.get_providers())
 
     def __call__(self, **inputs: np.ndarray) -> dict[str, np.ndarray]:
+        # No lock: InferenceSession.run is thread-safe (each call has its own inputs and
+        # outputs), and this object keeps no state between calls.
         feed = {}
         for name, value in inputs.items():
             dtype = _ONNX_DTYPES.get(self._inputs[name].type)
             feed[name] = np.asarray(value, dtype=dtype)
-        values = self._session.run(self._outputs, feed)
+        try:
+            values = self._session.run(self._outputs, feed)
+        except Exception as exc:
+            if not type(exc).__module__.startswith("onnxruntime"):
+                raise
+            # onnxruntime's own error (a kernel refusing the file's data): the file's fault.
+            raise _run_failure(self.path, exc) from None
         return dict(zip(self._outputs, values, strict=True))

@@ -14,7 +14,7 @@ from PIL import Image
 from .bundle import Bundle, RuntimeOptions
 from .decoding import Decoded, DecodeOptions, StepModel, decode_rows
 from .errors import ImageError
-from .preprocess import load_pixels, preprocess, to_rgb
+from .preprocess import load_pixels, preprocess, to_rgb, upright
 
 ImageInput = str | os.PathLike | Image.Image | np.ndarray
 
@@ -35,7 +35,13 @@ class CaptionResult:
 class Captioner:
     """Captions images with an opened Bundle: `Captioner(Bundle.open(path))`, or
     `Captioner.open(path, RuntimeOptions(...), DecodeOptions(...))`; `Captioner.open()`
-    opens the built-in model. close() or `with`."""
+    opens the built-in model. close() or `with`.
+
+    Thread-safe: one Captioner (or one Bundle under several Captioners) may be shared by
+    threads, and every caption equals the one the same call gives alone. A TFLite model
+    runs one call at a time (a lock per model: the encoder and the decoder of one bundle
+    still overlap); onnxruntime's sessions run calls side by side. Close it only once the
+    other threads are done with it."""
 
     def __init__(self, bundle: Bundle, decode: DecodeOptions | None = None):
         self.bundle = bundle
@@ -66,7 +72,8 @@ class Captioner:
         if isinstance(image, (str, os.PathLike)):
             return load_pixels(image, prep)[None]
         if isinstance(image, Image.Image):
-            return preprocess(to_rgb(image), prep)[None]
+            # EXIF orientation applies to a caller's PIL image as to a path (docs/cli.md).
+            return preprocess(to_rgb(upright(image)), prep)[None]
         if isinstance(image, np.ndarray):
             if not (np.issubdtype(image.dtype, np.number) or image.dtype == np.bool_):
                 raise ImageError(f"image array must hold numbers, got dtype {image.dtype}")
@@ -98,7 +105,12 @@ class Captioner:
         self, image: ImageInput, bgr: bool = False, decode: DecodeOptions | None = None
     ) -> CaptionResult:
         """Caption one image: a file path, a PIL image, or a uint8 array (RGB, or BGR with
-        bgr=True); `decode` overrides this captioner's DecodeOptions for this call."""
+        bgr=True); `decode` overrides this captioner's DecodeOptions for this call.
+
+        A path's or a PIL image's EXIF orientation is applied (a photo taken sideways is
+        captioned upright); an array has no EXIF, so it is taken as it is: turn it first.
+        Safe to call from several threads at once on one Captioner (each model runs one
+        call at a time; docs/cli.md "Python API")."""
         self._check_open()
         t0 = time.perf_counter()
         pixels = self._pixels(image, bgr)  # [1, S, S, 3]

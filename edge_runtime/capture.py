@@ -38,12 +38,14 @@ CaptureOpener = Callable[[str | int], Capture]
 
 
 def import_cv2():
-    """OpenCV, imported on first use: image-only devices need not install it."""
+    """OpenCV, imported on first use (a core dependency, but one a device may have
+    replaced or removed; the message says what to put back)."""
     try:
         import cv2
     except ImportError:
         raise SourceError(
-            "video and camera sources need OpenCV: pip install 'edge-caption[edge]'"
+            "video and camera sources need OpenCV, which edge-caption depends on but is not "
+            "installed here: pip install opencv-python-headless"
         ) from None
     return cv2
 
@@ -81,7 +83,9 @@ def open_capture(
     hint = (
         "is it connected, and not in use by another program? (on Linux: ls /dev/video*)"
         if camera
-        else "is it a video OpenCV can decode?"
+        else "is it a video OpenCV can decode? If it was cut short (an interrupted copy or "
+        "download), it may be truncated: an MP4 or MOV whose index is at the end cannot be "
+        "opened without it"
     )
     tries = f" after {attempts} tries" if attempts > 1 else ""
     raise SourceError(f"{describe(source)}: cannot open it with OpenCV{tries}; {hint}")

@@ -10,9 +10,11 @@ With no --model, the built-in Flickr8k model captions (`edge_caption models` lis
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import math
+import os
 import signal
 import sys
 import threading
@@ -61,6 +63,15 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         help="video/camera: caption at most this many frames per second (default: no limit)",
+    )
+    parser.add_argument(
+        "--on-change",
+        type=int,
+        default=None,
+        metavar="K",
+        help="video/camera: print a caption only when it differs from the last one printed "
+        "and has been the caption of K captioned frames in a row, so a still scene's caption "
+        "does not flicker; with --jsonl, held-back frames say so (default: every caption)",
     )
     parser.add_argument(
         "--realtime",
@@ -118,7 +129,8 @@ def _parser() -> argparse.ArgumentParser:
         "--threads",
         type=int,
         default=None,
-        help="CPU threads per model (default: every core this process may use)",
+        help="CPU threads per model (default: TFLite every core this process may use; ONNX "
+        "onnxruntime's own default, one thread per physical core)",
     )
     parser.add_argument(
         "--beam", type=int, default=1, help="beam width; 1 decodes greedily (default 1)"
@@ -155,6 +167,58 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
+def _check_numbers(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse out-of-range flags before anything loads (exit 2, naming the flag): argparse
+    takes "nan" and "inf" as floats, and an unbounded length penalty overflowed the beam
+    search's ranking (ZeroDivisionError at -300, OverflowError at 400)."""
+    from .decoding import LENGTH_PENALTY_LIMIT, MAX_BEAM_WIDTH
+
+    if not 1 <= args.beam <= MAX_BEAM_WIDTH:
+        parser.error(f"--beam must be between 1 and {MAX_BEAM_WIDTH}, got {args.beam}")
+    if args.length_penalty is not None and not (
+        -LENGTH_PENALTY_LIMIT <= args.length_penalty <= LENGTH_PENALTY_LIMIT  # NaN fails too
+    ):
+        parser.error(
+            f"--length-penalty must be a number between {-LENGTH_PENALTY_LIMIT:g} and "
+            f"{LENGTH_PENALTY_LIMIT:g} (0 ranks by the plain sum), got {args.length_penalty}"
+        )
+    if args.threads is not None and not 1 <= args.threads <= MAX_THREADS:
+        parser.error(f"--threads must be between 1 and {MAX_THREADS}, got {args.threads}")
+    if args.every < 1:
+        parser.error(f"--every must be at least 1, got {args.every}")
+    if args.max_fps is not None and not (math.isfinite(args.max_fps) and args.max_fps > 0):
+        parser.error(f"--max-fps must be a positive number, got {args.max_fps}")
+    if not (math.isfinite(args.stall_timeout) and args.stall_timeout > 0):
+        parser.error(f"--stall-timeout must be a positive number, got {args.stall_timeout}")
+
+
+MAX_THREADS = 1024  # far above any device's cores; more would only exhaust the OS's threads
+SIGPIPE_STATUS = 141  # what a shell reports for a command killed by SIGPIPE (128 + 13)
+
+
+def _quiet_on_closed_pipe(main):
+    """`edge_caption ... | head -1`: when the reader closes the pipe, stop as a C tool
+    killed by SIGPIPE would (status 141), without a BrokenPipeError traceback."""
+
+    @functools.wraps(main)
+    def run(argv: list[str] | None = None) -> int:
+        try:
+            return main(argv)
+        except BrokenPipeError:
+            # Python flushes stdout once more at exit, which would fail again (and print
+            # "Exception ignored"): what is left goes to /dev/null instead.
+            try:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+                os.close(devnull)
+            except (OSError, ValueError):  # stdout is not a file (a test's capture)
+                pass
+            return SIGPIPE_STATUS
+
+    return run
+
+
+@_quiet_on_closed_pipe
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     # `edge_caption --source S` has no subcommand word, which argparse's subparsers cannot
@@ -169,14 +233,13 @@ def main(argv: list[str] | None = None) -> int:
         return models_main(argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.beam < 1:
-        parser.error("--beam must be at least 1")
-    if args.every < 1:
-        parser.error("--every must be at least 1")
-    if args.max_fps is not None and args.max_fps <= 0:
-        parser.error("--max-fps must be positive")
-    if args.stall_timeout <= 0:
-        parser.error("--stall-timeout must be positive")
+    _check_numbers(parser, args)
+    if args.on_change is not None and args.on_change < 1:
+        parser.error("--on-change must be at least 1 (1: print each change at once)")
+    if args.accelerate_decoder and args.accelerator != "gpu":
+        # Without a GPU encoder there is nothing to put the decoder beside: say so rather
+        # than run on the CPU as if the flag had been heard.
+        parser.error("--accelerate-decoder needs --accelerator gpu")
     providers = None
     if args.providers is not None:
         providers = [p.strip() for p in args.providers.split(",") if p.strip()]
@@ -194,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
 
     kind = source_kind(args.source)
     if kind in ("image", "folder"):
-        for flag in ("output", "show", "realtime", "max_fps"):
+        for flag in ("output", "show", "realtime", "max_fps", "on_change"):
             if getattr(args, flag):
                 parser.error(f"--{flag.replace('_', '-')} applies to video files and cameras")
     try:
@@ -220,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _caption_files(captioner, args) -> int:
-    from .sources import iter_frames
+    from .sources import iter_frames, printable
 
     failures = 0
     with closing(iter_frames(args.source)) as frames:
@@ -233,13 +296,14 @@ def _caption_files(captioner, args) -> int:
                 continue
             if args.jsonl:
                 record = {
-                    "source": frame.source,
+                    "source": printable(frame.source, controls=False),
                     "caption": result.text,
                     "ms": round(result.timings_ms["total"], 2),
                 }
                 print(json.dumps(record))
             else:
-                print(f"{frame.source}\t{result.text}")
+                # A name that is not UTF-8 printed as is stopped the batch at that file.
+                print(f"{printable(frame.source)}\t{result.text}")
             sys.stdout.flush()
     if failures:
         print(f"edge_caption: {failures} input(s) could not be captioned", file=sys.stderr)
@@ -311,6 +375,7 @@ def _caption_video(captioner, args) -> int:
         max_fps=args.max_fps,
         realtime=args.realtime,
         stall_timeout_s=args.stall_timeout,
+        on_change=args.on_change,
     )
     if args.show:
         _open_window()
@@ -326,7 +391,8 @@ def _caption_video(captioner, args) -> int:
                 stats.add(event)
                 if event.result is not None:
                     meter.tick()
-                    last_result = event.result
+                    if event.held is None:  # the overlay shows what was printed
+                        last_result = event.result
                 _print_event(event, args.jsonl)
                 if not (args.output or args.show):
                     continue
@@ -371,12 +437,17 @@ def _caption_video(captioner, args) -> int:
 
 
 def _print_event(event, jsonl: bool) -> None:
+    from .sources import printable
+
     result = event.result
     if jsonl:
-        record = {"source": event.source, "frame": event.index}
+        record = {"source": printable(event.source, controls=False), "frame": event.index}
         if result is not None:
+            if event.held is not None:
+                # Captioned but not emitted: `caption` stays the key of emitted captions.
+                record["held"] = event.held
             record.update(
-                caption=result.text,
+                {"candidate" if event.held else "caption": result.text},
                 ms=round(result.timings_ms["total"], 2),
                 timings_ms={k: round(v, 2) for k, v in result.timings_ms.items()},
             )
@@ -385,8 +456,8 @@ def _print_event(event, jsonl: bool) -> None:
         else:
             record["skipped"] = event.skipped
         print(json.dumps(record))
-    elif result is not None:
-        print(f"{event.source}\t{result.text}")
+    elif result is not None and event.held is None:
+        print(f"{printable(event.source)}\t{result.text}")
     else:
         return
     sys.stdout.flush()

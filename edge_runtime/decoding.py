@@ -8,6 +8,7 @@ is the batch, so that a beam search can reorder hypotheses by indexing.
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -17,6 +18,32 @@ import numpy as np
 from .vocab import NEVER_EMITTED_IDS
 
 State = tuple[np.ndarray, ...]
+
+# Beam search ranks by score / (words + 1) ** length_penalty. Useful penalties lie near 0..2
+# (Wu et al.'s 0.6-1.0, or this project's dev-chosen ones); past +-10 the ranking is only
+# caption length, and at 400 or -300 the power over- or underflowed (OverflowError,
+# ZeroDivisionError). 201 ** 10 (the longest caption a manifest allows) is about 1e23.
+LENGTH_PENALTY_LIMIT = 10.0
+MAX_BEAM_WIDTH = 100  # the search's cost grows with the width; wider is a typo, not a setting
+
+
+def check_length_penalty(value: float, what: str = "length penalty") -> float:
+    """`value` as a float if it is a finite number in [-LENGTH_PENALTY_LIMIT, +LIMIT];
+    ValueError naming `what` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{what} must be a number, got {value!r}")
+    if not (math.isfinite(value) and abs(value) <= LENGTH_PENALTY_LIMIT):
+        raise ValueError(
+            f"{what} must be between {-LENGTH_PENALTY_LIMIT:g} and {LENGTH_PENALTY_LIMIT:g}, "
+            f"got {value!r}"
+        )
+    return float(value)
+
+
+def _without_end(banned: Sequence[int], end_id: int) -> list[int]:
+    """The banned ids less the caller's own end id: a vocabulary whose <end> is 0, 1 or 3
+    (NEVER_EMITTED_IDS' defaults) must still be able to end a caption."""
+    return [b for b in banned if b != end_id]
 
 
 class StepModel(Protocol):
@@ -109,9 +136,11 @@ def greedy_decode(
     `max_length` counts words, not the end token; a caption that never ends is cut there.
     `banned` ids (by default <pad>, <start> and <unk>) are never chosen: a caption that
     says "<unk>" tells the user nothing, and the next most probable word usually does.
+    `end_id` is never banned, even when it is among them.
     """
     if features.ndim not in (2, 3):
         raise ValueError(f"features must be [B, F] or [B, P, F], got shape {features.shape}")
+    banned = _without_end(banned, end_id)
     batch = features.shape[0]
     if batch == 1:
         return [_greedy_one(model, features, start_id, end_id, max_length, banned)]
@@ -154,7 +183,8 @@ def beam_search(
     Finished captions are ranked by score / (words + 1) ** length_penalty (0: plain sum of
     log-probabilities). Unlike im2txt's original search, a finished caption is never pruned
     by later, longer hypotheses, and if no beam ever ends, the best unfinished ones are
-    returned rather than nothing. `banned` ids are never chosen, as in greedy_decode.
+    returned rather than nothing. `banned` ids are never chosen, as in greedy_decode (the
+    end id excepted). The length penalty must lie within +-LENGTH_PENALTY_LIMIT.
 
     The search stops once `beam_width` captions have finished and no live hypothesis ranks
     above the worst of them. Without a length penalty that is exact (log-probabilities only
@@ -168,6 +198,8 @@ def beam_search(
         )
     if beam_width < 1:
         raise ValueError("beam_width must be at least 1")
+    length_penalty = check_length_penalty(length_penalty)
+    banned = _without_end(banned, end_id)
 
     def ranked(words: int, score: float) -> float:
         return score / (words + 1) ** length_penalty
@@ -237,8 +269,12 @@ class DecodeOptions:
     or the run's)."""
 
     def __post_init__(self) -> None:
-        if self.beam_width < 1:
-            raise ValueError(f"beam width must be at least 1, got {self.beam_width}")
+        if not 1 <= self.beam_width <= MAX_BEAM_WIDTH:
+            raise ValueError(
+                f"beam width must be between 1 and {MAX_BEAM_WIDTH}, got {self.beam_width}"
+            )
+        if self.length_penalty is not None:
+            check_length_penalty(self.length_penalty)
         if self.max_length is not None and self.max_length < 1:
             raise ValueError(f"max length must be at least 1 word, got {self.max_length}")
 

@@ -15,6 +15,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .atomic import sha256_file
+from .decoding import check_length_penalty
 from .errors import BundleError
 from .preprocess import Preprocessing
 from .step_models import DECODER_KINDS, DECODER_TENSORS
@@ -27,6 +28,8 @@ MODEL_FORMATS = {"tflite": ".tflite", "onnx": ".onnx"}
 # order tables list them: the smallest files first, then float32 as the reference.
 PRECISIONS = ("int8", "fp32", "fp16", "dynamic")
 ENCODER_TENSORS = {"inputs": ["image"], "outputs": ["features"]}
+MAX_CAPTION_LENGTH = 200  # words; beam search's length penalty limit is sized for it
+MAX_VOCAB_SIZE = 10_000_000  # a log_probs row of 40 MB: far past any caption vocabulary
 
 
 def tensor_names(decoder_kind: str) -> dict[str, dict[str, list[str]]]:
@@ -165,17 +168,47 @@ class Manifest:
         return parse_manifest(obj, Path(root), source)
 
 
+MAX_NAME_BYTES = 255  # the longest file name ext4, XFS, APFS and NTFS allow
+
+
 def _safe_relative(root: Path, name: Any, source: str) -> str:
-    """A file name that stays inside the bundle folder; '../x' and '/etc/x' are refused."""
+    """A plain file name inside the bundle folder; everything else is refused before the
+    file system sees it ('../x', '/etc/x', 'a/b', NUL, lone surrogates, overlong names:
+    those used to reach is_file() or resolve() and raise OSError or ValueError there)."""
     if not isinstance(name, str) or not name:
         raise BundleError(f"{source}: file name must be a non-empty string, got {name!r}")
+    if any("\ud800" <= c <= "\udfff" for c in name):
+        raise BundleError(
+            f"{source}: file name {name!r} is not valid Unicode (it holds a lone surrogate); "
+            "re-export the bundle"
+        )
+    if any(c < " " or c == "\x7f" for c in name):
+        raise BundleError(
+            f"{source}: file name {name!r} holds a control character (e.g. NUL); "
+            "re-export the bundle"
+        )
+    size = len(name.encode("utf-8"))
+    if size > MAX_NAME_BYTES:
+        raise BundleError(
+            f"{source}: file name {name[:40]!r}... is {size} bytes long, more than the "
+            f"{MAX_NAME_BYTES} a file system allows; re-export the bundle"
+        )
     pure = PurePosixPath(name.replace("\\", "/"))
-    if pure.is_absolute() or ".." in pure.parts or os.path.isabs(name):
+    if pure.is_absolute() or ".." in pure.parts or os.path.isabs(name) or name == ".":
         raise BundleError(
             f"{source}: file name {name!r} escapes the bundle folder; refusing to load it"
         )
-    resolved = (root / name).resolve()
-    if root.resolve() not in resolved.parents:
+    if "/" in name or "\\" in name:
+        raise BundleError(
+            f"{source}: file name {name!r} must name a file directly in the bundle folder, "
+            "without '/' or '\\'; re-export the bundle"
+        )
+    try:
+        resolved = (root / name).resolve()  # a link that points out of the folder
+        inside = root.resolve() in resolved.parents
+    except (OSError, RuntimeError, ValueError) as exc:  # RuntimeError: a link loop (3.11)
+        raise BundleError(f"{source}: file name {name!r} cannot be resolved ({exc})") from None
+    if not inside:
         raise BundleError(
             f"{source}: file name {name!r} escapes the bundle folder; refusing to load it"
         )
@@ -194,6 +227,14 @@ def _require(obj: dict, key: str, kind: type | tuple, source: str) -> Any:
 def _optional(obj: dict, key: str, kind: type | tuple, source: str) -> Any:
     """obj[key] if present (checked as _require does), else None."""
     return _require(obj, key, kind, source) if key in obj else None
+
+
+def _in_range(value: int | None, low: int, high: int, field: str, source: str) -> None:
+    """Refuse an integer field outside [low, high] (None: the field is absent)."""
+    if value is not None and not low <= value <= high:
+        raise BundleError(
+            f"{source}: field {field!r} is {value}, outside {low}..{high}; re-export the bundle"
+        )
 
 
 def parse_manifest(obj: Any, root: Path, source: str = "manifest.json") -> Manifest:
@@ -222,23 +263,30 @@ def parse_manifest(obj: Any, root: Path, source: str = "manifest.json") -> Manif
         raise BundleError(
             f"{source}: decoder kind {kind!r} is not supported by this runtime ({DECODER_KINDS})"
         )
-    prefix_length = None
-    if kind == "blstm":
-        prefix_length = _require(decoder, "prefix_length", int, f"{source} decoder")
     names = tensor_names(kind)
     max_length = _require(obj, "max_caption_length", int, source)
-    if not 1 <= max_length <= 200:
+    if not 1 <= max_length <= MAX_CAPTION_LENGTH:
         raise BundleError(f"{source}: max_caption_length {max_length} is out of range")
+    prefix_length = None
+    if kind == "blstm":
+        # The step fills one prefix slot per word, <start> first: max_length + 1 at least.
+        prefix_length = _require(decoder, "prefix_length", int, f"{source} decoder")
+        _in_range(prefix_length, max_length + 1, MAX_CAPTION_LENGTH + 1, "prefix_length",
+                  f"{source} decoder")  # fmt: skip
     vocab = _require(obj, "vocab", dict, source)
     vocab_file = _safe_relative(
         root, _require(vocab, "file", str, f"{source} vocab"), f"{source} vocab"
     )
     vocab_size = _require(vocab, "size", int, f"{source} vocab")
+    _in_range(vocab_size, 5, MAX_VOCAB_SIZE, "size", f"{source} vocab")  # 4 special tokens + 1
     start_id = _require(vocab, "start_id", int, f"{source} vocab")
     end_id = _require(vocab, "end_id", int, f"{source} vocab")
     _require(vocab, "sha256", str, f"{source} vocab")
     if not (0 <= start_id < vocab_size and 0 <= end_id < vocab_size):
         raise BundleError(f"{source}: special token ids are outside the vocabulary of {vocab_size}")
+    for key in ("pad_id", "unk_id"):
+        _in_range(_optional(vocab, key, int, f"{source} vocab"), 0, vocab_size - 1, key,
+                  f"{source} vocab")  # fmt: skip
     models_obj = _require(obj, "models", dict, source)
     models = {}
     suffix = MODEL_FORMATS[model_format]
@@ -259,6 +307,7 @@ def parse_manifest(obj: Any, root: Path, source: str = "manifest.json") -> Manif
                     f"{where}: {kind_name} are {found}, expected {names[role][kind_name]} "
                     f"for a {kind} decoder"
                 )
+        _in_range(_optional(entry, "bytes", int, where), 0, 2**40, "bytes", where)
         models[role] = ModelEntry(
             role=role,
             file=file,
@@ -306,15 +355,24 @@ def parse_manifest(obj: Any, root: Path, source: str = "manifest.json") -> Manif
         encoder=_optional(obj, "encoder", dict, source) or {},
         decoder_units=_optional(decoder, "units", int, f"{source} decoder"),
         decoder_embed_dim=_optional(decoder, "embed_dim", int, f"{source} decoder"),
-        # Bundles exported before it was recorded were measured and shipped with 0.
-        length_penalty=float(
-            _optional(decoder, "length_penalty", (int, float), f"{source} decoder") or 0.0
-        ),
+        length_penalty=_length_penalty(decoder, f"{source} decoder"),
         created=_optional(obj, "created", str, source),
         source=origin,
         parity=_optional(obj, "parity", dict, source),
         model_card=_optional(obj, "model_card", dict, source),
     )
+
+
+def _length_penalty(decoder: dict, source: str) -> float:
+    """decoder.length_penalty, finite and within decoding's limit (a hand-edited 400 made
+    beam search overflow); bundles exported before it was recorded shipped with 0."""
+    value = _optional(decoder, "length_penalty", (int, float), source)
+    if value is None:
+        return 0.0
+    try:
+        return check_length_penalty(value, "field 'length_penalty'")
+    except ValueError as exc:
+        raise BundleError(f"{source}: {exc}; re-export the bundle") from None
 
 
 # Keys of models.<role> that ModelEntry has fields for; any other goes to its details.

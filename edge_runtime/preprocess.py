@@ -6,6 +6,7 @@ sees on the device.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -49,20 +50,34 @@ class Preprocessing:
 
     @classmethod
     def from_json(cls, obj: Any, source: str = "manifest") -> Preprocessing:
+        """Validate manifest.json's `preprocessing`: every field present, of its type, and
+        in range. Numbers must be finite: NaN or Infinity in scale or offset used to be
+        accepted and turned every image into the same garbage (captioned, exit 0), and
+        an input_size of Infinity escaped as an OverflowError."""
         if not isinstance(obj, dict):
             raise BundleError(f"{source}: 'preprocessing' must be an object")
+        where = f"{source} preprocessing"
         try:
             prep = cls(
-                input_size=int(obj["input_size"]),
-                scale=float(obj["scale"]),
-                offset=float(obj["offset"]),
-                channel_order=str(obj["channel_order"]),
-                resize=str(obj["resize"]),
-                crop=str(obj["crop"]),
-                reducing_gap=_optional_float(obj.get("reducing_gap", REDUCING_GAP)),
+                input_size=_integer(obj, "input_size", 8, 4096, where),
+                scale=_number(obj, "scale", MAX_SCALE, where, nonzero=True),
+                offset=_number(obj, "offset", MAX_OFFSET, where),
+                channel_order=_text(obj, "channel_order", where),
+                resize=_text(obj, "resize", where),
+                crop=_text(obj, "crop", where),
+                reducing_gap=(
+                    None
+                    if obj.get("reducing_gap", REDUCING_GAP) is None
+                    else _number(
+                        {"reducing_gap": REDUCING_GAP, **obj},
+                        "reducing_gap",
+                        MAX_REDUCING_GAP,
+                        where,
+                    )
+                ),
             )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise BundleError(f"{source}: bad 'preprocessing' entry ({exc!r})") from None
+        except KeyError as exc:
+            raise BundleError(f"{where}: missing field {exc.args[0]!r}") from None
         if prep.channel_order not in ("RGB", "BGR"):
             raise BundleError(
                 f"{source}: channel_order must be RGB or BGR, not {prep.channel_order!r}"
@@ -73,15 +88,41 @@ class Preprocessing:
             )
         if prep.crop not in ("none", "center"):
             raise BundleError(f"{source}: crop must be 'none' or 'center', not {prep.crop!r}")
-        if not 8 <= prep.input_size <= 4096:
-            raise BundleError(f"{source}: input_size {prep.input_size} is out of range")
         if prep.reducing_gap is not None and prep.reducing_gap < 1.0:
             raise BundleError(f"{source}: reducing_gap must be null or at least 1.0")
         return prep
 
 
-def _optional_float(value: Any) -> float | None:
-    return None if value is None else float(value)
+# Bounds of the pixel mapping `pixel * scale + offset`: every real encoder's lies within
+# [-1, 1] x 255 (scale 1/127.5, 1/255, 1) and offset [-255, 255] (Caffe's means are ~124).
+MAX_SCALE, MAX_OFFSET = 1e3, 1e6
+MAX_REDUCING_GAP = 1e3
+
+
+def _integer(obj: dict, key: str, low: int, high: int, where: str) -> int:
+    value = obj[key]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BundleError(f"{where}: field {key!r} must be an integer, got {value!r}")
+    if not low <= value <= high:
+        raise BundleError(f"{where}: field {key!r} is {value}, outside {low}..{high}")
+    return value
+
+
+def _number(obj: dict, key: str, limit: float, where: str, nonzero: bool = False) -> float:
+    value = obj[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise BundleError(f"{where}: field {key!r} must be a number, got {value!r}")
+    if not math.isfinite(value) or abs(value) > limit or (nonzero and value == 0):
+        rule = f"a finite number{', not 0,' if nonzero else ''} within +-{limit:g}"
+        raise BundleError(f"{where}: field {key!r} must be {rule}, got {value!r}")
+    return float(value)
+
+
+def _text(obj: dict, key: str, where: str) -> str:
+    value = obj[key]
+    if not isinstance(value, str):
+        raise BundleError(f"{where}: field {key!r} must be a string, got {value!r}")
+    return value
 
 
 def load_image(path: str | os.PathLike, min_side: int | None = None) -> Image.Image:
@@ -111,6 +152,11 @@ def load_image(path: str | os.PathLike, min_side: int | None = None) -> Image.Im
     except ImageError as exc:  # from to_rgb, which does not know the file name
         raise ImageError(f"{path}: {exc}") from None
     except FileNotFoundError:
+        if path.is_symlink():
+            raise ImageError(
+                f"{path}: image file not found: it is a link to {os.readlink(path)!r}, which "
+                "does not exist"
+            ) from None
         raise ImageError(f"{path}: image file not found") from None
     except Image.DecompressionBombError as exc:
         raise ImageError(f"{path}: image is too large to decode safely ({exc})") from None
@@ -127,6 +173,22 @@ def load_image(path: str | os.PathLike, min_side: int | None = None) -> Image.Im
         raise ImageError(
             f"{path}: cannot decode image ({exc}); the file is corrupt or not an image"
         ) from None
+
+
+EXIF_ORIENTATION = 0x0112
+
+
+def upright(img: Image.Image) -> Image.Image:
+    """`img` turned the way its EXIF orientation says (a phone photo held sideways), or
+    `img` itself when it has no orientation to apply. For a PIL image a caller opened: a
+    file path gets the same through load_image. Arrays carry no EXIF and are taken as
+    they are."""
+    try:
+        if img.getexif().get(EXIF_ORIENTATION, 1) == 1:
+            return img
+        return ImageOps.exif_transpose(img)
+    except (OSError, SyntaxError, ValueError, TypeError) as exc:  # a damaged EXIF block
+        raise ImageError(f"cannot read the image's EXIF orientation ({exc})") from None
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

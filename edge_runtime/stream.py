@@ -7,7 +7,8 @@
   the captioner was busy are reported as dropped ("busy"), each one.
 
 Either way every frame of the source appears in the event stream exactly once, captioned
-or skipped with a reason, so a caller can prove that it kept up.
+or skipped with a reason, so a caller can prove that it kept up. With `on_change`, a
+captioned frame whose caption is not worth showing is marked `held` (see ChangeFilter).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import logging
 import math
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -69,11 +71,18 @@ class StreamOptions:
     opener: CaptureOpener | None = None
     """Makes the capture from a path or camera index; None uses cv2.VideoCapture."""
 
+    on_change: int | None = None
+    """Emit a caption only when it differs from the last one emitted and has been the
+    caption of this many consecutive captioned frames; the others are marked `held`.
+    None: every caption is emitted."""
+
     def __post_init__(self) -> None:
         if self.every < 1:
             raise ValueError("every must be at least 1")
         if self.max_fps is not None and not self.max_fps > 0:
             raise ValueError("max_fps must be positive")
+        if self.on_change is not None and self.on_change < 1:
+            raise ValueError("on_change must be at least 1")
 
 
 @dataclass
@@ -88,6 +97,7 @@ class StreamEvent:
     skipped: str | None = None  # "every", "max-fps" or "busy"
     latency_ms: float | None = None  # LIVE_STREAM: frame read -> caption ready
     source_fps: float = math.nan  # the source's frame rate (30 where a camera reports none)
+    held: str | None = None  # captioned, not emitted (on_change): "unchanged" or "unsteady"
 
 
 def running_mode(source: str, realtime: bool = False) -> RunningMode:
@@ -115,6 +125,37 @@ class _FrameSelector:
         return None
 
 
+class ChangeFilter:
+    """Keeps a still scene's caption from flickering: a caption is emitted only when it
+    differs from the last one emitted and has been the caption of `frames` consecutive
+    captioned frames. A one-word wobble for fewer frames than that is never shown.
+
+    `hold_reason(text)` is called once per captioned frame, in order, and says why that
+    frame's caption is held back: "unchanged" (it is the caption already emitted) or
+    "unsteady" (a new caption, not yet seen `frames` times in a row); None emits it.
+    """
+
+    def __init__(self, frames: int):
+        if frames < 1:
+            raise ValueError("on_change must be at least 1")
+        self.frames = frames
+        self.emitted: str | None = None
+        self._candidate: str | None = None
+        self._run = 0
+
+    def hold_reason(self, text: str) -> str | None:
+        if text == self._candidate:
+            self._run += 1
+        else:
+            self._candidate, self._run = text, 1
+        if text == self.emitted:
+            return "unchanged"
+        if self._run < self.frames:
+            return "unsteady"
+        self.emitted = text
+        return None
+
+
 def _name(source: str, index: int) -> str:
     prefix = describe(source)  # "camera 0", as in every other message
     return f"{prefix}#frame={index}"
@@ -129,9 +170,19 @@ def caption_video(
     """
     options = options or StreamOptions()
     if running_mode(source, options.realtime) is RunningMode.LIVE_STREAM:
-        yield from _live(captioner, source, options)
+        events = _live(captioner, source, options)
     else:
-        yield from _video(captioner, source, options)
+        events = _video(captioner, source, options)
+    if options.on_change is None:
+        yield from events
+        return
+    change = ChangeFilter(options.on_change)
+    # `closing` passes a close() of this generator on to the capture's generator at once.
+    with closing(events):
+        for event in events:
+            if event.result is not None:
+                event.held = change.hold_reason(event.result.text)
+            yield event
 
 
 def _video(captioner: Captioner, source: str, options: StreamOptions) -> Iterator[StreamEvent]:
@@ -224,6 +275,7 @@ class StreamStats:
 
     frames: int = 0
     captioned: int = 0
+    held: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
     caption_ms: list[float] = field(default_factory=list)
     latency_ms: list[float] = field(default_factory=list)
@@ -233,6 +285,7 @@ class StreamStats:
         self.frames += 1
         if event.result is not None:
             self.captioned += 1
+            self.held += event.held is not None
             self.caption_ms.append(event.result.timings_ms["total"])
             if event.latency_ms is not None:
                 self.latency_ms.append(event.latency_ms)
@@ -247,6 +300,7 @@ class StreamStats:
         return {
             "frames": self.frames,
             "captioned": self.captioned,
+            "held": self.held,
             "skipped": dict(sorted(self.skipped.items())),
             "wall_s": round(wall, 2),
             "frames_per_s": round(self.frames / wall, 1) if wall > 0 else None,
@@ -263,6 +317,8 @@ class StreamStats:
             f"{source}: {s['frames']} frames in {s['wall_s']:.1f} s ({s['frames_per_s']} frames/s): "
             f"{s['captioned']} captioned, skipped: {skipped}"
         )
+        if s["held"]:
+            line += f"; {s['captioned'] - s['held']} captions emitted, {s['held']} held back"
         if s["caption_ms_p50"] is not None:
             line += f"; caption p50 {s['caption_ms_p50']} ms, p99 {s['caption_ms_p99']} ms"
         if s["latency_ms_p50"] is not None:

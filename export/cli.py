@@ -9,6 +9,7 @@ is non-zero if any failed. Either way a summary table ends the output.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import sys
@@ -173,6 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     several = several or "," in (args.quantize or "")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     out = Path(args.out)
+    if importlib.util.find_spec("tensorflow") is None:
+        from edgecap.train import no_tensorflow
+
+        return no_tensorflow("caption-export")
 
     outcomes, target = [], out
     try:

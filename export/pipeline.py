@@ -1,6 +1,12 @@
 """`make flickr8k`: train, export and evaluate the real Flickr8k models, resumably.
 
-    python -m edgecap.export.pipeline --data DIR --weights-dir DIR --out artifacts/flickr8k
+    python -m edgecap.export.pipeline --data DATA [--weights-dir DIR] --out artifacts/flickr8k
+
+DATA is any dataset layout caption-train reads: a Flickr8k-layout folder, or Karpathy's
+dataset_flickr8k.json with the images in Flicker8k_Dataset/ beside it. Without
+--weights-dir (IMAGENET_WEIGHTS), each encoder starts from Keras' own published ImageNet
+weights (`--weights imagenet`, downloaded once on first use) instead of the files named
+in MODELS.
 
 Every step is a `caption-train` / `caption-export` / `caption-train evaluate` command in
 its own process, and a step whose output is already complete is skipped, so a rerun after
@@ -147,21 +153,35 @@ def _step(done: Path, command: list[str], log: Path) -> None:
     print(f"done  {done} in {time.perf_counter() - start:.0f} s", flush=True)
 
 
-def run_model(
-    model: Model, data: Path, weights_dir: Path, out: Path, only: set[str] | None = None
-) -> list[Path]:
-    """Train, export and evaluate one model; returns its metrics.json files. `only`: the
-    bundles (e.g. {"tflite-int8"}) to export and evaluate, of the model's own; None: all."""
-    run = out / model.name
+def model_weights(model: Model, weights_dir: Path | None) -> str:
+    """caption-train's --weights for `model`: its file in `weights_dir`, or without one
+    Keras' published ImageNet weights (downloaded on first use)."""
+    if weights_dir is None:
+        return "imagenet"
     weights = weights_dir / model.weights
     if not weights.is_file():
         raise SystemExit(
             f"make flickr8k: {weights}: weights file not found; pass IMAGENET_WEIGHTS=DIR "
-            f"(a folder with {model.weights})"
+            f"(a folder with {model.weights}), or leave IMAGENET_WEIGHTS unset for Keras' "
+            "ImageNet weights"
         )
+    return str(weights)
+
+
+def run_model(
+    model: Model,
+    data: Path,
+    weights_dir: Path | None,
+    out: Path,
+    only: set[str] | None = None,
+) -> list[Path]:
+    """Train, export and evaluate one model; returns its metrics.json files. `only`: the
+    bundles (e.g. {"tflite-int8"}) to export and evaluate, of the model's own; None: all."""
+    run = out / model.name
+    weights = model_weights(model, weights_dir)
     log = out / "logs" / f"{model.name}.log"
     train = [_bin("caption-train"), "--data", str(data), "--encoder", model.encoder,
-             "--weights", str(weights), "--decoder", model.decoder, *COMMON, *model.flags,
+             "--weights", weights, "--decoder", model.decoder, *COMMON, *model.flags,
              "--feature-cache", str(out / "features"), "--final-split", "none",
              "--out", str(run if model.scst is None else out / f"{model.name}-xe")]  # fmt: skip
     _step(Path(train[-1]) / "decoder.keras", train, log)
@@ -197,12 +217,16 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m edgecap.export.pipeline", description=__doc__.split("\n")[0]
     )
     parser.add_argument(
-        "--data", default=os.environ.get("FLICKR8K", ""), help="Flickr8k-layout folder with images"
+        "--data",
+        default=os.environ.get("FLICKR8K", ""),
+        help="Flickr8k with its images: a Flickr8k-layout folder, or Karpathy's "
+        "dataset_flickr8k.json with Flicker8k_Dataset/ beside it",
     )
     parser.add_argument(
         "--weights-dir",
         default=os.environ.get("IMAGENET_WEIGHTS", ""),
-        help="folder of ImageNet weight files",
+        help="folder of the ImageNet weight files MODELS names (default: Keras' published "
+        "ImageNet weights, downloaded on first use)",
     )
     parser.add_argument(
         "--out", default="artifacts/flickr8k", help="output folder (default artifacts/flickr8k)"
@@ -219,16 +243,21 @@ def main(argv: list[str] | None = None) -> int:
         "each model's own list)",
     )
     args = parser.parse_args(argv)
-    if not args.data or not Path(args.data).is_dir():
+    if not args.data or not Path(args.data).exists():
         parser.error(
-            f"no Flickr8k folder ({args.data or 'FLICKR8K unset'}); pass FLICKR8K=DIR, a "
-            "Flickr8k-layout folder (images in DIR/Flicker8k_Dataset), e.g. ../shared/data/flickr8k-224"
+            f"no Flickr8k dataset ({args.data or 'FLICKR8K unset'}); pass FLICKR8K=PATH: a "
+            "Flickr8k-layout folder (images in PATH/Flicker8k_Dataset), or Karpathy's "
+            "dataset_flickr8k.json with Flicker8k_Dataset/ beside it"
         )
-    if not args.weights_dir or not Path(args.weights_dir).is_dir():
+    weights_dir = Path(args.weights_dir) if args.weights_dir else None
+    if weights_dir is not None and not weights_dir.is_dir():
         parser.error(
-            f"no weights folder ({args.weights_dir or 'IMAGENET_WEIGHTS unset'}); pass "
-            "IMAGENET_WEIGHTS=DIR, a folder of keras.applications .h5 files, e.g. ../shared/weights/imagenet"
+            f"{weights_dir}: no such weights folder; pass IMAGENET_WEIGHTS=DIR, a folder of "
+            "keras.applications .h5 files, or leave it unset for Keras' ImageNet weights"
         )
+    if weights_dir is None:
+        print("make flickr8k: no IMAGENET_WEIGHTS; the encoders start from Keras' ImageNet "
+              "weights (--weights imagenet), downloaded on first use", flush=True)  # fmt: skip
     chosen = (
         MODELS if args.models == "all" else [m for m in MODELS if m.name in args.models.split(",")]
     )
@@ -236,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics = []
     for model in chosen:
         only = None if args.bundles == "all" else set(args.bundles.split(","))
-        metrics += run_model(model, Path(args.data), Path(args.weights_dir), out, only)
+        metrics += run_model(model, Path(args.data), weights_dir, out, only)
     table = [sys.executable, "-m", "edgecap.benchmarks.results", *map(str, metrics),
              "--out", str(out / "table.md")]  # fmt: skip
     subprocess.run(table, check=True)

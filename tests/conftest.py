@@ -9,24 +9,72 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parents[1]
 # The real Flickr8k annotation files, beside the repository (images are not shipped).
 FLICKR8K = Path(os.environ.get("EDGECAP_FLICKR8K", REPO.parent / "shared" / "data" / "flickr8k"))
+# Real photos and ImageNet weights, beside the repository (never committed into it).
+SHARED = Path(os.environ.get("EDGECAP_SHARED", REPO.parent / "shared"))
+
+# Tests that take one of these fixtures need data that is not in the repository. A clone
+# without it skips them (each with one line saying what is missing and where to point);
+# CI (CI=true) fails instead, so the tests it runs keep proving that data's paths.
+SHARED_FIXTURES = {
+    "flickr8k_annotations",
+    "imagenet_weights",
+    "imagenet_check",
+    "flickr8k_originals",
+    "flickr8k_224",
+}
+MISSING_DATA = "needs data outside the repository: "
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "shared_data: needs the Flickr8k files, photos or ImageNet weights of ../shared "
+        "(EDGECAP_SHARED, EDGECAP_FLICKR8K); skipped where they are absent, except in CI",
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Marked from the fixtures each test takes, so a new test cannot forget the mark.
+    for item in items:
+        if SHARED_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.shared_data)
+
+
+def _missing(message: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{message} (CI=true: the shared data must be there)")
+    pytest.skip(MISSING_DATA + message)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    skipped = [
+        r
+        for r in terminalreporter.stats.get("skipped", [])
+        if isinstance(r.longrepr, tuple) and r.longrepr[2].startswith("Skipped: " + MISSING_DATA)
+    ]
+    if skipped:
+        terminalreporter.write_sep(
+            "-",
+            f"{len(skipped)} tests skipped for lack of data outside the repository "
+            f"(looked in {SHARED} and {FLICKR8K}; set EDGECAP_SHARED and EDGECAP_FLICKR8K)",
+        )
 
 
 @pytest.fixture(scope="session")
 def flickr8k_annotations() -> Path:
     if not (FLICKR8K / "Flickr8k.token.txt").exists():
-        pytest.fail(f"real Flickr8k annotations not found at {FLICKR8K}; set EDGECAP_FLICKR8K")
+        _missing(
+            f"the real Flickr8k annotation files, not found at {FLICKR8K}; "
+            "set EDGECAP_FLICKR8K to the folder that holds Flickr8k.token.txt"
+        )
     return FLICKR8K
-
-
-# Real photos and ImageNet weights, beside the repository (never committed into it).
-SHARED = Path(os.environ.get("EDGECAP_SHARED", REPO.parent / "shared"))
 
 
 def _shared(relative: str, what: str) -> Path:
     path = SHARED / relative
     if not path.exists():
-        pytest.fail(
-            f"{what} not found at {path}; set EDGECAP_SHARED to the folder that holds "
+        _missing(
+            f"{what}, not found at {path}; set EDGECAP_SHARED to the folder that holds "
             "data/ and weights/ (by default ../shared beside the repository)"
         )
     return path
@@ -59,28 +107,30 @@ E2E_EPOCHS = 25
 
 
 # The Raspberry Pi legacy job (tests/test_pi_legacy.py) runs the runtime's tests in an
-# environment without TensorFlow, on the pipeline the main session already built.
+# environment without TensorFlow, on the pipeline the main test run already built.
 PREBUILT_E2E = os.environ.get("EDGECAP_PREBUILT_E2E")
 
 
-@pytest.fixture(scope="session")
-def e2e(tmp_path_factory):
-    if PREBUILT_E2E:
-        root = Path(PREBUILT_E2E)
-        return {
-            "root": root,
-            "data": root / "data",
-            "run": root / "run",
-            "bundle": root / "bundle-int8",
-            "metrics": json.loads((root / "run" / "metrics.json").read_text()),
-            "manifest": json.loads((root / "bundle-int8" / "manifest.json").read_text()),
-        }
+def load_e2e(root: Path, metrics: dict | None = None, manifest: dict | None = None) -> dict:
+    """The e2e pipeline's folders under `root`, as the `e2e` fixture hands them out."""
+    return {
+        "root": root,
+        "data": root / "data",
+        "run": root / "run",
+        "bundle": root / "bundle-int8",
+        "metrics": metrics or json.loads((root / "run" / "metrics.json").read_text()),
+        "manifest": manifest or json.loads((root / "bundle-int8" / "manifest.json").read_text()),
+    }
+
+
+def build_e2e(root: Path) -> dict:
+    """Build the e2e pipeline into `root` (an empty folder). tests/platforms/build_e2e.py
+    calls it to make the folder that EDGECAP_PREBUILT_E2E names in a Debian root."""
     from edgecap.export.bundle import export_bundle
     from edgecap.train.decoders import DecoderConfig
     from edgecap.train.synthetic import generate
     from edgecap.train.training import TrainConfig, train
 
-    root = tmp_path_factory.mktemp("e2e")
     generate(root / "data", E2E_IMAGES, seed=11, progress=False)
     config = TrainConfig(
         data=str(root / "data"),
@@ -94,11 +144,21 @@ def e2e(tmp_path_factory):
     )
     metrics = train(config, root / "run", progress=False)
     manifest = export_bundle(root / "run", root / "bundle-int8", "int8", parity_images=20)
-    return {
-        "root": root,
-        "data": root / "data",
-        "run": root / "run",
-        "bundle": root / "bundle-int8",
-        "metrics": metrics,
-        "manifest": manifest,
-    }
+    return load_e2e(root, metrics, manifest)
+
+
+@pytest.fixture(scope="session")
+def e2e(tmp_path_factory):
+    if PREBUILT_E2E:
+        return load_e2e(Path(PREBUILT_E2E))
+    return build_e2e(tmp_path_factory.mktemp("e2e"))
+
+
+@pytest.fixture(scope="session")
+def onnx_bundle(e2e, tmp_path_factory):
+    """The e2e run as an fp32 ONNX bundle (tests/test_onnx.py, the thread tests)."""
+    from edgecap.export.bundle import export_bundle
+
+    out = tmp_path_factory.mktemp("onnx") / "bundle-onnx-fp32"
+    manifest = export_bundle(e2e["run"], out, "fp32", parity_images=20, model_format="onnx")
+    return {"path": out, "manifest": manifest}

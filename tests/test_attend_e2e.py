@@ -1,4 +1,4 @@
-"""The attend decoder end to end on the session's synthetic data: the encoder's feature map
+"""The attend decoder end to end on the test run's synthetic data: the encoder's feature map
 is cached apart from its pooled features, training and SCST run on it, and it exports
 stepwise to TFLite int8 and ONNX fp32 bundles that caption like the Keras run."""
 

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from edgecap.benchmarks.measure import identify
 from edgecap.benchmarks.schema import (
     SCHEMA_VERSION,
     SchemaError,
+    portable,
     schema_version_message,
     validate,
 )
@@ -111,6 +113,40 @@ def test_fingerprint_names_the_distribution_python_imports(tmp_path, monkeypatch
     assert fp_module.runtime_versions() == {"x": "1.0"}  # only one installed: that one
 
 
+def _strings(value) -> list[str]:
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return [value] if isinstance(value, str) else []
+
+
+def test_portable_takes_the_machines_folders_out_of_results():
+    result = {
+        "argv": ["caption-bench", "/tmp/pay/bundles/onnx-int8", "--out=/srv/res", "rel/b"],
+        "path": "/work/repo/artifacts/demo/bundle-int8",
+        "run": "/home/me/runs/lstm",
+        "command": ["/opt/venv/bin/python3", "-m", "edgecap.edge_runtime.cli"],
+        "rss_method": "VmHWM (/proc/self/status)",
+        "n": 3,
+    }
+    assert portable(result, cwd="/work/repo", home="/home/me") == {
+        "argv": ["caption-bench", ".../onnx-int8", "--out=.../res", "rel/b"],
+        "path": "artifacts/demo/bundle-int8",
+        "run": "~/runs/lstm",
+        "command": ["python", "-m", "edgecap.edge_runtime.cli"],
+        "rss_method": "VmHWM (/proc/self/status)",  # prose, not a path
+        "n": 3,
+    }
+
+
+@pytest.mark.parametrize("name", ["onnx-cuda", "onnx-cpu", "litert-gpu", "litert-cpu"])
+def test_committed_results_carry_no_machine_paths(name):
+    committed = Path(__file__).resolve().parents[1] / "docs" / "results" / "h200" / f"{name}.json"
+    result = json.loads(committed.read_text())
+    assert portable(result) == result
+
+
 def test_validate_refuses_another_schema_version():
     with pytest.raises(SchemaError) as info:
         validate({"schema": "edgecap-bench", "schema_version": 0}, "old.json")
@@ -166,7 +202,7 @@ def test_run_writes_results_markdown_and_plot(e2e, bench_run):
 
     baselines = result["baselines"]
     assert baselines["status"] == "ok", baselines["status"]
-    assert baselines["run"] == str(e2e["run"].resolve())
+    assert baselines["run"] == ".../run"  # the run found, without this machine's folders
     seed = baselines["seed_style"]
     assert seed["images"] == 1 and seed["same_caption_as_stepwise"] == 1
     assert seed["predict_calls_per_caption"] >= 2  # the encoder, then one per word at least
@@ -174,6 +210,11 @@ def test_run_writes_results_markdown_and_plot(e2e, bench_run):
     speedup = entry["speedup"]
     assert speedup["caption_vs_seed_style"] > 0 and speedup["cold_start_vs_tf"] > 0
     assert speedup["baseline_is_source_run"] is True
+
+    # Nothing of the measuring machine's folders is written (the file is committed).
+    assert entry["path"] == ".../bundle-int8" and result["argv"][1] == ".../bundle-int8"
+    assert entry["cold_start"]["command"][0] == "python"
+    assert not [text for text in _strings(result) if text.startswith("/")]
 
     markdown = (out / "results.md").read_text()
     assert (

@@ -257,3 +257,32 @@ def test_one_image_and_a_batch_choose_the_same_words_and_scores():
             assert alone.score == together.score
         assert any(len(d.tokens) == 6 for d in batch) and any(len(d.tokens) < 6 for d in batch)
         assert not banned or all(not set(d.tokens) & set(banned) for d in batch)
+
+
+@pytest.mark.parametrize("end", NEVER_EMITTED_IDS)
+def test_the_callers_end_id_is_never_banned(end):
+    """A vocabulary whose <end> is 0, 1 or 3 (another numbering than this project's):
+    the default bans used to mask the end id too, so no caption ever ended."""
+    start = 4 if end != 4 else 2
+    probabilities = [0.0] * 5
+    probabilities[end] = 0.6  # the end is the most probable word at once
+    probabilities[2 if end != 2 else 4] = 0.4
+    model = FakeModel(dict.fromkeys(range(5), probabilities))
+    (greedy,) = decoding.greedy_decode(model, np.zeros((1, 4)), start, end, max_length=5)
+    assert greedy.tokens == [] and greedy.score == pytest.approx(np.log(0.6))
+    (batched, _) = decoding.greedy_decode(model, np.zeros((2, 4)), start, end, max_length=5)
+    assert batched.tokens == []
+    best = decoding.beam_search(model, np.zeros((1, 4)), start, end, max_length=5, beam_width=2)
+    assert best[0].tokens == []
+
+
+@pytest.mark.parametrize("penalty", [-300.0, 400.0, float("nan"), float("inf"), 10.5])
+def test_length_penalty_out_of_range_is_refused(penalty):
+    """-300 used to end in ZeroDivisionError and 400 in OverflowError, mid-search."""
+    model = FakeModel({**dict.fromkeys(range(5), [0, 0, 1, 0, 0]), START: [0, 0, 0.5, 0.5, 0]})
+    with pytest.raises(ValueError, match="length penalty must be between -10 and 10"):
+        beam_search(model, np.zeros((1, 4)), START, END, 5, 3, penalty)
+    with pytest.raises(ValueError, match="length penalty must be between -10 and 10"):
+        decoding.DecodeOptions(beam_width=3, length_penalty=penalty)
+    for fine in (-10, 0, 0.6, 10):
+        beam_search(model, np.zeros((1, 4)), START, END, 5, 3, fine)

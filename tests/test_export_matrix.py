@@ -1,5 +1,5 @@
 """The format x precision registry (export/formats.py) drives export: TFLite fp16 and dynamic
-bundles from the session's e2e run, the parity rules, and caption-export over several pairs."""
+bundles from the test run's e2e pipeline, the parity rules, and caption-export over several pairs."""
 
 import json
 import logging

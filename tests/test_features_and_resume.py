@@ -92,7 +92,12 @@ def test_feature_extraction_resumes_and_caches(tmp_path, monkeypatch):
     assert features_mod.cache_key(dataset, "train", spec, str(weights)) not in folder.name
 
 
-def test_training_resumes_from_last_checkpoint(tmp_path, monkeypatch):
+def _epoch_lines(capsys) -> list[str]:
+    return [line.split(" - ")[0] for line in capsys.readouterr().out.splitlines()
+            if line.startswith("Epoch ")]  # fmt: skip
+
+
+def test_training_resumes_from_last_checkpoint(tmp_path, monkeypatch, capsys):
     generate(tmp_path / "data", 40, seed=4, progress=False)
     config = training.TrainConfig(
         data=str(tmp_path / "data"),
@@ -119,7 +124,10 @@ def test_training_resumes_from_last_checkpoint(tmp_path, monkeypatch):
 
     monkeypatch.setattr(training, "_checkpoint_callback", interrupting_callback)
     with pytest.raises(KeyboardInterrupt):
-        training.train(config, tmp_path / "run", progress=False)
+        training.train(config, tmp_path / "run")
+    # Numbered out of the run's epochs, though fit is called once per epoch (the Ctrl-C came
+    # before epoch 2's line).
+    assert _epoch_lines(capsys) == ["Epoch 1/3"]
     state = json.loads((tmp_path / "run" / "checkpoints" / "state.json").read_text())
     assert state["epochs_done"] == 2 and not (tmp_path / "run" / "decoder.keras").exists()
     # The checkpoint alone says where training stands: a state.json that claims more (a
@@ -128,7 +136,8 @@ def test_training_resumes_from_last_checkpoint(tmp_path, monkeypatch):
     (tmp_path / "run" / "checkpoints" / "state.json").write_text(json.dumps(claimed))
 
     monkeypatch.setattr(training, "_checkpoint_callback", real_callback)
-    metrics = training.train(config, tmp_path / "run", progress=False)
+    metrics = training.train(config, tmp_path / "run")
+    assert _epoch_lines(capsys) == ["Epoch 3/3"]
     state = json.loads((tmp_path / "run" / "checkpoints" / "state.json").read_text())
     assert [h["epoch"] for h in state["history"]] == [1, 2, 3]  # epoch 3 only was trained again
     assert "stale" not in state["history"][2] and "loss" in state["history"][2]

@@ -1,7 +1,10 @@
 """The .tflite bounds check that stands in for the verifier tflite_runtime 2.14 lacks."""
 
+import struct
+
 import pytest
 
+from edgecap.edge_runtime import flatbuffer_check as fb
 from edgecap.edge_runtime.atomic import sha256_file
 from edgecap.edge_runtime.bundle import RuntimeOptions
 from edgecap.edge_runtime.captioner import Captioner
@@ -49,3 +52,71 @@ def test_truncated_file_with_a_matching_hash_is_refused_by_every_tflite_backend(
         Captioner.open(bundle, RuntimeOptions(backend="auto"))
     assert str(error.value).startswith(f"{step}: cannot load this TFLite model (")
     assert str(error.value).endswith("the file is corrupt or truncated, export the bundle again")
+
+
+def _operator_vtable_slot(data: bytes, operator: int, field: int) -> int:
+    """Byte position of subgraph 0's operator `operator`'s vtable entry for `field`."""
+    reader = fb._Reader(data)
+    subgraph = reader.tables(reader.target(0), fb.MODEL_SUBGRAPHS)[0]
+    table = reader.tables(subgraph, fb.SUBGRAPH_OPERATORS)[operator]
+    vtable = table - struct.unpack_from("<i", data, table)[0]
+    return vtable + 4 + 2 * field
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_an_operator_without_outputs_is_refused(e2e, role):
+    """LiteRT's verifier let this through and allocate_tensors then crashed the process
+    (a segmentation fault: fuzz seed 2147 of tests/reliability/test_model_fuzz.py)."""
+    data = bytearray((e2e["bundle"] / f"{role}.tflite").read_bytes())
+    slot = _operator_vtable_slot(bytes(data), 0, fb.OPERATOR_OUTPUTS)
+    data[slot : slot + 2] = b"\0\0"  # the field is now absent
+    with pytest.raises(FlatBufferError, match=r"subgraph 0: operator \d+ has no outputs"):
+        check_tflite_bytes(bytes(data))
+
+
+def test_an_operator_naming_a_tensor_that_does_not_exist_is_refused(e2e):
+    data = bytearray((e2e["bundle"] / "decoder_step.tflite").read_bytes())
+    reader = fb._Reader(bytes(data))
+    subgraph = reader.tables(reader.target(0), fb.MODEL_SUBGRAPHS)[0]
+    operator = reader.tables(subgraph, fb.SUBGRAPH_OPERATORS)[0]
+    first, _ = reader.vector(reader.field(operator, fb.OPERATOR_OUTPUTS), 4)
+    struct.pack_into("<i", data, first, 1 << 20)
+    with pytest.raises(FlatBufferError, match=r"operator 0's output names tensor 1048576"):
+        check_tflite_bytes(bytes(data))
+
+
+def test_an_operator_with_another_options_type_is_refused(e2e):
+    """A SPLIT whose options were not SplitOptions passed LiteRT's verifier and crashed the
+    process in allocate_tensors (fuzz seed 3967)."""
+    data = bytearray((e2e["bundle"] / "decoder_step.tflite").read_bytes())
+    reader = fb._Reader(bytes(data))
+    model = reader.target(0)
+    builtins = [
+        max(reader.byte(c, fb.CODE_DEPRECATED_BUILTIN), reader.int(c, fb.CODE_BUILTIN))
+        for c in reader.tables(model, fb.MODEL_OPERATOR_CODES)
+    ]
+    subgraph = reader.tables(model, fb.MODEL_SUBGRAPHS)[0]
+    splits = [
+        op
+        for op in reader.tables(subgraph, fb.SUBGRAPH_OPERATORS)
+        if builtins[reader.uint(op, fb.OPERATOR_OPCODE_INDEX)] == 49  # SPLIT: the LSTM gates
+    ]
+    assert splits
+    data[reader.field(splits[0], fb.OPERATOR_OPTIONS_TYPE)] = 0  # NONE
+    with pytest.raises(FlatBufferError, match=r"\(builtin operator 49\) has options of type 0"):
+        check_tflite_bytes(bytes(data))
+
+
+def test_a_tensor_shape_asking_for_gigabytes_is_refused(e2e):
+    """A damaged shape ([14811137, 256] for decoder_init's features) passed every check and
+    made allocate_tensors ask for 15 GB: the OOM killer, not an error (fuzz seed 4658)."""
+    data = bytearray((e2e["bundle"] / "decoder_init.tflite").read_bytes())
+    reader = fb._Reader(bytes(data))
+    subgraph = reader.tables(reader.target(0), fb.MODEL_SUBGRAPHS)[0]
+    tensor = reader.tables(subgraph, fb.SUBGRAPH_TENSORS)[0]
+    first, _ = reader.vector(reader.field(tensor, fb.TENSOR_SHAPE), 4)
+    struct.pack_into("<i", data, first, 14811137)
+    with pytest.raises(
+        FlatBufferError, match=r"tensor 0's shape \[14811137, .*more than a caption"
+    ):
+        check_tflite_bytes(bytes(data))

@@ -3,7 +3,7 @@ numpy < 2, in an environment with neither ai_edge_litert nor TensorFlow.
 
 `make test` builds that environment (.venv/pi-legacy, from the `pi-legacy` extra) and points
 EDGECAP_PI_PYTHON at it. The runtime's test modules then run there against the pipeline
-this session built (the `e2e` fixture), so no model is trained twice.
+the main test run built (the `e2e` fixture), so no model is trained twice.
 """
 
 import json

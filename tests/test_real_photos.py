@@ -54,7 +54,7 @@ def test_subset_links_the_real_images(real_run, flickr8k_224):
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
-def test_real_encoder_bundles_keep_parity_on_real_images(real_run, precision, flickr8k_224):
+def test_real_encoder_bundles_keep_parity_on_real_images(real_run, precision, flickr8k_originals):
     from edgecap.export.bundle import export_bundle
 
     bundle = real_run["root"] / f"bundle-{precision}"
@@ -89,7 +89,7 @@ def test_real_encoder_bundles_keep_parity_on_real_images(real_run, precision, fl
         assert parity["max_abs_diff"]["features"] < 3.0
         assert manifest["models"]["encoder"]["precision"] == "int8"
     # The bundle captions original-size, non-square photos on its own (no TensorFlow needed).
-    originals = sorted((flickr8k_224.parent / "flickr8k-originals").glob("*.jpg"))[:3]
+    originals = sorted(flickr8k_originals.glob("*.jpg"))[:3]
     result = subprocess.run(
         [sys.executable, "-m", "edgecap.edge_runtime.cli", "--model", str(bundle), "--jsonl"]
         + ["--source", str(originals[0].parent)],

@@ -20,13 +20,13 @@ from edgecap.edge_runtime.captioner import Captioner
 from edgecap.edge_runtime.datasets import load_dataset
 from edgecap.edge_runtime.errors import SourceError
 from edgecap.edge_runtime.overlay import overlay_size
-from edgecap.edge_runtime.stream import StreamOptions, StreamStats, caption_video
+from edgecap.edge_runtime.stream import ChangeFilter, StreamOptions, StreamStats, caption_video
 
 SIZE = 96
 
 
-def _write_video(path, frames: int, fps: float = 30.0, images=None) -> None:
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (SIZE, SIZE))
+def _write_video(path, frames: int, fps: float = 30.0, images=None, fourcc: str = "mp4v") -> None:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (SIZE, SIZE))
     assert writer.isOpened()
     rng = np.random.default_rng(0)
     for i in range(frames):
@@ -123,10 +123,100 @@ def test_options_are_checked():
         StreamOptions(every=0)
     with pytest.raises(ValueError, match="max_fps must be positive"):
         StreamOptions(max_fps=0)
+    with pytest.raises(ValueError, match="on_change must be at least 1"):
+        StreamOptions(on_change=0)
+
+
+def test_change_filter_emits_a_caption_once_it_is_new_and_steady():
+    change = ChangeFilter(3)
+    captions = ["a", "a", "a", "a", "b", "b", "a", "a", "c", "c", "c", "c", "a", "a", "a"]
+    reasons = [change.hold_reason(text) for text in captions]
+    assert reasons == [
+        "unsteady", "unsteady", None, "unchanged",  # "a" after 3 in a row, then not again
+        "unsteady", "unsteady",  # a two-frame wobble to "b" never shows
+        "unchanged", "unchanged",  # back to "a", which is what was shown
+        "unsteady", "unsteady", None, "unchanged",  # "c" after 3 in a row
+        "unsteady", "unsteady", None,  # "a" again: new relative to "c"
+    ]  # fmt: skip
+    every_change = ChangeFilter(1)
+    emitted = [t for t in "aabba" if every_change.hold_reason(t) is None]
+    assert emitted == ["a", "b", "a"]
+
+
+@pytest.fixture(scope="module")
+def distinct_scenes(e2e, tmp_path_factory):
+    """Three BGR frames whose captions differ, as they come back out of an MJPG file.
+
+    MJPG codes each frame alone, so equal frames decode to equal pixels: a held scene has
+    one caption, and a change of caption is a change of scene.
+    """
+    dataset = load_dataset(e2e["data"])
+    candidates = [
+        np.asarray(Image.open(dataset.image_path(i)).convert("RGB").resize((SIZE, SIZE)))[
+            ..., ::-1
+        ].copy()
+        for i in dataset.splits["test"][:16]
+    ]
+    probe = tmp_path_factory.mktemp("probe") / "probe.avi"
+    _write_video(probe, len(candidates), images=candidates, fourcc="MJPG")
+    chosen, captions = [], []
+    with Captioner.open(e2e["bundle"]) as captioner:
+        for event in caption_video(captioner, str(probe)):
+            if event.result.text not in captions and len(chosen) < 3:
+                chosen.append(candidates[event.index])
+                captions.append(event.result.text)
+    assert len(chosen) == 3, f"the test images give fewer than 3 captions: {captions}"
+    return chosen, captions
+
+
+def test_on_change_prints_a_scene_once_it_is_steady_and_jsonl_shows_the_held(
+    e2e, distinct_scenes, tmp_path
+):
+    (a, b, c), (text_a, text_b, text_c) = distinct_scenes
+    # Scene A for 6 frames, a 2-frame cut to B (shorter than K), A for 4, then C for 6.
+    scenes = [a] * 6 + [b] * 2 + [a] * 4 + [c] * 6
+    video = tmp_path / "scenes.avi"
+    _write_video(video, len(scenes), images=scenes, fourcc="MJPG")
+
+    done = edge_caption("--model", e2e["bundle"], "--source", video, "--on-change", 3, "--jsonl")
+    assert done.returncode == 0, done.stderr
+    lines = _lines(done.stdout)
+    assert [r["frame"] for r in lines] == list(range(18))  # every frame still accounted for
+    emitted = [(r["frame"], r["caption"]) for r in lines if "caption" in r]
+    assert emitted == [(2, text_a), (14, text_c)]
+    held = {r["frame"]: (r["held"], r["candidate"]) for r in lines if "held" in r}
+    assert held == {
+        0: ("unsteady", text_a), 1: ("unsteady", text_a),
+        3: ("unchanged", text_a), 4: ("unchanged", text_a), 5: ("unchanged", text_a),
+        6: ("unsteady", text_b), 7: ("unsteady", text_b),
+        8: ("unchanged", text_a), 9: ("unchanged", text_a),
+        10: ("unchanged", text_a), 11: ("unchanged", text_a),
+        12: ("unsteady", text_c), 13: ("unsteady", text_c),
+        15: ("unchanged", text_c), 16: ("unchanged", text_c), 17: ("unchanged", text_c),
+    }  # fmt: skip
+    assert all(r["ms"] > 0 for r in lines)  # held frames were captioned all the same
+    assert "18 captioned, skipped: none; 2 captions emitted, 16 held back" in done.stderr
+
+    # Plain output prints only the emitted captions; K=1 prints every change at once.
+    done = edge_caption("--model", e2e["bundle"], "--source", video, "--on-change", 1)
+    assert done.returncode == 0, done.stderr
+    printed = [line.split("\t") for line in done.stdout.splitlines()]
+    assert printed == [
+        [f"{video}#frame={i}", text]
+        for i, text in [(0, text_a), (6, text_b), (8, text_a), (12, text_c)]
+    ]
+
+
+@pytest.mark.parametrize("k", ["0", "-2"])
+def test_on_change_below_one_is_refused(e2e, clip, k):
+    done = edge_caption("--model", e2e["bundle"], "--source", clip, "--on-change", k)
+    assert done.returncode == 2
+    assert "--on-change must be at least 1" in done.stderr
 
 
 @pytest.mark.parametrize(
-    "flag", [["--output", "x.mp4"], ["--show"], ["--realtime"], ["--max-fps", "5"]]
+    "flag",
+    [["--output", "x.mp4"], ["--show"], ["--realtime"], ["--max-fps", "5"], ["--on-change", "2"]],
 )
 def test_video_flags_on_an_image_folder_are_refused(e2e, flag):
     done = edge_caption("--model", e2e["bundle"], "--source", e2e["data"], *flag)

@@ -33,9 +33,16 @@ def _train_parser() -> argparse.ArgumentParser:
     d, t = DecoderConfig(), TrainConfig()
     parser = argparse.ArgumentParser(
         prog="caption-train",
-        description="Train a caption decoder. Subcommands: evaluate, gallery, pretrain-encoder.",
+        description="Train a caption decoder. Other subcommands (`caption-train NAME --help`): "
+        + ", ".join(SUBCOMMANDS)
+        + ".",
     )
-    parser.add_argument("--data", required=True, help="dataset folder in the Flickr8k layout")
+    parser.add_argument(
+        "--data",
+        required=True,
+        help="dataset: a folder in the Flickr8k layout, a Karpathy split .json file "
+        "(dataset_flickr8k.json), or a COCO folder (annotations/captions_*.json)",
+    )
     parser.add_argument(
         "--out", required=True, help="run directory; rerunning with the same settings resumes"
     )
@@ -191,7 +198,12 @@ def _evaluate(argv: list[str]) -> int:
         description="Decode a split with a run (Keras) or a bundle (TFLite) and score it.",
     )
     parser.add_argument("target", help="run directory or bundle folder")
-    parser.add_argument("--data", required=True, help="dataset folder in the Flickr8k layout")
+    parser.add_argument(
+        "--data",
+        required=True,
+        help="dataset: a folder in the Flickr8k layout, a Karpathy split .json file "
+        "(dataset_flickr8k.json), or a COCO folder (annotations/captions_*.json)",
+    )
     parser.add_argument("--split", default="test", help="train, dev or test (default test)")
     parser.add_argument(
         "--beam", type=int, default=1, help="beam width; 1 decodes greedily (default 1)"
@@ -384,23 +396,33 @@ def _train(argv: list[str]) -> int:
     return 0
 
 
+# `caption-train --data ...` trains; a first word from here runs that instead. The help
+# lists these keys, so a new subcommand cannot be left out of it.
+SUBCOMMANDS = {
+    "evaluate": _evaluate,
+    "scst": _scst,
+    "extract": _extract,
+    "gallery": _gallery,
+    "pretrain-encoder": _pretrain,
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    commands = {
-        "pretrain-encoder": _pretrain,
-        "evaluate": _evaluate,
-        "gallery": _gallery,
-        "scst": _scst,
-        "extract": _extract,
-    }
-    command = commands.get(argv[0]) if argv else None
+    command = SUBCOMMANDS.get(argv[0]) if argv else None
     try:
         return command(argv[1:]) if command else _train(argv)
     except USER_ERRORS as exc:
         print(f"caption-train: error: {exc}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("tensorflow", "keras", "tf2onnx"):
+            raise
+        from edgecap.train import no_tensorflow
+
+        return no_tensorflow("caption-train", exc.name)
     except KeyboardInterrupt:  # evaluate and pretrain-encoder write their results at the end
         return interrupted("\ncaption-train: interrupted")
 

@@ -92,6 +92,12 @@ def distributed_input(strategy, batches, epoch: int, shuffle: bool = True):
     return strategy.distribute_datasets_from_function(pipeline)
 
 
+def epoch_line(epoch: int, epochs: int, seconds: float, logs: dict) -> str:
+    """'Epoch 12/20 - 41s - loss: 2.1034 - ...': epoch (from 0) of the run's `epochs`."""
+    shown = " - ".join(f"{k}: {float(v):.4f}" for k, v in logs.items())
+    return f"Epoch {epoch + 1}/{epochs} - {seconds:.0f}s - {shown}"
+
+
 class ReplicatedTraining:
     """Epochs on several replicas: what model.fit(epochs=e + 1, initial_epoch=e) does on
     one, with the same loss, metrics, logs and callbacks.
@@ -174,9 +180,7 @@ class ReplicatedTraining:
         logs = self._run(train_input, training=True)
         logs.update({f"val_{k}": v for k, v in self._run(dev_input, training=False).items()})
         if verbose:
-            shown = " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
-            seconds = time.perf_counter() - start
-            print(f"Epoch {epoch + 1}/{epochs} - {seconds:.0f}s - {shown}", flush=True)
+            print(epoch_line(epoch, epochs, time.perf_counter() - start, logs), flush=True)
         for callback in callbacks:
             callback.on_epoch_end(epoch, logs)
         return logs

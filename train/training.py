@@ -30,7 +30,13 @@ from edgecap.edge_runtime.step_models import SPATIAL_KINDS
 from edgecap.edge_runtime.vocab import Vocabulary
 
 from .decoders import DecoderConfig, build_training_model
-from .distribute import ReplicatedTraining, distributed_input, is_chief, make_strategy
+from .distribute import (
+    ReplicatedTraining,
+    distributed_input,
+    epoch_line,
+    is_chief,
+    make_strategy,
+)
 from .encoders import build_encoder, get_encoder_spec, resolve_weights
 from .features import extract_features
 from .inputs import CaptionTable, TrainingBatches
@@ -180,6 +186,22 @@ def _dev_scores(history: list[dict]) -> list[float]:
     return [h[DEV_SCORE] for h in history if isinstance(h.get(DEV_SCORE), (int, float))]
 
 
+def _progress_callback(epochs: int):
+    """One line per epoch, numbered out of the run's epochs ("Epoch 12/20"), last among
+    the callbacks so that it shows the dev scores they add."""
+    import keras
+
+    class EpochProgress(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            seconds = time.perf_counter() - self.start
+            print(epoch_line(epoch, epochs, seconds, logs or {}), flush=True)
+
+    return EpochProgress()
+
+
 def _dev_score_callback(
     dataset: CaptionDataset, features: np.ndarray, config: DecoderConfig, vocab: Vocabulary
 ):
@@ -301,6 +323,7 @@ def train(
     # One fit call per epoch, so that each epoch's batch order is a function of the epoch
     # alone (see inputs.py) and a resumed run trains exactly what an uninterrupted one would.
     replicated = ReplicatedTraining(model, strategy) if strategy.num_replicas_in_sync > 1 else None
+    progress_line = [_progress_callback(config.epochs)] if progress else []
     for epoch in range(epochs_done, config.epochs):
         if replicated is not None:
             replicated.epoch(distributed_input(strategy, train_batches, epoch),
@@ -313,8 +336,8 @@ def train(
             epochs=epoch + 1,
             initial_epoch=epoch,
             shuffle=False,  # the batches come shuffled (inputs.batch_plan)
-            callbacks=callbacks,
-            verbose=2 if progress else 0,
+            callbacks=callbacks + progress_line,
+            verbose=0,  # fit's own line would say "Epoch 12/12": it sees one epoch a call
         )
     train_seconds = time.perf_counter() - start
     if not chief:

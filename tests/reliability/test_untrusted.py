@@ -5,16 +5,19 @@ import copy
 import io
 import json
 import re
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
 from edgecap.edge_runtime.captioner import Captioner
+from edgecap.edge_runtime.decoding import DecodeOptions
 from edgecap.edge_runtime.errors import BundleError, ImageError
-from edgecap.edge_runtime.manifest import load_manifest, parse_manifest
+from edgecap.edge_runtime.manifest import MODEL_ROLES, load_manifest, parse_manifest
 from edgecap.edge_runtime.preprocess import load_image
 from edgecap.edge_runtime.vocab import Vocabulary
 
@@ -220,3 +223,67 @@ def test_fuzzed_image_bytes_through_the_captioner(captioner, data, tmp_path):
         assert str(exc).startswith(f"{path}: ")
         return
     assert isinstance(result.text, str) and isinstance(result.tokens, list)
+
+
+# Hostile values for the manifest's file-name and number fields: what a hand-edited or
+# malicious manifest.json can hold (json.dumps writes NaN and Infinity, json.loads reads them).
+hostile_names = st.one_of(
+    st.text(st.characters(blacklist_categories=()), min_size=1, max_size=300),  # surrogates too
+    st.sampled_from(["v" * 256 + ".json", "vocab\x00.json", "voc\ud800.json", "sub/vocab.json",
+                     "sub\\vocab.json", ".", "..", "/etc/passwd", "vocab.json/", "\n", " "]),
+)  # fmt: skip
+hostile_numbers = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(-(2**70), 2**70),
+    st.sampled_from([0, -1, 1, -0.0, 1e308, -1e308, 5e-324, 2**31, 2**63, 10.000001, -10.5]),
+    st.booleans(),
+)
+NAME_FIELDS = [("vocab", "file"), *(("models", role, "file") for role in MODEL_ROLES)]
+NUMBER_FIELDS = [
+    ("preprocessing", "input_size"), ("preprocessing", "scale"), ("preprocessing", "offset"),
+    ("preprocessing", "reducing_gap"), ("decoder", "length_penalty"), ("decoder", "units"),
+    ("max_caption_length",), ("vocab", "size"), ("vocab", "start_id"), ("vocab", "end_id"),
+    ("vocab", "pad_id"), ("vocab", "unk_id"), *(("models", role, "bytes") for role in MODEL_ROLES),
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def bundle_copy(e2e, tmp_path_factory):
+    copy = tmp_path_factory.mktemp("hostile") / "bundle"
+    shutil.copytree(e2e["bundle"], copy)
+    return copy
+
+
+def _open_with_field(bundle: Path, original: dict, keys: tuple, value) -> None:
+    """Open (and caption with, greedy and beam 3) the bundle whose manifest has `value` at
+    `keys`: a caption or a BundleError naming the manifest or a file of the bundle."""
+    obj = copy.deepcopy(original)
+    node = obj
+    for key in keys[:-1]:
+        node = node[key]
+    node[keys[-1]] = value
+    (bundle / "manifest.json").write_text(json.dumps(obj))
+    try:
+        with Captioner.open(bundle) as captioner:
+            image = np.zeros((40, 56, 3), np.uint8)
+            captioner.caption(image)
+            captioner.caption(image, decode=DecodeOptions(beam_width=3))
+    except BundleError as exc:
+        assert str(exc).startswith(str(bundle)), exc
+
+
+@FUZZ
+@given(keys=st.sampled_from(NAME_FIELDS), name=hostile_names)
+def test_hostile_file_names_in_the_manifest(bundle_copy, valid_manifest, keys, name):
+    """Names too long, with NUL or lone surrogates, separators, dots: each used to reach
+    is_file() or resolve() and end there in OSError or ValueError."""
+    _open_with_field(bundle_copy, valid_manifest, keys, name)
+
+
+@FUZZ
+@given(keys=st.sampled_from(NUMBER_FIELDS), number=hostile_numbers)
+def test_hostile_numbers_in_the_manifest(bundle_copy, valid_manifest, keys, number):
+    """NaN, +-Infinity, huge and negative values in every number field the runtime reads:
+    input_size = Infinity was an OverflowError, a length penalty of 400 an OverflowError in
+    beam search, NaN scale or offset captioned garbage with exit 0."""
+    _open_with_field(bundle_copy, valid_manifest, keys, number)
