@@ -50,16 +50,28 @@ def row(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     folders = [Path(a) for a in (sys.argv[1:] if argv is None else argv)]
-    rows, missing = [], []
+    rows, notes, missing = [], [], []
     for folder in folders:
         path = folder / "result.json"
         if path.is_file():
-            rows.append(row(json.loads(path.read_text())))
+            result = json.loads(path.read_text())
+            rows.append(row(result))
+            same = result.get("compare_same_backend")
+            if same:
+                cells = ", ".join(
+                    f"{name} {g['identical']}/{g['images']}" for name, g in same["groups"].items()
+                )
+                notes.append(
+                    f"{result['root']} {result['extra']} against x86 with the same backend "
+                    f"(the host's pi-legacy venv): {cells} identical"
+                )
         else:
             missing.append(str(folder))
     print(HEADER)
     print("|" + "---|" * HEADER.count(" | ") + "---|")
     print("\n".join(rows))
+    for note in notes:
+        print(f"\n{note}")
     for folder in missing:
         print(f"(no result in {folder})")
     return 1 if missing else 0
