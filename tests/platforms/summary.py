@@ -12,7 +12,7 @@ from pathlib import Path
 
 HEADER = (
     "| root | python | machine | extra | backend | runtime tests | identical: check photos "
-    "| identical: Flickr8k test | BLEU-4 x86 / root | CIDEr-D x86 / root | install | download "
+    "| identical: Flickr8k test | BLEU-4 x86 / root | CIDEr-D x86 / root | install (first) | download "
     "| whole run |"
 )
 
@@ -22,6 +22,7 @@ def row(result: dict) -> str:
     groups = result["compare"]["groups"]
     check = groups.get("imagenet_check", {})
     f8k = groups.get("Flicker8k_Dataset", {})
+    venv = f" (venv {result['venv']})" if result.get("venv", "new") != "new" else ""
     machine = facts["machine"]
     if facts.get("emulated_cpu"):
         machine += f" (QEMU {facts['emulated_cpu']})"
@@ -44,7 +45,7 @@ def row(result: dict) -> str:
         f"| {result['root']} | {facts['python']} | {machine} | {result['extra']} "
         f"| {backend} | {tests_cell} | {identical(check)} | {identical(f8k)} "
         f"| {scores('bleu4')} | {scores('cider_d')} | {install['seconds']:.0f} s "
-        f"| {install['download_bytes'] / 1e6:.1f} MB | {result['seconds']} s |"
+        f"| {install['download_bytes'] / 1e6:.1f} MB | {result['seconds']} s{venv} |"
     )
 
 
