@@ -185,11 +185,12 @@ BUILTIN := $(firstword $(wildcard edge_runtime/models/*/manifest.json))
 BUNDLE ?= $(if $(BUILTIN),,$(DEMO)/bundle-int8)
 ROOT_SH = ROOTS="$(ROOTS)" ARM_CPU="$(strip $(ARM_CPU))" WHEEL="$(abspath $(WHEEL))" BUNDLE="$(if $(BUNDLE),$(abspath $(BUNDLE)))" \
 	SHARED="$(abspath $(SHARED))" PLATFORMS="$(abspath $(PLATFORMS))" PYTHON="$(abspath $(BIN)/python)" \
+	PI_PYTHON="$(abspath $(PI_VENV)/bin/python)" \
 	bash tests/platforms/debian_root.sh
 DEBIAN13_RUNS := debian13-amd64:edge
 ARM64_RUNS := debian12-arm64:edge debian12-arm64:pi-legacy debian13-arm64:edge
 
-platforms-prepare: $(STAMP) $(WHEEL)
+platforms-prepare: $(STAMP) $(WHEEL) $(PI_STAMP)
 	@test -z "$(BUNDLE)" || test -f "$(BUNDLE)/manifest.json" || { \
 		echo "make: no bundle at BUNDLE=$(BUNDLE); run 'make demo' or set BUNDLE=FOLDER" >&2; exit 2; }
 	$(ROOT_SH) prepare

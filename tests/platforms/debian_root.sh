@@ -16,6 +16,8 @@
 #   BUNDLE    the bundle folder to caption with; empty: the package's built-in model
 #   SHARED    the shared data folder (data/imagenet_check, data/flickr8k-224, data/flickr8k)
 #   PLATFORMS results folder (artifacts/platforms); PYTHON the host venv's python
+#   PI_PYTHON the host's pi-legacy venv's python (tflite-runtime 2.14), where there is one:
+#             pi-legacy roots are compared with its captions too (same backend, x86)
 #   MIRROR    the Debian mirror; N_TEST the number of Flickr8k test photos (200)
 #   ARM_CPU   the core QEMU emulates for arm64 roots: cortex-a76 (Raspberry Pi 5, the
 #             default), cortex-a72 (Pi 4) or cortex-a53 (Pi 3, Zero 2)
@@ -32,6 +34,8 @@ BUNDLE=${BUNDLE:-}
 ARM_CPU=${ARM_CPU:-cortex-a76}
 E2E=$PLATFORMS/e2e
 X86=$PLATFORMS/x86-host
+X86_LEGACY=$PLATFORMS/x86-pi-legacy
+PI_PYTHON=${PI_PYTHON:-}
 
 log() { echo "[$(date +%H:%M:%S)] $*"; }
 die() {
@@ -65,6 +69,12 @@ prepare() {
     log "x86 captions (host venv) of $(wc -l <"$PLATFORMS/images.txt") images, bundle: ${BUNDLE:-built-in}"
     "$PYTHON" "$REPO/tests/platforms/caption_images.py" --base "$SHARED" \
         --list "$PLATFORMS/images.txt" "${bundle_args[@]}" --out "$X86/captions.jsonl"
+    rm -rf "$X86_LEGACY"
+    if [ -n "$PI_PYTHON" ] && [ -x "$PI_PYTHON" ]; then
+        log "x86 captions with tflite-runtime ($PI_PYTHON)"
+        "$PI_PYTHON" -I "$REPO/tests/platforms/caption_images.py" --base "$SHARED" \
+            --list "$PLATFORMS/images.txt" "${bundle_args[@]}" --out "$X86_LEGACY/captions.jsonl"
+    fi
 }
 
 # The Debian root NAME (debianNN-ARCH) under ROOTS, made once with debootstrap.
@@ -213,12 +223,20 @@ run_root() {
     log "$name [$extra]: captions against x86"
     "$PYTHON" "$REPO/tests/platforms/compare_captions.py" "$X86/captions.jsonl" \
         "$out/out/captions.jsonl" --flickr8k "$SHARED/data/flickr8k" --out "$out/compare.json"
+    if [ "$extra" = pi-legacy ] && [ -f "$X86_LEGACY/captions.jsonl" ]; then
+        log "$name [$extra]: captions against x86's with the same backend (tflite-runtime)"
+        "$PYTHON" "$REPO/tests/platforms/compare_captions.py" "$X86_LEGACY/captions.jsonl" \
+            "$out/out/captions.jsonl" --flickr8k "$SHARED/data/flickr8k" --out "$out/compare-same-backend.json"
+    fi
     "$PYTHON" - "$out" "$name" "$root" "$((SECONDS - total_start))" <<'PY'
 import json, sys
 from pathlib import Path
 out, name, root, seconds = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])
 result = json.loads((out / "out" / "root.json").read_text())
 result.update(root=name, seconds=seconds, compare=json.loads((out / "compare.json").read_text()))
+same = out / "compare-same-backend.json"
+if same.is_file():
+    result["compare_same_backend"] = json.loads(same.read_text())
 result["debootstrap_seconds"] = int((root / ".edgecap-root").read_text().strip() or 0)
 (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
 PY

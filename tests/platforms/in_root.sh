@@ -48,13 +48,16 @@ wheel_sha=$(sha256sum "$wheel" | cut -c1-16)
 if [ -f "$venv/.edgecap-deps-$deps_key" ] && [ -f "$venv/install.json" ]; then
     if [ -f "$venv/.edgecap-wheel-$wheel_sha" ]; then
         log "reusing $venv (same wheel $wheel_sha)"
+        venv_state=reused
     else
         log "reusing $venv (same dependencies); reinstalling the new build of the wheel alone"
         run "$out/pip-reinstall.log" "$venv/bin/pip" install --no-deps --force-reinstall "$wheel"
         rm -f "$venv"/.edgecap-wheel-*
         touch "$venv/.edgecap-wheel-$wheel_sha"
+        venv_state="reused, wheel reinstalled"
     fi
 else
+    venv_state=new
     rm -rf "$venv" "$wheelhouse"
     log "python3 -m venv $venv ($(python3 --version))"
     python3 -m venv "$venv"
@@ -124,11 +127,11 @@ caption_start=$(date +%s.%N)
     --list "$stage/images.txt" "${bundle_args[@]}" --out "$out/captions.jsonl"
 caption_seconds=$(python3 -c "import time; print(round(time.time() - $caption_start, 1))")
 
-python3 - "$out" "$extra" "$pytest_rc" "$test_seconds" "$caption_seconds" >"$out/root.json" <<'PY'
+python3 - "$out" "$extra" "$pytest_rc" "$test_seconds" "$caption_seconds" "$venv_state" >"$out/root.json" <<'PY'
 import json, sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
-out, extra, rc, test_seconds, caption_seconds = sys.argv[1:]
+out, extra, rc, test_seconds, caption_seconds, venv_state = sys.argv[1:]
 out = Path(out)
 suite = ET.parse(out / "pytest.xml").getroot()
 suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
@@ -138,6 +141,7 @@ print(json.dumps({
     "extra": extra,
     "facts": json.loads((out / "facts.json").read_text()),
     "install": json.loads((out / "install.json").read_text()),
+    "venv": venv_state,
     "tests": {
         "exit_status": int(rc),
         "passed": n["tests"] - n["failures"] - n["errors"] - n["skipped"],

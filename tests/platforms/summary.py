@@ -12,7 +12,7 @@ from pathlib import Path
 
 HEADER = (
     "| root | python | machine | extra | backend | runtime tests | identical: check photos "
-    "| identical: Flickr8k test | BLEU-4 x86 / root | CIDEr-D x86 / root | install | download "
+    "| identical: Flickr8k test | BLEU-4 x86 / root | CIDEr-D x86 / root | install (first) | download "
     "| whole run |"
 )
 
@@ -22,6 +22,7 @@ def row(result: dict) -> str:
     groups = result["compare"]["groups"]
     check = groups.get("imagenet_check", {})
     f8k = groups.get("Flicker8k_Dataset", {})
+    venv = f" (venv {result['venv']})" if result.get("venv", "new") != "new" else ""
     machine = facts["machine"]
     if facts.get("emulated_cpu"):
         machine += f" (QEMU {facts['emulated_cpu']})"
@@ -44,22 +45,34 @@ def row(result: dict) -> str:
         f"| {result['root']} | {facts['python']} | {machine} | {result['extra']} "
         f"| {backend} | {tests_cell} | {identical(check)} | {identical(f8k)} "
         f"| {scores('bleu4')} | {scores('cider_d')} | {install['seconds']:.0f} s "
-        f"| {install['download_bytes'] / 1e6:.1f} MB | {result['seconds']} s |"
+        f"| {install['download_bytes'] / 1e6:.1f} MB | {result['seconds']} s{venv} |"
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     folders = [Path(a) for a in (sys.argv[1:] if argv is None else argv)]
-    rows, missing = [], []
+    rows, notes, missing = [], [], []
     for folder in folders:
         path = folder / "result.json"
         if path.is_file():
-            rows.append(row(json.loads(path.read_text())))
+            result = json.loads(path.read_text())
+            rows.append(row(result))
+            same = result.get("compare_same_backend")
+            if same:
+                cells = ", ".join(
+                    f"{name} {g['identical']}/{g['images']}" for name, g in same["groups"].items()
+                )
+                notes.append(
+                    f"{result['root']} {result['extra']} against x86 with the same backend "
+                    f"(the host's pi-legacy venv): {cells} identical"
+                )
         else:
             missing.append(str(folder))
     print(HEADER)
     print("|" + "---|" * HEADER.count(" | ") + "---|")
     print("\n".join(rows))
+    for note in notes:
+        print(f"\n{note}")
     for folder in missing:
         print(f"(no result in {folder})")
     return 1 if missing else 0
