@@ -65,3 +65,19 @@ def sha256_file(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def swap_dir_into_place(staging: Path, target: Path) -> None:
+    """Rename the finished folder `staging` to `target`, replacing any folder there. The
+    old one is renamed aside first, so a crash between the two renames leaves the old
+    folder beside the new one, never a mix of their files."""
+    import shutil
+
+    if not target.exists():
+        staging.rename(target)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+    old.rmdir()
+    target.rename(old)
+    staging.rename(target)
+    shutil.rmtree(old, ignore_errors=True)

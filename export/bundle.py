@@ -21,7 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecap.edge_runtime.atomic import sha256_file, write_bytes_atomic, write_json_atomic
+from edgecap.edge_runtime.atomic import (
+    sha256_file,
+    swap_dir_into_place,
+    write_bytes_atomic,
+    write_json_atomic,
+)
 from edgecap.edge_runtime.bundle import Bundle, RuntimeOptions
 from edgecap.edge_runtime.captioner import Captioner
 from edgecap.edge_runtime.datasets import load_dataset
@@ -221,15 +226,7 @@ def export_bundle(
         manifest = replace(manifest, parity=parity, model_card=card)
         write_json_atomic(staging / "manifest.json", manifest.to_json())
 
-        if out_dir.exists():
-            # Swap, so that a crash between the two renames leaves the old bundle aside, not a mix.
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-            old.rmdir()
-            out_dir.rename(old)
-            staging.rename(out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            staging.rename(out_dir)
+        swap_dir_into_place(staging, out_dir)
     except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
         if is_write_failure(exc):

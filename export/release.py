@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from edgecap.edge_runtime.atomic import write_json_atomic
+from edgecap.edge_runtime.atomic import swap_dir_into_place, write_json_atomic
 from edgecap.edge_runtime.builtin import DEFAULT_MODEL, MODELS_DIR
 from edgecap.edge_runtime.bundle import Bundle
 from edgecap.edge_runtime.captioner import Captioner
@@ -170,14 +170,7 @@ def release(bundle: Path, data: Path, name: str, progress: bool = True) -> Path:
         write_json_atomic(staging / "manifest.json", staged.to_json())
         with Bundle.open(staging):  # the copy, as a device will open it
             pass
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{name}.old-", dir=MODELS_DIR))
-            old.rmdir()
-            target.rename(old)
-            staging.rename(target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            staging.rename(target)
+        swap_dir_into_place(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
