@@ -29,6 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from edgecap.edge_runtime.atomic import write_json_atomic, write_text_atomic
+from edgecap.edge_runtime.bundle import THREADS_HELP
 from edgecap.edge_runtime.timing import OUTLIER_RULE
 
 from . import baselines as base
@@ -77,8 +78,7 @@ def _run_parser() -> argparse.ArgumentParser:
         "--threads",
         type=int,
         default=None,
-        help="CPU threads per model (default: TFLite every core this process may use; ONNX "
-        "onnxruntime's own default, one thread per physical core)",
+        help=THREADS_HELP,
     )
     p.add_argument("--providers", default=None, help="onnxruntime providers, comma-separated")
     p.add_argument(

@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from edgecap.edge_runtime.bundle import THREADS_HELP
+
 from .tables import markdown_table
 
 KINDS = ("photo file", "12 MP JPEG file", "720p frame", "1080p frame", "720p video, every frame")
@@ -62,8 +64,7 @@ def _parser() -> argparse.ArgumentParser:
         "--threads",
         type=int,
         default=None,
-        help="CPU threads per model (default: TFLite every core this process may use; ONNX "
-        "onnxruntime's own default, one thread per physical core)",
+        help=THREADS_HELP,
     )
     return p
 

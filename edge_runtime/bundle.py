@@ -33,6 +33,14 @@ BACKENDS = ("auto", *BACKEND_FORMATS)
 ACCELERATORS = ("cpu", "gpu")
 
 
+# The --threads help of every command that opens bundles (edge_caption, caption-bench):
+# what RuntimeOptions.num_threads=None means per backend.
+THREADS_HELP = (
+    "CPU threads per model (default: TFLite every core this process may use; ONNX "
+    "onnxruntime's own default, one thread per physical core)"
+)
+
+
 @dataclass(frozen=True)
 class RuntimeOptions:
     """How a bundle runs: backend, threads, accelerator. How to decode is DecodeOptions."""

@@ -27,6 +27,8 @@ ESC = 27
 
 
 def _parser() -> argparse.ArgumentParser:
+    from .bundle import THREADS_HELP
+
     parser = argparse.ArgumentParser(
         prog="edge_caption",
         description="Caption images, videos or a camera with a bundle.",
@@ -129,8 +131,7 @@ def _parser() -> argparse.ArgumentParser:
         "--threads",
         type=int,
         default=None,
-        help="CPU threads per model (default: TFLite every core this process may use; ONNX "
-        "onnxruntime's own default, one thread per physical core)",
+        help=THREADS_HELP,
     )
     parser.add_argument(
         "--beam", type=int, default=1, help="beam width; 1 decodes greedily (default 1)"
