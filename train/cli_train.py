@@ -4,6 +4,7 @@ synthetic demo encoder.
     caption-train --data DIR (--preset NAME | --encoder E --decoder D) --out RUN
     caption-train evaluate (RUN | BUNDLE) --data DIR [--split test] [--beam K] [--out DIR]
     caption-train scst RUN --out RUN2 [--epochs N] [--learning-rate LR] [--samples K]
+    caption-train finetune RUN --out RUN2 [--train-blocks N] [--epochs N] [--final-split dev]
     caption-train gallery LABEL=PREDICTIONS... --data DIR --out DIR
     caption-train pretrain-encoder --data SYNTH --out FILE
 """
@@ -95,13 +96,6 @@ def _train_parser() -> argparse.ArgumentParser:
         f"or the last (default {t.keep})",
     )
     parser.add_argument(
-        "--final-split",
-        choices=["test", "dev", "none"],
-        default="test",
-        help="the split scored (greedy) when training ends; dev while choosing settings, so "
-        "that the test split is scored once, for the final model (default test)",
-    )
-    parser.add_argument(
         "--epoch-fraction",
         type=float,
         help="share of the training examples each epoch sees, drawn afresh per epoch "
@@ -111,14 +105,27 @@ def _train_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--feature-cache", help="feature cache folder (default ~/.cache/edge-caption/features)"
     )
+    _add_final_split_and_scale_out(parser)
+    return parser
+
+
+def _add_final_split_and_scale_out(parser: argparse.ArgumentParser) -> None:
+    """--final-split, --distribute and --devices: the same for every command that trains."""
+    parser.add_argument(
+        "--final-split",
+        choices=["test", "dev", "none"],
+        default="test",
+        help="the split scored (greedy) when training ends; dev while choosing settings, so "
+        "that the test split is scored once, for the final model (default test)",
+    )
     parser.add_argument(
         "--distribute",
         choices=DISTRIBUTE_CHOICES,
         default="none",
         help="tf.distribute strategy: none (one device), mirrored (every local GPU, or "
         "--devices), multi-worker (the cluster in TF_CONFIG; run the same command on every "
-        "worker, --out and --feature-cache on shared storage). --batch-size stays the global "
-        "batch (default none)",
+        "worker, --out and --feature-cache on shared storage). The batch size stays the "
+        "global batch (default none)",
     )
     parser.add_argument(
         "--devices",
@@ -126,7 +133,6 @@ def _train_parser() -> argparse.ArgumentParser:
         help="for --distribute mirrored: comma list of TensorFlow devices, e.g. GPU:0,GPU:1 "
         "(default every GPU)",
     )
-    return parser
 
 
 def build_config(args: argparse.Namespace):
@@ -340,6 +346,98 @@ def _scst(argv: list[str]) -> int:
     return 0
 
 
+def _finetune(argv: list[str]) -> int:
+    from .finetune import FinetuneConfig
+
+    d = FinetuneConfig()
+    parser = argparse.ArgumentParser(
+        prog="caption-train finetune",
+        description="Train the encoder's last blocks together with the decoder of a "
+        "finished lstm or merge run, from the image files (augmented), the encoder at a "
+        "lower learning rate; writes a new run directory that scst, export and evaluate "
+        "take as is. Rerun the same command to resume.",
+    )
+    parser.add_argument("run", help="the finished run to start from (it is not changed)")
+    parser.add_argument("--out", required=True, help="the new run directory")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=d.epochs,
+        help=f"passes over the train images (default {d.epochs})",
+    )
+    parser.add_argument(
+        "--train-blocks",
+        type=int,
+        default=d.train_blocks,
+        help="the encoder's last N blocks learn, with the layers after them; "
+        f"-1: all of it, 0: none (default {d.train_blocks})",
+    )
+    parser.add_argument(
+        "--learning-rate",
+        type=float,
+        default=d.learning_rate,
+        help=f"the decoder's Adam peak, cosine to 0 (default {d.learning_rate:g})",
+    )
+    parser.add_argument(
+        "--encoder-learning-rate",
+        type=float,
+        default=d.encoder_learning_rate,
+        help=f"the encoder's (default {d.encoder_learning_rate:g})",
+    )
+    parser.add_argument(
+        "--images-per-batch",
+        type=int,
+        default=d.images_per_batch,
+        help=f"images a step sees, each with all its captions (default {d.images_per_batch})",
+    )
+    parser.add_argument(
+        "--crop-area",
+        type=float,
+        default=d.crop_area,
+        help="random crops keep at least this share of the image; 1: no "
+        f"crops (default {d.crop_area:g})",
+    )
+    parser.add_argument(
+        "--no-flip",
+        dest="flip",
+        action="store_false",
+        help="no horizontal flips (by default half the images are flipped, "
+        "'left' and 'right' swapped in their captions)",
+    )
+    parser.add_argument(
+        "--jitter",
+        type=float,
+        default=d.jitter,
+        help="brightness, contrast and saturation move by at most this; 0: "
+        f"none (default {d.jitter:g})",
+    )
+    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--feature-cache", help="feature cache folder (default: the parent's)")
+    _add_final_split_and_scale_out(parser)
+    args = parser.parse_args(argv)
+    config = FinetuneConfig(args.epochs, args.train_blocks, args.learning_rate,
+                            args.encoder_learning_rate, args.images_per_batch, args.crop_area,
+                            args.flip, args.jitter, args.seed)  # fmt: skip
+    try:
+        config.check()
+    except ValueError as exc:
+        parser.error(str(exc))
+    from .finetune import finetune
+
+    devices = [d.strip() for d in args.devices.split(",") if d.strip()]
+    try:
+        state = finetune(args.run, args.out, config, args.final_split, args.distribute,
+                         devices, args.feature_cache)  # fmt: skip
+    except KeyboardInterrupt:
+        return interrupted(f"\ncaption-train finetune: interrupted; rerun the same command to "
+                           f"go on from epoch {_scst_epochs_done(args.out) + 1}")  # fmt: skip
+    for entry in state.get("history", []):
+        print(json.dumps(entry))
+    if state.get("metrics"):
+        print(json.dumps(state["metrics"]))
+    return 0
+
+
 def _scst_epochs_done(out: str) -> int:
     from pathlib import Path
 
@@ -401,6 +499,7 @@ def _train(argv: list[str]) -> int:
 SUBCOMMANDS = {
     "evaluate": _evaluate,
     "scst": _scst,
+    "finetune": _finetune,
     "extract": _extract,
     "gallery": _gallery,
     "pretrain-encoder": _pretrain,

@@ -145,10 +145,13 @@ class KerasCaptioner:
 
 def feature_cache_weights(run: TrainedRun, spec) -> str:
     """The weights the run's features were cached under, as training named them: the
-    ImageNet or file weights the encoder was built from, else the run's encoder.keras. So
+    ImageNet or file weights the encoder was built from, else (random weights, or an
+    encoder that `caption-train finetune` trained) the run's encoder.keras. So
     evaluation reuses training's feature cache instead of extracting every image again."""
     from .encoders import resolve_weights
 
+    if "finetune" in run.config:  # trained past the weights it was built from
+        return str(run.path / "encoder.keras")
     try:
         weights = resolve_weights(spec, run.config["train"].get("weights"))
     except (FileNotFoundError, ValueError):
