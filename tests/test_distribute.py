@@ -69,18 +69,17 @@ def _free_ports(count: int) -> list[int]:
             s.close()
 
 
-def _start_workers(root, out, attempt: str) -> list[subprocess.Popen]:
-    """Two MultiWorkerMirroredStrategy workers of the tiny run on fresh localhost ports."""
+def _start_workers(root, out, attempt: str, command=None) -> list[subprocess.Popen]:
+    """Two MultiWorkerMirroredStrategy workers of the tiny run (or of `command`) on fresh
+    localhost ports."""
     workers = [f"localhost:{port}" for port in _free_ports(2)]
     processes = []
     for index in range(2):
         tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
         env = {**os.environ, "TF_CONFIG": json.dumps(tf_config), "CUDA_VISIBLE_DEVICES": ""}
         with open(root / f"{attempt}-worker-{index}.log", "w") as log:
-            command = [*_train_command(root, out), "--distribute", "multi-worker"]
-            processes.append(
-                subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-            )
+            argv = [*(command or _train_command(root, out)), "--distribute", "multi-worker"]
+            processes.append(subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT))
     return processes
 
 
@@ -187,3 +186,47 @@ def test_mirrored_without_a_gpu_names_the_devices_flag():
         ValueError, match="sees no GPU here; list the devices to mirror over with --devices"
     ):
         make_strategy("mirrored")
+
+
+def _finetune_command(root, out) -> list[str]:
+    return [sys.executable, "-m", "edgecap.train.cli_train", "finetune", str(root / "single"),
+            "--out", str(out), "--epochs", "2", "--train-blocks", "2", "--images-per-batch", "8",
+            "--learning-rate", "1e-3", "--encoder-learning-rate", "1e-4", "--final-split", "none",
+            "--feature-cache", str(root / "cache")]  # fmt: skip
+
+
+def _assert_finetuned_alike(run, single_run) -> None:
+    ours, theirs = _history(run), _history(single_run)
+    assert [h["epoch"] for h in ours] == [0, 1, 2]
+    assert np.allclose([h["loss"] for h in ours[1:]], [h["loss"] for h in theirs[1:]],
+                       rtol=LOSS_TOLERANCE, atol=0)  # fmt: skip
+    for key in ("dev_bleu4", "dev_cider_d"):
+        assert np.allclose([h[key] for h in ours], [h[key] for h in theirs], atol=1e-6), key
+
+
+@pytest.fixture(scope="module")
+def finetuned_single(single):
+    """`caption-train finetune` of the one-device run, on one device."""
+    from edgecap.train.cli_train import main
+
+    assert main(_finetune_command(single, single / "finetuned")[3:]) == 0
+    return single / "finetuned"
+
+
+def test_finetune_on_two_workers_trains_what_one_device_trains(single, finetuned_single):
+    out = single / "finetune-two-workers"
+    command = _finetune_command(single, out)
+    codes = _wait(_start_workers(single, out, "finetune", command))
+    assert codes == [0, 0], (single / "finetune-worker-0.log").read_text()[-3000:]
+    _assert_finetuned_alike(out, finetuned_single)
+    assert not list(out.glob(".worker-*"))  # worker 1's checkpoints were removed
+
+
+@pytest.mark.slow  # the two-worker test covers the same replica split in make test
+def test_finetune_mirrored_over_two_devices_trains_what_one_device_trains(single, finetuned_single):
+    out = single / "finetune-mirrored"
+    command = [sys.executable, "-c", textwrap.dedent(MIRRORED), *_finetune_command(single, out)[3:],
+               "--distribute", "mirrored", "--devices", "/cpu:0,/cpu:1"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    _assert_finetuned_alike(out, finetuned_single)
