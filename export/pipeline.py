@@ -43,8 +43,11 @@ class Model:
     # Beam ranking score / (words + 1) ** length_penalty, chosen on the dev split: 0.5 beat
     # 0 and 1.0 for the MobileNetV2 LSTM at beam 3 (docs/flickr8k.md).
     length_penalty: float = 0.5
-    # caption-train scst flags: when set, the cross-entropy run goes to NAME-xe and
-    # self-critical training on CIDEr-D (train/scst.py) makes NAME from it.
+    # Stages after cross-entropy, each from the one before: `caption-train finetune` flags
+    # (the encoder's last blocks train with the decoder, train/finetune.py), then
+    # `caption-train scst` flags (self-critical training on CIDEr-D, train/scst.py). The
+    # last stage writes NAME; the ones before it NAME-xe and NAME-ft.
+    finetune: tuple[str, ...] | None = None
     scst: tuple[str, ...] | None = None
     notes: str = field(default="", compare=False)
 
@@ -180,15 +183,20 @@ def run_model(
     run = out / model.name
     weights = model_weights(model, weights_dir)
     log = out / "logs" / f"{model.name}.log"
+    stages = [(name, flags) for name, flags in (("ft", model.finetune), ("scst", model.scst))
+              if flags is not None]  # fmt: skip
+    folder = run if not stages else out / f"{model.name}-xe"
     train = [_bin("caption-train"), "--data", str(data), "--encoder", model.encoder,
              "--weights", weights, "--decoder", model.decoder, *COMMON, *model.flags,
              "--feature-cache", str(out / "features"), "--final-split", "none",
-             "--out", str(run if model.scst is None else out / f"{model.name}-xe")]  # fmt: skip
-    _step(Path(train[-1]) / "decoder.keras", train, log)
-    if model.scst is not None:
-        scst = [_bin("caption-train"), "scst", train[-1], *model.scst,
-                "--feature-cache", str(out / "features"), "--out", str(run)]  # fmt: skip
-        _step(run / "decoder.keras", scst, log)
+             "--out", str(folder)]  # fmt: skip
+    _step(folder / "decoder.keras", train, log)
+    for number, (stage, flags) in enumerate(stages, 1):
+        parent, folder = folder, run if number == len(stages) else out / f"{model.name}-{stage}"
+        command = [_bin("caption-train"), "finetune" if stage == "ft" else "scst", str(parent),
+                   *flags, *(["--final-split", "none"] if stage == "ft" else []),
+                   "--feature-cache", str(out / "features"), "--out", str(folder)]  # fmt: skip
+        _step(folder / "decoder.keras", command, log)
     targets = [(run, "keras")]
     for model_format, precision in model.bundles:
         if only is not None and f"{model_format}-{precision}" not in only:

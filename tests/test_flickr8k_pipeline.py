@@ -70,3 +70,22 @@ def test_a_weights_folder_without_a_models_file_says_what_to_do(
         _steps(monkeypatch, [*argv, "--out", str(tmp_path / "o"), "--models", "mobilenet_v2-lstm"])
     assert "weights file not found" in str(error.value)
     assert "leave IMAGENET_WEIGHTS unset for Keras' ImageNet weights" in str(error.value)
+
+
+def test_a_model_with_finetune_and_scst_stages_chains_its_run_folders(
+    karpathy_flickr8k, tmp_path, monkeypatch
+):
+    import dataclasses
+
+    staged = dataclasses.replace(pipeline.MODELS[0], finetune=("--epochs", "2"), scst=("--x",))
+    monkeypatch.setattr(pipeline, "MODELS", (staged,))
+    out = tmp_path / "o"
+    steps = _steps(monkeypatch, ["--data", str(karpathy_flickr8k), "--out", str(out),
+                                 "--weights-dir", "", "--bundles", "none"])  # fmt: skip
+    name = staged.name
+    train, finetune, scst = steps[:3]
+    assert train[train.index("--out") + 1] == str(out / f"{name}-xe")
+    assert finetune[1:3] == ["finetune", str(out / f"{name}-xe")] and "2" in finetune
+    assert finetune[finetune.index("--out") + 1] == str(out / f"{name}-ft")
+    assert scst[1:3] == ["scst", str(out / f"{name}-ft")]
+    assert scst[scst.index("--out") + 1] == str(out / name)  # the last stage is the model
