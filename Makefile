@@ -65,8 +65,7 @@ bench: $(STAMP)
 SYNTH_RESULTS := artifacts/synth-results
 synth-results: $(STAMP)
 	for decoder in lstm merge blstm; do \
-		epochs=30; batch=128; if [ $$decoder = blstm ]; then epochs=20; batch=512; fi; \
-		$(BIN)/caption-train --data $(DEMO)/data --decoder $$decoder --epochs $$epochs --batch-size $$batch \
+		$(BIN)/caption-train --config synth-$$decoder --data $(DEMO)/data \
 			--out $(SYNTH_RESULTS)/run-$$decoder --feature-cache $(DEMO)/features || exit 1; \
 		for beam in 1 3; do \
 			$(BIN)/caption-train evaluate $(SYNTH_RESULTS)/run-$$decoder --data $(DEMO)/data --beam $$beam \

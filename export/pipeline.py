@@ -26,108 +26,43 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# Settings shared by every model: chosen on the dev split (see README "Flickr8k").
-COMMON = ["--min-count", "5", "--dropout", "0.3", "--batch-size", "128"]
+from edgecap.train.configs import config_names, config_path, load_config, pipeline_entry
+
+STAGE_SUFFIX = {"finetune": "ft", "scst": "scst"}  # a stage's run folder, when not the last
 
 
 @dataclass(frozen=True)
 class Model:
+    """A model `make flickr8k` makes: a recipe of train/configs/ with a "pipeline" section."""
+
     name: str  # run folder under --out
+    config: Path  # the recipe's file: every stage reads its section from it
     encoder: str  # registry name (train/encoders.py), width included
-    weights: str  # file name in --weights-dir
+    weights: str  # the ImageNet weights' file name in --weights-dir
     decoder: str
-    flags: tuple[str, ...] = ()  # caption-train flags beyond COMMON
-    # Bundles to export and evaluate, as (format, precision).
-    bundles: tuple[tuple[str, str], ...] = (("tflite", "int8"),)
-    beams: tuple[int, ...] = (1, 3)
-    # Beam ranking score / (words + 1) ** length_penalty, chosen on the dev split: 0.5 beat
-    # 0 and 1.0 for the MobileNetV2 LSTM at beam 3 (docs/flickr8k.md).
-    length_penalty: float = 0.5
-    # Stages after cross-entropy, each from the one before: `caption-train finetune` flags
-    # (the encoder's last blocks train with the decoder, train/finetune.py), then
-    # `caption-train scst` flags (self-critical training on CIDEr-D, train/scst.py). The
-    # last stage writes NAME; the ones before it NAME-xe and NAME-ft.
-    finetune: tuple[str, ...] | None = None
-    scst: tuple[str, ...] | None = None
+    bundles: tuple[tuple[str, str], ...]  # (format, precision) pairs to export and evaluate
+    beams: tuple[int, ...]
+    length_penalty: float
+    # Stages after cross-entropy, each from the one before: `caption-train finetune` (the
+    # encoder's last blocks train with the decoder), then `caption-train scst`
+    # (self-critical training). The last stage writes NAME; those before it NAME-xe, NAME-ft.
+    stages: tuple[str, ...] = ()
     notes: str = field(default="", compare=False)
+    order: int = field(default=0, compare=False)  # place in the run and the table
+
+    @classmethod
+    def from_config(cls, name: str) -> Model:
+        recipe = load_config(name)
+        entry = pipeline_entry(recipe)
+        return cls(name=entry.name, config=config_path(name), encoder=recipe["train"]["encoder"],
+                   weights=entry.weights_file, decoder=recipe["train"]["decoder"]["kind"],
+                   bundles=entry.bundles, beams=entry.beams, length_penalty=entry.length_penalty,
+                   stages=tuple(s for s in ("finetune", "scst") if s in recipe),
+                   notes=recipe.get("description", ""), order=entry.order)  # fmt: skip
 
 
-V2 = "mobilenet_v2_1.0_224_imagenet_bnfolded_no_top.h5"
-EVERY_BUNDLE = (
-    ("tflite", "fp32"),
-    ("tflite", "fp16"),
-    ("tflite", "dynamic"),
-    ("tflite", "int8"),
-    ("onnx", "fp32"),
-    ("onnx", "int8"),
-)
-MODELS = (
-    Model(
-        "mobilenet_v2-lstm",
-        "mobilenet_v2",
-        V2,
-        "lstm",
-        # r3 of the dev sweep: a wider embedding, a lower peak rate and a longer cosine
-        # schedule beat r1's (embedding 256, 3e-3, 12 epochs) on dev (docs/flickr8k.md).
-        ("--units", "512", "--embed-dim", "512", "--learning-rate", "2e-3", "--epochs", "20"),
-        bundles=EVERY_BUNDLE,
-        # Then 16 epochs of SCST from the cross-entropy run's best epoch, rewarding CIDEr-D
-        # + 1.0 x the sample's BLEU-4 and keeping the best dev epoch (docs/flickr8k.md
-        # "Self-critical training"): on dev at beam 3 the reward beat CIDEr-D alone (6
-        # epochs: CIDEr-D 0.4559 vs 0.4545, BLEU-4 0.1971 vs 0.1866), and 16 epochs
-        # (kept: 14) beat 6, 8 and 12 (CIDEr-D 0.4888 vs 0.4559, 0.4746, 0.4736).
-        scst=(
-            "--epochs",
-            "16",
-            "--learning-rate",
-            "2e-4",
-            "--images-per-batch",
-            "32",
-            "--bleu4-weight",
-            "1.0",
-        ),  # fmt: skip
-        # Chosen on dev CIDEr-D at beam 3 for the end-aware SCST model (docs/flickr8k.md):
-        # 2.0 (0.4875) beat 0.5, 0.85, 1.0, 1.5 and 3.0.
-        length_penalty=2.0,
-        notes="the recommended edge model",
-    ),
-    Model(
-        "mobilenet_v2-blstm",
-        "mobilenet_v2",
-        V2,
-        "blstm",
-        (
-            "--units",
-            "256",
-            "--embed-dim",
-            "256",
-            "--epochs",
-            "6",
-            "--epoch-fraction",
-            "0.2",
-            "--batch-size",
-            "512",
-        ),  # fmt: skip
-        # One pair per word: 360,000 an epoch. A fresh fifth of them per epoch keeps an
-        # epoch near one caption per image; not yet run on the real data (docs/flickr8k.md).
-        notes="the seed's bidirectional variant",
-    ),
-    Model(
-        "mobilenet_025-merge",
-        "mobilenet_025",
-        "mobilenet_2_5_224_tf_no_top.h5",
-        "merge",
-        ("--units", "256", "--embed-dim", "256", "--epochs", "12"),
-        notes="the seed's MobileNet family, the smallest",
-    ),
-    Model(
-        "mobilenet_v2_035-lstm",
-        "mobilenet_v2_035",
-        "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5",
-        "lstm",
-        ("--units", "512", "--embed-dim", "256", "--epochs", "12"),
-    ),
-)
+MODELS = tuple(sorted((Model.from_config(n) for n in config_names("flickr8k-")),
+                     key=lambda m: m.order))  # fmt: skip
 
 
 def _bin(name: str) -> str:
@@ -183,18 +118,16 @@ def run_model(
     run = out / model.name
     weights = model_weights(model, weights_dir)
     log = out / "logs" / f"{model.name}.log"
-    stages = [(name, flags) for name, flags in (("ft", model.finetune), ("scst", model.scst))
-              if flags is not None]  # fmt: skip
-    folder = run if not stages else out / f"{model.name}-xe"
-    train = [_bin("caption-train"), "--data", str(data), "--encoder", model.encoder,
-             "--weights", weights, "--decoder", model.decoder, *COMMON, *model.flags,
-             "--feature-cache", str(out / "features"), "--final-split", "none",
-             "--out", str(folder)]  # fmt: skip
+    folder = run if not model.stages else out / f"{model.name}-xe"
+    train = [_bin("caption-train"), "--config", str(model.config), "--data", str(data),
+             "--weights", weights, "--feature-cache", str(out / "features"),
+             "--final-split", "none", "--out", str(folder)]  # fmt: skip
     _step(folder / "decoder.keras", train, log)
-    for number, (stage, flags) in enumerate(stages, 1):
-        parent, folder = folder, run if number == len(stages) else out / f"{model.name}-{stage}"
-        command = [_bin("caption-train"), "finetune" if stage == "ft" else "scst", str(parent),
-                   *flags, *(["--final-split", "none"] if stage == "ft" else []),
+    for number, stage in enumerate(model.stages, 1):
+        parent = folder
+        folder = run if number == len(model.stages) else out / f"{model.name}-{STAGE_SUFFIX[stage]}"
+        command = [_bin("caption-train"), stage, str(parent), "--config", str(model.config),
+                   *(["--final-split", "none"] if stage == "finetune" else []),
                    "--feature-cache", str(out / "features"), "--out", str(folder)]  # fmt: skip
         _step(folder / "decoder.keras", command, log)
     targets = [(run, "keras")]

@@ -37,7 +37,7 @@ from edgecap.edge_runtime.manifest import load_manifest
 from edgecap.edge_runtime.metrics import caption_split, references_for, score
 
 from . import formats
-from .pipeline import MODELS
+from .pipeline import MODELS, STAGE_SUFFIX
 
 log = logging.getLogger(__name__)
 # The decodings a built-in model's card records and the honesty test re-scores.
@@ -99,34 +99,28 @@ def _check(bundle: Path) -> None:
 
 
 def _pipeline_recipe(run_name: str) -> dict[str, Any]:
-    """How `make flickr8k` makes the run: its flags, as export/pipeline.py's MODELS say (a
-    NAME-xe run is the cross-entropy parent of a self-critical model, without SCST)."""
-    from .pipeline import COMMON
+    """How `make flickr8k` makes the run: its recipe (train/configs/), as the pipeline's
+    stages use it (a NAME-xe or NAME-ft run is an earlier stage of the model NAME)."""
+    from edgecap.train.configs import load_config
 
-    parent_only = run_name.endswith("-xe")
-    model_name = run_name.removesuffix("-xe")
+    stage_of = {"xe": "train", **{suffix: stage for stage, suffix in STAGE_SUFFIX.items()}}
+    model_name, _, suffix = run_name.rpartition("-")
+    if suffix not in stage_of:
+        model_name, suffix = run_name, ""
     model = next((m for m in MODELS if m.name == model_name), None)
     if model is None:
         return {"command": "unknown: not a model of export/pipeline.py"}
-    recipe: dict[str, Any] = {
-        "command": f"make flickr8k F8K_MODELS={model.name}",
-        "caption-train": [
-            "--encoder",
-            model.encoder,
-            "--weights",
-            model.weights,
-            "--decoder",
-            model.decoder,
-            *COMMON,
-            *model.flags,
-        ],  # fmt: skip
-    }
-    if model.scst is not None and not parent_only:
-        recipe["caption-train scst"] = list(model.scst)
-    if parent_only:
-        recipe["stage"] = f"the cross-entropy run {run_name}, before self-critical training"
-    recipe["caption-export"] = ["--length-penalty", str(model.length_penalty)]
-    return recipe
+    recipe = load_config(model.config)
+    stages = ["train", *model.stages]
+    last = stages.index(stage_of[suffix]) if suffix else len(stages) - 1
+    made: dict[str, Any] = {"command": f"make flickr8k F8K_MODELS={model.name}",
+                            "recipe": model.config.name}  # fmt: skip
+    for stage in stages[: last + 1]:
+        made[stage] = recipe[stage]
+    if suffix:
+        made["stage"] = f"{run_name}, the {stage_of[suffix]} stage of {model.name}"
+    made["caption-export"] = ["--length-penalty", str(model.length_penalty)]
+    return made
 
 
 def _git_commit() -> str | None:

@@ -45,7 +45,7 @@ def test_without_a_weights_folder_every_model_trains_from_keras_imagenet_weights
 
     steps = _steps(monkeypatch, ["--data", str(karpathy_flickr8k), "--out", str(tmp_path / "o")])
     assert "Keras' ImageNet weights (--weights imagenet)" in capsys.readouterr().out
-    trainings = [s for s in steps if s[1] == "--data"]
+    trainings = [s for s in steps if s[1] == "--config"]
     assert len(trainings) == len(pipeline.MODELS)
     for command in trainings:
         assert command[command.index("--weights") + 1] == "imagenet"
@@ -77,15 +77,25 @@ def test_a_model_with_finetune_and_scst_stages_chains_its_run_folders(
 ):
     import dataclasses
 
-    staged = dataclasses.replace(pipeline.MODELS[0], finetune=("--epochs", "2"), scst=("--x",))
+    staged = dataclasses.replace(pipeline.MODELS[0], stages=("finetune", "scst"))
     monkeypatch.setattr(pipeline, "MODELS", (staged,))
     out = tmp_path / "o"
     steps = _steps(monkeypatch, ["--data", str(karpathy_flickr8k), "--out", str(out),
                                  "--weights-dir", "", "--bundles", "none"])  # fmt: skip
-    name = staged.name
+    name, recipe = staged.name, str(staged.config)
     train, finetune, scst = steps[:3]
     assert train[train.index("--out") + 1] == str(out / f"{name}-xe")
-    assert finetune[1:3] == ["finetune", str(out / f"{name}-xe")] and "2" in finetune
+    assert finetune[1:3] == ["finetune", str(out / f"{name}-xe")]
     assert finetune[finetune.index("--out") + 1] == str(out / f"{name}-ft")
     assert scst[1:3] == ["scst", str(out / f"{name}-ft")]
     assert scst[scst.index("--out") + 1] == str(out / name)  # the last stage is the model
+    for command in (train, finetune, scst):  # every stage reads its section of the recipe
+        assert command[command.index("--config") + 1] == recipe
+
+
+def test_the_models_are_the_flickr8k_recipes_in_their_order():
+    assert [m.name for m in pipeline.MODELS] == ["mobilenet_v2-lstm", "mobilenet_v2-blstm",
+                                                 "mobilenet_025-merge", "mobilenet_v2_035-lstm"]  # fmt: skip
+    recommended = pipeline.MODELS[0]
+    assert recommended.stages == ("scst",) and recommended.length_penalty == 2.0
+    assert ("tflite", "int8") in recommended.bundles

@@ -6,20 +6,21 @@ from pathlib import Path
 import pytest
 
 from edgecap.train.cli_train import _train_parser, build_config
-from edgecap.train.presets import PRESETS
+from edgecap.train.configs import config_names, load_config
 
 
 def test_presets_are_the_seed_configurations():
-    assert set(PRESETS) == {
-        "seed-inception-lstm",
+    assert config_names("seed-") == [
         "seed-inception-blstm",
-        "seed-mobilenet-lstm",
+        "seed-inception-lstm",
         "seed-mobilenet-blstm",
-    }
-    for name, preset in PRESETS.items():
-        assert preset.encoder == ("inception_v3" if "inception" in name else "mobilenet")
-        assert preset.decoder == ("blstm" if name.endswith("blstm") else "merge")
-        assert preset.weights == "imagenet"
+        "seed-mobilenet-lstm",
+    ]
+    for name in config_names("seed-"):
+        train = load_config(name)["train"]
+        assert train["encoder"] == ("inception_v3" if "inception" in name else "mobilenet")
+        assert train["decoder"]["kind"] == ("blstm" if name.endswith("blstm") else "merge")
+        assert train["weights"] == "imagenet"
 
 
 def test_flags_override_the_preset():

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from edgecap.train.presets import PRESETS
+from edgecap.train.configs import config_names, load_config
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,10 @@ HEAVIEST = ("seed-inception-blstm", "seed-inception-lstm")
 
 @pytest.mark.parametrize(
     "preset",
-    [pytest.param(p, marks=pytest.mark.slow) if p in HEAVIEST else p for p in sorted(PRESETS)],
+    [
+        pytest.param(p, marks=pytest.mark.slow) if p in HEAVIEST else p
+        for p in config_names("seed-")
+    ],
 )
 def test_preset_trains_exports_and_captions(preset, tiny_data, tmp_path):
     from edgecap.export.bundle import export_bundle
@@ -59,7 +62,7 @@ def test_preset_trains_exports_and_captions(preset, tiny_data, tmp_path):
     assert metrics["images"] == 3
 
     manifest = export_bundle(tmp_path / "run", tmp_path / "bundle", "fp32", parity_images=2)
-    assert manifest["decoder"]["kind"] == PRESETS[preset].decoder
+    assert manifest["decoder"]["kind"] == load_config(preset)["train"]["decoder"]["kind"]
     assert manifest["preprocessing"]["input_size"] == (299 if "inception" in preset else 224)
     assert manifest["parity"]["identical_caption_rate"] == 1.0  # fp32 decodes like Keras
 

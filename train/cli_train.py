@@ -1,7 +1,7 @@
 """`caption-train`: train a caption decoder, evaluate a run or bundle, or pretrain the
 synthetic demo encoder.
 
-    caption-train --data DIR (--preset NAME | --encoder E --decoder D) --out RUN
+    caption-train --data DIR (--config RECIPE | --encoder E --decoder D) --out RUN
     caption-train evaluate (RUN | BUNDLE) --data DIR [--split test] [--beam K] [--out DIR]
     caption-train scst RUN --out RUN2 [--epochs N] [--learning-rate LR] [--samples K]
     caption-train finetune RUN --out RUN2 [--train-blocks N] [--epochs N] [--final-split dev]
@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import sys
+from dataclasses import fields
 
 from edgecap.edge_runtime.errors import EdgeCaptionError, interrupted
 from edgecap.edge_runtime.step_models import DECODER_KINDS
@@ -26,9 +27,9 @@ USER_ERRORS = (EdgeCaptionError, FileNotFoundError, ValueError)
 
 
 def _train_parser() -> argparse.ArgumentParser:
+    from .configs import config_names
     from .decoders import DecoderConfig
     from .encoders import ENCODERS
-    from .presets import PRESETS
     from .training import TrainConfig
 
     d, t = DecoderConfig(), TrainConfig()
@@ -48,9 +49,17 @@ def _train_parser() -> argparse.ArgumentParser:
         "--out", required=True, help="run directory; rerunning with the same settings resumes"
     )
     parser.add_argument(
+        "--config",
+        metavar="RECIPE",
+        help="a recipe's train section: a name in train/configs/ ("
+        + ", ".join(config_names())
+        + ") or a .json file; other flags override it",
+    )
+    parser.add_argument(
         "--preset",
-        choices=list(PRESETS),
-        help="one of the seed's configurations; other flags override it",
+        choices=config_names("seed-"),
+        help="one of the seed's configurations (the same as --config NAME); other flags "
+        "override it",
     )
     parser.add_argument(
         "--encoder",
@@ -136,47 +145,57 @@ def _add_final_split_and_scale_out(parser: argparse.ArgumentParser) -> None:
 
 
 def build_config(args: argparse.Namespace):
-    """TrainConfig from defaults, then the preset, then explicit flags."""
+    """TrainConfig from its defaults, then the recipe (--config or --preset), then the
+    flags given; a flag's dest is the name of the field it sets (--decoder sets kind)."""
+    from .configs import NOT_IN_A_RECIPE, load_config
     from .decoders import DecoderConfig
-    from .presets import get_preset
     from .training import TrainConfig
 
-    train_fields: dict = {"data": args.data}
-    decoder_fields: dict = {}
-    if args.preset:
-        preset = get_preset(args.preset)
-        train_fields.update(
-            encoder=preset.encoder,
-            weights=preset.weights,
-            epochs=preset.epochs,
-            batch_size=preset.batch_size,
-        )
-        decoder_fields.update(
-            kind=preset.decoder,
-            embed_dim=preset.embed_dim,
-            units=preset.units,
-            dropout=preset.dropout,
-        )
-    for flag, field in (("encoder", "encoder"), ("weights", "weights"), ("epochs", "epochs"), ("batch_size", "batch_size"),
-                        ("learning_rate", "learning_rate"), ("min_count", "min_count"), ("seed", "seed"),
-                        ("feature_cache", "feature_cache"), ("max_length", "max_length"), ("keep", "keep"),
-                        ("epoch_fraction", "epoch_fraction")):  # fmt: skip
-        if getattr(args, flag) is not None:
-            train_fields[field] = getattr(args, flag)
+    if args.config and args.preset:
+        raise ValueError("--preset NAME is --config NAME: pass one of them")
+    recipe = args.config or args.preset
+    train_fields = dict(load_config(recipe)["train"]) if recipe else {}
+    decoder_fields = dict(train_fields.pop("decoder", {}))
+    train_fields["data"] = args.data
+    given = {k: v for k, v in vars(args).items() if v is not None}
+    for f in fields(TrainConfig):
+        if f.name not in ("data", "decoder") and f.name in given:
+            train_fields[f.name] = given[f.name]
+    for f in fields(DecoderConfig):
+        flag = "decoder" if f.name == "kind" else f.name
+        if flag in given and f.name not in NOT_IN_A_RECIPE["train.decoder"]:
+            decoder_fields[f.name] = given[flag]
     if args.alpha is not None or args.encoder is not None:
         from .encoders import get_encoder_spec
 
         name = train_fields.get("encoder", TrainConfig.encoder)
         train_fields["encoder"] = get_encoder_spec(name, args.alpha).name
-    for flag, field in (
-        ("decoder", "kind"),
-        ("units", "units"),
-        ("embed_dim", "embed_dim"),
-        ("dropout", "dropout"),
-    ):
-        if getattr(args, flag) is not None:
-            decoder_fields[field] = getattr(args, flag)
     return TrainConfig(**train_fields, decoder=DecoderConfig(**decoder_fields))
+
+
+def _recipe_defaults(parser: argparse.ArgumentParser, argv: list[str], section: str) -> None:
+    """--config RECIPE for a subcommand: the recipe's `section` becomes the parser's
+    defaults, so that flags on the command line still win."""
+    from .configs import load_config
+
+    parser.add_argument(
+        "--config",
+        metavar="RECIPE",
+        help=f"take the settings from a recipe's {section} section: a name in "
+        "train/configs/ or a .json file; flags given here win",
+    )
+    # Only --config is read here: the rest is parsed, and checked, once, with its defaults.
+    first = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    first.add_argument("--config")
+    known, _ = first.parse_known_args(argv)
+    if known.config:
+        try:
+            recipe = load_config(known.config)
+        except ValueError as exc:
+            parser.error(str(exc))
+        if section not in recipe:
+            parser.error(f"{known.config}: the recipe has no {section} section")
+        parser.set_defaults(**recipe[section])
 
 
 def _pretrain(argv: list[str]) -> int:
@@ -329,13 +348,13 @@ def _scst(argv: list[str]) -> int:
         f"often than this share (default {defaults.max_dev_dangling:g})",
     )
     parser.add_argument("--feature-cache", help="feature cache folder (default: the parent's)")
+    _recipe_defaults(parser, argv, "scst")
     args = parser.parse_args(argv)
     if not 0.0 <= args.max_dev_dangling <= 1.0:
         parser.error("--max-dev-dangling is a share between 0 and 1")
     from .scst import scst
 
-    config = ScstConfig(args.epochs, args.learning_rate, args.samples, args.images_per_batch,
-                        args.seed, args.bleu4_weight, args.end_aware, args.max_dev_dangling)  # fmt: skip
+    config = ScstConfig(**{f.name: getattr(args, f.name) for f in fields(ScstConfig)})
     try:
         state = scst(args.run, args.out, config, args.feature_cache)
     except KeyboardInterrupt:
@@ -414,10 +433,9 @@ def _finetune(argv: list[str]) -> int:
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--feature-cache", help="feature cache folder (default: the parent's)")
     _add_final_split_and_scale_out(parser)
+    _recipe_defaults(parser, argv, "finetune")
     args = parser.parse_args(argv)
-    config = FinetuneConfig(args.epochs, args.train_blocks, args.learning_rate,
-                            args.encoder_learning_rate, args.images_per_batch, args.crop_area,
-                            args.flip, args.jitter, args.seed)  # fmt: skip
+    config = FinetuneConfig(**{f.name: getattr(args, f.name) for f in fields(FinetuneConfig)})
     try:
         config.check()
     except ValueError as exc:
