@@ -4,8 +4,8 @@
     python -m edgecap.benchmarks.results [METRICS...] --record docs/results/flickr8k.json
 
 Each row names the run's encoder, decoder, training (cross-entropy "XE", then maybe
-self-critical "SCST") and training time, the beam width, and the scores; cells a metric
-file lacks are left empty rather than guessed.
+fine-tuning of the encoder "FT" and self-critical "SCST") and training time, the beam
+width, and the scores; cells a metric file lacks are left empty rather than guessed.
 
 With --record, the rows are kept in a JSON file that is committed with the docs: rows from
 the given metrics files replace the record's rows of the same run, model and beam, and
@@ -56,16 +56,16 @@ def _run_of(target: Path) -> Path:
 
 
 def train_seconds(run: Path) -> float | None:
-    """Training time of a run over all its sessions (state.json's epochs), its SCST
-    parent's included; None when the run records none."""
+    """Training time of a run over all its sessions (state.json's epochs), its parents'
+    (the runs its SCST or fine-tuning started from) included; None when it records none."""
     state = run / "checkpoints" / "state.json"
     if not state.is_file():
         return None
     seconds = sum(h.get("seconds", 0.0) for h in json.loads(state.read_text())["history"])
     config = run / "config.json"
-    parent = (
-        json.loads(config.read_text()).get("scst", {}).get("parent") if config.is_file() else None
-    )
+    stages = json.loads(config.read_text()) if config.is_file() else {}
+    # The last stage's parent: an SCST run's config keeps its fine-tuned parent's entry.
+    parent = (stages.get("scst") or stages.get("finetune") or {}).get("parent")
     if parent:
         seconds += train_seconds(Path(parent)) or 0.0
     return seconds
@@ -89,7 +89,13 @@ def row(metrics_file: Path) -> dict:
         "measured": time.strftime("%Y-%m-%d", time.gmtime(metrics_file.stat().st_mtime)),
         "encoder": config.get("encoder", {}).get("name", "?"),
         "decoder": config.get("decoder", {}).get("kind", "?"),
-        "training": "XE + SCST" if "scst" in config else "XE",
+        "training": " + ".join(
+            [
+                "XE",
+                *(["FT"] if "finetune" in config else []),
+                *(["SCST"] if "scst" in config else []),
+            ]
+        ),  # fmt: skip
         "model": model,
         "beam": metrics["beam"],
         "train_seconds": train_seconds(run),

@@ -125,3 +125,29 @@ def test_a_retrained_run_replaces_every_row_of_its_earlier_training(tmp_path):
     record.write_text(json.dumps({"rows": [record_row("onnx-fp32", 1, 0.2)]}))
     rows = results.update_record(record, [record_row("Keras run", 1, 0.22, "bbbb")])
     assert [(r["model"], r["bleu4"]) for r in rows] == [("Keras run", 0.22)]
+
+
+def test_a_run_made_in_stages_names_them_and_counts_every_stages_training_time(tmp_path):
+    """XE -> FT (caption-train finetune) -> SCST: the row says "XE + FT + SCST" and its
+    training time adds the three runs' epochs, each counted once."""
+    from edgecap.benchmarks import results
+
+    def make_run(name, seconds, **stages):
+        run = tmp_path / name
+        (run / "checkpoints").mkdir(parents=True)
+        history = [{"epoch": i + 1, "seconds": s} for i, s in enumerate(seconds)]
+        (run / "checkpoints" / "state.json").write_text(json.dumps({"history": history}))
+        (run / "config.json").write_text(json.dumps({"encoder": {"name": "e"},
+                                                     "decoder": {"kind": "lstm"}, **stages}))  # fmt: skip
+        return run
+
+    xe = make_run("xe", [100.0, 100.0])
+    ft = make_run("ft", [50.0], finetune={"parent": str(xe)})
+    # An SCST run keeps its parent's config, the finetune entry included.
+    scst = make_run("scst", [10.0, 10.0], finetune={"parent": str(xe)}, scst={"parent": str(ft)})
+    assert results.train_seconds(scst) == 270.0
+    assert results.train_seconds(ft) == 250.0
+    metrics = tmp_path / "eval" / "metrics.json"
+    metrics.parent.mkdir()
+    metrics.write_text(json.dumps({"target": str(scst), "kind": "run", "beam": 1, "bleu4": 0.2}))
+    assert results.row(metrics)["training"] == "XE + FT + SCST"
