@@ -11,8 +11,8 @@ from cli_helpers import edge_caption
 from edgecap.edge_runtime.backends import LiteRtCompiledModel, TFLiteModel, quiet_native_logs
 from edgecap.edge_runtime.bundle import RuntimeOptions
 from edgecap.edge_runtime.captioner import Captioner
-from edgecap.edge_runtime.datasets import load_dataset
 from edgecap.edge_runtime.errors import BackendError
+from edgecap.edge_runtime.evaluation.datasets import load_dataset
 
 
 def _feeds(units: int, batch: int, rng) -> dict:

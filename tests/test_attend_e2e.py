@@ -77,7 +77,7 @@ def test_the_bundles_declare_the_map_and_caption_like_keras(attend):
 def test_beam_search_carries_the_memory_with_its_beams(attend):
     """Beam search reorders every state row, the [B, P, U] memory too: beam 3 on the fp32
     bundle gives the Keras run's beam-3 captions."""
-    from edgecap.edge_runtime.datasets import load_dataset
+    from edgecap.edge_runtime.evaluation.datasets import load_dataset
     from edgecap.train.keras_captioner import KerasCaptioner
 
     dataset = load_dataset(attend["e2e"]["data"])

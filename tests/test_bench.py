@@ -23,7 +23,7 @@ from edgecap.benchmarks.schema import (
     schema_version_message,
     validate,
 )
-from edgecap.edge_runtime.timing import summarize, time_calls, tukey_fences
+from edgecap.edge_runtime.evaluation.timing import summarize, time_calls, tukey_fences
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

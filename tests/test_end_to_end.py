@@ -9,10 +9,10 @@ from cli_helpers import edge_caption
 from PIL import Image
 
 from edgecap.edge_runtime.captioner import Captioner
-from edgecap.edge_runtime.datasets import load_dataset
 from edgecap.edge_runtime.decoding import DecodeOptions
 from edgecap.edge_runtime.errors import BundleError
-from edgecap.edge_runtime.scenes import load_scenes, parse_caption, scene_accuracy
+from edgecap.edge_runtime.evaluation.datasets import load_dataset
+from edgecap.edge_runtime.evaluation.scenes import load_scenes, parse_caption, scene_accuracy
 
 
 def test_run_directory_and_keras_evaluation(e2e):

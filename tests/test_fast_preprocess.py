@@ -48,7 +48,7 @@ def test_a_photo_already_near_the_input_size_reads_exactly_as_before(flickr8k_or
 
 
 def test_training_features_read_files_the_way_the_device_does(large_jpegs):
-    from edgecap.edge_runtime.datasets import CaptionDataset
+    from edgecap.edge_runtime.evaluation.datasets import CaptionDataset
     from edgecap.train.features import _compute
 
     names = [p.name for p in large_jpegs]

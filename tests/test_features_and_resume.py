@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from edgecap.edge_runtime.datasets import load_dataset
+from edgecap.edge_runtime.evaluation.datasets import load_dataset
 from edgecap.train import features as features_mod
 from edgecap.train import training
 from edgecap.train.decoders import DecoderConfig

@@ -3,8 +3,8 @@ import shutil
 
 import pytest
 
-from edgecap.edge_runtime.datasets import IMAGES_DIR, SPLIT_FILES, load_dataset
 from edgecap.edge_runtime.errors import DatasetError
+from edgecap.edge_runtime.evaluation.datasets import IMAGES_DIR, SPLIT_FILES, load_dataset
 from edgecap.train.synthetic import generate
 
 

@@ -8,7 +8,7 @@ import json
 import pytest
 from PIL import Image
 
-from edgecap.edge_runtime.datasets import load_dataset
+from edgecap.edge_runtime.evaluation.datasets import load_dataset
 from edgecap.export import pipeline
 from edgecap.train.encoders import IMAGENET_ALPHAS, get_encoder_spec, resolve_weights
 

@@ -103,8 +103,8 @@ def test_beam_search_uses_the_bundles_length_penalty_unless_told_otherwise(e2e, 
     import shutil
 
     from edgecap.edge_runtime.captioner import Captioner
-    from edgecap.edge_runtime.datasets import load_dataset
     from edgecap.edge_runtime.decoding import DecodeOptions
+    from edgecap.edge_runtime.evaluation.datasets import load_dataset
 
     tuned = tmp_path / "tuned"
     shutil.copytree(e2e["bundle"], tuned)

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from edgecap.edge_runtime.datasets import CaptionDataset, load_dataset
 from edgecap.edge_runtime.errors import DatasetError
-from edgecap.edge_runtime.json_datasets import COCO_SPLIT_NOTE
+from edgecap.edge_runtime.evaluation.datasets import CaptionDataset, load_dataset
+from edgecap.edge_runtime.evaluation.json_datasets import COCO_SPLIT_NOTE
 from edgecap.train import cli_data
 
 

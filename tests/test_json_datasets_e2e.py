@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from edgecap.edge_runtime.captioner import Captioner
-from edgecap.edge_runtime.datasets import load_dataset
+from edgecap.edge_runtime.evaluation.datasets import load_dataset
 from edgecap.train.synthetic import generate
 
 pytestmark = pytest.mark.slow  # two tiny trainings and exports: about two minutes

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from edgecap.edge_runtime.metrics import corpus_bleu
+from edgecap.edge_runtime.evaluation.metrics import corpus_bleu
 
 
 def test_perfect_match_scores_one():
@@ -47,7 +47,7 @@ def test_a_caption_ending_on_a_function_word_dangles(caption, dangling):
 
 
 def test_the_scorer_reports_the_share_of_dangling_endings():
-    from edgecap.edge_runtime.metrics import score
+    from edgecap.edge_runtime.evaluation.metrics import score
 
     refs = {k: ["a dog runs on the grass", "a brown dog runs"] for k in "abcd"}
     hyps = {"a": "a dog runs on the", "b": "a dog runs", "c": "a dog runs on the grass", "d": "a"}

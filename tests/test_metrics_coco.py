@@ -13,9 +13,9 @@ from dataclasses import asdict
 
 import pytest
 
-from edgecap.edge_runtime import meteor
-from edgecap.edge_runtime.datasets import load_dataset
-from edgecap.edge_runtime.metrics import (
+from edgecap.edge_runtime.evaluation import meteor
+from edgecap.edge_runtime.evaluation.datasets import load_dataset
+from edgecap.edge_runtime.evaluation.metrics import (
     corpus_bleu,
     corpus_cider_d,
     corpus_rouge_l,
@@ -188,7 +188,7 @@ def test_mean_sentence_bleu1_equals_nltk(test_split):
     averaged, on human captions and on short and empty ones that the brevity penalty bites."""
     from nltk.translate.bleu_score import sentence_bleu
 
-    from edgecap.edge_runtime.metrics import mean_sentence_bleu1
+    from edgecap.edge_runtime.evaluation.metrics import mean_sentence_bleu1
 
     hyps, refs = test_split
     variants = {

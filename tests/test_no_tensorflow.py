@@ -1,4 +1,6 @@
-"""edge_runtime must run on a device with no TensorFlow: importing it never loads TF."""
+"""edge_runtime must run on a device with no TensorFlow: importing it never loads TF. The
+same holds for its evaluation room (edge_runtime/evaluation/), which no device module
+imports."""
 
 import subprocess
 import sys
@@ -37,19 +39,30 @@ def test_importing_every_runtime_module_loads_no_tensorflow():
         """
         import pkgutil, importlib, sys
         import edgecap.edge_runtime as rt
-        for m in pkgutil.iter_modules(rt.__path__):
-            importlib.import_module(f"edgecap.edge_runtime.{m.name}")
+        device = [m.name for m in pkgutil.iter_modules(rt.__path__) if m.name != "evaluation"]
+        for name in device:
+            importlib.import_module(f"edgecap.edge_runtime.{name}")
+        # No device module may pull in the evaluation room: the runtime folder's file
+        # list is what a device runs.
+        evaluation = sorted(m for m in sys.modules if m.startswith("edgecap.edge_runtime.evaluation"))
+        print("device modules load evaluation:", evaluation)
+        assert not evaluation
+        import edgecap.edge_runtime.evaluation as ev
+        for m in pkgutil.iter_modules(ev.__path__):
+            importlib.import_module(f"{ev.__name__}.{m.name}")
+        assert len([m for m in sys.modules if m.startswith(ev.__name__ + ".")]) >= 7
         heavy = [m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras") or m.startswith(("edgecap.train", "edgecap.export"))]
         print("loaded:", heavy)
         assert not heavy
         """
     )
     assert result.returncode == 0, result.stderr
+    assert "device modules load evaluation: []" in result.stdout
     assert "loaded: []" in result.stdout
 
 
 def test_edge_caption_captions_where_tensorflow_cannot_be_imported(e2e):
-    from edgecap.edge_runtime.datasets import load_dataset
+    from edgecap.edge_runtime.evaluation.datasets import load_dataset
 
     image = load_dataset(e2e["data"]).image_path(load_dataset(e2e["data"]).splits["test"][0])
     result = _run(

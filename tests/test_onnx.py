@@ -17,9 +17,9 @@ from cli_helpers import edge_caption
 from edgecap.edge_runtime.backends import ONNX_ACCELERATOR_PROVIDERS, OnnxModel, TFLiteModel
 from edgecap.edge_runtime.bundle import RuntimeOptions
 from edgecap.edge_runtime.captioner import Captioner
-from edgecap.edge_runtime.datasets import load_dataset
 from edgecap.edge_runtime.decoding import DecodeOptions
 from edgecap.edge_runtime.errors import BackendError, BundleError
+from edgecap.edge_runtime.evaluation.datasets import load_dataset
 from edgecap.edge_runtime.manifest import MODEL_ROLES, tensor_names
 
 ROLES = MODEL_ROLES

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgecap.edge_runtime.datasets import write_subset
 from edgecap.edge_runtime.errors import BundleError
+from edgecap.edge_runtime.evaluation.datasets import write_subset
 
 V1_025 = "mobilenet_2_5_224_tf_no_top.h5"
 # The slow subset test: epochs, and a BLEU-1 floor below what it measured (Keras greedy
@@ -166,7 +166,7 @@ def test_a_small_real_subset_learns_to_caption_test_photos(
     """1000 training photos, MobileNet v1 alpha 0.25, a small LSTM: real captions of unseen
     photos, above a measured floor, and different captions for different photos."""
     from edgecap.edge_runtime.captioner import Captioner
-    from edgecap.edge_runtime.metrics import caption_split, references_for, score
+    from edgecap.edge_runtime.evaluation.metrics import caption_split, score_split
     from edgecap.export.bundle import export_bundle
     from edgecap.train.decoders import DecoderConfig
     from edgecap.train.training import TrainConfig, train
@@ -193,7 +193,7 @@ def test_a_small_real_subset_learns_to_caption_test_photos(
     ids = dataset.splits["test"]
     with Captioner.open(tmp_path / "bundle") as captioner:
         predictions = caption_split(captioner, dataset, ids)
-    scores = score(predictions, references_for(dataset, ids))
+    scores = score_split(dataset, "test", predictions)
     print(f"int8 bundle on the same photos: {scores}")
     assert scores.bleu1 > SLOW_BLEU1_FLOOR, scores
     assert len(set(predictions.values())) > 10  # it looks at the photos

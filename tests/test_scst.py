@@ -215,11 +215,11 @@ def test_an_epoch_with_dangling_dev_captions_is_never_kept(e2e, tmp_path, monkey
     is passed over however well it scores, and the parent is kept."""
     import edgecap.train.scst as scst_module
 
-    real_score = scst_module.score
+    real_score = scst_module.score_split
     calls = []
 
-    def score_with_dangling_epochs(predictions, references, *args, **kwargs):
-        scores = real_score(predictions, references, *args, **kwargs)
+    def score_with_dangling_epochs(dataset, split, predictions, *args, **kwargs):
+        scores = real_score(dataset, split, predictions, *args, **kwargs)
         calls.append(scores)
         if len(calls) == 1:  # the parent
             return scores
@@ -228,7 +228,7 @@ def test_an_epoch_with_dangling_dev_captions_is_never_kept(e2e, tmp_path, monkey
 
         return replace(scores, cider_d=scores.cider_d + 5, dangling_endings=0.01)
 
-    monkeypatch.setattr(scst_module, "score", score_with_dangling_epochs)
+    monkeypatch.setattr(scst_module, "score_split", score_with_dangling_epochs)
     config = scst_module.ScstConfig(epochs=1, samples=2, images_per_batch=64)
     state = scst_module.scst(e2e["run"], tmp_path / "scst", config, progress=False)
     assert state["history"][1]["dev_dangling_endings"] == 0.01

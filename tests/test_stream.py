@@ -17,8 +17,8 @@ from cli_helpers import edge_caption
 from PIL import Image
 
 from edgecap.edge_runtime.captioner import Captioner
-from edgecap.edge_runtime.datasets import load_dataset
 from edgecap.edge_runtime.errors import SourceError
+from edgecap.edge_runtime.evaluation.datasets import load_dataset
 from edgecap.edge_runtime.overlay import overlay_size
 from edgecap.edge_runtime.stream import ChangeFilter, StreamOptions, StreamStats, caption_video
 

@@ -3,8 +3,8 @@ from collections import Counter
 
 from PIL import Image
 
-from edgecap.edge_runtime.datasets import IMAGES_DIR, load_dataset
-from edgecap.edge_runtime.scenes import (
+from edgecap.edge_runtime.evaluation.datasets import IMAGES_DIR, load_dataset
+from edgecap.edge_runtime.evaluation.scenes import (
     COLORS,
     SHAPES,
     SIZES,

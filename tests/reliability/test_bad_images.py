@@ -21,7 +21,7 @@ def _jpeg_bytes(image: Image.Image, **kwargs) -> bytes:
 
 @pytest.fixture(scope="module")
 def good_image(e2e):
-    from edgecap.edge_runtime.datasets import load_dataset
+    from edgecap.edge_runtime.evaluation.datasets import load_dataset
 
     dataset = load_dataset(e2e["data"])
     with Image.open(dataset.image_path(dataset.splits["test"][0])) as img:

@@ -5,7 +5,8 @@ computed on a device agree with pycocoevalcap's (bit for bit on the Flickr8k spl
 tests/test_metrics_coco.py) without Java, TensorFlow or pycocoevalcap itself. Its quirks are kept on purpose: e.g. CIDEr's length penalty counts bigrams,
 and ROUGE-L splits on single spaces. Inputs are already-normalized text (pycocoevalcap's Java
 PTBTokenizer is not run); `hypotheses[id]` is one caption, `references[id]` a non-empty list.
-METEOR needs Java and lives in `edgecap.edge_runtime.meteor`.
+METEOR needs Java and lives in `edgecap.edge_runtime.evaluation.meteor`. `score_split` is the
+call most callers want: it fetches a split's references and scenes itself.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .text import ends_dangling, normalize_caption
+from ..errors import DatasetError
+from ..text import ends_dangling, normalize_caption
+from .caption_dataset import CaptionDataset
 
 ROUGE_BETA = 1.2  # pycocoevalcap's value, "based on discussion with Hovey"
 CIDER_N = 4
@@ -297,7 +300,7 @@ def dangling_share(captions: Iterable[str]) -> float:
     return sum(flags) / len(flags) if flags else 0.0
 
 
-def references_for(dataset, ids: Sequence[str]) -> dict[str, list[str]]:
+def references_for(dataset: CaptionDataset, ids: Sequence[str]) -> dict[str, list[str]]:
     """{image id: its normalized reference captions} for the ids, from a CaptionDataset."""
     return {i: [normalize_caption(c) for c in dataset.captions[i]] for i in ids}
 
@@ -334,6 +337,35 @@ def score(
         dangling_endings=dangling_share(predictions.values()),
         meteor=meteor_value,
         scene_accuracy=scene_value,
+    )
+
+
+def score_split(
+    dataset: CaptionDataset,
+    split: str,
+    predictions: Mapping[str, str],
+    meteor: bool = False,
+) -> Scores:
+    """Score captions {image id: text} of images of one split of a CaptionDataset: the
+    references come from the dataset and, for a synthetic one, the scenes from its
+    scenes.json, so a caller never assembles them. The ids may be any part of the split
+    (e.g. its first N images); one outside the split is refused, since a caption scored
+    against another split's references would still produce plausible numbers."""
+    if split not in dataset.splits:
+        raise DatasetError(f"unknown split {split!r}; choose one of {sorted(dataset.splits)}")
+    known = set(dataset.splits[split])
+    outside = [i for i in predictions if i not in known]
+    if outside:
+        raise DatasetError(
+            f"{len(outside)} captioned images are not in the {split} split, e.g. {outside[0]}"
+        )
+    from .scenes import load_scenes
+
+    return score(
+        predictions,
+        references_for(dataset, list(predictions)),
+        load_scenes(dataset.root),
+        meteor=meteor,
     )
 
 

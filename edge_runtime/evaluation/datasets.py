@@ -1,12 +1,14 @@
-"""Reader for datasets in the Flickr8k layout (the real one, and our synthetic scenes).
+"""`load_dataset`, the one entry point for every dataset layout, and the reader of the
+Flickr8k layout (the real one, and our synthetic scenes):
 
 ROOT/Flicker8k_Dataset/*.jpg        (sic: the official folder name is misspelled)
 ROOT/Flickr8k.token.txt             <image>#<n>\t<caption>
 ROOT/Flickr_8k.{train,dev,test}Images.txt
 
-`load_dataset` is the one entry point for every layout: it also reads Karpathy split
-files and COCO's own caption files (json_datasets.py), so everything downstream sees one
-`CaptionDataset` whatever the layout.
+It also reads Karpathy split files and COCO's own caption files (json_datasets.py), so
+everything downstream sees one `CaptionDataset` (caption_dataset.py) whatever the layout.
+The dataclass sits in its own module so that both readers import it and neither imports
+the other's module: this one picks the reader, json_datasets.py never looks back.
 """
 
 from __future__ import annotations
@@ -14,14 +16,15 @@ from __future__ import annotations
 import logging
 import shutil
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 
 from edgecap.edge_runtime.errors import DatasetError
 
+from .caption_dataset import IMAGES_DIR, CaptionDataset
+from .json_datasets import RESTVAL_CHOICES, is_coco_folder, load_coco_folder, load_karpathy_json
+
 log = logging.getLogger(__name__)
 
-IMAGES_DIR = "Flicker8k_Dataset"
 TOKEN_FILE = "Flickr8k.token.txt"
 SPLIT_FILES = {
     "train": "Flickr_8k.trainImages.txt",
@@ -30,34 +33,6 @@ SPLIT_FILES = {
 }
 CAPTIONS_PER_IMAGE = 5
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
-
-
-@dataclass(frozen=True)
-class CaptionDataset:
-    """Image ids per split and the raw captions of every split image.
-
-    `root` is what `load_dataset` was given (a folder, or a Karpathy JSON file), so that
-    `load_dataset(dataset.root)` reads the same dataset again. `image_dir` is where image
-    ids are resolved; None means the Flickr8k layout's ROOT/Flicker8k_Dataset. `notes`
-    are facts about how the splits were made that a user should see (`caption-data info`
-    prints them), e.g. that COCO's dev and test are halves of its val images.
-    """
-
-    root: Path
-    splits: dict[str, list[str]]
-    captions: dict[str, list[str]]
-    unsplit_ids: int = 0
-    image_dir: Path | None = None
-    notes: tuple[str, ...] = ()
-
-    def image_path(self, image_id: str) -> Path:
-        folder = self.image_dir if self.image_dir is not None else self.root / IMAGES_DIR
-        return folder / image_id
-
-    def split_items(self, split: str) -> list[tuple[str, list[str]]]:
-        if split not in self.splits:
-            raise DatasetError(f"unknown split {split!r}; choose one of {sorted(self.splits)}")
-        return [(i, self.captions[i]) for i in self.splits[split]]
 
 
 def _read_text(path: Path, what: str) -> str:
@@ -113,13 +88,6 @@ def load_dataset(
     shipped); otherwise every split image must exist. `restval` ("train", "dev" or "drop")
     says where a Karpathy file's restval images go; other layouts have none.
     """
-    from .json_datasets import (
-        RESTVAL_CHOICES,
-        is_coco_folder,
-        load_coco_folder,
-        load_karpathy_json,
-    )
-
     if restval not in RESTVAL_CHOICES:
         raise ValueError(f"restval={restval!r}; choose one of {', '.join(RESTVAL_CHOICES)}")
     root = Path(root)

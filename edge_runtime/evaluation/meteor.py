@@ -1,7 +1,7 @@
 """METEOR 1.5 through pycocoevalcap's wrapper around its Java jar.
 
 METEOR needs WordNet synonyms and a paraphrase table that only the jar ships, so unlike BLEU,
-ROUGE-L and CIDEr-D (`edgecap.edge_runtime.metrics`) it is not re-implemented: it is scored on the
+ROUGE-L and CIDEr-D (`edgecap.edge_runtime.evaluation.metrics`) it is not re-implemented: it is scored on the
 workstation when Java and pycocoevalcap are there, and skipped (None) rather than failing a
 training run when they are not. The jar takes several seconds to load its tables, so score a whole
 corpus in one call.

@@ -1,8 +1,8 @@
 """The language of the synthetic scenes: their words, their caption templates, and the
 parser that turns a caption back into a scene for *scene accuracy*.
 
-It lives in edge_runtime (the lowest room that needs it) so that the generator in train/,
-training-time evaluation and the device-side reports share one grammar.
+It lives in edge_runtime's evaluation room (the lowest room that needs it) so that the
+generator in train/, training-time evaluation and caption-bench's reports share one grammar.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from .text import normalize_caption
+from ..text import normalize_caption
 
 SCENES_FILE = "scenes.json"  # a synthetic dataset's ground truth, beside its captions
 SIZES = ("small", "large")

@@ -1,7 +1,7 @@
 """Readers for caption datasets published as JSON: Karpathy's split files and COCO's own captions.
 
 Both give the same `CaptionDataset` as the Flickr8k reader, so training, the feature cache
-and evaluation never need to know which layout a dataset came in. `flickr8k.load_dataset`
+and evaluation never need to know which layout a dataset came in. `datasets.load_dataset`
 picks the reader; call that, not these.
 
 Karpathy split file (dataset_flickr8k.json, dataset_flickr30k.json, dataset_coco.json):
@@ -32,7 +32,7 @@ from typing import Any
 
 from edgecap.edge_runtime.errors import DatasetError
 
-from .datasets import CaptionDataset
+from .caption_dataset import CaptionDataset
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Latency measurement: warm-up, then a time budget, then robust statistics. It lives in
-edge_runtime because caption-bench and the Keras baselines (a child process of train/)
-both time with it.
+edge_runtime's evaluation room because caption-bench and the Keras baselines (a child
+process of train/) both time with it; a device never imports it.
 
 The rule, stated once so every number in a report means the same thing:
 
