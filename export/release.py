@@ -9,7 +9,7 @@ verdict on it, a model card that names the data and the weights), then captioned
 whole test split, greedy and at beam 3 with the bundle's own length penalty, by the one
 scorer. Those scores, what made the bundle (the pipeline's model and flags, the run's
 config hash) and the date go into its model card; the folder is swapped in atomically.
-tests/test_builtin_model.py re-scores the shipped files and holds them to the card.
+tests/e2e/test_builtin_model.py re-scores the shipped files and holds them to the card.
 """
 
 from __future__ import annotations

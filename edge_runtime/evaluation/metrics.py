@@ -2,7 +2,7 @@
 
 This mirrors pycocoevalcap 1.2 (`Bleu`, `Rouge`, `Cider`) operation for operation, so that numbers
 computed on a device agree with pycocoevalcap's (bit for bit on the Flickr8k splits, see
-tests/test_metrics_coco.py) without Java, TensorFlow or pycocoevalcap itself. Its quirks are kept on purpose: e.g. CIDEr's length penalty counts bigrams,
+tests/evaluation/test_metrics_vs_pycocoevalcap.py) without Java, TensorFlow or pycocoevalcap itself. Its quirks are kept on purpose: e.g. CIDEr's length penalty counts bigrams,
 and ROUGE-L splits on single spaces. Inputs are already-normalized text (pycocoevalcap's Java
 PTBTokenizer is not run); `hypotheses[id]` is one caption, `references[id]` a non-empty list.
 METEOR needs Java and lives in `edgecap.edge_runtime.evaluation.meteor`. `score_split` is the

@@ -71,7 +71,7 @@ def test_one_format_row_per_model_format_and_one_name_per_precision():
     with pytest.raises(ValueError, match="unknown model format 'coreml'; choose one of"):
         formats.format_row("coreml")
     # The docs' table is the registry's, as markdown_table() renders it.
-    docs = (Path(__file__).parents[1] / "docs" / "cli.md").read_text(encoding="utf-8")
+    docs = (Path(__file__).parents[2] / "docs" / "cli.md").read_text(encoding="utf-8")
     assert formats.markdown_table().rstrip("\n") in docs
 
 

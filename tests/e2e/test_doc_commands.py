@@ -25,7 +25,7 @@ from edgecap.export.cli import main as export_main
 from edgecap.train.cli_data import main as data_main
 from edgecap.train.cli_train import main as train_main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 SCRIPTS: dict[str, Callable] = {
     "caption-data": data_main,

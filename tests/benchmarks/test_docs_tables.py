@@ -96,7 +96,7 @@ def test_the_committed_flickr8k_record_renders_the_readme_table():
 
     from edgecap.benchmarks import results
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     rows = json.loads((root / "docs/results/flickr8k.json").read_text())["rows"]
     readme = (root / "README.md").read_text()
     block = readme.split("<!-- BEGIN flickr8k -->\n")[1].split("\n<!-- END flickr8k -->")[0]
