@@ -154,7 +154,7 @@ $(WHEEL): $(STAMP) pyproject.toml README.md $(PACKAGED)
 # The Raspberry Pi legacy environment: tflite-runtime 2.14 + numpy < 2, no ai_edge_litert and
 # no TensorFlow, with edge-caption installed from the built wheel (not the checkout), so
 # that package data, entry points and the no-TensorFlow import are proven on what a user
-# installs. tests/test_pi_legacy.py runs the runtime's tests in it.
+# installs. tests/e2e/test_pi_legacy.py runs the runtime's tests (tests/edge_runtime/) in it.
 PI_VENV := $(VENV)/pi-legacy
 PI_STAMP := $(PI_VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-10)
 $(PI_STAMP): pyproject.toml $(WHEEL)
@@ -166,7 +166,7 @@ $(PI_STAMP): pyproject.toml $(WHEEL)
 	touch $@
 
 # Other Pythons and arm64 (docs/testing.md, "Debian roots"): the BUILT WHEEL installed into
-# Debian roots made with debootstrap, the runtime tests (tests/test_pi_legacy.py's list) run
+# Debian roots made with debootstrap, the runtime tests (the folder tests/edge_runtime/) run
 # there, and the captions of the check photos and the first 200 Flickr8k test photos
 # compared with this machine's, image by image, and scored. Needs root and `apt-get install
 # debootstrap qemu-user-static binfmt-support`; not part of `make test`. Run them niced

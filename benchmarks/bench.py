@@ -30,7 +30,7 @@ from pathlib import Path
 
 from edgecap.edge_runtime.atomic import write_json_atomic, write_text_atomic
 from edgecap.edge_runtime.bundle import THREADS_HELP
-from edgecap.edge_runtime.timing import OUTLIER_RULE
+from edgecap.edge_runtime.evaluation.timing import OUTLIER_RULE
 
 from . import baselines as base
 from .fingerprint import fingerprint, label, load_average
@@ -159,7 +159,7 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
     if args.min_scene_accuracy is not None:
         if not args.data or args.quality_images == 0:
             parser.error("--min-scene-accuracy needs --data (and quality: not --quality-images 0)")
-        from edgecap.edge_runtime.scenes import load_scenes
+        from edgecap.edge_runtime.evaluation.scenes import load_scenes
 
         if not load_scenes(args.data):
             parser.error(
@@ -186,7 +186,7 @@ def _measure_bundle(bundle: str, options_file: Path, work: Path, index: int) -> 
 def _cold_start_image(args: argparse.Namespace, work: Path) -> Path:
     """The image every cold start captions: the split's first, or a seeded random one."""
     if args.data:
-        from edgecap.edge_runtime.datasets import load_dataset
+        from edgecap.edge_runtime.evaluation.datasets import load_dataset
 
         dataset = load_dataset(args.data)
         return dataset.image_path(dataset.split_items(args.split)[0][0])

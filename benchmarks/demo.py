@@ -22,7 +22,7 @@ from pathlib import Path
 
 from edgecap.edge_runtime.atomic import write_json_atomic
 from edgecap.edge_runtime.bundle import bundle_bytes
-from edgecap.edge_runtime.metrics import references_for, score
+from edgecap.edge_runtime.evaluation.metrics import score, score_split
 
 VIDEO_IMAGES = 20  # test images in the demo video
 FRAMES_PER_IMAGE = 15  # at 30 fps: 10 s of video, each image held for half a second
@@ -31,7 +31,7 @@ VIDEO_SIDE = 192  # upscaled, as a camera frame would be larger than the encoder
 
 
 def _dataset(demo: Path):
-    from edgecap.edge_runtime.datasets import load_dataset
+    from edgecap.edge_runtime.evaluation.datasets import load_dataset
 
     return load_dataset(demo / "data")
 
@@ -85,10 +85,7 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 
 def report(demo: Path, bundle: Path, run: Path) -> dict:
-    from edgecap.edge_runtime.scenes import load_scenes
-
     dataset = _dataset(demo)
-    scenes = load_scenes(demo / "data")
     rows = _read_jsonl(demo / "test_captions.jsonl")
     predictions = {Path(r["source"]).name: r["caption"] for r in rows}
     missing = set(dataset.splits["test"]) - set(predictions)
@@ -96,7 +93,7 @@ def report(demo: Path, bundle: Path, run: Path) -> dict:
         raise SystemExit(
             f"edge_caption gave no caption for {len(missing)} test images, e.g. {sorted(missing)[0]}"
         )
-    scores = score(predictions, references_for(dataset, list(predictions)), scenes)
+    scores = score_split(dataset, "test", predictions)
 
     video_info = json.loads((demo / "test_video.json").read_text())
     video_lines = _read_jsonl(demo / "video_captions.jsonl")  # one per frame
@@ -112,9 +109,7 @@ def report(demo: Path, bundle: Path, run: Path) -> dict:
             "caption"
         ]
 
-    video_scores = score(
-        video_predictions, references_for(dataset, list(video_predictions)), scenes
-    ).to_json()
+    video_scores = score_split(dataset, "test", video_predictions).to_json()
     keras_metrics = (
         json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").exists() else {}
     )
@@ -192,7 +187,7 @@ def table(result: dict) -> str:
 def photos(folders: list[Path], annotations: Path | None, out: Path | None) -> dict:
     """Caption the photos of `folders` with the built-in model; score those with references."""
     from edgecap.edge_runtime.captioner import Captioner
-    from edgecap.edge_runtime.datasets import read_captions
+    from edgecap.edge_runtime.evaluation.datasets import read_captions
     from edgecap.edge_runtime.sources import image_files
     from edgecap.edge_runtime.text import normalize_caption
 

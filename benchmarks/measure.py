@@ -98,8 +98,8 @@ def _latency_images(dataset, split: str | None, count: int) -> list:
     import numpy as np
     from PIL import Image
 
+    from edgecap.edge_runtime.evaluation.timing import RANDOM_IMAGE_SIDE
     from edgecap.edge_runtime.preprocess import load_image
-    from edgecap.edge_runtime.timing import RANDOM_IMAGE_SIDE
 
     if dataset is not None:
         return [load_image(dataset.image_path(i)) for i in dataset.splits[split][:count]]
@@ -110,13 +110,11 @@ def _latency_images(dataset, split: str | None, count: int) -> list:
 
 def _quality(captioner, decodes: dict, dataset, split: str, limit: int | None) -> dict:
     """Caption the first `limit` images of the split with each decoding; score each."""
-    from edgecap.edge_runtime.metrics import caption_split, references_for, score
-    from edgecap.edge_runtime.scenes import load_scenes
+    from edgecap.edge_runtime.evaluation.metrics import caption_split, score_split
 
     ids = dataset.splits[split][:limit] if limit else dataset.splits[split]
-    scenes, references = load_scenes(dataset.root), references_for(dataset, ids)
     return {
-        mode: score(caption_split(captioner, dataset, ids, decode), references, scenes).to_json()
+        mode: score_split(dataset, split, caption_split(captioner, dataset, ids, decode)).to_json()
         for mode, decode in decodes.items()
     }
 
@@ -129,7 +127,7 @@ def measure(bundle: str | Path, args: MeasureOptions) -> dict:
     from edgecap.edge_runtime.bundle import RuntimeOptions
     from edgecap.edge_runtime.captioner import Captioner
     from edgecap.edge_runtime.decoding import DecodeOptions
-    from edgecap.edge_runtime.timing import captions_per_second, summarize, time_calls
+    from edgecap.edge_runtime.evaluation.timing import captions_per_second, summarize, time_calls
 
     import_ms = (time.perf_counter() - _T0) * 1e3
     bundle = Path(bundle)
@@ -144,7 +142,7 @@ def measure(bundle: str | Path, args: MeasureOptions) -> dict:
     }
     dataset = None
     if args.data:
-        from edgecap.edge_runtime.datasets import load_dataset
+        from edgecap.edge_runtime.evaluation.datasets import load_dataset
 
         dataset = load_dataset(args.data)
         dataset.split_items(args.split)  # a DatasetError naming the split if it is unknown

@@ -4,7 +4,7 @@
 Each is an ordinary bundle folder under `edge_runtime/models/NAME/`, copied there by
 `make release-model` (export/release.py), which re-scores it on the Flickr8k test split and
 writes those scores and where the bundle came from into its model card
-(`model_card.test_metrics`, `model_card.provenance`). tests/test_builtin_model.py holds the
+(`model_card.test_metrics`, `model_card.provenance`). tests/e2e/test_builtin_model.py holds the
 shipped files to those scores.
 """
 

@@ -29,8 +29,10 @@ from edgecap.edge_runtime.atomic import (
 )
 from edgecap.edge_runtime.bundle import Bundle, RuntimeOptions
 from edgecap.edge_runtime.captioner import Captioner
-from edgecap.edge_runtime.datasets import load_dataset
 from edgecap.edge_runtime.errors import is_write_failure, write_failure
+from edgecap.edge_runtime.evaluation.datasets import load_dataset
+from edgecap.edge_runtime.evaluation.metrics import score_split
+from edgecap.edge_runtime.evaluation.scenes import load_scenes, parse_caption
 from edgecap.edge_runtime.manifest import (
     MODEL_ROLES,
     Manifest,
@@ -40,9 +42,7 @@ from edgecap.edge_runtime.manifest import (
     load_manifest,
     tensor_names,
 )
-from edgecap.edge_runtime.metrics import references_for, score
 from edgecap.edge_runtime.preprocess import load_pixels
-from edgecap.edge_runtime.scenes import load_scenes, parse_caption
 from edgecap.train.decoders import StepModule
 from edgecap.train.keras_captioner import KerasCaptioner
 from edgecap.train.runs import TrainedRun, load_run
@@ -302,10 +302,9 @@ def check_parity(run: TrainedRun, bundle: Path, dataset, n_images: int) -> dict:
     }
     if scenes:
         result["same_scene_rate"] = round(same_scene / max(len(ids), 1), 4)
-    references = references_for(dataset, ids)
     result["quality"] = {}
     for source, texts in captions.items():
-        scores = score(texts, references).to_json()
+        scores = score_split(dataset, "test", texts).to_json()
         result["quality"][source] = {
             "bleu4": scores["bleu4"],
             "cider_d": scores["cider_d"],

@@ -22,7 +22,7 @@ from edgecap.edge_runtime.errors import EdgeCaptionError, interrupted
 from . import formats
 
 # Precisions per --format, default first, from the registry (which imports no TensorFlow,
-# so --help stays fast); tests/test_onnx.py checks it agrees with export.bundle's.
+# so --help stays fast); tests/export/test_onnx.py checks it agrees with export.bundle's.
 QUANTIZE: dict[str, tuple[str, ...]] = formats.PRECISIONS
 
 log = logging.getLogger("edgecap.export.cli")

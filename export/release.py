@@ -9,7 +9,7 @@ verdict on it, a model card that names the data and the weights), then captioned
 whole test split, greedy and at beam 3 with the bundle's own length penalty, by the one
 scorer. Those scores, what made the bundle (the pipeline's model and flags, the run's
 config hash) and the date go into its model card; the folder is swapped in atomically.
-tests/test_builtin_model.py re-scores the shipped files and holds them to the card.
+tests/e2e/test_builtin_model.py re-scores the shipped files and holds them to the card.
 """
 
 from __future__ import annotations
@@ -30,11 +30,11 @@ from edgecap.edge_runtime.atomic import swap_dir_into_place, write_json_atomic
 from edgecap.edge_runtime.builtin import DEFAULT_MODEL, MODELS_DIR
 from edgecap.edge_runtime.bundle import Bundle
 from edgecap.edge_runtime.captioner import Captioner
-from edgecap.edge_runtime.datasets import load_dataset
 from edgecap.edge_runtime.decoding import DecodeOptions
 from edgecap.edge_runtime.errors import EdgeCaptionError
+from edgecap.edge_runtime.evaluation.datasets import load_dataset
+from edgecap.edge_runtime.evaluation.metrics import caption_split, score_split
 from edgecap.edge_runtime.manifest import load_manifest
-from edgecap.edge_runtime.metrics import caption_split, references_for, score
 
 from . import formats
 from .pipeline import MODELS, STAGE_SUFFIX
@@ -58,7 +58,6 @@ def score_test_split(bundle: Path, data: Path, progress: bool = True) -> dict[st
     with the bundle's own length penalty), as its card records them."""
     dataset = load_dataset(data)
     ids = dataset.splits["test"]
-    references = references_for(dataset, ids)
     # The 224 px copy's figures are labelled as such wherever they are quoted.
     name = "Flickr8k (224 px copy)" if data.name == "flickr8k-224" else f"Flickr8k ({data.name})"
     result: dict[str, Any] = {"dataset": f"{name}, test split", "images": len(ids)}
@@ -67,7 +66,7 @@ def score_test_split(bundle: Path, data: Path, progress: bool = True) -> dict[st
             if progress:
                 print(f"release: captioning {len(ids)} test images, {label}", flush=True)
             predictions = caption_split(captioner, dataset, ids, DecodeOptions(beam_width=beam))
-            scores = score(predictions, references).to_json()
+            scores = score_split(dataset, "test", predictions).to_json()
             scores.pop("images")
             if beam > 1:
                 scores["length_penalty"] = captioner.manifest.length_penalty

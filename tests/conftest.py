@@ -106,7 +106,7 @@ E2E_IMAGES = 1600
 E2E_EPOCHS = 25
 
 
-# The Raspberry Pi legacy job (tests/test_pi_legacy.py) runs the runtime's tests in an
+# The Raspberry Pi legacy job (tests/e2e/test_pi_legacy.py) runs the runtime's tests in an
 # environment without TensorFlow, on the pipeline the main test run already built.
 PREBUILT_E2E = os.environ.get("EDGECAP_PREBUILT_E2E")
 
@@ -156,7 +156,7 @@ def e2e(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def onnx_bundle(e2e, tmp_path_factory):
-    """The e2e run as an fp32 ONNX bundle (tests/test_onnx.py, the thread tests)."""
+    """The e2e run as an fp32 ONNX bundle (tests/export/test_onnx.py, the thread tests)."""
     from edgecap.export.bundle import export_bundle
 
     out = tmp_path_factory.mktemp("onnx") / "bundle-onnx-fp32"

@@ -54,8 +54,8 @@ def seed_style_caption(run: TrainedRun, image: Image.Image) -> tuple[list[int], 
 
 def _images(run: TrainedRun, dataset, split: str) -> list[Image.Image]:
     """32 images of the split, read as load_pixels reads files; or seeded random ones."""
+    from edgecap.edge_runtime.evaluation.timing import RANDOM_IMAGE_SIDE
     from edgecap.edge_runtime.preprocess import load_image
-    from edgecap.edge_runtime.timing import RANDOM_IMAGE_SIDE
 
     if dataset is not None:
         side = run.preprocessing.input_size
@@ -74,7 +74,7 @@ def _keras_main(args: argparse.Namespace) -> int:
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     from edgecap.edge_runtime.atomic import write_json_atomic
-    from edgecap.edge_runtime.timing import captions_per_second, summarize, time_calls
+    from edgecap.edge_runtime.evaluation.timing import captions_per_second, summarize, time_calls
 
     from .keras_captioner import KerasCaptioner
     from .runs import load_run
@@ -85,7 +85,7 @@ def _keras_main(args: argparse.Namespace) -> int:
     load_s = time.perf_counter() - start
     dataset = None
     if args.data:
-        from edgecap.edge_runtime.datasets import load_dataset
+        from edgecap.edge_runtime.evaluation.datasets import load_dataset
 
         dataset = load_dataset(args.data)
     images = _images(run, dataset, args.split)
@@ -130,13 +130,12 @@ def _keras_main(args: argparse.Namespace) -> int:
     }
 
     if dataset is not None and args.quality_images != 0:
-        from edgecap.edge_runtime.metrics import caption_split, references_for, score
-        from edgecap.edge_runtime.scenes import load_scenes
+        from edgecap.edge_runtime.evaluation.metrics import caption_split, score_split
 
         ids = dataset.splits[args.split]
         chosen = ids[: args.quality_images] if args.quality_images else ids
         predictions = caption_split(keras_captioner, dataset, chosen)
-        quality = score(predictions, references_for(dataset, chosen), load_scenes(dataset.root))
+        quality = score_split(dataset, args.split, predictions)
         result["keras_stepwise"]["quality"] = {"greedy": quality.to_json()}
     write_json_atomic(args.out, result)
     return 0

@@ -57,14 +57,14 @@ def main(argv: list[str] | None = None) -> int:
                 f"wrote {args.out}: {counts['images']} images (train {counts['train']}, dev {counts['dev']}, test {counts['test']})"
             )
         elif args.command == "subset":
-            from edgecap.edge_runtime.datasets import write_subset
+            from edgecap.edge_runtime.evaluation.datasets import write_subset
 
             ds = write_subset(
                 args.source, args.out, {"train": args.train, "dev": args.dev, "test": args.test}
             )
             print(f"wrote {args.out}: " + ", ".join(f"{s} {len(i)}" for s, i in ds.splits.items()))
         else:
-            from edgecap.edge_runtime.datasets import load_dataset
+            from edgecap.edge_runtime.evaluation.datasets import load_dataset
 
             ds = load_dataset(args.data, require_images=not args.annotations_only)
             for split, ids in ds.splits.items():

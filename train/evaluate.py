@@ -10,11 +10,10 @@ import time
 from pathlib import Path
 
 from edgecap.edge_runtime.atomic import atomic_path, write_json_atomic
-from edgecap.edge_runtime.datasets import load_dataset
 from edgecap.edge_runtime.decoding import DecodeOptions
 from edgecap.edge_runtime.errors import EdgeCaptionError
-from edgecap.edge_runtime.metrics import caption_split, references_for, score
-from edgecap.edge_runtime.scenes import load_scenes
+from edgecap.edge_runtime.evaluation.datasets import load_dataset
+from edgecap.edge_runtime.evaluation.metrics import caption_split, references_for, score_split
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +63,13 @@ def evaluate(
             if length_penalty is None:
                 length_penalty = captioner.manifest.length_penalty
     seconds = time.perf_counter() - start
-    references = references_for(dataset, ids)
     metrics: dict = {
         "target": str(target),
         "kind": kind,
         "split": split,
         "beam": beam,
         "length_penalty": length_penalty or 0.0,
-        **score(predictions, references, load_scenes(dataset.root), meteor=meteor).to_json(),
+        **score_split(dataset, split, predictions, meteor=meteor).to_json(),
         "decode_seconds": round(seconds, 2),
     }
 
@@ -82,9 +80,9 @@ def evaluate(
             "".join(json.dumps({"image": i, "caption": c}) + "\n" for i, c in predictions.items())
         )
     metrics["out"] = str(out_dir)
+    references = references_for(dataset, list(predictions)[:5])  # the examples' only
     metrics["examples"] = [
-        {"image": i, "caption": predictions[i], "reference": references[i][0]}
-        for i in list(predictions)[:5]
+        {"image": i, "caption": predictions[i], "reference": references[i][0]} for i in references
     ]
     return metrics
 

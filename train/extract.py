@@ -62,7 +62,7 @@ def extract(
     spatial: bool = False,
 ) -> dict[str, str]:
     """Compute this worker's shards (or everything) of each split; returns what each did."""
-    from edgecap.edge_runtime.datasets import load_dataset
+    from edgecap.edge_runtime.evaluation.datasets import load_dataset
 
     from . import features as cache
     from .encoders import build_encoder, get_encoder_spec, resolve_weights

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from edgecap.edge_runtime.atomic import atomic_path, sha256_file, write_json_atomic
-from edgecap.edge_runtime.datasets import CaptionDataset
 from edgecap.edge_runtime.errors import named_write_failures
+from edgecap.edge_runtime.evaluation.datasets import CaptionDataset
 from edgecap.edge_runtime.preprocess import Preprocessing, load_pixels
 
 from .encoders import EncoderSpec

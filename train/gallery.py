@@ -19,8 +19,8 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from edgecap.edge_runtime.atomic import atomic_path, write_text_atomic
-from edgecap.edge_runtime.datasets import load_dataset
 from edgecap.edge_runtime.errors import EdgeCaptionError
+from edgecap.edge_runtime.evaluation.datasets import load_dataset
 from edgecap.edge_runtime.preprocess import load_image
 from edgecap.edge_runtime.text import normalize_caption
 

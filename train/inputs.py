@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgecap.edge_runtime.datasets import CaptionDataset
+from edgecap.edge_runtime.evaluation.datasets import CaptionDataset
 from edgecap.edge_runtime.vocab import Vocabulary
 
 # Captions are sorted by length inside windows of this many batches: small enough that the

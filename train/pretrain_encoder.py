@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from edgecap.edge_runtime.atomic import atomic_path
-from edgecap.edge_runtime.datasets import load_dataset
+from edgecap.edge_runtime.evaluation.datasets import load_dataset
+from edgecap.edge_runtime.evaluation.scenes import COLORS, SHAPES, SIZES, load_scenes, scene_key
 from edgecap.edge_runtime.preprocess import load_pixels
-from edgecap.edge_runtime.scenes import COLORS, SHAPES, SIZES, load_scenes, scene_key
 
 from .encoders import build_synth_backbone, get_encoder_spec
 

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from edgecap.edge_runtime.atomic import write_json_atomic
-from edgecap.edge_runtime.metrics import CiderD, corpus_bleu, references_for, score
+from edgecap.edge_runtime.evaluation.metrics import CiderD, corpus_bleu, references_for, score_split
 from edgecap.edge_runtime.vocab import NEVER_EMITTED_IDS
 
 from .runs import RunError, load_run
@@ -264,7 +264,7 @@ def scst(
     import tensorflow as tf
     from tqdm import tqdm
 
-    from edgecap.edge_runtime.datasets import load_dataset
+    from edgecap.edge_runtime.evaluation.datasets import load_dataset
 
     from .encoders import get_encoder_spec
     from .features import extract_features
@@ -298,12 +298,12 @@ def scst(
         )
         for split in ("train", "dev")
     }
-    references = {
-        split: references_for(dataset, dataset.splits[split]) for split in ("train", "dev")
-    }
     vocab, decoder_config = parent.vocab, parent.decoder_config
     reward = CaptionReward(
-        references["train"], vocab.tokens[vocab.end_id], config.bleu4_weight, config.end_aware
+        references_for(dataset, dataset.splits["train"]),
+        vocab.tokens[vocab.end_id],
+        config.bleu4_weight,
+        config.end_aware,
     )
 
     def objective(scores: dict) -> float:
@@ -318,7 +318,7 @@ def scst(
 
     def dev_scores(model) -> dict:
         predictions = caption_cached(model, decoder_config, vocab, features["dev"], dev_ids)
-        scores = score(predictions, references["dev"])
+        scores = score_split(dataset, "dev", predictions)
         return {"dev_bleu4": scores.bleu4, "dev_cider_d": scores.cider_d,
                 "dev_dangling_endings": scores.dangling_endings}  # fmt: skip
 

@@ -11,8 +11,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from edgecap.edge_runtime.atomic import write_bytes_atomic, write_text_atomic
-from edgecap.edge_runtime.datasets import IMAGES_DIR, SPLIT_FILES, TOKEN_FILE
-from edgecap.edge_runtime.scenes import (
+from edgecap.edge_runtime.evaluation.datasets import IMAGES_DIR, SPLIT_FILES, TOKEN_FILE
+from edgecap.edge_runtime.evaluation.scenes import (
     COLORS,
     RELATIONS,
     SCENES_FILE,

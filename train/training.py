@@ -22,10 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from edgecap.edge_runtime.atomic import atomic_path, write_json_atomic
-from edgecap.edge_runtime.datasets import CaptionDataset, load_dataset
 from edgecap.edge_runtime.errors import named_write_failures
-from edgecap.edge_runtime.metrics import references_for, score
-from edgecap.edge_runtime.scenes import load_scenes
+from edgecap.edge_runtime.evaluation.datasets import CaptionDataset, load_dataset
+from edgecap.edge_runtime.evaluation.metrics import score_split
 from edgecap.edge_runtime.step_models import SPATIAL_KINDS
 from edgecap.edge_runtime.vocab import Vocabulary
 
@@ -210,11 +209,11 @@ def _dev_score_callback(
     import keras
 
     ids = dataset.splits["dev"]
-    references = references_for(dataset, ids)
 
     class DevScore(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            scores = score(caption_cached(self.model, config, vocab, features, ids), references)
+            predictions = caption_cached(self.model, config, vocab, features, ids)
+            scores = score_split(dataset, "dev", predictions)
             if logs is not None:
                 logs["dev_bleu4"] = scores.bleu4
                 logs[DEV_SCORE] = scores.cider_d
@@ -521,7 +520,7 @@ def evaluate_keras(
     """Greedy-decode a split with the shared decoding code and score it."""
     ids = dataset.splits[split]
     predictions = caption_cached(model, config, vocab, features, ids)
-    scores = score(predictions, references_for(dataset, ids), load_scenes(dataset.root))
+    scores = score_split(dataset, split, predictions)
     metrics = {"split": split, **scores.to_json()}
     with (
         _name_write_failures(run / "predictions.jsonl", run),

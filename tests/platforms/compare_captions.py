@@ -7,7 +7,7 @@ image, and score both against the real Flickr8k references.
 Images are grouped by their folder ("imagenet_check", "Flicker8k_Dataset"): each group gets
 the identical-caption count and rate and the images whose captions differ (both captions
 and the first word where they part). Images that are Flickr8k test-split images are scored
-on both sides (BLEU-4, CIDEr-D; edgecap.edge_runtime.metrics.score). Prints a summary;
+on both sides (BLEU-4, CIDEr-D; edgecap.edge_runtime.evaluation.metrics.score). Prints a summary;
 --out writes it as JSON. Exit status 0 whatever the rate: a difference is a finding, not an
 error (XNNPACK's ARM and x86 int8 kernels may round differently).
 """
@@ -70,7 +70,7 @@ def compare(a: dict[str, dict], b: dict[str, dict], references: dict | None) -> 
         }
         scored = [i for i in images if references and PurePosixPath(i).name in references]
         if scored:
-            from edgecap.edge_runtime.metrics import score
+            from edgecap.edge_runtime.evaluation.metrics import score
 
             refs = {PurePosixPath(i).name: references[PurePosixPath(i).name] for i in scored}
             for side, rows in (("a", a), ("b", b)):
@@ -85,8 +85,8 @@ def compare(a: dict[str, dict], b: dict[str, dict], references: dict | None) -> 
 
 
 def flickr8k_test_references(folder: Path) -> dict[str, list[str]]:
-    from edgecap.edge_runtime.datasets import load_dataset
-    from edgecap.edge_runtime.metrics import references_for
+    from edgecap.edge_runtime.evaluation.datasets import load_dataset
+    from edgecap.edge_runtime.evaluation.metrics import references_for
 
     dataset = load_dataset(folder, require_images=False)
     return references_for(dataset, dataset.splits["test"])

@@ -44,12 +44,8 @@ die() {
 }
 abspath() { (cd "$(dirname "$1")" && echo "$(pwd)/$(basename "$1")"); }
 
-# The runtime tests: tests/test_pi_legacy.py's RUNTIME_TESTS, the one list.
-runtime_tests() {
-    "$PYTHON" -c "import ast, sys; tree = ast.parse(open(sys.argv[1]).read()); \
-print(*next(ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign) \
-and getattr(n.targets[0], 'id', '') == 'RUNTIME_TESTS'))" "$REPO/tests/test_pi_legacy.py"
-}
+# The runtime tests: the folder tests/edge_runtime/ (what the pi-legacy job runs too).
+RUNTIME_TESTS=tests/edge_runtime
 
 prepare() {
     [ -x "$PYTHON" ] || die "no host python at $PYTHON; run 'make install'"
@@ -215,7 +211,7 @@ run_root() {
         PIP_CERT=/etc/edgecap-host-ca.pem PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_DEFAULT_TIMEOUT=180 \
         ${http_proxy:+http_proxy=$http_proxy} ${https_proxy:+https_proxy=$https_proxy} \
         ${no_proxy:+no_proxy=$no_proxy} \
-        bash /edgecap/tests/platforms/in_root.sh "$extra" $(runtime_tests) || rc=$?
+        bash /edgecap/tests/platforms/in_root.sh "$extra" "$RUNTIME_TESTS" || rc=$?
     unmount_all
     trap - EXIT
     [ -f "$out/out/root.json" ] || die "$name [$extra]: the root wrote no results (exit status $rc)"

@@ -19,8 +19,8 @@ from edgecap.edge_runtime import backends
 from edgecap.edge_runtime.bundle import Bundle
 from edgecap.edge_runtime.captioner import Captioner
 from edgecap.edge_runtime.capture import open_capture
-from edgecap.edge_runtime.datasets import load_dataset
 from edgecap.edge_runtime.errors import BundleError, SourceError
+from edgecap.edge_runtime.evaluation.datasets import load_dataset
 from edgecap.edge_runtime.sources import printable
 
 COMMAND = [sys.executable, "-m", "edgecap.edge_runtime.cli"]

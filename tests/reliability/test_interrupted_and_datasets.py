@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from edgecap.edge_runtime.atomic import write_json_atomic
-from edgecap.edge_runtime.datasets import SPLIT_FILES, TOKEN_FILE, load_dataset
 from edgecap.edge_runtime.errors import DatasetError
+from edgecap.edge_runtime.evaluation.datasets import SPLIT_FILES, TOKEN_FILE, load_dataset
 from edgecap.train.synthetic import generate
 
 

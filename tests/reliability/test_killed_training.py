@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgecap.edge_runtime.datasets import load_dataset
 from edgecap.edge_runtime.errors import DiskFullError
+from edgecap.edge_runtime.evaluation.datasets import load_dataset
 from edgecap.train import features as features_mod
 from edgecap.train.synthetic import generate
 

@@ -11,8 +11,8 @@ import pytest
 
 from edgecap.edge_runtime.bundle import Bundle
 from edgecap.edge_runtime.captioner import Captioner
-from edgecap.edge_runtime.datasets import load_dataset
 from edgecap.edge_runtime.decoding import DecodeOptions
+from edgecap.edge_runtime.evaluation.datasets import load_dataset
 
 THREADS = 4
 IMAGES = 100

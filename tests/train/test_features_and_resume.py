@@ -1,0 +1,236 @@
+"""Feature extraction resumes after a crash; training resumes from its last checkpoint."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from edgecap.edge_runtime.evaluation.datasets import load_dataset
+from edgecap.train import features as features_mod
+from edgecap.train import training
+from edgecap.train.decoders import DecoderConfig
+from edgecap.train.encoders import get_encoder_spec
+from edgecap.train.synthetic import generate
+
+
+class MeanColourEncoder:
+    """A stand-in encoder: the mean of each channel. Counts the images it sees."""
+
+    def __init__(self, fail_after: int | None = None):
+        self.seen = 0
+        self.fail_after = fail_after
+
+    def __call__(self, batch, training=False):
+        if self.fail_after is not None and self.seen >= self.fail_after:
+            raise KeyboardInterrupt("simulated kill")
+        self.seen += len(batch)
+        return batch.mean(axis=(1, 2))  # [B, 3]
+
+
+def _tiny_cache_setup(tmp_path, monkeypatch, seed: int):
+    """48 synthetic 32 px images (36 train), their spec, a fake weights file, 8-image shards."""
+    generate(tmp_path / "data", 48, seed=seed, image_size=32, progress=False)
+    spec = dataclasses.replace(get_encoder_spec("mobilenet_synth"), input_size=32)
+    weights = tmp_path / "weights.bin"
+    weights.write_bytes(b"fake weights")
+    monkeypatch.setattr(features_mod, "SHARD_SIZE", 8)
+    return load_dataset(tmp_path / "data"), spec, weights
+
+
+def test_feature_extraction_resumes_and_caches(tmp_path, monkeypatch):
+    dataset, spec, weights = _tiny_cache_setup(tmp_path, monkeypatch, seed=2)
+
+    crashing = MeanColourEncoder(fail_after=16)
+    with pytest.raises(KeyboardInterrupt):
+        features_mod.extract_features(
+            dataset,
+            "train",
+            spec,
+            str(weights),
+            crashing,
+            tmp_path / "cache",
+            batch_size=8,
+            progress=False,
+        )
+    folder = next((tmp_path / "cache").iterdir())
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "shard_00000.npy",
+        "shard_00001.npy",
+    ]  # no partial file
+
+    resumed = MeanColourEncoder()
+    result = features_mod.extract_features(
+        dataset,
+        "train",
+        spec,
+        str(weights),
+        resumed,
+        tmp_path / "cache",
+        batch_size=8,
+        progress=False,
+    )
+    assert resumed.seen == 36 - 16  # only the missing shards
+    fresh = MeanColourEncoder()
+    expected = features_mod._compute(dataset, dataset.splits["train"], spec.preprocessing, fresh, 8)
+    np.testing.assert_allclose(result, expected)
+    assert sorted(p.name for p in folder.iterdir()) == ["features.npy", "info.json"]
+
+    cached = MeanColourEncoder()
+    again = features_mod.extract_features(
+        dataset,
+        "train",
+        spec,
+        str(weights),
+        cached,
+        tmp_path / "cache",
+        batch_size=8,
+        progress=False,
+    )
+    assert cached.seen == 0 and np.array_equal(again, result)
+    weights.write_bytes(b"other weights")  # new weights -> new cache entry
+    assert features_mod.cache_key(dataset, "train", spec, str(weights)) not in folder.name
+
+
+def _epoch_lines(capsys) -> list[str]:
+    return [line.split(" - ")[0] for line in capsys.readouterr().out.splitlines()
+            if line.startswith("Epoch ")]  # fmt: skip
+
+
+def test_training_resumes_from_last_checkpoint(tmp_path, monkeypatch, capsys):
+    generate(tmp_path / "data", 40, seed=4, progress=False)
+    config = training.TrainConfig(
+        data=str(tmp_path / "data"),
+        encoder="mobilenet_synth",
+        weights="none",
+        decoder=DecoderConfig(units=16, embed_dim=8),
+        epochs=3,
+        batch_size=32,
+        feature_cache=str(tmp_path / "cache"),
+    )
+    real_callback = training._checkpoint_callback
+
+    def interrupting_callback(run):
+        callback = real_callback(run)
+        original = callback.on_epoch_end
+
+        def on_epoch_end(epoch, logs=None):
+            original(epoch, logs)
+            if epoch == 1:
+                raise KeyboardInterrupt("simulated Ctrl-C after epoch 2")
+
+        callback.on_epoch_end = on_epoch_end
+        return callback
+
+    monkeypatch.setattr(training, "_checkpoint_callback", interrupting_callback)
+    with pytest.raises(KeyboardInterrupt):
+        training.train(config, tmp_path / "run")
+    # Numbered out of the run's epochs, though fit is called once per epoch (the Ctrl-C came
+    # before epoch 2's line).
+    assert _epoch_lines(capsys) == ["Epoch 1/3"]
+    state = json.loads((tmp_path / "run" / "checkpoints" / "state.json").read_text())
+    assert state["epochs_done"] == 2 and not (tmp_path / "run" / "decoder.keras").exists()
+    # The checkpoint alone says where training stands: a state.json that claims more (a
+    # hand edit, a copy from another run) is repaired to match last.keras, not believed.
+    claimed = {"epochs_done": 3, "history": [*state["history"], {"epoch": 3, "stale": True}]}
+    (tmp_path / "run" / "checkpoints" / "state.json").write_text(json.dumps(claimed))
+
+    monkeypatch.setattr(training, "_checkpoint_callback", real_callback)
+    metrics = training.train(config, tmp_path / "run")
+    assert _epoch_lines(capsys) == ["Epoch 3/3"]
+    state = json.loads((tmp_path / "run" / "checkpoints" / "state.json").read_text())
+    assert [h["epoch"] for h in state["history"]] == [1, 2, 3]  # epoch 3 only was trained again
+    assert "stale" not in state["history"][2] and "loss" in state["history"][2]
+    assert (tmp_path / "run" / "decoder.keras").is_file() and metrics["images"] == 5
+
+    other = training.TrainConfig(**{**config.__dict__, "learning_rate": 0.5})
+    with pytest.raises(ValueError, match="already holds a run with other settings"):
+        training.train(other, tmp_path / "run", progress=False)
+
+
+def test_an_epoch_fraction_trains_that_share_of_the_blstm_pairs(tmp_path):
+    import keras
+
+    from edgecap.train.inputs import CaptionTable, steps_per_epoch
+
+    generate(tmp_path / "data", 40, seed=4, progress=False)
+    config = training.TrainConfig(
+        data=str(tmp_path / "data"),
+        encoder="mobilenet_synth",
+        weights="none",
+        decoder=DecoderConfig(kind="blstm", units=8, embed_dim=8),
+        epochs=1,
+        epoch_fraction=0.25,
+        batch_size=16,
+        feature_cache=str(tmp_path / "cache"),
+        keep="last",
+    )
+    training.train(config, tmp_path / "run", progress=False, final_split="none")
+    model = keras.models.load_model(tmp_path / "run" / "checkpoints" / "last.keras", safe_mode=True)
+    dataset = training.load_dataset(config.data)
+    vocab = training.Vocabulary.load(tmp_path / "run" / "vocab.json")
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())["decoder"]
+    table = CaptionTable.build(dataset, "train", vocab, saved["max_length"])
+    every, share = (steps_per_epoch(table, "blstm", 16, f) for f in (1.0, 0.25))
+    assert int(model.optimizer.iterations) == share and share < every / 3
+
+
+def test_cache_key_follows_the_image_bytes_not_their_file_times(tmp_path):
+    import os
+
+    generate(tmp_path / "data", 12, seed=2, progress=False)
+    spec, weights = get_encoder_spec("mobilenet_synth"), "imagenet"
+    key = features_mod.cache_key(load_dataset(tmp_path / "data"), "train", spec, weights)
+    dataset = load_dataset(tmp_path / "data")
+    for image_id in dataset.splits["train"]:  # as after a fresh copy or mount of the photos
+        os.utime(dataset.image_path(image_id), (1_000_000_000, 1_000_000_000))
+    assert features_mod.cache_key(load_dataset(tmp_path / "data"), "train", spec, weights) == key
+    victim = dataset.image_path(dataset.splits["train"][0])
+    victim.write_bytes(victim.read_bytes() + b"\0")  # the same size would not save it either
+    assert features_mod.cache_key(load_dataset(tmp_path / "data"), "train", spec, weights) != key
+
+
+def test_two_workers_shards_join_into_what_one_worker_makes(tmp_path, monkeypatch):
+    from edgecap.train.extract import parse_shard, worker_from_tf_config
+
+    # 36 train images in 5 shards: worker 0 gets 3, worker 1 gets 2.
+    dataset, spec, weights = _tiny_cache_setup(tmp_path, monkeypatch, seed=3)
+
+    def extract(cache, worker=None, encoder=None):
+        return features_mod.extract_features(dataset, "train", spec, str(weights),
+                                             encoder or MeanColourEncoder(), cache, 8, False,
+                                             worker)  # fmt: skip
+
+    first, second = MeanColourEncoder(), MeanColourEncoder()
+    assert extract(tmp_path / "shared", (0, 2), first) is None
+    assert extract(tmp_path / "shared", (1, 2), second) is None
+    assert (first.seen, second.seen) == (8 + 8 + 4, 8 + 8)  # shards 0, 2, 4 and 1, 3
+    joining = MeanColourEncoder()
+    joined = extract(tmp_path / "shared", encoder=joining)
+    assert joining.seen == 0  # training only concatenates
+    alone = extract(tmp_path / "alone")
+    assert joined.dtype == alone.dtype and np.array_equal(joined, alone)
+
+    assert parse_shard("1/4") == (1, 4)
+    for bad in ("4/4", "-1/2", "1", "a/b"):
+        with pytest.raises(ValueError, match="--shard"):
+            parse_shard(bad)
+    cluster = {"chief": ["host:1"], "worker": ["host:2", "host:3"]}
+    tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 1}})
+    assert worker_from_tf_config({"TF_CONFIG": tf_config}) == (2, 3)
+    assert worker_from_tf_config({}) is None
+
+
+def test_extraction_runs_a_keras_encoder_as_one_traced_function():
+    import keras
+
+    inputs = keras.Input((8, 8, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(inputs))
+    encoder = keras.Model(inputs, pooled)
+    batch = np.random.default_rng(0).normal(size=(5, 8, 8, 3)).astype(np.float32)
+    traced = features_mod.graph_encoder(encoder)
+    # The same features as the eager call, for a full and a short (last) batch.
+    for rows in (batch, batch[:2]):
+        assert np.allclose(traced(rows), encoder(rows, training=False), atol=1e-6)
+    stand_in = MeanColourEncoder()
+    assert features_mod.graph_encoder(stand_in) is stand_in  # not Keras: used as it is

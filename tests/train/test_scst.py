@@ -1,0 +1,276 @@
+"""Self-critical sequence training: the sampler, the update's direction, and the run it writes."""
+
+import json
+
+import numpy as np
+import pytest
+
+from edgecap.edge_runtime.vocab import NEVER_EMITTED_IDS
+
+tf = pytest.importorskip("tensorflow")
+
+
+def _tiny_model(kind: str, vocab_size: int = 12):
+    import keras
+
+    from edgecap.train.decoders import DecoderConfig, build_training_model
+
+    keras.utils.set_random_seed(3)
+    config = DecoderConfig(kind=kind, vocab_size=vocab_size, feature_dim=6, embed_dim=8,
+                           units=16, max_length=7,
+                           feature_positions=4 if kind == "attend" else 0)  # fmt: skip
+    model = build_training_model(config)
+    model.compile(optimizer=keras.optimizers.Adam(0.05))
+    model.optimizer.build(model.trainable_variables)
+    return model, config
+
+
+def _ban(vocab_size: int):
+    ban = np.zeros(vocab_size, np.float32)
+    ban[list(NEVER_EMITTED_IDS)] = -1e9
+    return tf.constant(ban)
+
+
+def test_advantage_is_each_reward_minus_the_mean_of_the_others():
+    from edgecap.train.scst import _advantages
+
+    rewards = np.array([[1.0, 2.0, 3.0], [0.5, 0.5, 0.5]])
+    np.testing.assert_allclose(_advantages(rewards), [-1.5, 0.0, 1.5, 0.0, 0.0, 0.0])
+
+
+def _features(config, count: int) -> np.ndarray:
+    shape = (count, config.feature_positions, 6) if config.feature_positions else (count, 6)
+    return np.random.default_rng(0).normal(size=shape).astype(np.float32)  # [N, (P,) F]
+
+
+@pytest.mark.parametrize("kind", ["lstm", "merge", "attend"])
+def test_sampler_never_draws_banned_ids_and_pads_after_the_end(kind):
+    from edgecap.train.scst import _sampler
+
+    model, config = _tiny_model(kind)
+    end, pad = 2, 0
+    sample = _sampler(model, kind, 1, end, pad, config.max_length + 1, _ban(config.vocab_size))
+    features = tf.constant(_features(config, 64))
+    tokens = sample(features, tf.constant([5, 7])).numpy()  # [64, 8]
+    assert tokens.shape == (64, config.max_length + 1)
+    for row in tokens:
+        ended = np.flatnonzero(row == end)
+        if ended.size:
+            assert (row[ended[0] + 1 :] == pad).all(), row
+            row = row[: ended[0]]
+        assert not set(row.tolist()) & set(NEVER_EMITTED_IDS), row
+    again = sample(features, tf.constant([5, 7])).numpy()
+    assert np.array_equal(tokens, again), "a seed must fix the samples"
+    assert not np.array_equal(tokens, sample(features, tf.constant([6, 7])).numpy())
+
+
+@pytest.mark.parametrize("kind", ["lstm", "merge", "attend"])
+def test_sampler_draws_from_the_step_modules_distribution(kind):
+    """The sampler is the step module's math on the live variables: the word it draws most
+    often first, for each image, is the step module's most probable first word."""
+    from edgecap.train.decoders import KerasStepModel, StepModule
+    from edgecap.train.scst import _sampler
+
+    model, config = _tiny_model(kind)
+    for w in model.weights:  # sharpen the distributions so that 200 draws find the mode
+        w.assign(w.numpy() * 4.0)
+    features = _features(config, 3)
+    step_model = KerasStepModel(StepModule(model, config))
+    log_probs, _ = step_model.step(np.ones(3, np.int32), step_model.init(features))
+    ban = _ban(config.vocab_size)
+    expected = np.argmax(log_probs + ban.numpy(), axis=-1)
+    sample = _sampler(model, kind, 1, 2, 0, 1, ban)
+    repeated = tf.constant(np.repeat(features, 200, axis=0))  # [3*200, ...]
+    first = sample(repeated, tf.constant([1, 2])).numpy()[:, 0].reshape(3, 200)
+    drawn = [np.bincount(row, minlength=config.vocab_size).argmax() for row in first]
+    assert drawn == expected.tolist()
+
+
+def _log_prob(model, features, inputs, targets) -> float:
+    logits = model({"features": features, "tokens": inputs}, training=False)
+    log_probs = tf.nn.log_softmax(logits)
+    return float(tf.reduce_sum(tf.gather(log_probs, targets, batch_dims=2)))
+
+
+@pytest.mark.parametrize("advantage, direction", [(1.0, 1), (-1.0, -1)])
+def test_the_update_follows_the_sign_of_the_advantage(advantage, direction):
+    from edgecap.train.scst import _train_step
+
+    model, config = _tiny_model("lstm")  # a fresh model (and optimizer) per sign
+    step = _train_step(model, _ban(config.vocab_size))
+    features = tf.constant(np.ones((1, 6), np.float32))
+    targets = tf.constant([[5, 6, 2]])  # two words and <end>
+    inputs = tf.constant([[1, 5, 6]])  # <start> then the words
+    before = _log_prob(model, features, inputs, targets)
+    step(features, inputs, targets, tf.constant([advantage]))
+    after = _log_prob(model, features, inputs, targets)
+    assert np.sign(after - before) == direction, (before, after)
+
+
+def test_scst_writes_a_run_that_loads_resumes_and_refuses_other_settings(e2e, tmp_path):
+    from edgecap.train.runs import load_run
+    from edgecap.train.scst import ScstConfig, scst
+
+    config = ScstConfig(epochs=1, samples=3, images_per_batch=32)
+    out = tmp_path / "scst"
+    state = scst(e2e["run"], out, config, progress=False)
+    assert [h["epoch"] for h in state["history"]] == [0, 1]
+    assert state["history"][0]["parent"] is True
+    assert all(0.0 <= h["dev_cider_d"] for h in state["history"])
+    run = load_run(out)
+    saved = json.loads((out / "config.json").read_text())["scst"]
+    assert saved["parent"] == str(e2e["run"].resolve()) and saved["samples"] == 3
+    assert run.vocab.tokens == load_run(e2e["run"]).vocab.tokens
+    kept = "best.keras" if state["history"][1].get("best") else None
+    if kept is None:  # no epoch beat the parent on dev: the parent's weights are kept
+        parent = load_run(e2e["run"]).decoder
+        for a, b in zip(run.decoder.get_weights(), parent.get_weights(), strict=True):
+            np.testing.assert_array_equal(a, b)
+
+    again = scst(e2e["run"], out, config, progress=False)  # finished: nothing to train
+    assert again["history"] == state["history"]
+    with pytest.raises(ValueError, match="already holds a run with other settings"):
+        scst(e2e["run"], out, ScstConfig(epochs=2, samples=2, images_per_batch=32), progress=False)
+    # More epochs, same settings: the run goes on from its last epoch.
+    longer = scst(e2e["run"], out, ScstConfig(epochs=2, samples=3, images_per_batch=32),
+                  progress=False)  # fmt: skip
+    assert [h["epoch"] for h in longer["history"]] == [0, 1, 2]
+    assert longer["history"][:2] == state["history"]
+    assert json.loads((out / "config.json").read_text())["scst"]["epochs"] == 2
+    with pytest.raises(
+        ValueError, match=r"already holds a run of 2 epochs; pass --epochs 2 or more to resume"
+    ):
+        scst(e2e["run"], out, config, progress=False)
+
+
+def test_a_bleu4_mix_is_recorded_and_a_run_from_before_it_still_resumes(e2e, tmp_path):
+    from edgecap.train.scst import ScstConfig, scst
+
+    out = tmp_path / "scst-mix"
+    mixed = ScstConfig(epochs=1, samples=2, images_per_batch=64, bleu4_weight=1.0)
+    state = scst(e2e["run"], out, mixed, progress=False)
+    config_file = out / "config.json"
+    config = json.loads(config_file.read_text())
+    assert config["scst"]["bleu4_weight"] == 1.0
+    assert state["history"][1]["train_reward"] > 0
+    with pytest.raises(ValueError, match="already holds a run with other settings"):
+        scst(e2e["run"], out, ScstConfig(epochs=1, samples=2, images_per_batch=64), progress=False)
+    # A run written before the mix existed has no bleu4_weight: it trained on CIDEr-D alone.
+    del config["scst"]["bleu4_weight"]
+    config_file.write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="already holds a run with other settings"):
+        scst(e2e["run"], out, mixed, progress=False)
+    plain = ScstConfig(epochs=1, samples=2, images_per_batch=64)
+    assert scst(e2e["run"], out, plain, progress=False)["epochs_done"] == 1
+
+
+# Five references of three images, as Flickr8k's read; for each, a complete caption and
+# the same caption cut before its last noun, as the self-critical model without the
+# end-aware reward learned to end one caption in seven.
+REFERENCES = {
+    "dog": ["a black dog is running after a white dog in the snow",
+            "black dog chasing brown dog through snow",
+            "two dogs chase each other across the snowy ground",
+            "two dogs play together in the snow",
+            "two dogs running through a low lying body of water"],
+    "man": ["a man in a blue shirt stands in front of a building",
+            "a man stands in front of a brick building",
+            "a man wearing a blue shirt is standing near a wall",
+            "a man poses in front of a building",
+            "the man in blue stands outside a building"],
+    "girl": ["a little girl plays in the sand", "a child digs in the sand at the beach",
+             "a girl in a pink dress is playing at the beach", "a young girl sits in the sand",
+             "a small child plays on the beach"],
+}  # fmt: skip
+ENDINGS = [
+    ("dog", "a black dog is running in the snow", "a black dog is running in the"),
+    ("dog", "two dogs play in the snow", "two dogs play in the"),
+    ("man", "a man in a blue shirt stands in front of a building",
+     "a man in a blue shirt stands in front of a"),
+    ("girl", "a little girl plays in the sand", "a little girl plays in the"),
+    ("girl", "a girl is playing at the beach", "a girl is playing at the"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("image", "complete", "dangling"), ENDINGS)
+def test_the_end_aware_reward_penalizes_a_dangling_ending(image, complete, dangling):
+    from edgecap.train.scst import CaptionReward
+
+    aware = CaptionReward(REFERENCES, "<end>", bleu4_weight=1.0)
+    blind = CaptionReward(REFERENCES, "<end>", bleu4_weight=1.0, end_aware=False)
+    # Scored without its end, the dangling caption keeps every n-gram it matched and loses
+    # little; with the end token as a word, "the <end>" / "a <end>" match no reference
+    # while "snow <end>" does, so stopping on a dangling word costs far more.
+    assert aware(image, dangling) < blind(image, dangling)
+    assert aware(image, complete) > blind(image, complete)
+    gap_aware = aware(image, complete) - aware(image, dangling)
+    gap_blind = blind(image, complete) - blind(image, dangling)
+    assert gap_aware > 1.3 * gap_blind > 0
+    # A caption cut at the length limit did not end: it gets no end token.
+    assert aware(image, complete, ended=False) < aware(image, complete)
+
+
+def test_an_epoch_with_dangling_dev_captions_is_never_kept(e2e, tmp_path, monkeypatch):
+    """The kept-epoch rule, in a toy SCST run: an epoch whose dev captions dangle too often
+    is passed over however well it scores, and the parent is kept."""
+    import edgecap.train.scst as scst_module
+
+    real_score = scst_module.score_split
+    calls = []
+
+    def score_with_dangling_epochs(dataset, split, predictions, *args, **kwargs):
+        scores = real_score(dataset, split, predictions, *args, **kwargs)
+        calls.append(scores)
+        if len(calls) == 1:  # the parent
+            return scores
+        # Every SCST epoch scores far better on dev but ends 1% of captions dangling.
+        from dataclasses import replace
+
+        return replace(scores, cider_d=scores.cider_d + 5, dangling_endings=0.01)
+
+    monkeypatch.setattr(scst_module, "score_split", score_with_dangling_epochs)
+    config = scst_module.ScstConfig(epochs=1, samples=2, images_per_batch=64)
+    state = scst_module.scst(e2e["run"], tmp_path / "scst", config, progress=False)
+    assert state["history"][1]["dev_dangling_endings"] == 0.01
+    assert not state["history"][1].get("best")
+    assert not (tmp_path / "scst" / "checkpoints" / "best.keras").exists()
+    saved = json.loads((tmp_path / "scst" / "config.json").read_text())["scst"]
+    assert saved["end_aware"] is True and saved["max_dev_dangling"] == 0.005
+
+
+def test_scst_killed_between_its_checkpoint_writes_resumes_to_the_same_result(
+    e2e, tmp_path, monkeypatch
+):
+    """Progress comes from last.keras, not state.json: killed after epoch 2's models are
+    written but before its state.json, the rerun scores epoch 2 again instead of training
+    it twice, and ends where an uninterrupted run ends."""
+    import edgecap.train.scst as scst_module
+    from edgecap.train.runs import load_run
+
+    config = scst_module.ScstConfig(epochs=3, samples=2, images_per_batch=64)
+    whole = scst_module.scst(e2e["run"], tmp_path / "whole", config, progress=False)
+
+    real_write = scst_module.write_json_atomic
+
+    def killed_before_state(path, obj):
+        if path.name == "state.json" and obj.get("epochs_done") == 2:
+            raise SystemExit("killed")  # last.keras (and best.keras) of epoch 2 are in place
+        real_write(path, obj)
+
+    monkeypatch.setattr(scst_module, "write_json_atomic", killed_before_state)
+    cut = tmp_path / "cut"
+    with pytest.raises(SystemExit):
+        scst_module.scst(e2e["run"], cut, config, progress=False)
+    monkeypatch.undo()
+    assert json.loads((cut / "checkpoints" / "state.json").read_text())["epochs_done"] == 1
+
+    resumed = scst_module.scst(e2e["run"], cut, config, progress=False)
+    assert [h["epoch"] for h in resumed["history"]] == [0, 1, 2, 3]
+    assert resumed["history"][2]["recovered"] is True
+    for mine, theirs in zip(resumed["history"], whole["history"], strict=True):
+        for key in ("dev_bleu4", "dev_cider_d", "dev_dangling_endings"):
+            assert mine[key] == pytest.approx(theirs[key], abs=1e-6), (mine, theirs)
+        assert mine.get("best") == theirs.get("best")
+    kept, expected = load_run(cut).decoder, load_run(tmp_path / "whole").decoder
+    for a, b in zip(kept.get_weights(), expected.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
