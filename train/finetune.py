@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from edgecap.edge_runtime.atomic import write_json_atomic
-from edgecap.edge_runtime.metrics import references_for, score
+from edgecap.edge_runtime.evaluation import load_dataset, score_split
 from edgecap.edge_runtime.preprocess import Preprocessing, load_pixels
 
 from .runs import RunError, TrainedRun, load_run
@@ -363,8 +363,6 @@ def finetune(
     import tensorflow as tf
     from tqdm import tqdm
 
-    from edgecap.edge_runtime.datasets import load_dataset
-
     from .distribute import is_chief, make_strategy
     from .encoders import get_encoder_spec
     from .features import extract_features
@@ -392,7 +390,6 @@ def finetune(
         [dataset.captions[i] for i in train_ids], vocab, decoder_config.max_length
     )
     mirrored = mirrored_pairs(vocab) if config.flip else []
-    dev_references = references_for(dataset, dev_ids)
     steps_per_epoch = math.ceil(len(train_ids) / config.images_per_batch)
 
     with strategy.scope():
@@ -429,7 +426,7 @@ def finetune(
             [trainer.encode(batch).numpy() for batch in plain_images(paths["dev"], prep)]
         )  # [N, F]
         predictions = caption_cached(decoder, decoder_config, vocab, features, dev_ids)
-        scores = score(predictions, dev_references)
+        scores = score_split(dataset, "dev", predictions)
         return {"dev_bleu4": scores.bleu4, "dev_cider_d": scores.cider_d,
                 "dev_dangling_endings": scores.dangling_endings}  # fmt: skip
 
@@ -507,7 +504,7 @@ def finetune(
     )  # fmt: skip
     ids = dataset.splits[final_split]
     predictions = caption_cached(decoder, decoder_config, vocab, features, ids)
-    metrics = {"split": final_split, **score(predictions, references_for(dataset, ids)).to_json(),
+    metrics = {"split": final_split, **score_split(dataset, final_split, predictions).to_json(),
                "train_seconds": round(sum(h.get("seconds", 0.0) for h in history), 1),
                "peak_memory_mb": max(h.get("peak_memory_mb", 0.0) for h in history)}  # fmt: skip
     write_json_atomic(out / "metrics.json", metrics)
