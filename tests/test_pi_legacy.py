@@ -24,6 +24,7 @@ RUNTIME_TESTS = [
     "tests/test_bundle_checks.py",
     "tests/test_stream.py",
     "tests/test_flatbuffer_check.py",
+    "tests/test_xnnpack.py",
     "tests/reliability/test_bad_images.py",
 ]
 
