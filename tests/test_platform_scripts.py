@@ -147,10 +147,10 @@ def test_matrix_verdicts_come_from_what_was_measured():
     no_wheel = dict(old_python, root="debian12-armhf")
     no_wheel["install"] = dict(
         old_python["install"],
-        errors=["ERROR: No matching distribution found for ai-edge-litert<3,>=2.0"],
+        errors=['ERROR: No matching distribution found for onnxruntime<2,>=1.20; extra == "edge"'],
     )
     assert matrix.row(no_wheel)["reason"] == (
-        "no wheel of ai-edge-litert<3,>=2.0 for this Python and machine"
+        "no wheel of onnxruntime<2,>=1.20 for this Python and machine"
     )
 
 
@@ -178,3 +178,24 @@ def test_matrix_report_keeps_rows_not_rerun_and_renders_between_markers(tmp_path
     bad.write_text("no markers\n")
     assert matrix.main(["render", "--record", str(record), "--into", str(bad)]) == 2
     assert "needs exactly one <!-- BEGIN pi-matrix -->" in capsys.readouterr().err
+
+
+def test_the_committed_pi_matrix_record_renders_the_docs_table(tmp_path):
+    """docs/raspberry-pi.md's table is the record's (make docs-tables), and every row the
+    docs call supported works there."""
+    record = REPO / "docs" / "results" / "pi-matrix.json"
+    doc = REPO / "docs" / "raspberry-pi.md"
+    copy = tmp_path / "raspberry-pi.md"
+    copy.write_text(doc.read_text())
+    assert matrix.main(["render", "--record", str(record), "--into", str(copy)]) == 0
+    assert copy.read_text() == doc.read_text(), "run 'make docs-tables'"
+    rows = {(r["root"], r["extra"]): r for r in json.loads(record.read_text())}
+    assert set(rows) == {(root, e) for _, root, e in matrix.ROWS}
+    # What the docs and pyproject.toml's extras say: [edge] works on 64-bit Bookworm and
+    # Trixie, [pi-legacy] runs on 64-bit Bookworm, Bullseye and the 32-bit images do not install.
+    for root in ("debian12-arm64", "debian13-arm64"):
+        assert rows[root, "edge"]["verdict"] == "works"
+    assert rows["debian12-arm64", "pi-legacy"]["tests"]["failed"] == 0
+    for root in ("debian11-arm64", "debian12-armhf"):
+        for extra in ("edge", "pi-legacy"):
+            assert rows[root, extra]["verdict"].startswith("not supported"), (root, extra)

@@ -52,10 +52,29 @@ def _install_failure(errors: list[str]) -> str:
     python = re.search(r"requires a different Python: (\S+) not in '([^']+)'", text)
     if python:
         return f"Python {python.group(1)} is not {python.group(2)}"
-    missing = re.search(r"No matching distribution found for (\S+)", text)
+    missing = re.search(r"No matching distribution found for ([^;\s]+)", text)
     if missing:
         return f"no wheel of {missing.group(1)} for this Python and machine"
     return errors[0] if errors else "pip failed (no ERROR line)"
+
+
+def _wheel_name(result: dict) -> str:
+    version = result.get("captions", {}).get("versions", {}).get("edge-caption", "*")
+    return f"edge_caption-{version}-py3-none-any.whl"
+
+
+def _without_sys(record: dict) -> str:
+    """The verdict's note on the run with /sys hidden (arm64 rows)."""
+    check = record.get("without_sys")
+    if not check:
+        return ""
+    delegates = set((check.get("delegates") or {}).values())
+    warned = len(check.get("warnings") or [])
+    if check.get("exit_status") == 0 and delegates == {"none"} and warned == 1:
+        return "; without /sys: XNNPACK off, one warning line"
+    if check.get("exit_status") == 0 and warned == 0 and delegates <= {"xnnpack"}:
+        return "; without /sys: XNNPACK still on"
+    return f"; without /sys: {warned} warning lines, delegates {sorted(delegates)}"
 
 
 def row(result: dict) -> dict:
@@ -70,10 +89,14 @@ def row(result: dict) -> dict:
         "machine": facts["machine"],
         "glibc": facts.get("glibc"),
         "emulated_cpu": facts.get("emulated_cpu"),
+        # A venv kept from before install.json recorded it: what in_root.sh ran then.
         "command": install.get("command")
-        or f"pip install --only-binary=:all: 'edge_caption-*.whl[{result['extra']}]'",
+        or f"pip install --only-binary=:all: '{_wheel_name(result)}[{result['extra']}]'",
         "installs": install.get("ok", True),
-        "measured": date.today().isoformat(),
+        "measured": result.get("measured", date.today().isoformat()),
+        # where the result came from: this target, or (a row it has not rerun yet) an
+        # earlier `make test-arm64` run of the same root, named in the result
+        "measured_by": result.get("measured_by", "make test-pi-matrix"),
     }
     if not record["installs"]:
         record["reason"] = _install_failure(install.get("errors", []))
@@ -150,7 +173,8 @@ def markdown(rows: list[dict]) -> str:
     for r in rows:
         machine = r["machine"] + (f", QEMU {r['emulated_cpu']}" if r.get("emulated_cpu") else "")
         root = f"{r['root']} ({machine})"
-        runtime = f"{r['python']}, glibc {(r.get('glibc') or '?').removeprefix('glibc-')}"
+        glibc = (r.get("glibc") or "").removeprefix("glibc-")
+        runtime = r["python"] + (f", glibc {glibc}" if glibc else "")
         command = f"`{r['command']}`"
         if not r["installs"]:
             lines.append(
@@ -164,6 +188,7 @@ def markdown(rows: list[dict]) -> str:
         if r.get("backtracked"):
             download += " (backtracked: " + ", ".join(r["backtracked"]) + ")"
         verdict = "**works**" if r["verdict"] == "works" else r["verdict"]
+        verdict += _without_sys(r)
         lines.append(
             f"| {r['image']} | {root} | {runtime} | {command} | {r['install_seconds']:.0f} s "
             f"| {download} | {r['backend']} ({r.get('delegate') or '?'}) | {tests_cell} "
@@ -176,8 +201,17 @@ def markdown(rows: list[dict]) -> str:
         f"Measured {', '.join(dates)} by `make test-pi-matrix` (QEMU user-mode emulation; "
         'install times are emulated, not a Pi\'s). "works": installs from binary wheels, '
         "the runtime tests pass and the captions equal x86's on at least "
-        f"{IDENTICAL_FOR_WORKS:.0%} of the images with each bundle."
+        f"{IDENTICAL_FOR_WORKS:.0%} of the images with each bundle measured. Install time "
+        "and download are the venv's first install (pip download + install, the wheelhouse's "
+        "size), kept while the wheel's dependencies are unchanged."
     )
+    for r in rows:
+        if r.get("measured_by", "make test-pi-matrix") != "make test-pi-matrix":
+            lines.append("")
+            lines.append(
+                f"{r['image']} [{r['extra']}]: from {r['measured_by']}, not yet rerun by "
+                "`make test-pi-matrix` (no demo-bundle column, no delegate)."
+            )
     return "\n".join(lines)
 
 
