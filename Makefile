@@ -10,7 +10,7 @@ ENCODER_IMAGES ?= 16000
 ENCODER_FILE := train/assets/mobilenet_synth.keras
 
 .PHONY: install demo bench bench-inputs bench-training test test-all lint encoder synth-results flickr8k docs-tables dist clean \
-	release-model platforms-prepare test-debian13 test-arm64
+	release-model platforms-prepare test-debian13 test-arm64 test-pi-matrix
 
 install: $(STAMP)
 
@@ -140,6 +140,8 @@ docs-tables: $(STAMP)
 	$(BIN)/caption-bench merge $(GPU_RESULTS) --out docs/bench/h200 > /dev/null
 	test ! -f artifacts/bench/training-memory/training-memory.json || \
 		$(BIN)/python -m edgecap.benchmarks.training_memory render artifacts/bench/training-memory/training-memory.json --into README.md
+	test ! -f $(PI_MATRIX_RECORD) || \
+		$(BIN)/python tests/platforms/matrix.py render --record $(PI_MATRIX_RECORD) --into docs/raspberry-pi.md --marker pi-matrix
 
 # The wheel and sdist a device installs (the package is not on a public index): dist/.
 # Rebuilt when pyproject.toml or any packaged file changes.
@@ -182,7 +184,9 @@ SHARED ?= ../shared
 PLATFORMS := artifacts/platforms
 BUILTIN := $(firstword $(wildcard edge_runtime/models/*/manifest.json))
 BUNDLE ?= $(if $(BUILTIN),,$(DEMO)/bundle-int8)
+DEMO_BUNDLE ?=
 ROOT_SH = ROOTS="$(ROOTS)" ARM_CPU="$(strip $(ARM_CPU))" WHEEL="$(abspath $(WHEEL))" BUNDLE="$(if $(BUNDLE),$(abspath $(BUNDLE)))" \
+	DEMO_BUNDLE="$(if $(DEMO_BUNDLE),$(abspath $(DEMO_BUNDLE)))" \
 	SHARED="$(abspath $(SHARED))" PLATFORMS="$(abspath $(PLATFORMS))" PYTHON="$(abspath $(BIN)/python)" \
 	PI_PYTHON="$(abspath $(PI_VENV)/bin/python)" \
 	bash tests/platforms/debian_root.sh
@@ -192,6 +196,8 @@ ARM64_RUNS := debian12-arm64:edge debian12-arm64:pi-legacy debian13-arm64:edge
 platforms-prepare: $(STAMP) $(WHEEL) $(PI_STAMP)
 	@test -z "$(BUNDLE)" || test -f "$(BUNDLE)/manifest.json" || { \
 		echo "make: no bundle at BUNDLE=$(BUNDLE); run 'make demo' or set BUNDLE=FOLDER" >&2; exit 2; }
+	@test -z "$(DEMO_BUNDLE)" || test -f "$(DEMO_BUNDLE)/manifest.json" || { \
+		echo "make: no bundle at DEMO_BUNDLE=$(DEMO_BUNDLE); run 'make demo' or set DEMO_BUNDLE=FOLDER" >&2; exit 2; }
 	$(ROOT_SH) prepare
 
 test-debian13 test-arm64: platforms-prepare
@@ -200,6 +206,29 @@ test-debian13 test-arm64: platforms-prepare
 		$(ROOT_SH) run $${run%%:*} $${run#*:} || status=1; \
 	done; \
 	$(ROOT_SH) summary $(subst :,-,$(if $(filter test-arm64,$@),$(ARM64_RUNS),$(DEBIAN13_RUNS))) || status=1; \
+	echo "make $@: $$(( $$(date +%s) - start )) s (platforms-prepare not counted)"; exit $$status
+
+# The Raspberry Pi OS matrix (docs/raspberry-pi.md, "Tested images"): one row per image a
+# user may run, each an emulated Debian root of its release and architecture
+# (tests/platforms/matrix.py's ROWS): Raspberry Pi OS 64-bit Bookworm ([edge], [pi-legacy]),
+# Trixie ([edge]), Bullseye (Debian 11, Python 3.9) and 32-bit Bookworm (armhf). Each row:
+# the install command and its time and download, the backend and delegate, the runtime tests,
+# and the captions of 200 Flickr8k test photos against x86's with the built-in model and the
+# demo bundle. A row that does not install is measured too (pip's error is its verdict).
+# Updates the record docs/results/pi-matrix.json; `make docs-tables` renders it. Needs
+# root and the tools of test-arm64 (qemu-user-static covers armhf); new roots take up to
+# an hour each to make under emulation, and each row minutes; not part of `make test`.
+PI_MATRIX_RECORD := docs/results/pi-matrix.json
+PI_MATRIX_RUNS := $(shell python3 tests/platforms/matrix.py runs 2>/dev/null)
+test-pi-matrix: DEMO_BUNDLE = $(DEMO)/bundle-int8
+test-pi-matrix: platforms-prepare
+	@status=0; start=$$(date +%s); \
+	for run in $(PI_MATRIX_RUNS); do \
+		rc=0; $(ROOT_SH) run $${run%%:*} $${run#*:} || rc=$$?; \
+		[ $$rc = 0 ] || [ $$rc = 3 ] || status=1; \
+	done; \
+	$(BIN)/python tests/platforms/matrix.py report $(addprefix $(PLATFORMS)/,$(subst :,-,$(PI_MATRIX_RUNS))) \
+		--record $(PI_MATRIX_RECORD) --out $(PLATFORMS)/pi-matrix.md || status=1; \
 	echo "make $@: $$(( $$(date +%s) - start )) s (platforms-prepare not counted)"; exit $$status
 
 test: $(STAMP) $(PI_STAMP)

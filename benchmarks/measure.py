@@ -168,6 +168,10 @@ def measure(bundle: str | Path, args: MeasureOptions) -> dict:
     entry.update(
         backend=captioner.backends["encoder"],
         backends=captioner.backends,  # per model: the decoder may run elsewhere
+        # 'xnnpack', 'none' (the built-in kernels: slower, captions may differ), 'gpu';
+        # None for ONNX, whose providers say it
+        delegate=captioner.delegates["encoder"],
+        delegates=captioner.delegates,
         threads=args.threads,
         providers=providers,
         decoder_kind=manifest.decoder_kind,

@@ -48,8 +48,15 @@ class NativeLog:
 # them elsewhere. Re-entrant, so that a block inside a block (a LiteRT call that loads while
 # a quiet close runs) does not deadlock its own thread.
 _NATIVE_LOG_LOCK = threading.RLock()
-# What LiteRT's and glog's loggers write: "INFO: ...", "WARNING: ...", "I1204 12:00:00 ...".
-_NATIVE_LINE = re.compile(rb"^(?:(?:INFO|WARNING|ERROR|VERBOSE|DEBUG|FATAL): |[IWEF]\d{4} )")
+# What LiteRT's and glog's loggers write: "INFO: ...", "WARNING: ...", "I1204 12:00:00 ...",
+# and cpuinfo's (XNNPACK's CPU detection): "Error in cpuinfo: failed to parse ...".
+_NATIVE_LINE = re.compile(
+    rb"^(?:(?:INFO|WARNING|ERROR|VERBOSE|DEBUG|FATAL): |[IWEF]\d{4} "
+    rb"|(?:Error|Warning|Fatal error|Info|Debug) in cpuinfo: )"
+)
+# cpuinfo's complaints, kept for the process: cpuinfo runs once (the first XNNPACK delegate
+# made), so the models loaded after it never see its lines again.
+_CPUINFO_COMPLAINTS: list[str] = []
 
 
 @contextlib.contextmanager
@@ -124,6 +131,8 @@ def _sort_captured(fd: int, data: bytes, native: NativeLog) -> None:
             continue
         line = raw.decode(errors="replace").rstrip("\r\n")
         native.lines.append(line)
+        if " in cpuinfo: " in line and not line.startswith(("Info", "Debug")):
+            _CPUINFO_COMPLAINTS.append(line)
         if native.failed and not _is_info(line):
             print(line, file=sys.stderr)
         else:
@@ -137,6 +146,84 @@ def _sort_captured(fd: int, data: bytes, native: NativeLog) -> None:
 def _is_info(line: str) -> bool:
     """LiteRT's "INFO: ..." lines, and glog's "I1204 12:00:00.000 ..." ones (WebGPU)."""
     return line.startswith("INFO: ") or (line[:1] == "I" and line[1:5].isdigit())
+
+
+# What `delegate` says of a model (TFLiteModel, LiteRtCompiledModel; None for ONNX).
+XNNPACK, NO_DELEGATE = "xnnpack", "none"
+# The op name the TFLite interpreter gives a node that a delegate took over; the Interpreter
+# path applies no delegate but its default one, XNNPACK.
+_DELEGATE_NODE = "DELEGATE"
+
+
+def _has_delegate_node(interpreter) -> bool | None:
+    """Whether a delegate took part of the interpreter's graph (after allocate_tensors,
+    where the default delegate is applied); None where the wrapper has no node calls."""
+    wrapper = getattr(interpreter, "_interpreter", None)
+    if wrapper is None or not hasattr(wrapper, "NumNodes") or not hasattr(wrapper, "NodeName"):
+        return None
+    return any(wrapper.NodeName(i) == _DELEGATE_NODE for i in range(wrapper.NumNodes()))
+
+
+def _delegate_of(has_node: bool | None, native: NativeLog) -> str:
+    """'xnnpack' if the XNNPACK delegate runs part of the model, else 'none'.
+
+    Read from the graph: the Interpreter path applies no delegate but its default one,
+    XNNPACK. LiteRT's "Created TensorFlow Lite XNNPACK delegate for CPU." is logged once per
+    process, so a second model cannot be judged by it: it is the fallback only where the
+    wrapper has no node calls."""
+    if has_node is None:
+        has_node = any("XNNPACK delegate" in line for line in native.lines)
+    return XNNPACK if has_node else NO_DELEGATE
+
+
+def _has_float_tensors(interpreter) -> bool:
+    try:
+        return any(t["dtype"] == np.float32 for t in interpreter.get_tensor_details())
+    except (ValueError, RuntimeError):  # a tensor without details: take it as float
+        return True
+
+
+def no_xnnpack_reason(model: TFLiteModel) -> str:
+    """Why `model` runs without XNNPACK, and what to do, as one clause for the warning."""
+    if not model.default_delegates:
+        return "it was turned off (--no-xnnpack / RuntimeOptions(xnnpack=False))"
+    if _CPUINFO_COMPLAINTS:
+        return (
+            f"the CPU detection XNNPACK needs failed ({_CPUINFO_COMPLAINTS[0]!r}): "
+            "/sys/devices/system/cpu is hidden or unreadable here; a container or chroot "
+            "without /sys does this, so give the process a read-only /sys"
+        )
+    if model.backend_name == "tflite_runtime" and not model.has_float_tensors:
+        return (
+            f"tflite_runtime {_version('tflite-runtime')} applies XNNPACK only to models with "
+            "float tensors, and this one is integer-only; ai-edge-litert (the [edge] extra) "
+            "runs it on XNNPACK"
+        )
+    return (
+        f"{model.backend_name} {_version(_DISTRIBUTIONS[model.backend_name])} did not apply "
+        "it; check that /sys/devices/system/cpu is readable (containers may hide /sys) and "
+        "that the wheel is the official one for this CPU (--verbose shows LiteRT's log)"
+    )
+
+
+_DISTRIBUTIONS = {"ai_edge_litert": "ai-edge-litert", "tflite_runtime": "tflite-runtime"}
+
+
+def no_xnnpack_warning(models: dict[str, TFLiteModel]) -> str | None:
+    """The one warning line for the TFLite models (by role) that run without XNNPACK, or
+    None when every one has it."""
+    slow = [m for m in models.values() if m.delegate == NO_DELEGATE]
+    if not slow:
+        return None
+    reasons: dict[str, list[str]] = {}
+    for model in slow:
+        reasons.setdefault(no_xnnpack_reason(model), []).append(model.path.name)
+    why = "; ".join(f"{', '.join(files)}: {reason}" for reason, files in reasons.items())
+    return (
+        "warning: the fast CPU path is off: XNNPACK, the TFLite delegate that runs models on the CPU's "
+        f"SIMD units, is not in use ({why}). Captions are slower and may differ slightly "
+        "from those of machines where it runs"
+    )
 
 
 def _load_interpreter_class(backend: str):
@@ -225,13 +312,23 @@ class TFLiteModel(_TFLiteDetails):
         backend: str = "auto",
         num_threads: int | None = None,
         show_logs: bool = False,
+        default_delegates: bool = True,
     ):
         interpreter_class, self.backend_name = _load_interpreter_class(backend)
         self.path = Path(path)
+        self.default_delegates = default_delegates
         self._lock = threading.Lock()
         _check_structure(self.path)
-        with quiet_native_logs(show_logs):
+        with quiet_native_logs(show_logs) as native:
             self._load(interpreter_class, num_threads)
+        self.delegate = _delegate_of(self._has_delegate_node, native)
+        """'xnnpack' where the XNNPACK delegate runs part of the graph, 'none' where the
+        interpreter's built-in kernels run all of it (no_xnnpack_reason says why)."""
+
+    @functools.cached_property
+    def has_float_tensors(self) -> bool:
+        """Whether any tensor is float32 (older TFLite builds apply XNNPACK only then)."""
+        return _has_float_tensors(self._interpreter)
 
     def _load(self, interpreter_class, num_threads: int | None) -> None:
         # Every step reads the file's tables (tensor names, details, XNNPACK's prepare in
@@ -247,7 +344,13 @@ class TFLiteModel(_TFLiteDetails):
             raise _load_failure(self.path, exc) from None
 
     def _read(self, interpreter_class, num_threads: int | None) -> None:
-        self._interpreter = interpreter_class(model_path=str(self.path), num_threads=num_threads)
+        options = {}
+        if not self.default_delegates:  # the built-in kernels alone: no XNNPACK
+            resolvers = sys.modules[interpreter_class.__module__].OpResolverType
+            options["experimental_op_resolver_type"] = resolvers.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        self._interpreter = interpreter_class(
+            model_path=str(self.path), num_threads=num_threads, **options
+        )
         runner = self._interpreter.get_signature_runner("serving_default")
         self._inputs = runner.get_input_details()
         self._outputs = runner.get_output_details()
@@ -266,6 +369,7 @@ class TFLiteModel(_TFLiteDetails):
                 "graph; this is not a file caption-export wrote, export the bundle again"
             )
         self._interpreter.allocate_tensors()
+        self._has_delegate_node = _has_delegate_node(self._interpreter)
 
     def __call__(self, **inputs: np.ndarray) -> dict[str, np.ndarray]:
         interpreter = self._interpreter
@@ -468,6 +572,7 @@ class LiteRtCompiledModel(_TFLiteDetails):
                 "(Vulkan or OpenCL) visible to this process; without one, use --accelerator cpu"
             )
         self.backend_name = f"ai_edge_litert CompiledModel ({accelerator.upper()})"
+        self.delegate = accelerator  # the accelerator it was compiled for: 'gpu' (or 'cpu')
         self._shapes: dict[str, tuple[int, ...]] = {}
         self._buffers: tuple[dict, dict] | None = None  # (input, output) buffers by name
         # One set of buffers and shapes per model: calls from several threads take turns.
@@ -666,6 +771,7 @@ class OnnxModel(_NamedModel):
                 + (f" (onnxruntime.preload_dlls: {preload_report})" if preload_report else "")
             )
         self.backend_name = f"onnxruntime {ort.__version__} ({active[0]})"
+        self.delegate = None  # a TFLite notion: onnxruntime has providers (`providers`)
         self._inputs = {i.name: i for i in self._session.get_inputs()}
         self._outputs = [o.name for o in self._session.get_outputs()]
 

@@ -8,6 +8,7 @@ decodes with its own settings). Nothing outside edge_runtime holds backend model
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,13 +16,21 @@ from pathlib import Path
 
 import numpy as np
 
-from .backends import LiteRtCompiledModel, OnnxModel, TFLiteModel, onnx_accelerator_providers
+from .backends import (
+    LiteRtCompiledModel,
+    OnnxModel,
+    TFLiteModel,
+    no_xnnpack_warning,
+    onnx_accelerator_providers,
+)
 from .builtin import resolve_bundle
 from .decoding import StepModel
 from .errors import BackendError, BundleError
 from .manifest import Manifest, ModelEntry, load_manifest
 from .step_models import make_step_model
 from .vocab import Vocabulary
+
+log = logging.getLogger(__name__)
 
 # Backend models, one per role; all three take and return named float32 numpy arrays,
 # which is what step_models' init_fn / step_fn expect.
@@ -74,6 +83,13 @@ class RuntimeOptions:
     much as the arithmetic; the encoder is where a GPU pays. On an H200 it paid for the
     fp32 ONNX bundle (3.8 vs 4.4 ms a caption), not for the int8 one, and LiteRT's GPU
     delegate cannot run the LSTM step at all (docs/benchmarks.md)."""
+
+    xnnpack: bool = True
+    """TFLite models on the CPU run through XNNPACK, the interpreter's default delegate.
+    False runs them on the interpreter's built-in kernels alone
+    (OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES), to compare captions or speed. A
+    bundle that runs without XNNPACK, asked or not (a container hiding /sys, an old
+    tflite_runtime with an int8 model), logs one warning saying so and why."""
 
     show_backend_logs: bool = False
     """Let LiteRT's own log lines (e.g. "Created TensorFlow Lite XNNPACK delegate for
@@ -134,6 +150,11 @@ class Bundle:
         except Exception:
             _close_models(models)  # the ones already loaded, before the error is reported
             raise
+        warning = no_xnnpack_warning(
+            {role: m for role, m in models.items() if isinstance(m, TFLiteModel)}
+        )
+        if warning:
+            log.warning("%s", warning)
         return cls(Path(path), manifest, vocab, models, options)
 
     def run_model(self, role: str, **inputs: np.ndarray) -> dict[str, np.ndarray]:
@@ -151,6 +172,13 @@ class Bundle:
     def backends(self) -> dict[str, str]:
         """What runs each model, e.g. {'encoder': 'ai_edge_litert', ...}."""
         return {role: model.backend_name for role, model in self._models.items()}
+
+    @property
+    def delegates(self) -> dict[str, str | None]:
+        """What runs each TFLite model on its device: 'xnnpack' (the fast CPU path), 'none'
+        (the interpreter's built-in kernels), 'gpu' (LiteRT's GPU accelerator); None for
+        ONNX files, whose providers say it."""
+        return {role: model.delegate for role, model in self._models.items()}
 
     @property
     def providers(self) -> dict[str, list[str]]:
@@ -262,6 +290,7 @@ def _load_model(path: Path, model_format: str, options: RuntimeOptions, role: st
         backend=backend,
         num_threads=options.num_threads or usable_cores(),
         show_logs=options.show_backend_logs,
+        default_delegates=options.xnnpack,
     )
 
 

@@ -165,6 +165,11 @@ class Captioner:
         """What runs each model, e.g. {'encoder': 'ai_edge_litert', ...}."""
         return self.bundle.backends
 
+    @property
+    def delegates(self) -> dict[str, str | None]:
+        """What each TFLite model runs on, e.g. {'encoder': 'xnnpack', ...} (Bundle.delegates)."""
+        return self.bundle.delegates
+
     def close(self) -> None:
         self.bundle.close()
         self._closed = True

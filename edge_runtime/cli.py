@@ -134,6 +134,13 @@ def _parser() -> argparse.ArgumentParser:
         help=THREADS_HELP,
     )
     parser.add_argument(
+        "--no-xnnpack",
+        dest="xnnpack",
+        action="store_false",
+        help="TFLite: run on the interpreter's built-in kernels, without the XNNPACK delegate "
+        "(slower; to compare captions or speed). Any run without it warns once",
+    )
+    parser.add_argument(
         "--beam", type=int, default=1, help="beam width; 1 decodes greedily (default 1)"
     )
     parser.add_argument(
@@ -268,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
             num_threads=args.threads,
             accelerator=args.accelerator,
             accelerate_decoder=args.accelerate_decoder,
+            xnnpack=args.xnnpack,
             show_backend_logs=args.verbose,
         )
         with Captioner.open(

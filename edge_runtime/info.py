@@ -1,14 +1,18 @@
-"""`edge_caption info BUNDLE`: what a bundle is, from its manifest alone (no model is loaded).
+"""`edge_caption info BUNDLE`: what a bundle is, and what runs it on this machine.
 
 Format and recipe, files and sizes, encoder and input size, vocabulary, decoder kind, the
-parity and quality figures measured at export, and the model card.
+parity and quality figures measured at export, and the model card, from the manifest;
+then the runtime: the bundle opened with the default options, each model's backend and
+delegate (XNNPACK or none). `--manifest-only` skips the runtime (no model is loaded).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 from .builtin import resolve_bundle
@@ -16,8 +20,27 @@ from .errors import EdgeCaptionError
 from .manifest import load_manifest
 
 
-def describe(bundle: str | None) -> dict[str, Any]:
-    """The facts `info` prints, as a JSON-ready dict. Raises BundleError for a bad bundle."""
+def runtime_facts(path: str | Path) -> dict[str, Any]:
+    """The bundle opened with the default RuntimeOptions: each model's backend and delegate
+    ('xnnpack', 'none', 'gpu'; None for ONNX) and onnxruntime providers. Where it cannot be
+    opened here (no backend installed), {'error': why}: the manifest's facts still stand."""
+    from .bundle import Bundle, RuntimeOptions
+
+    try:
+        with Bundle.open(path, RuntimeOptions(verify_hashes=False)) as opened:
+            return {
+                "backends": opened.backends,
+                "delegates": opened.delegates,
+                "providers": opened.providers,
+            }
+    except EdgeCaptionError as exc:
+        return {"error": str(exc)}
+
+
+def describe(bundle: str | None, runtime: bool = True) -> dict[str, Any]:
+    """The facts `info` prints, as a JSON-ready dict (with `runtime`, the backends and
+    delegates this machine runs it with, unless runtime=False). Raises BundleError for a
+    bad bundle."""
     path = resolve_bundle(bundle)
     manifest = load_manifest(path, verify_hashes=True)
     files = {
@@ -44,6 +67,7 @@ def describe(bundle: str | None) -> dict[str, Any]:
         "source": manifest.source,
         "parity": manifest.parity,
         "model_card": manifest.model_card,
+        "runtime": runtime_facts(path) if runtime else None,
     }
 
 
@@ -91,6 +115,7 @@ def _text(info: dict[str, Any]) -> str:
             if who in quality:
                 scores = ", ".join(f"{k} {v}" for k, v in quality[who].items())
                 lines.append(f"  {who:<10}{scores} (the parity images)")
+    lines += _runtime_lines(info.get("runtime"))
     card = info["model_card"]
     if card:
         lines.append("model card")
@@ -98,6 +123,20 @@ def _text(info: dict[str, Any]) -> str:
     else:
         lines.append("model card  none (exported before model cards; export again to add one)")
     return "\n".join(lines)
+
+
+def _runtime_lines(runtime: dict[str, Any] | None) -> list[str]:
+    if runtime is None:
+        return []
+    if "error" in runtime:
+        return [f"runtime     cannot open it here: {runtime['error']}"]
+    lines = ["runtime     (this machine, default options)"]
+    for role, backend in runtime["backends"].items():
+        delegate = runtime["delegates"].get(role)
+        providers = runtime["providers"].get(role)
+        on = f"delegate {delegate}" if delegate else f"providers {', '.join(providers or [])}"
+        lines.append(f"  {role:<13}{backend}, {on}")
+    return lines
 
 
 def _card_lines(card: dict[str, Any], indent: str = "  ") -> list[str]:
@@ -129,9 +168,17 @@ def main(argv: list[str] | None = None) -> int:
         "(default: the built-in model)",
     )
     parser.add_argument("--json", action="store_true", help="print the facts as one JSON object")
+    parser.add_argument(
+        "--manifest-only",
+        action="store_true",
+        help="the manifest's facts alone: do not open the models to report the backend and "
+        "delegate (XNNPACK or none) each runs with here",
+    )
     args = parser.parse_args(argv)
+    # The runtime's warnings (a model without XNNPACK) as one line each, named.
+    logging.basicConfig(level=logging.WARNING, format="edge_caption info: %(message)s")
     try:
-        info = describe(args.bundle)
+        info = describe(args.bundle, runtime=not args.manifest_only)
     except (EdgeCaptionError, OSError) as exc:
         print(f"edge_caption info: error: {exc}", file=sys.stderr)
         return 2

@@ -187,6 +187,8 @@ def test_run_writes_results_markdown_and_plot(e2e, bench_run):
     (entry,) = result["bundles"]
     assert entry["status"] == "ok" and entry["variant"] == "tflite-int8"
     assert entry["backend"] == "ai_edge_litert"
+    # LiteRT applies XNNPACK to every model of the int8 bundle on this x86 machine
+    assert entry["delegate"] == "xnnpack" and set(entry["delegates"].values()) == {"xnnpack"}
     assert entry["size"]["total_bytes"] == sum(entry["size"]["files"].values()) > 0
     assert entry["init_ms"] > 0 and entry["first_caption_ms"] > 0 and entry["peak_rss_mb"] > 0
     for name in ("encoder", "decoder_step", "caption_greedy", "caption_beam3"):

@@ -83,3 +83,119 @@ def test_summary_row_names_the_emulated_core_and_a_reused_venv(tmp_path, capsys)
     assert "| 7/7 | 199/200 | 0.1000 / 0.1000 |" in out
     assert "100.5 MB | 300 s (venv reused) |" in out
     assert "(no result in" in out
+
+
+import matrix  # noqa: E402
+
+
+def _result(root: str, extra: str, **changes) -> dict:
+    group = {"images": 200, "identical": 196}
+    result = {
+        "root": root,
+        "extra": extra,
+        "seconds": 900,
+        "facts": {
+            "python": "3.11.2",
+            "machine": "aarch64",
+            "glibc": "glibc-2.36",
+            "emulated_cpu": "cortex-a76",
+        },
+        "tests": {"passed": 90, "failed": 0, "skipped": 1},
+        "install": {
+            "ok": True,
+            "seconds": 321.4,
+            "download_bytes": 98_765_432,
+            "command": f"pip install --only-binary=:all: 'e.whl[{extra}]'",
+            "backtracked": {},
+        },
+        "captions": {
+            "backends": {"encoder": "ai_edge_litert", "decoder_step": "ai_edge_litert"},
+            "delegates": {"encoder": "xnnpack", "decoder_step": "xnnpack"},
+            "versions": {"ai-edge-litert": "2.3.0", "numpy": "2.4.6"},
+        },
+        "compare": {"groups": {"Flicker8k_Dataset": group}},
+        "compare_demo": {"groups": {"Flicker8k_Dataset": {"images": 200, "identical": 200}}},
+    }
+    result.update(changes)
+    return result
+
+
+def test_matrix_verdicts_come_from_what_was_measured():
+    works = matrix.row(_result("debian12-arm64", "edge"))
+    assert works["verdict"] == "works" and works["image"] == "Raspberry Pi OS 64-bit Bookworm"
+    assert works["backend"] == "ai_edge_litert 2.3.0" and works["delegate"] == "xnnpack"
+    assert works["builtin"] == {"identical": 196, "images": 200}
+    differ = _result("debian12-arm64", "pi-legacy")
+    differ["compare"]["groups"]["Flicker8k_Dataset"]["identical"] = 162
+    assert matrix.row(differ)["verdict"] == "runs; captions differ from x86's"
+    failing = _result("debian13-arm64", "edge", tests={"passed": 80, "failed": 2, "skipped": 0})
+    assert matrix.row(failing)["verdict"] == "fails: 2 runtime tests fail"
+    old_python = {
+        "root": "debian11-arm64",
+        "extra": "edge",
+        "facts": {"python": "3.9.2", "machine": "aarch64", "glibc": "glibc-2.31"},
+        "install": {
+            "ok": False,
+            "command": "pip install --only-binary=:all: 'e.whl[edge]'",
+            "errors": [
+                "ERROR: Package 'edge-caption' requires a different Python: 3.9.2 not in '>=3.10'"
+            ],
+        },
+    }
+    row = matrix.row(old_python)
+    assert not row["installs"] and row["verdict"] == "not supported: Python 3.9.2 is not >=3.10"
+    no_wheel = dict(old_python, root="debian12-armhf")
+    no_wheel["install"] = dict(
+        old_python["install"],
+        errors=['ERROR: No matching distribution found for onnxruntime<2,>=1.20; extra == "edge"'],
+    )
+    assert matrix.row(no_wheel)["reason"] == (
+        "no wheel of onnxruntime<2,>=1.20 for this Python and machine"
+    )
+
+
+def test_matrix_report_keeps_rows_not_rerun_and_renders_between_markers(tmp_path, capsys):
+    record = tmp_path / "pi-matrix.json"
+    for root, extra in (("debian13-arm64", "edge"), ("debian12-arm64", "edge")):
+        folder = tmp_path / f"{root}-{extra}"
+        folder.mkdir()
+        (folder / "result.json").write_text(json.dumps(_result(root, extra)))
+        assert matrix.main(["report", str(folder), "--record", str(record)]) == 0
+    rows = json.loads(record.read_text())
+    assert [r["root"] for r in rows] == ["debian12-arm64", "debian13-arm64"]  # ROWS order
+    assert matrix.main(["report", str(tmp_path / "nothing"), "--record", str(record)]) == 1
+    doc = tmp_path / "doc.md"
+    doc.write_text("intro\n<!-- BEGIN pi-matrix -->\nold\n<!-- END pi-matrix -->\nrest\n")
+    assert matrix.main(["render", "--record", str(record), "--into", str(doc)]) == 0
+    text = doc.read_text()
+    assert "old" not in text and text.startswith("intro\n") and text.endswith("rest\n")
+    assert "| Raspberry Pi OS 64-bit Trixie | debian13-arm64 (aarch64, QEMU cortex-a76) " in text
+    assert (
+        "| 321 s | 99 MB | ai_edge_litert 2.3.0 (xnnpack) | 90 passed, 0 failed | 196/200 " in text
+    )
+    assert "| 200/200 | **works** |" in text
+    bad = tmp_path / "bad.md"
+    bad.write_text("no markers\n")
+    assert matrix.main(["render", "--record", str(record), "--into", str(bad)]) == 2
+    assert "needs exactly one <!-- BEGIN pi-matrix -->" in capsys.readouterr().err
+
+
+def test_the_committed_pi_matrix_record_renders_the_docs_table(tmp_path):
+    """docs/raspberry-pi.md's table is the record's (make docs-tables), and every row the
+    docs call supported works there."""
+    record = REPO / "docs" / "results" / "pi-matrix.json"
+    doc = REPO / "docs" / "raspberry-pi.md"
+    copy = tmp_path / "raspberry-pi.md"
+    copy.write_text(doc.read_text())
+    assert matrix.main(["render", "--record", str(record), "--into", str(copy)]) == 0
+    assert copy.read_text() == doc.read_text(), "run 'make docs-tables'"
+    rows = {(r["root"], r["extra"]): r for r in json.loads(record.read_text())}
+    assert set(rows) == {(root, e) for _, root, e in matrix.ROWS}
+    # What the docs and pyproject.toml's extras say: [edge] works on 64-bit Bookworm and
+    # Trixie, [pi-legacy] runs on 64-bit Bookworm, Bullseye and the 32-bit images do not install.
+    for root in ("debian12-arm64", "debian13-arm64"):
+        assert rows[root, "edge"]["verdict"] == "works"
+    assert rows["debian12-arm64", "pi-legacy"]["tests"]["failed"] == 0
+    for root in ("debian11-arm64", "debian12-armhf"):
+        for extra in ("edge", "pi-legacy"):
+            assert rows[root, extra]["verdict"].startswith("not supported"), (root, extra)

@@ -73,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with open_captioner(args.bundle) as captioner, args.out.open("w") as out:
         backends = captioner.backends
+        # 'xnnpack' or 'none' per TFLite model (an edge-caption before delegates: absent)
+        delegates = getattr(captioner, "delegates", None)
         for image in images:
             result = captioner.caption(args.base / image)
             line = {"image": image, "caption": result.text, "tokens": result.tokens,
@@ -83,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": platform.machine(),
         "platform": platform.platform(),
         "backends": backends,
+        "delegates": delegates,
         "versions": versions(),
         "edgecap_file": runtime.__file__,
         "bundle": str(args.bundle) if args.bundle else "built-in",

@@ -5,7 +5,8 @@
 # binfmt-support debootstrap). The Makefile's test-debian13 and test-arm64 call it.
 #
 #   debian_root.sh prepare            the e2e folder, the image list and the x86 captions
-#   debian_root.sh run NAME EXTRA     NAME: debian12-arm64, debian13-arm64, debian13-amd64...
+#   debian_root.sh run NAME EXTRA     NAME: debianNN-ARCH, NN 11, 12 or 13, ARCH amd64,
+#                                     arm64 or armhf (e.g. debian12-arm64)
 #                                     EXTRA: edge or pi-legacy
 #   debian_root.sh summary NAME-EXTRA...
 #
@@ -14,13 +15,19 @@
 #             a finished root is reused, a half-made one is made again
 #   WHEEL     the built wheel (make dist)
 #   BUNDLE    the bundle folder to caption with; empty: the package's built-in model
+#   DEMO_BUNDLE  a second bundle to caption the same images with (make demo's), or empty
 #   SHARED    the shared data folder (data/imagenet_check, data/flickr8k-224, data/flickr8k)
 #   PLATFORMS results folder (artifacts/platforms); PYTHON the host venv's python
 #   PI_PYTHON the host's pi-legacy venv's python (tflite-runtime 2.14), where there is one:
 #             pi-legacy roots are compared with its captions too (same backend, x86)
 #   MIRROR    the Debian mirror; N_TEST the number of Flickr8k test photos (200)
 #   ARM_CPU   the core QEMU emulates for arm64 roots: cortex-a76 (Raspberry Pi 5, the
-#             default), cortex-a72 (Pi 4) or cortex-a53 (Pi 3, Zero 2)
+#             default), cortex-a72 (Pi 4) or cortex-a53 (Pi 3, Zero 2); armhf roots run
+#             on QEMU's default 32-bit ARM core
+#
+# A root whose Python cannot install the wheel with [EXTRA] from binary wheels (too old a
+# Python, no wheel for the machine) is a result too: its result.json has install.ok false
+# and pip's errors, and `run` exits with status 3.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
@@ -31,6 +38,7 @@ PYTHON=${PYTHON:-$REPO/.venv/bin/python}
 MIRROR=${MIRROR:-http://deb.debian.org/debian}
 N_TEST=${N_TEST:-200}
 BUNDLE=${BUNDLE:-}
+DEMO_BUNDLE=${DEMO_BUNDLE:-}
 ARM_CPU=${ARM_CPU:-cortex-a76}
 E2E=$PLATFORMS/e2e
 X86=$PLATFORMS/x86-host
@@ -62,14 +70,24 @@ prepare() {
     } >"$PLATFORMS/images.txt"
     local bundle_args=()
     [ -n "$BUNDLE" ] && bundle_args=(--bundle "$BUNDLE")
+    [ -z "$DEMO_BUNDLE" ] || [ -f "$DEMO_BUNDLE/manifest.json" ] || die "no bundle at DEMO_BUNDLE=$DEMO_BUNDLE"
     log "x86 captions (host venv) of $(wc -l <"$PLATFORMS/images.txt") images, bundle: ${BUNDLE:-built-in}"
     "$PYTHON" "$REPO/tests/platforms/caption_images.py" --base "$SHARED" \
         --list "$PLATFORMS/images.txt" "${bundle_args[@]}" --out "$X86/captions.jsonl"
+    rm -f "$X86/captions-demo.jsonl"
+    if [ -n "$DEMO_BUNDLE" ]; then
+        log "x86 captions (host venv) with the demo bundle $DEMO_BUNDLE"
+        "$PYTHON" "$REPO/tests/platforms/caption_images.py" --base "$SHARED" \
+            --list "$PLATFORMS/images.txt" --bundle "$DEMO_BUNDLE" --out "$X86/captions-demo.jsonl"
+    fi
     rm -rf "$X86_LEGACY"
     if [ -n "$PI_PYTHON" ] && [ -x "$PI_PYTHON" ]; then
         log "x86 captions with tflite-runtime ($PI_PYTHON)"
         "$PI_PYTHON" -I "$REPO/tests/platforms/caption_images.py" --base "$SHARED" \
             --list "$PLATFORMS/images.txt" "${bundle_args[@]}" --out "$X86_LEGACY/captions.jsonl"
+        [ -z "$DEMO_BUNDLE" ] || "$PI_PYTHON" -I "$REPO/tests/platforms/caption_images.py" \
+            --base "$SHARED" --list "$PLATFORMS/images.txt" --bundle "$DEMO_BUNDLE" \
+            --out "$X86_LEGACY/captions-demo.jsonl"
     fi
 }
 
@@ -96,23 +114,28 @@ ensure_root() {
     log "$root made in $((SECONDS - start)) s"
 }
 
-# arm64 on an x86 host: the kernel must hand aarch64 binaries to qemu-aarch64-static. With
-# binfmt's F flag the interpreter is opened at registration, so the root needs no copy of it.
+# arm64 and armhf on an x86 host: the kernel must hand aarch64 (arm) binaries to
+# qemu-aarch64-static (qemu-arm-static). With binfmt's F flag the interpreter is opened at
+# registration, so the root needs no copy of it.
 ensure_binfmt() {
-    local arch=$1 host
+    local arch=$1 host qemu
     host=$(dpkg --print-architecture)
     [ "$arch" = "$host" ] && return
-    [ "$arch" = arm64 ] || die "only arm64 is emulated here, not $arch"
-    local entry=/proc/sys/fs/binfmt_misc/qemu-aarch64
+    case $arch in
+    arm64) qemu=qemu-aarch64 ;;
+    armhf) qemu=qemu-arm ;;
+    *) die "only arm64 and armhf are emulated here, not $arch" ;;
+    esac
+    local entry=/proc/sys/fs/binfmt_misc/$qemu
     if [ ! -f "$entry" ]; then
         [ -f /proc/sys/fs/binfmt_misc/register ] ||
             mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null || true
-        command -v update-binfmts >/dev/null && update-binfmts --enable qemu-aarch64 2>/dev/null || true
+        command -v update-binfmts >/dev/null && update-binfmts --enable $qemu 2>/dev/null || true
     fi
     [ -f "$entry" ] && grep -q enabled "$entry" ||
-        die "binfmt_misc has no enabled qemu-aarch64 entry: apt-get install qemu-user-static binfmt-support, then update-binfmts --enable qemu-aarch64"
-    grep -q "flags: .*F" "$entry" || [ -x "$ROOTS/$2/usr/bin/qemu-aarch64-static" ] ||
-        cp /usr/bin/qemu-aarch64-static "$ROOTS/$2/usr/bin/"
+        die "binfmt_misc has no enabled $qemu entry: apt-get install qemu-user-static binfmt-support, then update-binfmts --enable $qemu"
+    [ ! -d "$ROOTS/$2" ] || grep -q "flags: .*F" "$entry" || [ -x "$ROOTS/$2/usr/bin/$qemu-static" ] ||
+        cp "/usr/bin/$qemu-static" "$ROOTS/$2/usr/bin/"
 }
 
 # An arm64 /proc/cpuinfo for the emulated core, one entry per CPU the host's /sys lists.
@@ -161,13 +184,15 @@ run_root() {
     debian11) suite=bullseye ;;
     debian12) suite=bookworm ;;
     debian13) suite=trixie ;;
-    *) die "unknown release $release (debian12, debian13)" ;;
+    *) die "unknown release $release (debian11, debian12, debian13)" ;;
     esac
     [ "$(id -u)" = 0 ] || die "debootstrap and chroot need root"
     [ -n "${WHEEL:-}" ] && [ -f "$WHEEL" ] || die "no wheel at WHEEL=${WHEEL:-}; run 'make dist'"
     [ -f "$E2E/bundle-int8/manifest.json" ] && [ -f "$PLATFORMS/images.txt" ] &&
         [ -f "$X86/captions.jsonl" ] || die "run 'debian_root.sh prepare' first"
     [ -z "$BUNDLE" ] || [ -f "$BUNDLE/manifest.json" ] || die "no bundle at BUNDLE=$BUNDLE"
+    [ -z "$DEMO_BUNDLE" ] || [ -f "$X86/captions-demo.jsonl" ] ||
+        die "no x86 captions of DEMO_BUNDLE=$DEMO_BUNDLE; run 'debian_root.sh prepare' with it first"
 
     local total_start=$SECONDS
     ensure_binfmt "$arch" "$name"
@@ -182,13 +207,14 @@ run_root() {
     cp "$REPO/pyproject.toml" "$out/"  # pytest's settings only; no package is importable
     cp -r "$E2E" "$out/e2e"
     [ -n "$BUNDLE" ] && cp -r "$BUNDLE" "$out/bundle"
+    [ -n "$DEMO_BUNDLE" ] && cp -r "$DEMO_BUNDLE" "$out/demo-bundle"
     cp "$PLATFORMS/images.txt" "$out/"
 
     trap unmount_all EXIT
     mkdir -p "$ROOTS/pip-cache"
     mkdir -p "$root/proc" && mount -t proc proc "$root/proc" && MOUNTED+=("$root/proc")
     local emulated=()
-    if [ "$arch" != "$(dpkg --print-architecture)" ]; then
+    if [ "$arch" = arm64 ] && [ "$arch" != "$(dpkg --print-architecture)" ]; then
         arm_cpuinfo "$ARM_CPU" >"$ROOTS/cpuinfo-$ARM_CPU"
         mount --bind "$ROOTS/cpuinfo-$ARM_CPU" "$root/proc/cpuinfo" && MOUNTED+=("$root/proc/cpuinfo")
         emulated=(QEMU_CPU="$ARM_CPU") # every aarch64 program started in the root inherits it
@@ -205,34 +231,60 @@ run_root() {
     [ -f "$ca" ] && cp "$ca" "$root/etc/edgecap-host-ca.pem"
 
     log "$name ($arch${emulated:+, QEMU ${ARM_CPU}}) [$extra]: in the root"
-    local rc=0
-    chroot "$root" /usr/bin/env -i HOME=/root LANG=C.UTF-8 "${emulated[@]}" \
-        PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-        PIP_CERT=/etc/edgecap-host-ca.pem PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_DEFAULT_TIMEOUT=180 \
-        ${http_proxy:+http_proxy=$http_proxy} ${https_proxy:+https_proxy=$https_proxy} \
-        ${no_proxy:+no_proxy=$no_proxy} \
-        bash /edgecap/tests/platforms/in_root.sh "$extra" "$RUNTIME_TESTS" || rc=$?
+    local rc=0 env=(/usr/bin/env -i HOME=/root LANG=C.UTF-8 "${emulated[@]}"
+        PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+        PIP_CERT=/etc/edgecap-host-ca.pem PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_DEFAULT_TIMEOUT=180
+        ${http_proxy:+http_proxy=$http_proxy} ${https_proxy:+https_proxy=$https_proxy}
+        ${no_proxy:+no_proxy=$no_proxy})
+    chroot "$root" "${env[@]}" bash /edgecap/tests/platforms/in_root.sh "$extra" "$RUNTIME_TESTS" || rc=$?
+    if [ "$rc" != 3 ] && [ "$arch" = arm64 ] && [ -f "$out/out/root.json" ]; then
+        # The same venv with /sys hidden, as some containers do: XNNPACK's CPU detection
+        # fails there, and the runtime must say so in one warning line.
+        log "$name [$extra]: without /sys"
+        umount -R "$root/sys"
+        chroot "$root" "${env[@]}" bash /edgecap/tests/platforms/in_root.sh nosys "$extra" || rc=$?
+    fi
     unmount_all
     trap - EXIT
     [ -f "$out/out/root.json" ] || die "$name [$extra]: the root wrote no results (exit status $rc)"
+    if [ "$rc" = 3 ]; then
+        "$PYTHON" - "$out" "$name" "$((SECONDS - total_start))" <<'PY'
+import json, sys
+from pathlib import Path
+out, name, seconds = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+result = json.loads((out / "out" / "root.json").read_text())
+result.update(root=name, seconds=seconds)
+(out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+PY
+        log "$name [$extra]: does not install ($((SECONDS - total_start)) s); results in $out"
+        return 3
+    fi
 
     log "$name [$extra]: captions against x86"
-    "$PYTHON" "$REPO/tests/platforms/compare_captions.py" "$X86/captions.jsonl" \
-        "$out/out/captions.jsonl" --flickr8k "$SHARED/data/flickr8k" --out "$out/compare.json"
-    if [ "$extra" = pi-legacy ] && [ -f "$X86_LEGACY/captions.jsonl" ]; then
-        log "$name [$extra]: captions against x86's with the same backend (tflite-runtime)"
-        "$PYTHON" "$REPO/tests/platforms/compare_captions.py" "$X86_LEGACY/captions.jsonl" \
-            "$out/out/captions.jsonl" --flickr8k "$SHARED/data/flickr8k" --out "$out/compare-same-backend.json"
-    fi
+    local which
+    for which in "" -demo; do
+        [ -f "$out/out/captions$which.jsonl" ] || continue
+        "$PYTHON" "$REPO/tests/platforms/compare_captions.py" "$X86/captions$which.jsonl" \
+            "$out/out/captions$which.jsonl" --flickr8k "$SHARED/data/flickr8k" --out "$out/compare$which.json"
+        if [ "$extra" = pi-legacy ] && [ -f "$X86_LEGACY/captions$which.jsonl" ]; then
+            log "$name [$extra]: captions against x86's with the same backend (tflite-runtime)"
+            "$PYTHON" "$REPO/tests/platforms/compare_captions.py" "$X86_LEGACY/captions$which.jsonl" \
+                "$out/out/captions$which.jsonl" --flickr8k "$SHARED/data/flickr8k" \
+                --out "$out/compare-same-backend$which.json"
+        fi
+    done
     "$PYTHON" - "$out" "$name" "$root" "$((SECONDS - total_start))" <<'PY'
 import json, sys
 from pathlib import Path
 out, name, root, seconds = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])
 result = json.loads((out / "out" / "root.json").read_text())
 result.update(root=name, seconds=seconds, compare=json.loads((out / "compare.json").read_text()))
-same = out / "compare-same-backend.json"
-if same.is_file():
-    result["compare_same_backend"] = json.loads(same.read_text())
+for key, file in (("compare_same_backend", "compare-same-backend.json"),
+                  ("compare_demo", "compare-demo.json"),
+                  ("compare_demo_same_backend", "compare-same-backend-demo.json"),
+                  ("without_sys", "out/nosys.json")):
+    if (out / file).is_file():
+        result[key] = json.loads((out / file).read_text())
 result["debootstrap_seconds"] = int((root / ".edgecap-root").read_text().strip() or 0)
 (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
 PY

@@ -1,15 +1,44 @@
 #!/bin/bash
 # Runs INSIDE a Debian root (chroot), started by tests/platforms/debian_root.sh:
 #   /edgecap  the stage: dist/*.whl, tests/, pyproject.toml, e2e/, bundle/ (optional),
-#             images.txt (paths relative to /shared); results go to /edgecap/out/
+#             demo-bundle/ (optional), images.txt (paths relative to /shared); results go
+#             to /edgecap/out/
 #   /shared   the shared data, read-only
 # Usage: in_root.sh EXTRA TEST_FILE...   (EXTRA: edge or pi-legacy)
+#        in_root.sh nosys EXTRA          (the installed venv, in a root without /sys)
 #
 # Installs the built wheel with [EXTRA] into /opt/edgecap-EXTRA on the root's python3
-# (binary wheels only; the download size is the wheelhouse's), runs the runtime tests
+# (binary wheels only; the download size is the wheelhouse's, and what pip fetched in all,
+# discarded backtracking wheels included, is read from its log), runs the runtime tests
 # from the copied tests folder with the installed package (not a checkout), and captions
-# the listed images. Writes /edgecap/out/root.json.
+# the listed images with bundle/ (or the built-in model) and demo-bundle/. Writes
+# /edgecap/out/root.json; if the install fails, root.json says so with pip's errors and
+# the script exits with status 3 (an image the package does not support).
 set -euo pipefail
+if [ "$1" = nosys ]; then
+    # Without /sys, XNNPACK's CPU detection fails on ARM: the runtime must say so (one
+    # warning line) and still caption. What the venv reports goes to out/nosys.json.
+    venv=/opt/edgecap-$2
+    out=/edgecap/out
+    set +e
+    "$venv/bin/edge_caption" info --json >"$out/nosys-info.json" 2>"$out/nosys-info.err"
+    info_rc=$?
+    set -e
+    python3 - "$out" "$info_rc" >"$out/nosys.json" <<'PY'
+import json, sys
+from pathlib import Path
+out, rc = Path(sys.argv[1]), int(sys.argv[2])
+err = (out / "nosys-info.err").read_text(errors="replace").splitlines()
+info = json.loads((out / "nosys-info.json").read_text() or "{}") if rc == 0 else {}
+print(json.dumps({
+    "exit_status": rc,
+    "delegates": (info.get("runtime") or {}).get("delegates"),
+    "warnings": [line for line in err if "fast CPU path is off" in line],
+    "stderr_lines": len(err),
+}, indent=2))
+PY
+    exit 0
+fi
 extra=$1
 shift
 stage=/edgecap
@@ -45,6 +74,26 @@ print(hashlib.sha256("\n".join(keep).encode()).hexdigest()[:16])
 PY
 )
 wheel_sha=$(sha256sum "$wheel" | cut -c1-16)
+# The extra's own requirements, repeated on the command line: pip's resolver pins the core
+# requirements (numpy>=1.23, OpenCV) before an extra's caps reach it, and [pi-legacy] made
+# it download numpy 2 and OpenCV 5 wheels only to discard them (52 MB); given top-level,
+# the caps apply from the start and pip resolves in one pass. docs/raspberry-pi.md shows
+# the same command.
+mapfile -t pins < <(python3 - "$wheel" "$extra" <<'PY'
+import re, sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z:
+    meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
+    head = z.read(meta).decode().split("\n\n")[0]
+# The extra's requirements on projects the core requires too (its caps on them).
+lines = [l.removeprefix("Requires-Dist: ") for l in head.splitlines() if l.startswith("Requires-Dist:")]
+name = lambda req: re.match(r"[A-Za-z0-9_.-]+", req).group(0).lower()
+core = {name(l) for l in lines if "extra ==" not in l}
+for l in lines:
+    m = re.fullmatch(r"(.+?); *extra == \"(.+?)\"", l)
+    if m and m.group(2) == sys.argv[2] and name(m.group(1)) in core:
+        print(m.group(1).replace(" ", ""))
+PY
+)
 if [ -f "$venv/.edgecap-deps-$deps_key" ] && [ -f "$venv/install.json" ]; then
     if [ -f "$venv/.edgecap-wheel-$wheel_sha" ]; then
         log "reusing $venv (same wheel $wheel_sha)"
@@ -64,23 +113,65 @@ else
     start=$(date +%s.%N)
     # What a device downloads: the runtime's wheels for this root's Python and machine.
     log "pip download '$(basename "$wheel")[$extra]' (binary wheels only)"
-    run "$out/pip-download.log" "$venv/bin/pip" download --only-binary=:all: -d "$wheelhouse" "$wheel[$extra]"
+    if ! run "$out/pip-download.log" "$venv/bin/pip" download --only-binary=:all: \
+        -d "$wheelhouse" "$wheel[$extra]" "${pins[@]}"; then
+        # Not installable here: the record says what pip said, and the run ends.
+        python3 - "$out" "$extra" "$(basename "$wheel")" "$start" "${pins[@]}" >"$out/root.json" <<'PY'
+import json, os, platform, sys, time
+from pathlib import Path
+out, extra, wheel, start = Path(sys.argv[1]), sys.argv[2], sys.argv[3], float(sys.argv[4])
+pins = "".join(f" '{p}'" for p in sys.argv[5:])
+log = (out / "pip-download.log").read_text(errors="replace").splitlines()
+errors = [l.strip() for l in log if l.startswith("ERROR:") or "requires a different Python" in l]
+print(json.dumps({
+    "extra": extra,
+    "facts": {"python": platform.python_version(), "machine": platform.machine(),
+              "glibc": "-".join(platform.libc_ver()), "emulated_cpu": os.environ.get("QEMU_CPU")},
+    "install": {"ok": False, "seconds": round(time.time() - start, 1),
+                "command": f"pip install --only-binary=:all: '{wheel}[{extra}]'{pins}",
+                "errors": list(dict.fromkeys(errors))[:6]},
+}, indent=2))
+PY
+        rm -rf "$venv" "$wheelhouse"
+        log "not installable: $(grep -m1 '^ERROR:' "$out/pip-download.log" || true)"
+        exit 3
+    fi
+    cp "$out/pip-download.log" "$venv/pip-download.log"
     log "pip install from the wheelhouse"
-    run "$out/pip-install.log" "$venv/bin/pip" install --no-index --find-links "$wheelhouse" "$wheel[$extra]"
+    run "$out/pip-install.log" "$venv/bin/pip" install --no-index --find-links "$wheelhouse" \
+        "$wheel[$extra]" "${pins[@]}"
     seconds=$(python3 -c "import time; print(round(time.time() - $start, 1))")
     # The test tools are not the runtime's: installed apart and not counted.
     log "pip install the test tools"
     run "$out/pip-test-tools.log" "$venv/bin/pip" install --only-binary=:all: \
         "pytest>=8.0" "pytest-timeout>=2.3" "hypothesis>=6.100"
-    python3 - "$wheelhouse" "$seconds" "$(basename "$wheel")" >"$venv/install.json" <<'PY'
-import json, sys
+    python3 - "$wheelhouse" "$seconds" "$(basename "$wheel")" "$extra" "$venv/pip-download.log" \
+        "${pins[@]}" >"$venv/install.json" <<'PY'
+import json, re, sys
 from pathlib import Path
-wheelhouse, seconds, own = Path(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+wheelhouse, seconds, own, extra, log = sys.argv[1:6]
+pins = "".join(f" '{p}'" for p in sys.argv[6:])
+wheelhouse = Path(wheelhouse)
 wheels = sorted(p for p in wheelhouse.iterdir() if p.suffix == ".whl" and p.name != own)
+# Every wheel pip fetched (downloaded, or taken from its cache), kept or not: a project with
+# more than one is one pip backtracked through.
+# (Metadata-only fetches, "NAME.whl.metadata", are not wheels.)
+fetched, units = {}, {"bytes": 1, "kB": 1e3, "MB": 1e6, "GB": 1e9}
+pattern = r"(?:Downloading|Using cached) (?:\S*/)?([^/\s]+\.whl) \(([\d.]+) (bytes|kB|MB|GB)\)"
+for m in re.finditer(pattern, Path(log).read_text()):
+    fetched[m.group(1)] = float(m.group(2)) * units[m.group(3)]
+projects = {}
+for name in fetched:
+    projects.setdefault(name.split("-")[0].lower(), set()).add(name.split("-")[1])
 print(json.dumps({
-    "seconds": seconds,
+    "ok": True,
+    "seconds": float(seconds),
+    "command": f"pip install --only-binary=:all: '{own}[{extra}]'{pins}",
     "download_bytes": sum(p.stat().st_size for p in wheels),
     "wheels": {p.name: p.stat().st_size for p in wheels},
+    "fetched_wheels": len(fetched),
+    "fetched_bytes": round(sum(fetched.values())),
+    "backtracked": {k: sorted(v) for k, v in projects.items() if len(v) > 1},
 }))
 PY
     touch "$venv/.edgecap-deps-$deps_key" "$venv/.edgecap-wheel-$wheel_sha"
@@ -99,6 +190,7 @@ if f"{sys.prefix}/lib/" not in file or "site-packages" not in file:
 print(json.dumps({
     "python": platform.python_version(),
     "machine": platform.machine(),
+    "glibc": "-".join(platform.libc_ver()),
     "emulated_cpu": os.environ.get("QEMU_CPU"),
     "edgecap_file": file,
     "tensorflow": importlib.util.find_spec("tensorflow") is not None,
@@ -126,6 +218,11 @@ caption_start=$(date +%s.%N)
 "$venv/bin/python" -I "$stage/tests/platforms/caption_images.py" --base /shared \
     --list "$stage/images.txt" "${bundle_args[@]}" --out "$out/captions.jsonl"
 caption_seconds=$(python3 -c "import time; print(round(time.time() - $caption_start, 1))")
+if [ -d "$stage/demo-bundle" ]; then
+    log "captioning $(wc -l <"$stage/images.txt") images with the demo bundle"
+    "$venv/bin/python" -I "$stage/tests/platforms/caption_images.py" --base /shared \
+        --list "$stage/images.txt" --bundle "$stage/demo-bundle" --out "$out/captions-demo.jsonl"
+fi
 
 python3 - "$out" "$extra" "$pytest_rc" "$test_seconds" "$caption_seconds" "$venv_state" >"$out/root.json" <<'PY'
 import json, sys
@@ -150,7 +247,7 @@ print(json.dumps({
         "seconds": float(test_seconds),
     },
     "captions": {"seconds": float(caption_seconds), "backends": meta["backends"],
-                 "versions": meta["versions"]},
+                 "delegates": meta.get("delegates"), "versions": meta["versions"]},
 }, indent=2))
 PY
 log "done (pytest exit status $pytest_rc)"
