@@ -290,165 +290,114 @@ def _gallery(argv: list[str]) -> int:
     return 0
 
 
-def _scst(argv: list[str]) -> int:
-    from .scst import ScstConfig
+def _add_config_options(parser: argparse.ArgumentParser, cls: type, helps: dict[str, str]) -> None:
+    """One option per field of the dataclass `cls`, its default the field's: --field-name
+    VALUE, or for a field that defaults to True, `helps`' key "--no-..." turning it off."""
+    defaults = cls()
+    for f in fields(cls):
+        value = getattr(defaults, f.name)
+        if isinstance(value, bool):
+            flag = next(
+                k for k in helps if k.startswith("--no-") and k[5:] == f.name.replace("_", "-")
+            )
+            parser.add_argument(flag, dest=f.name, action="store_false", help=helps[flag])
+            continue
+        shown = f"{value:g}" if isinstance(value, float) else value
+        text = helps.get(f.name, "")
+        parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(value), default=value,
+                            help=f"{text} (default {shown})" if text else f"default {shown}")  # fmt: skip
 
-    defaults = ScstConfig()
-    parser = argparse.ArgumentParser(
-        prog="caption-train scst",
-        description="Fine-tune a finished lstm or merge run on CIDEr-D with self-critical "
-        "sequence training; writes a new run directory that export and evaluate take as is.",
-    )
+
+def _stage_command(argv: list[str], stage: str, cls: type, description: str,
+                   helps: dict[str, str]) -> tuple[argparse.ArgumentParser, argparse.Namespace]:  # fmt: skip
+    """The parser and arguments of a command that makes a new run from a finished one
+    (`finetune`, `scst`): RUN --out RUN2, the fields of its config `cls`, --config."""
+    parser = argparse.ArgumentParser(prog=f"caption-train {stage}", description=description)
     parser.add_argument("run", help="the finished run to start from (it is not changed)")
     parser.add_argument("--out", required=True, help="the new run directory")
-    parser.add_argument(
-        "--epochs",
-        type=int,
-        default=defaults.epochs,
-        help=f"passes over the train images (default {defaults.epochs})",
-    )
-    parser.add_argument(
-        "--learning-rate",
-        type=float,
-        default=defaults.learning_rate,
-        help=f"Adam, constant (default {defaults.learning_rate:g})",
-    )
-    parser.add_argument(
-        "--samples",
-        type=int,
-        default=defaults.samples,
-        help=f"captions sampled per image, at least 2 (default {defaults.samples})",
-    )
-    parser.add_argument(
-        "--images-per-batch",
-        type=int,
-        default=defaults.images_per_batch,
-        help=f"default {defaults.images_per_batch}",
-    )
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument(
-        "--bleu4-weight",
-        type=float,
-        default=defaults.bleu4_weight,
-        help="reward = CIDEr-D + this x the sample's BLEU-4; the kept epoch is the best on "
-        f"the same mix over dev (default {defaults.bleu4_weight:g}: CIDEr-D alone)",
-    )
-    parser.add_argument(
-        "--no-end-aware",
-        dest="end_aware",
-        action="store_false",
-        help="score captions without their end token, as runs before the end-aware reward "
-        "did (their greedy captions end on 'a', 'of', 'with' ... up to one in seven)",
-    )
-    parser.add_argument(
-        "--max-dev-dangling",
-        type=float,
-        default=defaults.max_dev_dangling,
-        help="never keep an epoch whose greedy dev captions end on a dangling word more "
-        f"often than this share (default {defaults.max_dev_dangling:g})",
-    )
+    _add_config_options(parser, cls, helps)
     parser.add_argument("--feature-cache", help="feature cache folder (default: the parent's)")
-    _recipe_defaults(parser, argv, "scst")
-    args = parser.parse_args(argv)
+    if stage == "finetune":
+        _add_final_split_and_scale_out(parser)
+    _recipe_defaults(parser, argv, stage)
+    return parser, parser.parse_args(argv)
+
+
+def _interrupted_stage(stage: str, out: str) -> int:
+    return interrupted(f"\ncaption-train {stage}: interrupted; rerun the same command to go on "
+                       f"from epoch {_epochs_done(out) + 1}")  # fmt: skip
+
+
+SCST_HELP = {
+    "epochs": "passes over the train images",
+    "learning_rate": "Adam, constant",
+    "samples": "captions sampled per image, at least 2",
+    "bleu4_weight": "reward = CIDEr-D + this x the sample's BLEU-4; the kept epoch is the best "
+    "on the same mix over dev (0: CIDEr-D alone)",
+    "--no-end-aware": "score captions without their end token, as runs before the end-aware "
+    "reward did (their greedy captions end on 'a', 'of', 'with' ... up to one in seven)",
+    "max_dev_dangling": "never keep an epoch whose greedy dev captions end on a dangling word "
+    "more often than this share",
+}
+
+
+def _scst(argv: list[str]) -> int:
+    from .scst import ScstConfig, scst
+
+    parser, args = _stage_command(
+        argv, "scst", ScstConfig,
+        "Fine-tune a finished lstm or merge run on CIDEr-D with self-critical sequence "
+        "training; writes a new run directory that export and evaluate take as is.",
+        SCST_HELP,
+    )  # fmt: skip
     if not 0.0 <= args.max_dev_dangling <= 1.0:
         parser.error("--max-dev-dangling is a share between 0 and 1")
-    from .scst import scst
-
     config = ScstConfig(**{f.name: getattr(args, f.name) for f in fields(ScstConfig)})
     try:
         state = scst(args.run, args.out, config, args.feature_cache)
     except KeyboardInterrupt:
-        return interrupted(f"\ncaption-train scst: interrupted; rerun the same command to go "
-                           f"on from epoch {_scst_epochs_done(args.out) + 1}")  # fmt: skip
+        return _interrupted_stage("scst", args.out)
     for entry in state["history"]:
         print(json.dumps(entry))
     return 0
 
 
-def _finetune(argv: list[str]) -> int:
-    from .finetune import FinetuneConfig
+FINETUNE_HELP = {
+    "epochs": "passes over the train images",
+    "train_blocks": "the encoder's last N blocks learn, with the layers after them; -1: all "
+    "of it, 0: none",
+    "learning_rate": "the decoder's Adam peak, cosine to 0",
+    "encoder_learning_rate": "the encoder's",
+    "images_per_batch": "images a step sees, each with all its captions",
+    "crop_area": "random crops keep at least this share of the image; 1: no crops",
+    "--no-flip": "no horizontal flips (by default half the images are flipped, 'left' and "
+    "'right' swapped in their captions)",
+    "jitter": "brightness, contrast and saturation move by at most this; 0: none",
+}
 
-    d = FinetuneConfig()
-    parser = argparse.ArgumentParser(
-        prog="caption-train finetune",
-        description="Train the encoder's last blocks together with the decoder of a "
-        "finished lstm or merge run, from the image files (augmented), the encoder at a "
-        "lower learning rate; writes a new run directory that scst, export and evaluate "
-        "take as is. Rerun the same command to resume.",
-    )
-    parser.add_argument("run", help="the finished run to start from (it is not changed)")
-    parser.add_argument("--out", required=True, help="the new run directory")
-    parser.add_argument(
-        "--epochs",
-        type=int,
-        default=d.epochs,
-        help=f"passes over the train images (default {d.epochs})",
-    )
-    parser.add_argument(
-        "--train-blocks",
-        type=int,
-        default=d.train_blocks,
-        help="the encoder's last N blocks learn, with the layers after them; "
-        f"-1: all of it, 0: none (default {d.train_blocks})",
-    )
-    parser.add_argument(
-        "--learning-rate",
-        type=float,
-        default=d.learning_rate,
-        help=f"the decoder's Adam peak, cosine to 0 (default {d.learning_rate:g})",
-    )
-    parser.add_argument(
-        "--encoder-learning-rate",
-        type=float,
-        default=d.encoder_learning_rate,
-        help=f"the encoder's (default {d.encoder_learning_rate:g})",
-    )
-    parser.add_argument(
-        "--images-per-batch",
-        type=int,
-        default=d.images_per_batch,
-        help=f"images a step sees, each with all its captions (default {d.images_per_batch})",
-    )
-    parser.add_argument(
-        "--crop-area",
-        type=float,
-        default=d.crop_area,
-        help="random crops keep at least this share of the image; 1: no "
-        f"crops (default {d.crop_area:g})",
-    )
-    parser.add_argument(
-        "--no-flip",
-        dest="flip",
-        action="store_false",
-        help="no horizontal flips (by default half the images are flipped, "
-        "'left' and 'right' swapped in their captions)",
-    )
-    parser.add_argument(
-        "--jitter",
-        type=float,
-        default=d.jitter,
-        help="brightness, contrast and saturation move by at most this; 0: "
-        f"none (default {d.jitter:g})",
-    )
-    parser.add_argument("--seed", type=int, default=d.seed)
-    parser.add_argument("--feature-cache", help="feature cache folder (default: the parent's)")
-    _add_final_split_and_scale_out(parser)
-    _recipe_defaults(parser, argv, "finetune")
-    args = parser.parse_args(argv)
+
+def _finetune(argv: list[str]) -> int:
+    from .finetune import FinetuneConfig, finetune
+
+    parser, args = _stage_command(
+        argv, "finetune", FinetuneConfig,
+        "Train the encoder's last blocks together with the decoder of a finished lstm or "
+        "merge run, from the image files (augmented), the encoder at a lower learning rate; "
+        "writes a new run directory that scst, export and evaluate take as is. Rerun the "
+        "same command to resume.",
+        FINETUNE_HELP,
+    )  # fmt: skip
     config = FinetuneConfig(**{f.name: getattr(args, f.name) for f in fields(FinetuneConfig)})
     try:
         config.check()
     except ValueError as exc:
         parser.error(str(exc))
-    from .finetune import finetune
-
     devices = [d.strip() for d in args.devices.split(",") if d.strip()]
     try:
         state = finetune(args.run, args.out, config, args.final_split, args.distribute,
                          devices, args.feature_cache)  # fmt: skip
     except KeyboardInterrupt:
-        return interrupted(f"\ncaption-train finetune: interrupted; rerun the same command to "
-                           f"go on from epoch {_scst_epochs_done(args.out) + 1}")  # fmt: skip
+        return _interrupted_stage("finetune", args.out)
     for entry in state.get("history", []):
         print(json.dumps(entry))
     if state.get("metrics"):
@@ -456,7 +405,7 @@ def _finetune(argv: list[str]) -> int:
     return 0
 
 
-def _scst_epochs_done(out: str) -> int:
+def _epochs_done(out: str) -> int:
     from pathlib import Path
 
     from .training import read_state
