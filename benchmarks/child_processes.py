@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from edgecap.edge_runtime.bundle import RuntimeOptions
 
-SEED_STYLE_IMAGES = 5  # seed-style captions cost ~0.5 s each on 2 cores: a handful is enough
+SEED_STYLE_IMAGES = 5  # the slowest row of docs/benchmarks.md by far: a handful is enough
 
 
 def child_env(threads: int | None = None) -> dict[str, str]:
