@@ -110,11 +110,11 @@ bench-inputs: $(STAMP)
 	test ! -f $(F8K_INT8)/manifest.json || $(BIN)/caption-bench inputs $(F8K_INT8) \
 		$(foreach d,$(PHOTOS),--photos $(d)) --out $(F8K_OUT)/bench/inputs
 
-# Peak memory and time of training (benchmarks/training_memory.py): Flickr8k from a cold
+# Peak memory and time of training (benchmarks/studies/training_memory.py): Flickr8k from a cold
 # and a warm feature cache, LSTM and BLSTM, and 10,000 vs 100,000 synthetic captions.
 # About 40 minutes on 2 cores; `make docs-tables` puts the table in the README.
 bench-training: $(STAMP)
-	$(BIN)/python -m edgecap.benchmarks.training_memory --flickr8k "$(FLICKR8K)" \
+	$(BIN)/python benchmarks/studies/training_memory.py --flickr8k "$(FLICKR8K)" \
 		--weights "$(IMAGENET_WEIGHTS)/mobilenet_v2_1.0_224_imagenet_bnfolded_no_top.h5" \
 		--out artifacts/bench/training-memory
 
@@ -131,15 +131,16 @@ GPU_RESULTS := $(addprefix docs/results/h200/,onnx-cuda.json onnx-cpu.json liter
 INPUTS_RESULTS = $(wildcard $(F8K_OUT)/bench/inputs/inputs.json $(DEMO)/bench-inputs/inputs.json)
 docs-tables: $(STAMP)
 	test ! -f artifacts/demo/report.json || \
-		$(BIN)/python -m edgecap.benchmarks.demo render artifacts/demo/report.json --into README.md --marker demo
+		$(BIN)/caption-bench render demo artifacts/demo/report.json --into README.md
 	$(BIN)/python -m edgecap.benchmarks.results $(shell ls $(F8K_OUT)/eval/*/metrics.json 2>/dev/null | grep -v -- '-xe-') \
-		--record $(F8K_RECORD) --into README.md --marker flickr8k
+		--record $(F8K_RECORD)
+	$(BIN)/caption-bench render flickr8k $(F8K_RECORD) --into README.md
 	test -z "$(INPUTS_RESULTS)" || { \
-		$(BIN)/python -m edgecap.benchmarks.inputs render $(INPUTS_RESULTS) --into docs/benchmarks.md --marker inputs && \
-		$(BIN)/python -m edgecap.benchmarks.inputs render $(INPUTS_RESULTS) --into README.md --marker inputs --before-after; }
+		$(BIN)/caption-bench render inputs $(INPUTS_RESULTS) --into docs/benchmarks.md && \
+		$(BIN)/caption-bench render inputs-before-after $(INPUTS_RESULTS) --into README.md; }
 	$(BIN)/caption-bench merge $(GPU_RESULTS) --out docs/bench/h200 > /dev/null
 	test ! -f artifacts/bench/training-memory/training-memory.json || \
-		$(BIN)/python -m edgecap.benchmarks.training_memory render artifacts/bench/training-memory/training-memory.json --into README.md
+		$(BIN)/caption-bench render training-memory artifacts/bench/training-memory/training-memory.json --into README.md
 	test ! -f $(PI_MATRIX_RECORD) || \
 		$(BIN)/python tests/platforms/matrix.py render --record $(PI_MATRIX_RECORD) --into docs/raspberry-pi.md --marker pi-matrix
 

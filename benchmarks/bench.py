@@ -3,11 +3,12 @@ Keras baselines measured in the same run; and `caption-bench merge` across devic
 
     caption-bench BUNDLE... --out DIR [--data DIR --split test] [--min-scene-accuracy X]
     caption-bench merge RESULTS.json... --out DIR
+    caption-bench render KIND FILE... --into DOC   (benchmarks/render.py)
 
 A run writes DIR/results.json (schema: benchmarks/schema.py), DIR/results.md (the table)
 and DIR/latency_quality.png. Each bundle is measured in a process of its own
 (benchmarks/measure.py); the Keras baselines run in processes of their own too
-(benchmarks/baselines.py), so TensorFlow never shares memory or cores with a bundle.
+(benchmarks/child_processes.py), so TensorFlow never shares memory or cores with a bundle.
 
 Exit status: 0 when every bundle was measured (and passed the gate, if one was set);
 1 when --min-scene-accuracy was set and a bundle is below it, or has no scene accuracy
@@ -29,13 +30,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from edgecap.edge_runtime.atomic import write_json_atomic, write_text_atomic
-from edgecap.edge_runtime.bundle import THREADS_HELP
+from edgecap.edge_runtime.bundle import add_runtime_options
 from edgecap.edge_runtime.evaluation.timing import OUTLIER_RULE
 
-from . import baselines as base
+from . import child_processes as children
 from .fingerprint import fingerprint, label, load_average
 from .measure import MeasureOptions, failed_entry
-from .schema import SCHEMA, SCHEMA_VERSION, SchemaError, dig, load_results, portable, validate
+from .schema import SCHEMA, SCHEMA_VERSION, SchemaError, load_results, portable, validate, value_at
 
 RESULTS_FILE = "results.json"
 MARKDOWN_FILE = "results.md"
@@ -50,7 +51,8 @@ def _run_parser() -> argparse.ArgumentParser:
         "latency (encoder, decoder step, greedy and beam captions), peak RSS, quality, and "
         "Keras baselines as ratios. `caption-bench merge FILE... --out DIR` compares "
         "results files from several devices; `caption-bench inputs BUNDLE --photos DIR "
-        "--out DIR` times each input kind (photos, large JPEGs, video frames).",
+        "--out DIR` times each input kind (photos, large JPEGs, video frames); "
+        "`caption-bench render KIND FILE... --into DOC` puts a results table into a document.",
         epilog="exit status: 0 all measured (and the gate passed); 1 the --min-scene-accuracy "
         "gate failed; 2 a bundle or baseline could not be measured, or bad arguments",
     )
@@ -68,31 +70,7 @@ def _run_parser() -> argparse.ArgumentParser:
         default=None,
         help="score only the first N images of the split (default: all; 0: no quality)",
     )
-    p.add_argument(
-        "--backend",
-        default="auto",
-        choices=["auto", "litert", "tflite-runtime", "onnx"],
-        help="runtime backend (default auto: each bundle's format picks its own)",
-    )
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help=THREADS_HELP,
-    )
-    p.add_argument("--providers", default=None, help="onnxruntime providers, comma-separated")
-    p.add_argument(
-        "--accelerator",
-        default="cpu",
-        choices=["cpu", "gpu"],
-        help="gpu: each bundle's encoder on LiteRT's GPU accelerator (TFLite) or an "
-        "onnxruntime GPU provider (ONNX), as edge_caption --accelerator gpu (default cpu)",
-    )
-    p.add_argument(
-        "--accelerate-decoder",
-        action="store_true",
-        help="with --accelerator gpu, the decoder step on the GPU too",
-    )
+    add_runtime_options(p)
     p.add_argument(
         "--budget-s", type=float, default=2.0, help="seconds per latency measurement (default 2)"
     )
@@ -117,8 +95,8 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--seed-images",
         type=int,
-        default=base.SEED_STYLE_IMAGES,
-        help=f"images decoded seed-style (default {base.SEED_STYLE_IMAGES})",
+        default=children.SEED_STYLE_IMAGES,
+        help=f"images decoded seed-style (default {children.SEED_STYLE_IMAGES})",
     )
     p.add_argument(
         "--no-baselines",
@@ -150,12 +128,12 @@ def _merge_parser() -> argparse.ArgumentParser:
 def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.budget_s <= 0 or args.warmup < 0 or args.beam < 2 or args.cold_repeats < 1:
         parser.error("need --budget-s > 0, --warmup >= 0, --beam >= 2 and --cold-repeats >= 1")
-    if args.threads is not None and args.threads < 1:
-        parser.error("--threads must be at least 1")
     if args.seed_images < 1:
         parser.error("--seed-images must be at least 1")
-    if args.accelerate_decoder and args.accelerator != "gpu":
-        parser.error("--accelerate-decoder needs --accelerator gpu")
+    try:
+        MeasureOptions.from_args(args)  # the runtime flags: each names itself when wrong
+    except ValueError as exc:
+        parser.error(str(exc))
     if args.min_scene_accuracy is not None:
         if not args.data or args.quality_images == 0:
             parser.error("--min-scene-accuracy needs --data (and quality: not --quality-images 0)")
@@ -173,13 +151,15 @@ def _measure_bundle(bundle: str, options_file: Path, work: Path, index: int) -> 
     try:
         done = subprocess.run(
             [*command, str(out)],
-            capture_output=True, text=True, timeout=CHILD_TIMEOUT_S, env=base.child_env(),
+            capture_output=True, text=True, timeout=CHILD_TIMEOUT_S, env=children.child_env(),
         )  # fmt: skip
     except subprocess.TimeoutExpired:
         done = None
     if out.is_file():
         return json.loads(out.read_text())
-    reason = f"timed out after {CHILD_TIMEOUT_S} s" if done is None else base.last_line(done.stderr)
+    reason = (
+        f"timed out after {CHILD_TIMEOUT_S} s" if done is None else children.last_line(done.stderr)
+    )
     return failed_entry(bundle, reason)
 
 
@@ -221,7 +201,7 @@ def _baselines(args: argparse.Namespace, entries: list[dict], work: Path) -> dic
             "run": str(run),
         }
     print(f"caption-bench: Keras baselines on {run} (seed-style, stepwise, TF import + load)")
-    result = base.keras_baselines(
+    result = children.keras_baselines(
         run,
         work / "keras.json",
         args.data,
@@ -234,7 +214,7 @@ def _baselines(args: argparse.Namespace, entries: list[dict], work: Path) -> dic
     )
     if result["status"] != "ok":
         return result
-    tf = base.tf_cold_start(run, args.cold_repeats, args.threads)
+    tf = children.tf_cold_start(run, args.cold_repeats, args.threads)
     result["tf_cold_start"] = tf
     if tf["status"] != "ok":
         result["status"] = f"failed: TensorFlow cold start: {tf['status']}"
@@ -253,7 +233,7 @@ def _speedups(entries: list[dict], baselines: dict) -> None:
         if entry["status"] != "ok":
             continue
         ms = entry["latency_ms"]["caption_greedy"]["p50"]
-        cold = dig(entry, "cold_start", "median_s")
+        cold = value_at(entry, "cold_start", "median_s")
         source = entry.get("source_run")
         entry["speedup"] = {
             "caption_vs_seed_style": round(seed / ms, 1),
@@ -268,7 +248,7 @@ def _gate(entries: list[dict], threshold: float) -> list[str]:
     """Names and reasons of the bundles below the scene-accuracy threshold (greedy)."""
     failed = []
     for entry in entries:
-        scene = dig(entry, "quality", "greedy", "scene_accuracy")
+        scene = value_at(entry, "quality", "greedy", "scene_accuracy")
         if scene is None:
             failed.append(f"{entry['path']}: no scene accuracy ({entry['status']})")
         elif scene < threshold:
@@ -301,12 +281,12 @@ def run(argv: list[str]) -> int:
             t0 = time.perf_counter()
             entry = _measure_bundle(bundle, options_file, work, i)
             if entry["status"] == "ok":
-                entry["cold_start"] = base.runtime_cold_start(
-                    bundle, image, args.cold_repeats, measure_options
+                entry["cold_start"] = children.runtime_cold_start(
+                    bundle, image, args.cold_repeats, measure_options.runtime
                 )
                 entry["cold_start"].pop("stdout", None)
                 greedy = entry["latency_ms"]["caption_greedy"]
-                scene = dig(entry, "quality", "greedy", "scene_accuracy")
+                scene = value_at(entry, "quality", "greedy", "scene_accuracy")
                 print(
                     f"[{i + 1}/{len(args.bundles)}] {entry['variant']:<15} {bundle}: "
                     f"{greedy['p50']:.2f} ms/caption (p50, greedy)"
@@ -424,13 +404,17 @@ def merge(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # The main form has no subcommand word (`caption-bench BUNDLE...`), which argparse's
-    # subparsers cannot express; the two named subcommands are picked off first.
+    # subparsers cannot express; the named subcommands are picked off first.
     if argv and argv[0] == "merge":
         return merge(argv[1:])
     if argv and argv[0] == "inputs":
-        from .inputs import main as inputs_main
+        from .input_kinds import main as inputs_main
 
         return inputs_main(argv[1:])
+    if argv and argv[0] == "render":
+        from .render import main as render_main
+
+        return render_main(argv[1:])
     return run(argv)
 
 

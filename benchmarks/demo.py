@@ -3,7 +3,7 @@ short video for edge_caption, then score what edge_caption printed into report.j
 
     python -m edgecap.benchmarks.demo prepare artifacts/demo
     python -m edgecap.benchmarks.demo report artifacts/demo --bundle B --run R
-    python -m edgecap.benchmarks.demo render artifacts/demo/report.json --into README.md
+    caption-bench render demo artifacts/demo/report.json --into README.md
     python -m edgecap.benchmarks.demo photos docs/photos [DIR ...] [--annotations TOKENS]
 
 `photos` ends the demo on real photos: the built-in Flickr8k model captions each folder;
@@ -236,10 +236,6 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("demo", type=Path)
     r.add_argument("--bundle", type=Path, required=True)
     r.add_argument("--run", type=Path, required=True)
-    t = sub.add_parser("render", help="the README's demo table from report.json (make docs-tables)")
-    t.add_argument("report_json", type=Path)
-    t.add_argument("--into", type=Path, required=True)
-    t.add_argument("--marker", default="demo")
     ph = sub.add_parser("photos", help="caption folders of real photos with the built-in model")
     ph.add_argument("folders", type=Path, nargs="+")
     ph.add_argument("--annotations", type=Path, help="Flickr8k.token.txt: references by file name")
@@ -249,18 +245,8 @@ def main(argv: list[str] | None = None) -> int:
         photos(args.folders, args.annotations, args.out)
     elif args.command == "prepare":
         prepare(args.demo)
-    elif args.command == "report":
-        report(args.demo, args.bundle, args.run)
     else:
-        from .results import replace_between_markers
-
-        try:
-            result = json.loads(args.report_json.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise SystemExit(
-                f"{args.report_json}: cannot read the demo report ({exc}); run make demo"
-            ) from None
-        replace_between_markers(args.into, args.marker, table(result))
+        report(args.demo, args.bundle, args.run)
     return 0
 
 

@@ -20,6 +20,12 @@ import time
 import traceback
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import argparse
+
+    from edgecap.edge_runtime.bundle import RuntimeOptions
 
 # Import cost of the runtime, from the first line of this module (numpy, Pillow, backend
 # modules load lazily below); the cold-start figure in bench.py measures the whole process.
@@ -36,25 +42,33 @@ class MeasureOptions:
     data: str | None = None  # dataset for quality and latency images (None: random images)
     split: str = "test"
     quality_images: int | None = None  # the split's first N images are scored; None: all
-    backend: str = "auto"
-    threads: int | None = None
-    providers: str | None = None  # onnxruntime providers, comma-separated
-    accelerator: str = "cpu"  # "gpu": the encoder on LiteRT's GPU or an onnxruntime GPU provider
-    accelerate_decoder: bool = False  # with "gpu", the decoder there too
+    runtime: RuntimeOptions | None = (
+        None  # backend, threads, providers, accelerator; None: defaults
+    )
     budget_s: float = 2.0  # seconds per latency measurement
     warmup: int = 5  # unrecorded calls before each measurement
     min_samples: int = 5
     beam: int = 3  # the beam width measured besides greedy
 
     @classmethod
-    def from_args(cls, args) -> MeasureOptions:
-        return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})
+    def from_args(cls, args: argparse.Namespace) -> MeasureOptions:
+        """ValueError (from RuntimeOptions.from_args) names a runtime flag that is wrong."""
+        from edgecap.edge_runtime.bundle import RuntimeOptions
+
+        picked = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
+        return cls(**picked, runtime=RuntimeOptions.from_args(args))
+
+    @classmethod
+    def from_json(cls, data: dict) -> MeasureOptions:
+        from edgecap.edge_runtime.bundle import RuntimeOptions
+
+        return cls(**{**data, "runtime": RuntimeOptions(**data["runtime"] or {})})
 
     def to_json(self) -> dict:
         return asdict(self)
 
 
-def identify(bundle: str | Path) -> tuple[str, str | None, str | None]:
+def bundle_recipe(bundle: str | Path) -> tuple[str, str | None, str | None]:
     """(recipe name, format, precision) of a bundle, as its manifest records them.
 
     A bundle whose manifest cannot be read (or records no recipe) still gets a row, as
@@ -131,7 +145,7 @@ def measure(bundle: str | Path, args: MeasureOptions) -> dict:
 
     import_ms = (time.perf_counter() - _T0) * 1e3
     bundle = Path(bundle)
-    variant, model_format, precision = identify(bundle)
+    variant, model_format, precision = bundle_recipe(bundle)
     entry: dict = {
         "name": bundle.name,
         "path": str(bundle),
@@ -148,16 +162,9 @@ def measure(bundle: str | Path, args: MeasureOptions) -> dict:
         dataset.split_items(args.split)  # a DatasetError naming the split if it is unknown
     images = _latency_images(dataset, args.split, LATENCY_IMAGES)
 
-    providers = [p for p in (args.providers or "").split(",") if p] or None
-    options = RuntimeOptions(
-        backend=args.backend,
-        num_threads=args.threads,
-        providers=providers,
-        accelerator=args.accelerator,
-        accelerate_decoder=args.accelerate_decoder,
-    )
+    runtime = args.runtime or RuntimeOptions()
     start = time.perf_counter()
-    captioner = Captioner.open(bundle, options)
+    captioner = Captioner.open(bundle, runtime)
     init_ms = (time.perf_counter() - start) * 1e3
     start = time.perf_counter()
     captioner.caption(images[0])
@@ -172,8 +179,8 @@ def measure(bundle: str | Path, args: MeasureOptions) -> dict:
         # None for ONNX, whose providers say it
         delegate=captioner.delegates["encoder"],
         delegates=captioner.delegates,
-        threads=args.threads,
-        providers=providers,
+        threads=runtime.num_threads,
+        providers=list(runtime.providers) if runtime.providers else None,
         decoder_kind=manifest.decoder_kind,
         source_run=_source_run(bundle, manifest.source),
         size={"total_bytes": sum(files.values()), "files": files},
@@ -229,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # python -m edgecap.benchmarks.measure OPTIONS.json BUNDLE OUT.json (caption-bench's child)
     options_file, bundle, out = sys.argv[1:] if argv is None else argv
-    options = MeasureOptions(**json.loads(Path(options_file).read_text(encoding="utf-8")))
+    options = MeasureOptions.from_json(json.loads(Path(options_file).read_text(encoding="utf-8")))
     try:
         entry = measure(bundle, options)
         code = 0
@@ -244,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def failed_entry(bundle: str, reason: str) -> dict:
     """The row of a bundle that could not be measured, with the reason."""
-    variant, model_format, precision = identify(bundle)
+    variant, model_format, precision = bundle_recipe(bundle)
     return {
         "name": Path(bundle).name,
         "path": str(bundle),

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from edgecap.edge_runtime.manifest import MODEL_FORMATS, PRECISIONS
 
-from .schema import dig
+from .schema import value_at
 from .tables import markdown_table
 
 SEED_STYLE = "keras-seed-style"
@@ -48,7 +48,7 @@ def beam_key(result: dict) -> str:
     return f"beam{result['settings'].get('beam', 3)}"
 
 
-def rows(result: dict) -> list[dict]:
+def table_rows(result: dict) -> list[dict]:
     """One flat row per baseline and bundle: what the tables and plots show."""
     beam = beam_key(result)
     out = []
@@ -56,7 +56,7 @@ def rows(result: dict) -> list[dict]:
     if baselines.get("status") == "ok":
         stepwise = baselines["keras_stepwise"]
         seed = baselines["seed_style"]
-        quality = dig(stepwise, "quality", "greedy")
+        quality = value_at(stepwise, "quality", "greedy")
         run_bytes = baselines.get("run_bytes")
         out.append(
             {
@@ -70,7 +70,7 @@ def rows(result: dict) -> list[dict]:
                 "per_s": seed.get("captions_per_s"),
                 "beam_ms": None,
                 "beam_quality": None,
-                "cold_s": dig(baselines, "tf_cold_start", "median_s"),
+                "cold_s": value_at(baselines, "tf_cold_start", "median_s"),
                 "rss_mb": None,
                 "speedup": 1.0,
             }
@@ -86,7 +86,7 @@ def rows(result: dict) -> list[dict]:
                 "per_s": stepwise.get("captions_per_s"),
                 "beam_ms": None,
                 "beam_quality": None,
-                "cold_s": dig(baselines, "tf_cold_start", "median_s"),
+                "cold_s": value_at(baselines, "tf_cold_start", "median_s"),
                 "rss_mb": None,
                 "speedup": _ratio(seed["latency_ms"]["p50"], stepwise["latency_ms"]["p50"]),
             }
@@ -100,15 +100,15 @@ def rows(result: dict) -> list[dict]:
                 "variant": entry["variant"],
                 "name": entry["name"],
                 "status": entry["status"],
-                "bytes": dig(entry, "size", "total_bytes"),
+                "bytes": value_at(entry, "size", "total_bytes"),
                 "quality": quality.get("greedy"),
                 "ms": latency.get("caption_greedy", {}).get("p50") if ok else None,
-                "per_s": dig(entry, "captions_per_s", "greedy"),
+                "per_s": value_at(entry, "captions_per_s", "greedy"),
                 "beam_ms": latency.get(f"caption_{beam}", {}).get("p50") if ok else None,
                 "beam_quality": quality.get(beam),
-                "cold_s": dig(entry, "cold_start", "median_s"),
+                "cold_s": value_at(entry, "cold_start", "median_s"),
                 "rss_mb": entry.get("peak_rss_mb"),
-                "speedup": dig(entry, "speedup", "caption_vs_seed_style"),
+                "speedup": value_at(entry, "speedup", "caption_vs_seed_style"),
             }
         )
     return out
@@ -156,12 +156,12 @@ def main_table(result: dict) -> str:
         "peak RSS (MB)", "vs seed-style",
     ]  # fmt: skip
     table = []
-    for row in rows(result):
+    for row in table_rows(result):
         size = row["bytes"] / 2**20 if row["bytes"] else None
         cells = [_variant_cell(row), _status(row["status"]), _num(size, 2)]
         cells += _quality_cells(row["quality"])
         cells += [_num(row["ms"], 2), _num(row["per_s"], 1), _num(row["beam_ms"], 2)]
-        cells += [_num(dig(row, "beam_quality", "scene_accuracy"), 3)]
+        cells += [_num(value_at(row, "beam_quality", "scene_accuracy"), 3)]
         cells += [_num(row["cold_s"], 2), _num(row["rss_mb"], 0), _speedup(row["speedup"])]
         table.append(cells)
     return markdown_table(header, table, text_columns=2)
@@ -213,7 +213,7 @@ def latency_table(result: dict) -> str:
 def _backend_cell(entry: dict) -> str:
     """The encoder's backend, and the decoder step's where it differs (--accelerator gpu)."""
     encoder = entry.get("backend") or "—"
-    step = dig(entry, "backends", "decoder_step")
+    step = value_at(entry, "backends", "decoder_step")
     return encoder if step in (None, encoder) else f"{encoder}; decoder step: {step}"
 
 
@@ -237,7 +237,7 @@ def ratio_lines(result: dict) -> list[str]:
             f"→ {_speedup(speed.get('caption_vs_seed_style'))} faster; vs Keras stepwise "
             f"{stepwise:.1f} ms → {_speedup(speed.get('caption_vs_keras_stepwise'))}"
         )
-        cold = dig(entry, "cold_start", "median_s")
+        cold = value_at(entry, "cold_start", "median_s")
         if cold is not None and tf.get("status") == "ok":
             lines.append(
                 f"{entry['variant']} cold start: {cold:.2f} s vs import TF + load Keras "
@@ -325,7 +325,7 @@ def merged_markdown(results: list[dict]) -> str:
             f"{s.get('threads') or 'backend default'}, backend {s['backend']}; run {r['created']}"
         )
     lines += ["", "## ms per caption (greedy, p50) · scene accuracy", ""]
-    per_device = [{row["variant"]: row for row in rows(r)} for r in results]
+    per_device = [{row["variant"]: row for row in table_rows(r)} for r in results]
     variants = sorted(
         {v for table in per_device for v in table},
         key=lambda v: variant_order({"variant": v, "name": v}),
@@ -340,7 +340,7 @@ def merged_markdown(results: list[dict]) -> str:
             elif row["status"] != "ok":
                 cells.append("❌")
             else:
-                scene = dig(row, "quality", "scene_accuracy")
+                scene = value_at(row, "quality", "scene_accuracy")
                 cells.append(_num(row["ms"], 2) + (f" · {scene:.3f}" if scene is not None else ""))
         comparison.append([BASELINE_TITLES.get(variant, f"`{variant}`"), *cells])
     lines.append(markdown_table(["variant", *devices], comparison))
@@ -380,15 +380,15 @@ def _plain_ticks(axis, low: float, high: float) -> None:
 
 def _quality_metric(results: list[dict]) -> tuple[str, str]:
     for r in results:
-        for row in rows(r):
-            if dig(row, "quality", "scene_accuracy") is not None:
+        for row in table_rows(r):
+            if value_at(row, "quality", "scene_accuracy") is not None:
                 return "scene_accuracy", "scene accuracy"
     return "cider_d", "CIDEr-D"
 
 
 def _variants(results: list[dict]) -> list[str]:
     """Every variant of these results, in table order (colours follow this order)."""
-    found = {row["variant"] for r in results for row in rows(r)}
+    found = {row["variant"] for r in results for row in table_rows(r)}
     return sorted(found, key=lambda v: variant_order({"variant": v, "name": v}))
 
 
@@ -410,13 +410,13 @@ def plot_tradeoff(results: list[dict], path: str | Path, title: str) -> bool:
     )
     values, drawn = [], set()
     for ax, result in zip(axes[0], results, strict=True):
-        for row in rows(result):
+        for row in table_rows(result):
             marker = {SEED_STYLE: "X", KERAS_STEPWISE: "s"}.get(row["variant"], "o")
             for ms, quality, m in (
                 (row["ms"], row["quality"], marker),
                 (row["beam_ms"], row["beam_quality"], "^"),
             ):
-                value = dig(quality, key)
+                value = value_at(quality, key)
                 if ms is None or value is None:
                     continue
                 color = colors[row["variant"]]
@@ -468,7 +468,9 @@ def plot_device_bars(results: list[dict], path: str | Path) -> None:
     from edgecap.edge_runtime.atomic import atomic_path
 
     plt = _pyplot()
-    tables = [{row["variant"]: row for row in rows(r) if row["status"] == "ok"} for r in results]
+    tables = [
+        {row["variant"]: row for row in table_rows(r) if row["status"] == "ok"} for r in results
+    ]
     variants = sorted(
         {v for t in tables for v in t}, key=lambda v: variant_order({"variant": v, "name": v})
     )
@@ -478,7 +480,7 @@ def plot_device_bars(results: list[dict], path: str | Path) -> None:
     for d, (result, table) in enumerate(zip(results, tables, strict=True)):
         offset = (d - (len(results) - 1) / 2) * width
         for ax, field in zip(axes, ("ms", "cold_s"), strict=True):
-            values = [dig(table, v, field) for v in variants]
+            values = [value_at(table, v, field) for v in variants]
             heights = [np.nan if v is None else v for v in values]
             ax.bar(x + offset, heights, width, label=result["fingerprint"]["device"])
     axes[0].set_ylabel("ms per caption (greedy p50)")

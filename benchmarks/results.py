@@ -211,13 +211,6 @@ def main(argv: list[str] | None = None) -> int:
         help="JSON record of rows to update with these files; the table shows all its rows",
     )
     parser.add_argument("--out", type=Path, help="also write the table to this Markdown file")
-    parser.add_argument(
-        "--into",
-        type=Path,
-        help="also put the table into this Markdown file (e.g. README.md), between the lines "
-        "<!-- BEGIN MARKER --> and <!-- END MARKER -->",
-    )
-    parser.add_argument("--marker", default="results", help="the marker name for --into")
     args = parser.parse_args(argv)
     missing = [p for p in args.metrics if not p.is_file()]
     if missing:
@@ -235,26 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         from edgecap.edge_runtime.atomic import write_text_atomic
 
         write_text_atomic(args.out, table + "\n")
-    if args.into:
-        try:
-            replace_between_markers(args.into, args.marker, table)
-        except ValueError as exc:
-            print(f"results: {exc}", file=sys.stderr)
-            return 2
     return 0
-
-
-def replace_between_markers(path: Path, marker: str, text: str) -> None:
-    """Swap what stands between <!-- BEGIN marker --> and <!-- END marker --> in `path`."""
-    from edgecap.edge_runtime.atomic import write_text_atomic
-
-    begin, end = f"<!-- BEGIN {marker} -->", f"<!-- END {marker} -->"
-    content = path.read_text(encoding="utf-8")
-    if content.count(begin) != 1 or content.count(end) != 1:
-        raise ValueError(f"{path}: needs exactly one {begin} line and one {end} line")
-    head, rest = content.split(begin)
-    _, tail = rest.split(end)
-    write_text_atomic(path, f"{head}{begin}\n{text}\n{end}{tail}")
 
 
 if __name__ == "__main__":

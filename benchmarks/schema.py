@@ -61,7 +61,7 @@ def portable(value: Any, cwd: str | os.PathLike | None = None, home: str | None 
     return value
 
 
-def dig(obj: dict | None, *path: str) -> Any:
+def value_at(obj: dict | None, *path: str) -> Any:
     """The value at a path of keys in a results dict; None where a level is missing or
     null (a failed bundle has no latency, a skipped baseline no cold start)."""
     for key in path:

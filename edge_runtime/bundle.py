@@ -13,6 +13,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -31,6 +32,8 @@ from .step_models import make_step_model
 from .vocab import Vocabulary
 
 log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    import argparse
 
 # Backend models, one per role; all three take and return named float32 numpy arrays,
 # which is what step_models' init_fn / step_fn expect.
@@ -99,6 +102,76 @@ class RuntimeOptions:
 
     verify_hashes: bool = True
     """Check every file's SHA-256 against the manifest before loading it."""
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, show_backend_logs: bool = False) -> RuntimeOptions:
+        """The options of add_runtime_options' flags; ValueError names a flag that is wrong."""
+        if args.threads is not None and not 1 <= args.threads <= MAX_THREADS:
+            raise ValueError(f"--threads must be between 1 and {MAX_THREADS}, got {args.threads}")
+        if args.accelerate_decoder and args.accelerator != "gpu":
+            # Without a GPU encoder there is nothing to put the decoder beside: say so rather
+            # than run on the CPU as if the flag had been heard.
+            raise ValueError("--accelerate-decoder needs --accelerator gpu")
+        providers = None
+        if args.providers is not None:
+            providers = [p.strip() for p in args.providers.split(",") if p.strip()]
+            if not providers:
+                raise ValueError("--providers needs at least one provider name")
+        return cls(backend=args.backend, providers=providers, num_threads=args.threads,
+                   accelerator=args.accelerator, accelerate_decoder=args.accelerate_decoder,
+                   xnnpack=args.xnnpack, show_backend_logs=show_backend_logs)  # fmt: skip
+
+    def to_argv(self) -> list[str]:
+        """The flags of add_runtime_options that give these options (for a child process)."""
+        argv = ["--backend", self.backend, "--accelerator", self.accelerator]
+        argv += ["--accelerate-decoder"] if self.accelerate_decoder else []
+        argv += ["--threads", str(self.num_threads)] if self.num_threads else []
+        argv += [] if self.xnnpack else ["--no-xnnpack"]
+        return argv + (["--providers", ",".join(self.providers)] if self.providers else [])
+
+
+MAX_THREADS = 1024  # far above any device's cores; more would only exhaust the OS's threads
+
+
+def add_runtime_options(parser: argparse.ArgumentParser) -> None:
+    """The flags of RuntimeOptions (RuntimeOptions.from_args reads them back), declared once
+    for every command that opens bundles: edge_caption and caption-bench."""
+    parser.add_argument(
+        "--backend",
+        default="auto",
+        choices=BACKENDS,
+        help="auto follows the bundle's format: TFLite runs on ai_edge_litert, else "
+        "tflite_runtime; ONNX on onnxruntime (default auto)",
+    )
+    parser.add_argument(
+        "--providers",
+        default=None,
+        help="ONNX bundles: onnxruntime execution providers in order of preference, "
+        "comma-separated, e.g. CUDAExecutionProvider,CPUExecutionProvider (default: CPU)",
+    )
+    parser.add_argument(
+        "--accelerator",
+        default="cpu",
+        choices=ACCELERATORS,
+        help="gpu runs the encoder on LiteRT's GPU accelerator (TFLite) or an onnxruntime "
+        "GPU provider (ONNX), and fails if there is none; the decoder stays on the CPU "
+        "(default cpu)",
+    )
+    parser.add_argument(
+        "--accelerate-decoder",
+        action="store_true",
+        help="with --accelerator gpu, put the decoder step on the GPU too (ONNX only: "
+        "LiteRT's GPU delegate cannot run the step; faster or slower by bundle, see "
+        "docs/benchmarks.md)",
+    )
+    parser.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
+    parser.add_argument(
+        "--no-xnnpack",
+        dest="xnnpack",
+        action="store_false",
+        help="TFLite: run on the interpreter's built-in kernels, without the XNNPACK delegate "
+        "(slower; to compare captions or speed). Any run without it warns once",
+    )
 
 
 class Bundle:

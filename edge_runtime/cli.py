@@ -27,7 +27,7 @@ ESC = 27
 
 
 def _parser() -> argparse.ArgumentParser:
-    from .bundle import THREADS_HELP
+    from .bundle import add_runtime_options
 
     parser = argparse.ArgumentParser(
         prog="edge_caption",
@@ -99,47 +99,7 @@ def _parser() -> argparse.ArgumentParser:
         default=5.0,
         help="live sources: seconds without a frame before giving up (default 5)",
     )
-    parser.add_argument(
-        "--backend",
-        default="auto",
-        choices=["auto", "litert", "tflite-runtime", "onnx"],
-        help="auto follows the bundle's format: TFLite runs on ai_edge_litert, else "
-        "tflite_runtime; ONNX on onnxruntime (default auto)",
-    )
-    parser.add_argument(
-        "--providers",
-        default=None,
-        help="ONNX bundles: onnxruntime execution providers in order of preference, "
-        "comma-separated, e.g. CUDAExecutionProvider,CPUExecutionProvider (default: CPU)",
-    )
-    parser.add_argument(
-        "--accelerator",
-        default="cpu",
-        choices=["cpu", "gpu"],
-        help="gpu runs the encoder on LiteRT's GPU accelerator (TFLite) or an onnxruntime "
-        "GPU provider (ONNX), and fails if there is none; the decoder stays on the CPU "
-        "(default cpu)",
-    )
-    parser.add_argument(
-        "--accelerate-decoder",
-        action="store_true",
-        help="with --accelerator gpu, put the decoder step on the GPU too (ONNX only: "
-        "LiteRT's GPU delegate cannot run the step; faster or slower by bundle, see "
-        "docs/benchmarks.md)",
-    )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help=THREADS_HELP,
-    )
-    parser.add_argument(
-        "--no-xnnpack",
-        dest="xnnpack",
-        action="store_false",
-        help="TFLite: run on the interpreter's built-in kernels, without the XNNPACK delegate "
-        "(slower; to compare captions or speed). Any run without it warns once",
-    )
+    add_runtime_options(parser)
     parser.add_argument(
         "--beam", type=int, default=1, help="beam width; 1 decodes greedily (default 1)"
     )
@@ -190,8 +150,6 @@ def _check_numbers(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
             f"--length-penalty must be a number between {-LENGTH_PENALTY_LIMIT:g} and "
             f"{LENGTH_PENALTY_LIMIT:g} (0 ranks by the plain sum), got {args.length_penalty}"
         )
-    if args.threads is not None and not 1 <= args.threads <= MAX_THREADS:
-        parser.error(f"--threads must be between 1 and {MAX_THREADS}, got {args.threads}")
     if args.every < 1:
         parser.error(f"--every must be at least 1, got {args.every}")
     if args.max_fps is not None and not (math.isfinite(args.max_fps) and args.max_fps > 0):
@@ -200,7 +158,6 @@ def _check_numbers(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
         parser.error(f"--stall-timeout must be a positive number, got {args.stall_timeout}")
 
 
-MAX_THREADS = 1024  # far above any device's cores; more would only exhaust the OS's threads
 SIGPIPE_STATUS = 141  # what a shell reports for a command killed by SIGPIPE (128 + 13)
 
 
@@ -244,21 +201,17 @@ def main(argv: list[str] | None = None) -> int:
     _check_numbers(parser, args)
     if args.on_change is not None and args.on_change < 1:
         parser.error("--on-change must be at least 1 (1: print each change at once)")
-    if args.accelerate_decoder and args.accelerator != "gpu":
-        # Without a GPU encoder there is nothing to put the decoder beside: say so rather
-        # than run on the CPU as if the flag had been heard.
-        parser.error("--accelerate-decoder needs --accelerator gpu")
-    providers = None
-    if args.providers is not None:
-        providers = [p.strip() for p in args.providers.split(",") if p.strip()]
-        if not providers:
-            parser.error("--providers needs at least one provider name")
+    from .bundle import RuntimeOptions
+
+    try:
+        runtime = RuntimeOptions.from_args(args, show_backend_logs=args.verbose)
+    except ValueError as exc:
+        parser.error(str(exc))
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="edge_caption: %(message)s",
     )
 
-    from .bundle import RuntimeOptions
     from .captioner import Captioner
     from .decoding import DecodeOptions
     from .sources import source_kind
@@ -269,15 +222,6 @@ def main(argv: list[str] | None = None) -> int:
             if getattr(args, flag):
                 parser.error(f"--{flag.replace('_', '-')} applies to video files and cameras")
     try:
-        runtime = RuntimeOptions(
-            backend=args.backend,
-            providers=providers,
-            num_threads=args.threads,
-            accelerator=args.accelerator,
-            accelerate_decoder=args.accelerate_decoder,
-            xnnpack=args.xnnpack,
-            show_backend_logs=args.verbose,
-        )
         with Captioner.open(
             args.model, runtime, DecodeOptions(args.beam, args.length_penalty)
         ) as captioner:

@@ -1,6 +1,6 @@
 """The child side of caption-bench's Keras baselines: these import TensorFlow, so they run
 in a process of their own (`python -m edgecap.train.baselines keras|tf-load`), started by
-benchmarks/baselines.py, which describes what each one measures.
+benchmarks/child_processes.py, which describes what each one measures.
 
 - seed-style: the seed's notebooks' way to caption, `model.predict` on the whole padded
   prefix for every word;

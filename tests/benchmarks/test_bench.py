@@ -15,7 +15,7 @@ import pytest
 
 from edgecap.benchmarks import bench
 from edgecap.benchmarks.fingerprint import cpu_model
-from edgecap.benchmarks.measure import identify
+from edgecap.benchmarks.measure import bundle_recipe
 from edgecap.benchmarks.schema import (
     SCHEMA_VERSION,
     SchemaError,
@@ -292,7 +292,7 @@ def test_gate_and_a_broken_bundle(e2e, tmp_path, capsys):
     )
     assert result["baselines"]["status"] == "skipped: --no-baselines"
     assert "❌ failed: " in (out / "results.md").read_text()
-    assert identify(e2e["bundle"]) == ("tflite-int8", "tflite", "int8")
+    assert bundle_recipe(e2e["bundle"]) == ("tflite-int8", "tflite", "int8")
 
 
 def test_accelerator_gpu_is_measured_or_its_row_says_why(e2e, tmp_path, capsys):

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from edgecap.benchmarks import demo
+from edgecap.benchmarks.bench import main as bench_main
 
 
 def test_the_demo_table_is_rendered_from_report_json_between_its_markers(tmp_path):
@@ -25,7 +25,7 @@ def test_the_demo_table_is_rendered_from_report_json_between_its_markers(tmp_pat
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- BEGIN demo -->\nold table\n<!-- END demo -->\nafter\n")
     args = [str(tmp_path / "report.json"), "--into", str(readme)]
-    assert demo.main(["render", *args]) == 0
+    assert bench_main(["render", "demo", *args]) == 0
     text = readme.read_text()
     assert "old table" not in text and text.startswith("intro\n") and text.endswith("after\n")
     assert (
@@ -34,19 +34,19 @@ def test_the_demo_table_is_rendered_from_report_json_between_its_markers(tmp_pat
     )
     assert "| Keras run (TensorFlow, for reference) | — | 0.988 | 0.997 | 7.930 | — |" in text
     assert "300-frame test video: 290 frames captioned, scene accuracy 1.000." in text
-    assert demo.main(["render", *args]) == 0 and readme.read_text() == text  # idempotent
+    assert bench_main(["render", "demo", *args]) == 0 and readme.read_text() == text  # idempotent
 
 
 def test_rendering_a_missing_report_says_which_file_and_what_to_run(tmp_path):
     with pytest.raises(
         SystemExit, match=r"nope\.json: cannot read the demo report .*; run make demo"
     ):
-        demo.main(["render", str(tmp_path / "nope.json"), "--into", str(tmp_path / "README.md")])
+        bench_main(
+            ["render", "demo", str(tmp_path / "nope.json"), "--into", str(tmp_path / "README.md")]
+        )
 
 
 def test_the_training_memory_table_shows_the_cases_that_finished(tmp_path):
-    from edgecap.benchmarks import training_memory
-
     rows = [
         {"case": "Flickr8k LSTM, warm cache (1 epoch)", "captions": 30000, "peak_rss_gb": 1.234,
          "seconds": 251.4, "exit_code": 0},
@@ -56,8 +56,14 @@ def test_the_training_memory_table_shows_the_cases_that_finished(tmp_path):
     (tmp_path / "training-memory.json").write_text(json.dumps({"machine": {}, "rows": rows}))
     readme = tmp_path / "README.md"
     readme.write_text("<!-- BEGIN training-memory -->\n<!-- END training-memory -->\n")
-    args = ["render", str(tmp_path / "training-memory.json"), "--into", str(readme)]
-    assert training_memory.main(args) == 0
+    args = [
+        "render",
+        "training-memory",
+        str(tmp_path / "training-memory.json"),
+        "--into",
+        str(readme),
+    ]
+    assert bench_main(args) == 0
     text = readme.read_text()
     assert "| Flickr8k LSTM, warm cache (1 epoch) | 30,000 | 1.23 GB | 251 |" in text
     assert "100,000" not in text  # a case that failed has no figures to show
@@ -84,8 +90,8 @@ def test_the_flickr8k_record_keeps_rows_a_partial_rerun_did_not_touch(tmp_path):
     assert saved == rows and not any("run_dir" in r or "target" in r for r in saved)
     readme = tmp_path / "README.md"
     readme.write_text("<!-- BEGIN flickr8k -->\n<!-- END flickr8k -->\n")
-    args = ["--record", str(record), "--into", str(readme), "--marker", "flickr8k"]
-    assert results.main(args) == 0  # no metrics files: the record alone
+    assert results.main(["--record", str(record)]) == 0  # no metrics files: the record alone
+    assert bench_main(["render", "flickr8k", str(record), "--into", str(readme)]) == 0
     table = readme.read_text()
     assert table.count("| e | lstm | XE |") == 3 and "| 0.300 |" in table and "| 0.100 |" in table
 

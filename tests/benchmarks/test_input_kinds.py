@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 
-from edgecap.benchmarks import bench, inputs
-from edgecap.benchmarks.inputs import KINDS
+from edgecap.benchmarks import bench
+from edgecap.benchmarks.input_kinds import KINDS
 
 
 def test_inputs_measures_every_kind_and_the_fast_paths_fidelity(e2e, flickr8k_originals, tmp_path):
@@ -48,8 +48,8 @@ def test_inputs_measures_every_kind_and_the_fast_paths_fidelity(e2e, flickr8k_or
     # make docs-tables: the README's before/after table, from the same file, between markers.
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- BEGIN inputs -->\nold\n<!-- END inputs -->\nrest\n")
-    render = ["render", str(out / "inputs.json"), "--into", str(readme), "--before-after"]
-    assert inputs.main(render) == 0
+    render = ["render", "inputs-before-after", str(out / "inputs.json"), "--into", str(readme)]
+    assert bench.main(render) == 0
     text = readme.read_text()
     assert "old" not in text and text.startswith("intro\n") and text.endswith("rest\n")
     header = "| bundle | input | exact path (ms) | fast path (ms) | fast: preprocess | encoder |"

@@ -34,9 +34,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .measure import MeasureOptions
+    from edgecap.edge_runtime.bundle import RuntimeOptions
 
-SEED_STYLE_IMAGES = 5  # seed-style captions cost ~0.5 s each on 2 cores: a handful is enough
+SEED_STYLE_IMAGES = 5  # the slowest row of docs/benchmarks.md by far: a handful is enough
 
 
 def child_env(threads: int | None = None) -> dict[str, str]:
@@ -78,20 +78,13 @@ def time_process(command: list[str], repeats: int, env: dict | None = None) -> d
 
 
 def runtime_cold_start(
-    bundle: str | Path, image: str | Path, repeats: int, options: MeasureOptions
+    bundle: str | Path, image: str | Path, repeats: int, runtime: RuntimeOptions
 ) -> dict:
     """`edge_caption --model BUNDLE --source IMAGE` in a fresh process: start to caption,
-    run as caption-bench's MeasureOptions say (backend, threads, providers, accelerator)."""
+    run with caption-bench's runtime options (backend, threads, providers, accelerator)."""
     command = [sys.executable, "-m", "edgecap.edge_runtime.cli", "--model", str(bundle)]
-    command += ["--source", str(image), "--backend", options.backend]
-    command += ["--accelerator", options.accelerator]
-    if options.accelerate_decoder:
-        command += ["--accelerate-decoder"]
-    if options.threads:
-        command += ["--threads", str(options.threads)]
-    if options.providers:
-        command += ["--providers", options.providers]
-    return time_process(command, repeats, child_env(options.threads))
+    command += ["--source", str(image), *runtime.to_argv()]
+    return time_process(command, repeats, child_env(runtime.num_threads))
 
 
 def tf_cold_start(run: str | Path, repeats: int, threads: int | None = None) -> dict:

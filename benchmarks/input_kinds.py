@@ -1,7 +1,7 @@
 """`caption-bench inputs`: a bundle on real inputs, not on small already-decoded images.
 
     caption-bench inputs BUNDLE --photos DIR [--photos DIR ...] --out DIR
-    python -m edgecap.benchmarks.inputs render inputs.json --into docs/benchmarks.md --marker inputs
+    caption-bench render inputs DIR/inputs.json --into docs/benchmarks.md
 
 Rows per input kind: a photo file as it came (a Flickr8k original), a 12 MP JPEG file, a
 720p and a 1080p camera frame (BGR arrays, as OpenCV delivers them), and a 720p 30 fps
@@ -187,7 +187,7 @@ def _frame(photo: Path, size: tuple[int, int]):
 
 def _run_child(bundle: Path, kind: str, path: str, source: Path, args) -> dict:
     command = [
-        sys.executable, "-m", "edgecap.benchmarks.inputs", "--child",
+        sys.executable, "-m", "edgecap.benchmarks.input_kinds", "--child",
         "--bundle", str(bundle), "--kind", kind, "--path", path, "--input", str(source),
         "--repeats", str(args.repeats),
     ]  # fmt: skip
@@ -249,7 +249,7 @@ def _fidelity(bundle: Path, photos: list[Path], large: list[Path], threads: int 
     return out
 
 
-def _markdown(result: dict) -> str:
+def markdown(result: dict) -> str:
     lines = [
         f"`caption-bench inputs` on `{Path(result['bundle']).name}`, {result['device']} "
         f"(1-minute load average {result['load_average'][0] if result['load_average'] else '?'} "
@@ -280,7 +280,7 @@ def _markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _before_after(results: list[dict]) -> str:
+def before_after_table(results: list[dict]) -> str:
     """The README's table: per bundle and input kind, the exact path's total and peak RSS
     beside the fast path's, with the fast path's preprocess against its encoder."""
     rows = []
@@ -321,29 +321,6 @@ def main(argv: list[str] | None = None) -> int:
         child.add_argument("--repeats", type=int, required=True)
         child.add_argument("--threads", type=int, default=None)
         print(json.dumps(_child(child.parse_args(argv[1:]))))
-        return 0
-    if argv and argv[0] == "render":  # make docs-tables: the table again, from the file
-        render = argparse.ArgumentParser(prog="python -m edgecap.benchmarks.inputs render")
-        render.add_argument(
-            "results", type=Path, nargs="+", help="inputs.json files of caption-bench inputs"
-        )
-        render.add_argument("--into", type=Path, required=True)
-        render.add_argument("--marker", default="inputs")
-        render.add_argument(
-            "--before-after",
-            action="store_true",
-            help="one short table of every file (the README's) instead of each file's full tables",
-        )
-        opts = render.parse_args(argv[1:])
-        from .results import replace_between_markers
-
-        results = [json.loads(path.read_text(encoding="utf-8")) for path in opts.results]
-        if opts.before_after:
-            table = _before_after(results)
-        else:
-            table = "\n".join(_markdown(result) for result in results)
-        replace_between_markers(opts.into, opts.marker, table)
-        print(f"wrote the {opts.marker} table into {opts.into}")
         return 0
     args = _parser().parse_args(argv)
     from edgecap.edge_runtime.atomic import write_json_atomic, write_text_atomic
@@ -386,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(args.out / "inputs.json", result)
-    text = _markdown(result)
+    text = markdown(result)
     write_text_atomic(args.out / "inputs.md", text)
     print(text)
     print(f"wrote {args.out / 'inputs.json'} and inputs.md")

@@ -1,8 +1,10 @@
 """Peak resident memory and time of training, each case one `caption-train` in its own
 process (its peak is the kernel's ru_maxrss for that child: nothing else is counted).
 
-    python -m edgecap.benchmarks.training_memory --flickr8k DIR --weights V2.h5 --out DIR
-    python -m edgecap.benchmarks.training_memory render DIR/training-memory.json --into README.md
+    python benchmarks/studies/training_memory.py --flickr8k DIR --weights V2.h5 --out DIR
+    caption-bench render training-memory DIR/training-memory.json --into README.md
+
+A study, not part of the installed package (make bench-training runs it from the checkout).
 
 Cases (one epoch each, `--final-split none`, a fresh feature cache per case unless "warm"):
 - Flickr8k LSTM 512, cold cache: MobileNetV2 feature extraction of 8,000 photos, then one
@@ -25,7 +27,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .tables import markdown_table
+from edgecap.benchmarks.render import training_memory_table
 
 LSTM = ["--decoder", "lstm", "--units", "512", "--embed-dim", "512", "--min-count", "5"]
 BLSTM = ["--decoder", "blstm", "--units", "256", "--embed-dim", "256", "--min-count", "5",
@@ -118,28 +120,8 @@ def run(flickr8k: Path, weights: Path, out: Path, names: list[str] | None = None
     return results
 
 
-def markdown(rows: list[dict]) -> str:
-    header = ["case", "training captions", "peak RSS", "seconds"]
-    body = [[r["case"], f"{r['captions']:,}", f"{r['peak_rss_gb']:.2f} GB", f"{r['seconds']:.0f}"]
-            for r in rows if r["exit_code"] == 0]  # fmt: skip
-    return markdown_table(header, body)
-
-
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "render":
-        render = argparse.ArgumentParser(prog="python -m edgecap.benchmarks.training_memory render")
-        render.add_argument("results", type=Path)
-        render.add_argument("--into", type=Path, required=True)
-        render.add_argument("--marker", default="training-memory")
-        opts = render.parse_args(argv[1:])
-        from .results import replace_between_markers
-
-        rows = json.loads(opts.results.read_text(encoding="utf-8"))["rows"]
-        replace_between_markers(opts.into, opts.marker, markdown(rows))
-        print(f"wrote the {opts.marker} table into {opts.into}")
-        return 0
-    parser = argparse.ArgumentParser(prog="python -m edgecap.benchmarks.training_memory",
+    parser = argparse.ArgumentParser(prog="benchmarks/studies/training_memory.py",
                                      description=__doc__.split("\n")[0])  # fmt: skip
     parser.add_argument("--flickr8k", type=Path, required=True, help="Flickr8k-layout folder")
     parser.add_argument("--weights", type=Path, required=True, help="MobileNetV2 α=1.0 .h5")
@@ -151,16 +133,15 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"{path}: not found")
     names = [c for c in args.cases.split(",") if c] or None
     rows = run(args.flickr8k, args.weights, args.out, names)
+    from edgecap.benchmarks.fingerprint import fingerprint
     from edgecap.edge_runtime.atomic import write_json_atomic
-
-    from .fingerprint import fingerprint
 
     result_file = args.out / "training-memory.json"
     previous = json.loads(result_file.read_text())["rows"] if result_file.exists() else []
     merged = {r["case"]: r for r in previous} | {r.case: asdict(r) for r in rows}
     ordered = [merged[c.name] for c in CASES if c.name in merged]
     write_json_atomic(result_file, {"machine": fingerprint(), "rows": ordered})
-    print(markdown(ordered))
+    print(training_memory_table(ordered))
     return 0
 
 
