@@ -23,6 +23,8 @@ import sys
 from datetime import date
 from pathlib import Path
 
+from edgecap.benchmarks.render import replace_between_markers
+
 # (image, Debian root, extra): what a user runs, and the root that stands for it.
 ROWS = [
     ("Raspberry Pi OS 64-bit Bookworm", "debian12-arm64", "edge"),
@@ -213,17 +215,6 @@ def markdown(rows: list[dict]) -> str:
                 "`make test-pi-matrix` (no demo-bundle column, no delegate)."
             )
     return "\n".join(lines)
-
-
-def replace_between_markers(path: Path, marker: str, text: str) -> None:
-    """Swap what stands between <!-- BEGIN marker --> and <!-- END marker --> in `path`."""
-    begin, end = f"<!-- BEGIN {marker} -->", f"<!-- END {marker} -->"
-    content = path.read_text(encoding="utf-8")
-    if content.count(begin) != 1 or content.count(end) != 1:
-        raise ValueError(f"{path}: needs exactly one {begin} line and one {end} line")
-    head, rest = content.split(begin)
-    _, tail = rest.split(end)
-    path.write_text(f"{head}{begin}\n{text}\n{end}{tail}", encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
