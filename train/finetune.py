@@ -222,14 +222,13 @@ def training_images(paths: Sequence[str], captions: ImageCaptions, prep: Preproc
     def with_captions(pixels, flipped, index):
         inputs = tf.gather(table_inputs, index)  # [B, K, W]
         targets = tf.gather(table_targets, index)  # [B, K, W]
+        flip = flipped[:, None, None]  # [B] -> [B, 1, 1]
         for a, b in mirrored:
-            flip = flipped[:, None, None]  # [B, 1, 1]
-            for name, ids in (("inputs", inputs), ("targets", targets)):
-                swapped = tf.where(ids == a, b, tf.where(ids == b, a, ids))
-                if name == "inputs":
-                    inputs = tf.where(flip, swapped, ids)
-                else:
-                    targets = tf.where(flip, swapped, ids)
+
+            def swap(ids, a=a, b=b):
+                return tf.where(flip, tf.where(ids == a, b, tf.where(ids == b, a, ids)), ids)
+
+            inputs, targets = swap(inputs), swap(targets)
         width = tf.reduce_max(tf.reduce_sum(tf.cast(targets != 0, tf.int32), axis=-1))
         targets = targets[:, :, :width]  # [B, K, T]
         weights = tf.cast(targets != 0, tf.float32)  # [B, K, T]
