@@ -38,14 +38,14 @@ CaptureOpener = Callable[[str | int], Capture]
 
 
 def import_cv2():
-    """OpenCV, imported on first use (a core dependency, but one a device may have
-    replaced or removed; the message says what to put back)."""
+    """OpenCV, imported on first use (every backend extra installs it, but a device may
+    have replaced or removed it; the message says what to put back)."""
     try:
         import cv2
     except ImportError:
         raise SourceError(
-            "video and camera sources need OpenCV, which edge-caption depends on but is not "
-            "installed here: pip install opencv-python-headless"
+            "video and camera sources need OpenCV, which the [edge] and [pi-legacy] extras "
+            "install but is not installed here: pip install opencv-python-headless"
         ) from None
     return cv2
 

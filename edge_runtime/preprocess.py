@@ -289,7 +289,8 @@ def _resize_area(
     except ImportError:
         raise BundleError(
             "this model resizes images with OpenCV (manifest preprocessing.resize 'area'), "
-            "which is not installed: pip install opencv-python-headless"
+            "which is not installed (the [edge] and [pi-legacy] extras install it): "
+            "pip install opencv-python-headless"
         ) from None
     if pixels.shape[:2] == (side, side):
         pass

@@ -139,7 +139,8 @@ def test_without_opencv_an_area_bundle_says_what_to_install(monkeypatch):
         preprocess(frame, PREP)
     assert str(error.value) == (
         "this model resizes images with OpenCV (manifest preprocessing.resize 'area'), "
-        "which is not installed: pip install opencv-python-headless"
+        "which is not installed (the [edge] and [pi-legacy] extras install it): "
+        "pip install opencv-python-headless"
     )
     assert preprocess(frame, BILINEAR).shape == (224, 224, 3)  # PIL rules need no OpenCV
 

@@ -74,26 +74,6 @@ print(hashlib.sha256("\n".join(keep).encode()).hexdigest()[:16])
 PY
 )
 wheel_sha=$(sha256sum "$wheel" | cut -c1-16)
-# The extra's own requirements, repeated on the command line: pip's resolver pins the core
-# requirements (numpy>=1.23, OpenCV) before an extra's caps reach it, and [pi-legacy] made
-# it download numpy 2 and OpenCV 5 wheels only to discard them (52 MB); given top-level,
-# the caps apply from the start and pip resolves in one pass. docs/raspberry-pi.md shows
-# the same command.
-mapfile -t pins < <(python3 - "$wheel" "$extra" <<'PY'
-import re, sys, zipfile
-with zipfile.ZipFile(sys.argv[1]) as z:
-    meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
-    head = z.read(meta).decode().split("\n\n")[0]
-# The extra's requirements on projects the core requires too (its caps on them).
-lines = [l.removeprefix("Requires-Dist: ") for l in head.splitlines() if l.startswith("Requires-Dist:")]
-name = lambda req: re.match(r"[A-Za-z0-9_.-]+", req).group(0).lower()
-core = {name(l) for l in lines if "extra ==" not in l}
-for l in lines:
-    m = re.fullmatch(r"(.+?); *extra == \"(.+?)\"", l)
-    if m and m.group(2) == sys.argv[2] and name(m.group(1)) in core:
-        print(m.group(1).replace(" ", ""))
-PY
-)
 if [ -f "$venv/.edgecap-deps-$deps_key" ] && [ -f "$venv/install.json" ]; then
     if [ -f "$venv/.edgecap-wheel-$wheel_sha" ]; then
         log "reusing $venv (same wheel $wheel_sha)"
@@ -114,13 +94,12 @@ else
     # What a device downloads: the runtime's wheels for this root's Python and machine.
     log "pip download '$(basename "$wheel")[$extra]' (binary wheels only)"
     if ! run "$out/pip-download.log" "$venv/bin/pip" download --only-binary=:all: \
-        -d "$wheelhouse" "$wheel[$extra]" "${pins[@]}"; then
+        -d "$wheelhouse" "$wheel[$extra]"; then
         # Not installable here: the record says what pip said, and the run ends.
-        python3 - "$out" "$extra" "$(basename "$wheel")" "$start" "${pins[@]}" >"$out/root.json" <<'PY'
+        python3 - "$out" "$extra" "$(basename "$wheel")" "$start" >"$out/root.json" <<'PY'
 import json, os, platform, sys, time
 from pathlib import Path
 out, extra, wheel, start = Path(sys.argv[1]), sys.argv[2], sys.argv[3], float(sys.argv[4])
-pins = "".join(f" '{p}'" for p in sys.argv[5:])
 log = (out / "pip-download.log").read_text(errors="replace").splitlines()
 errors = [l.strip() for l in log if l.startswith("ERROR:") or "requires a different Python" in l]
 print(json.dumps({
@@ -128,7 +107,7 @@ print(json.dumps({
     "facts": {"python": platform.python_version(), "machine": platform.machine(),
               "glibc": "-".join(platform.libc_ver()), "emulated_cpu": os.environ.get("QEMU_CPU")},
     "install": {"ok": False, "seconds": round(time.time() - start, 1),
-                "command": f"pip install --only-binary=:all: '{wheel}[{extra}]'{pins}",
+                "command": f"pip install --only-binary=:all: '{wheel}[{extra}]'",
                 "errors": list(dict.fromkeys(errors))[:6]},
 }, indent=2))
 PY
@@ -139,18 +118,17 @@ PY
     cp "$out/pip-download.log" "$venv/pip-download.log"
     log "pip install from the wheelhouse"
     run "$out/pip-install.log" "$venv/bin/pip" install --no-index --find-links "$wheelhouse" \
-        "$wheel[$extra]" "${pins[@]}"
+        "$wheel[$extra]"
     seconds=$(python3 -c "import time; print(round(time.time() - $start, 1))")
     # The test tools are not the runtime's: installed apart and not counted.
     log "pip install the test tools"
     run "$out/pip-test-tools.log" "$venv/bin/pip" install --only-binary=:all: \
         "pytest>=8.0" "pytest-timeout>=2.3" "hypothesis>=6.100"
     python3 - "$wheelhouse" "$seconds" "$(basename "$wheel")" "$extra" "$venv/pip-download.log" \
-        "${pins[@]}" >"$venv/install.json" <<'PY'
+        >"$venv/install.json" <<'PY'
 import json, re, sys
 from pathlib import Path
 wheelhouse, seconds, own, extra, log = sys.argv[1:6]
-pins = "".join(f" '{p}'" for p in sys.argv[6:])
 wheelhouse = Path(wheelhouse)
 wheels = sorted(p for p in wheelhouse.iterdir() if p.suffix == ".whl" and p.name != own)
 # Every wheel pip fetched (downloaded, or taken from its cache), kept or not: a project with
@@ -166,7 +144,7 @@ for name in fetched:
 print(json.dumps({
     "ok": True,
     "seconds": float(seconds),
-    "command": f"pip install --only-binary=:all: '{own}[{extra}]'{pins}",
+    "command": f"pip install --only-binary=:all: '{own}[{extra}]'",
     "download_bytes": sum(p.stat().st_size for p in wheels),
     "wheels": {p.name: p.stat().st_size for p in wheels},
     "fetched_wheels": len(fetched),
