@@ -8,11 +8,10 @@ caps where pip meets them first."""
 
 import subprocess
 import sys
+
 import tomllib
-
-from packaging.requirements import Requirement
-
 from conftest import REPO
+from packaging.requirements import Requirement
 
 PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
 NAME = PROJECT["name"]
