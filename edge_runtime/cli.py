@@ -334,6 +334,9 @@ def _caption_video(captioner, args) -> int:
         _open_window()
     stats, meter = StreamStats(), _RateMeter()
     writer, last_result, last_canvas = None, None, None
+    # Frames dropped before any frame was drawn (a live source's grabber can be ahead of the
+    # first caption): written with the first canvas, so the file keeps the source's length.
+    owed_frames = 0
     interrupted, failed = False, None
     try:
         with _CtrlC() as ctrl_c, closing(caption_video(captioner, args.source, options)) as events:
@@ -357,6 +360,7 @@ def _caption_video(captioner, args) -> int:
                         last_result.timings_ms if last_result else None,
                     )
                 if last_canvas is None:
+                    owed_frames += 1
                     continue
                 if args.output:
                     if writer is None:
@@ -364,7 +368,9 @@ def _caption_video(captioner, args) -> int:
                         fps = event.source_fps if math.isfinite(event.source_fps) else 30.0
                         writer = AnnotatedVideoWriter(args.output, fps, overlay_size(width, height))
                     # A dropped frame repeats the last canvas, so the file keeps real time.
-                    writer.write(last_canvas)
+                    for _ in range(owed_frames + 1):
+                        writer.write(last_canvas)
+                    owed_frames = 0
                 if args.show and event.frame is not None:
                     cv2 = import_cv2()
                     cv2.imshow("edge_caption", last_canvas)

@@ -3,6 +3,7 @@ clean stops, and cameras that fail. Cameras are faked with objects that behave l
 cv2.VideoCapture; video files are made here and read through OpenCV's real capture."""
 
 import json
+import math
 import signal
 import subprocess
 import sys
@@ -116,6 +117,33 @@ def test_realtime_replay_keeps_up_and_accounts_for_every_frame(e2e, clip, tmp_pa
     # Dropped frames repeat the last annotated frame, so the file keeps the source's length.
     assert _read_back(output)[0] == 30
     assert "frame-to-caption latency" in done.stderr
+
+
+def test_frames_dropped_before_the_first_caption_are_written_too(
+    e2e, scene_frames, tmp_path, monkeypatch
+):
+    """A live source's grabber can be ahead of the first caption, so the stream may begin
+    with dropped frames; the annotated file still has one frame per source frame (it wrote
+    28 of 30 once under load, when those leading frames were skipped)."""
+    from edgecap.edge_runtime import cli, stream
+    from edgecap.edge_runtime.captioner import CaptionResult
+
+    def caption_video(captioner, source, options):
+        result = CaptionResult("a dog runs", [4, 5, 6], -1.0, {"total": 1.0})
+        for index in range(6):
+            if index in (0, 1, 4):  # dropped: two before the first caption, one after
+                yield stream.StreamEvent(f"{source}#frame={index}", index, math.nan, None,
+                                         skipped="busy", source_fps=30.0)  # fmt: skip
+            else:
+                frame = scene_frames[index % len(scene_frames)]
+                yield stream.StreamEvent(f"{source}#frame={index}", index, index / 30, frame,
+                                         result, latency_ms=2.0, source_fps=30.0)  # fmt: skip
+
+    monkeypatch.setattr(stream, "caption_video", caption_video)
+    output = tmp_path / "live.mp4"
+    argv = ["--model", str(e2e["bundle"]), "--source", "cam.mp4", "--realtime", "--jsonl"]
+    assert cli.main([*argv, "--output", str(output)]) == 0
+    assert _read_back(output) == (6, overlay_size(SIZE, SIZE))
 
 
 def test_options_are_checked():
