@@ -220,7 +220,8 @@ test-debian13 test-arm64: platforms-prepare
 # root and the tools of test-arm64 (qemu-user-static covers armhf); new roots take up to
 # an hour each to make under emulation, and each row minutes; not part of `make test`.
 PI_MATRIX_RECORD := docs/results/pi-matrix.json
-PI_MATRIX_RUNS := $(shell python3 tests/platforms/matrix.py runs 2>/dev/null)
+# Evaluated when used (after platforms-prepare made the venv): matrix.py imports edgecap.
+PI_MATRIX_RUNS = $(shell $(BIN)/python tests/platforms/matrix.py runs)
 test-pi-matrix: DEMO_BUNDLE = $(DEMO)/bundle-int8
 test-pi-matrix: platforms-prepare
 	@status=0; start=$$(date +%s); \
