@@ -65,7 +65,8 @@ prepare() {
     # The check photos, then the first N_TEST of the sorted Flickr8k test split.
     {
         (cd "$SHARED" && ls data/imagenet_check/*.jpg)
-        sort "$SHARED/data/flickr8k-224/Flickr_8k.testImages.txt" | head -n "$N_TEST" |
+        # sed, not head: head's early exit would kill sort with SIGPIPE (pipefail: exit 141).
+        sort "$SHARED/data/flickr8k-224/Flickr_8k.testImages.txt" | sed -n "1,${N_TEST}p" |
             sed 's|^|data/flickr8k-224/Flicker8k_Dataset/|'
     } >"$PLATFORMS/images.txt"
     local bundle_args=()
