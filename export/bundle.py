@@ -202,8 +202,8 @@ def export_bundle(
             recipe=Recipe(recipe.name, recipe.format, recipe.precision),
             length_penalty=length_penalty,
             encoder={
-                "name": run.config["encoder"]["name"],
-                "alpha": run.config["encoder"].get("alpha"),
+                "name": run.config.encoder.name,
+                "alpha": run.config.encoder.alpha,
                 "input_size": prep.input_size,
                 "feature_dim": cfg.feature_dim,
                 # attend: the encoder gives a map of this many positions, [1, P, F]
@@ -215,7 +215,7 @@ def export_bundle(
             # The run's name and config hash, not a workstation path (find_source_run).
             source={
                 "run": Path(run_dir).resolve().name,
-                "config_sha256": config_sha256(run.config),
+                "config_sha256": config_sha256(run.config_json),
             },
         )
         write_json_atomic(staging / "manifest.json", manifest.to_json())

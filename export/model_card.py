@@ -56,8 +56,7 @@ def _dataset_facts(data_dir: Path, dataset) -> dict[str, Any]:
     }
 
 
-def _weights(config: dict[str, Any]) -> dict[str, Any]:
-    weights = (config.get("encoder") or {}).get("weights") or config.get("train", {}).get("weights")
+def _weights(weights: str | None) -> dict[str, Any]:
     if weights in (None, "", "imagenet"):
         return {"source": "keras.applications ImageNet weights", "license": KERAS_WEIGHTS_LICENSE}
     if weights == "default":  # the encoder edge-caption ships (train/assets)
@@ -91,7 +90,7 @@ def model_card(run, run_dir: Path, dataset, parity: dict[str, Any]) -> dict[str,
     data_dir = Path(run.data_dir)
     facts = _dataset_facts(data_dir, dataset)
     quality = parity.get("quality") or {}
-    weights = _weights(run.config)
+    weights = _weights(run.config.weights)
     return {
         "training_data": {
             "dataset": facts["name"],
