@@ -110,7 +110,7 @@ class Manifest:
     # The training run, by folder name and config hash (find_source_run); older bundles
     # recorded an absolute path instead, kept as {"path": ...}.
     source: dict[str, Any] | None = None
-    parity: dict[str, Any] | None = None  # export's comparison with Keras (check_parity)
+    parity: dict[str, Any] | None = None  # export's comparison with Keras (export/parity.py)
     model_card: dict[str, Any] | None = None
 
     def path(self, name: str) -> Path:

@@ -76,7 +76,7 @@ def score_test_split(bundle: Path, data: Path, progress: bool = True) -> dict[st
 
 def _check(bundle: Path) -> None:
     """Refuse a bundle that is damaged, was never judged, or does not say what it is."""
-    from .bundle import ParityError, judge_parity
+    from .parity import Parity, ParityError, judge_parity
 
     with Bundle.open(bundle):  # every hash, tensor name and shape, and that it loads
         pass
@@ -86,9 +86,8 @@ def _check(bundle: Path) -> None:
     if manifest.recipe is None:
         raise ReleaseError(f"{bundle}: the manifest names no recipe; export it again")
     try:
-        judge_parity(
-            formats.get(manifest.recipe.format, manifest.recipe.precision), manifest.parity
-        )
+        parity = Parity.from_json(manifest.parity, f"{bundle / 'manifest.json'} parity")
+        judge_parity(formats.get(manifest.recipe.format, manifest.recipe.precision), parity)
     except ParityError as exc:
         raise ReleaseError(f"{bundle}: fails the export gate: {exc}") from None
     card = manifest.model_card or {}
