@@ -153,15 +153,49 @@ def _join(path: str, name: str | int) -> str:
     return f"{path}.{name}" if path else name
 
 
-_HINTS: dict[type, dict[str, Any]] = {}
+@dataclasses.dataclass(frozen=True)
+class _FieldPlan:
+    name: str  # the attribute
+    key: str  # the JSON key
+    annotation: Any  # resolved
+    required: bool
+    check: Callable[[Any], Any] | None
 
 
-def _hints(cls: type) -> dict[str, Any]:
-    """The resolved annotations of a dataclass (strings under `from __future__ import
-    annotations`), computed once per class."""
-    if cls not in _HINTS:
-        _HINTS[cls] = typing.get_type_hints(cls)
-    return _HINTS[cls]
+_PLANS: dict[type, tuple[tuple[_FieldPlan, ...], str, frozenset[str]]] = {}
+
+
+def _plan(cls: type) -> tuple[tuple[_FieldPlan, ...], str, frozenset[str]]:
+    """A dataclass's fields as from_json reads them, its extra-key policy and its JSON
+    keys; computed once per class (resolving string annotations is slow, and a dataset
+    file reads the same class hundreds of thousands of times)."""
+    if cls not in _PLANS:
+        hints = typing.get_type_hints(cls)
+        extra_policy = getattr(cls, "__json_extra__", EXTRA_IGNORE)
+        plans = tuple(
+            _FieldPlan(
+                name=f.name,
+                key=f.metadata.get(_KEY) or f.name,
+                annotation=hints[f.name],
+                required=f.default is dataclasses.MISSING
+                and f.default_factory is dataclasses.MISSING,
+                check=f.metadata.get(_CHECK),
+            )
+            for f in dataclasses.fields(cls)
+            if f.init and f.name != extra_policy
+        )
+        _PLANS[cls] = (plans, extra_policy, frozenset(p.key for p in plans))
+    return _PLANS[cls]
+
+
+# Annotations a value is checked against with one isinstance test; bool is an int in
+# Python, so int and float refuse it explicitly.
+_SCALARS: dict[Any, Callable[[Any], bool]] = {
+    str: lambda v: isinstance(v, str),
+    int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+    float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    bool: lambda v: isinstance(v, bool),
+}
 
 
 class _Reader:
@@ -177,6 +211,11 @@ class _Reader:
         return self.fail(path, f"expected {describe(annotation)}, got {_show(value)}")
 
     def read(self, annotation: Any, value: Any, path: str) -> Any:
+        scalar = _SCALARS.get(annotation)
+        if scalar is not None:
+            if not scalar(value):
+                raise self.mismatch(annotation, value, path)
+            return value
         origin, args = typing.get_origin(annotation), typing.get_args(annotation)
         if annotation is Any or annotation is object:
             return value
@@ -191,22 +230,6 @@ class _Reader:
             return value
         if origin is Union or origin is types.UnionType:
             return self.union(annotation, args, value, path)
-        if annotation is bool:
-            if not isinstance(value, bool):
-                raise self.mismatch(annotation, value, path)
-            return value
-        if annotation is int:
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise self.mismatch(annotation, value, path)
-            return value
-        if annotation is float:
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise self.mismatch(annotation, value, path)
-            return value
-        if annotation is str:
-            if not isinstance(value, str):
-                raise self.mismatch(annotation, value, path)
-            return value
         if origin is list or annotation is list:
             if not isinstance(value, list):
                 raise self.mismatch(annotation, value, path)
@@ -236,6 +259,11 @@ class _Reader:
         if len(options) == 1:  # Optional[X]: X's own message says more than "X or null"
             return self.read(options[0], value, path)
         for option in options:
+            scalar = _SCALARS.get(option)
+            if scalar is not None:  # no error built and thrown away for each miss
+                if scalar(value):
+                    return value
+                continue
             try:
                 return self.read(option, value, path)
             except self.error:
@@ -258,30 +286,25 @@ class _Reader:
     def dataclass(self, cls: type, value: Any, path: str) -> Any:
         if not isinstance(value, dict):
             raise self.mismatch(cls, value, path)
-        hints = _hints(cls)
-        extra_policy = getattr(cls, "__json_extra__", EXTRA_IGNORE)
+        plans, extra_policy, known = _plan(cls)
         kwargs: dict[str, Any] = {}
-        known = set()
-        for f in dataclasses.fields(cls):
-            if not f.init or f.name == extra_policy:
+        for plan in plans:
+            if plan.key not in value:
+                if plan.required:
+                    raise self.fail(path, f"missing field {plan.key!r}")
                 continue
-            key = f.metadata.get(_KEY) or f.name
-            known.add(key)
-            where = _join(path, key)
-            if key not in value:
-                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                    raise self.fail(path, f"missing field {key!r}")
-                continue
-            item = self.read(hints[f.name], value[key], where)
-            check = f.metadata.get(_CHECK)
-            if check is not None:
+            where = _join(path, plan.key)
+            item = self.read(plan.annotation, value[plan.key], where)
+            if plan.check is not None:
                 try:
-                    checked = check(item)
+                    checked = plan.check(item)
                 except ValueError as exc:
                     raise self.fail(where, str(exc)) from None
                 item = item if checked is None else checked
-            kwargs[f.name] = item
-        extra = {k: v for k, v in value.items() if k not in known}
+            kwargs[plan.name] = item
+        extra = (
+            {k: v for k, v in value.items() if k not in known} if len(value) > len(kwargs) else {}
+        )
         if extra and extra_policy == EXTRA_REFUSE:
             allowed = ", ".join(sorted(known))
             raise self.fail(
