@@ -31,7 +31,7 @@ from edgecap.edge_runtime.builtin import DEFAULT_MODEL, MODELS_DIR
 from edgecap.edge_runtime.bundle import Bundle
 from edgecap.edge_runtime.captioner import Captioner
 from edgecap.edge_runtime.decoding import DecodeOptions
-from edgecap.edge_runtime.errors import EdgeCaptionError
+from edgecap.edge_runtime.errors import BundleError, EdgeCaptionError
 from edgecap.edge_runtime.evaluation.datasets import load_dataset
 from edgecap.edge_runtime.evaluation.metrics import caption_split, score_split
 from edgecap.edge_runtime.manifest import load_manifest
@@ -81,12 +81,15 @@ def _check(bundle: Path) -> None:
     with Bundle.open(bundle):  # every hash, tensor name and shape, and that it loads
         pass
     manifest = load_manifest(bundle)
-    if not manifest.parity or "quality" not in manifest.parity:
+    try:
+        parity = Parity.from_json(manifest.parity or {}, f"{bundle / 'manifest.json'} parity")
+    except BundleError:  # none, or one from an export older than the parity record's fields
+        parity = None
+    if parity is None or not parity.quality:
         raise ReleaseError(f"{bundle}: no parity record on real images; export it again")
     if manifest.recipe is None:
         raise ReleaseError(f"{bundle}: the manifest names no recipe; export it again")
     try:
-        parity = Parity.from_json(manifest.parity, f"{bundle / 'manifest.json'} parity")
         judge_parity(formats.get(manifest.recipe.format, manifest.recipe.precision), parity)
     except ParityError as exc:
         raise ReleaseError(f"{bundle}: fails the export gate: {exc}") from None
