@@ -16,13 +16,17 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgecap.edge_runtime.errors import EdgeCaptionError, interrupted
 
 from . import formats
 
+if TYPE_CHECKING:
+    from .parity import Parity
+
 # Precisions per --format, default first, from the registry (which imports no TensorFlow,
-# so --help stays fast); tests/export/test_onnx.py checks it agrees with export.bundle's.
+# so --help stays fast); tests/export/test_onnx.py checks it agrees with export.exporter's.
 QUANTIZE: dict[str, tuple[str, ...]] = formats.PRECISIONS
 
 log = logging.getLogger("edgecap.export.cli")
@@ -34,7 +38,7 @@ class Outcome:
     out: Path
     error: str | None = None
     manifest: dict | None = None
-    parity: dict | None = None
+    parity: Parity | None = None
     seconds: float = 0.0
 
 
@@ -98,8 +102,9 @@ def _export_one(
     length_penalty: float,
     max_dangling_endings: float | None = None,
 ) -> Outcome:
-    from .bundle import MAX_DANGLING_ENDINGS, ParityError, export_bundle
+    from .exporter import export_bundle
     from .onnx import OnnxExportError
+    from .parity import Parity, ParityError
     from .tflite import UnsupportedOpsError
 
     outcome = Outcome(recipe, out)
@@ -107,9 +112,9 @@ def _export_one(
     try:
         manifest = export_bundle(
             run, out, recipe.precision, parity_images, recipe.format, length_penalty,
-            MAX_DANGLING_ENDINGS if max_dangling_endings is None else max_dangling_endings,
+            max_dangling_endings,
         )  # fmt: skip
-        outcome.manifest, outcome.parity = manifest, manifest["parity"]
+        outcome.manifest, outcome.parity = manifest, Parity.from_json(manifest["parity"])
     except ParityError as exc:
         outcome.error, outcome.parity = str(exc), exc.parity
     except (
@@ -139,17 +144,15 @@ def summary_table(outcomes: list[Outcome]) -> str:
         if o.manifest is not None:
             kb = f"{sum(m['bytes'] for m in o.manifest['models'].values()) / 1024:.1f}"
         identical = scene = logp = d_bleu = d_cider = "-"
-        if o.parity and "quality" in o.parity:
-            from .bundle import quality_drops
-
-            bleu, cider = quality_drops(o.parity)
+        if o.parity and o.parity.quality:
+            bleu, cider = o.parity.quality_drops()
             # Signed change of the bundle's greedy scores against Keras' on the parity images.
             d_bleu, d_cider = f"{0.0 - bleu:+.4f}", f"{0.0 - cider:+.4f}"
         if o.parity:
-            identical = f"{o.parity['identical_caption_rate']:.3f}"
-            if "same_scene_rate" in o.parity:
-                scene = f"{o.parity['same_scene_rate']:.3f}"
-            logp = f"{o.parity['max_abs_diff']['log_probs']:.2e}"
+            identical = f"{o.parity.identical_caption_rate:.3f}"
+            if o.parity.same_scene_rate is not None:
+                scene = f"{o.parity.same_scene_rate:.3f}"
+            logp = f"{o.parity.max_abs_diff['log_probs']:.2e}"
         status = "ok" if o.error is None else "failed"
         rows.append(
             f"{o.recipe.format:<8}{o.recipe.precision:<11}{status:<10}{kb:>9}{identical:>11}"
@@ -187,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
             outcome = _export_one(args.run, recipe, target, args.parity_images,
                                   args.length_penalty, args.max_dangling_endings)  # fmt: skip
             if outcome.error is None:
-                from .bundle import summarize
+                from .exporter import summarize
 
                 print(summarize(outcome.manifest))
                 print(f"wrote {target} in {outcome.seconds:.1f} s")

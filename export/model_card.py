@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgecap.edge_runtime.atomic import sha256_file
+from edgecap.edge_runtime.schema import to_json
+
+if TYPE_CHECKING:
+    from .parity import Parity
 
 # Facts per known dataset, keyed by how load_dataset's root is recognised.
 FLICKR8K = {
@@ -56,8 +60,7 @@ def _dataset_facts(data_dir: Path, dataset) -> dict[str, Any]:
     }
 
 
-def _weights(config: dict[str, Any]) -> dict[str, Any]:
-    weights = (config.get("encoder") or {}).get("weights") or config.get("train", {}).get("weights")
+def _weights(weights: str | None) -> dict[str, Any]:
     if weights in (None, "", "imagenet"):
         return {"source": "keras.applications ImageNet weights", "license": KERAS_WEIGHTS_LICENSE}
     if weights == "default":  # the encoder edge-caption ships (train/assets)
@@ -86,12 +89,12 @@ def _run_metrics(run_dir: Path) -> dict[str, Any] | str:
     return {k: metrics[k] for k in keep if k in metrics}
 
 
-def model_card(run, run_dir: Path, dataset, parity: dict[str, Any]) -> dict[str, Any]:
+def model_card(run, run_dir: Path, dataset, parity: Parity) -> dict[str, Any]:
     """The card for a bundle of `run`, whose parity (measured at export) is `parity`."""
     data_dir = Path(run.data_dir)
     facts = _dataset_facts(data_dir, dataset)
-    quality = parity.get("quality") or {}
-    weights = _weights(run.config)
+    quality = to_json(parity.quality)
+    weights = _weights(run.config.weights)
     return {
         "training_data": {
             "dataset": facts["name"],
@@ -101,11 +104,11 @@ def model_card(run, run_dir: Path, dataset, parity: dict[str, Any]) -> dict[str,
         "encoder_weights": weights,
         "source_run_metrics": _run_metrics(run_dir),
         "bundle_metrics": {
-            "images": parity.get("images"),
+            "images": parity.images,
             "split": "the first test images, greedy, scored against their references",
             "keras": quality.get("keras"),
             "bundle": quality.get("bundle"),
-            "identical_caption_rate": parity.get("identical_caption_rate"),
+            "identical_caption_rate": parity.identical_caption_rate,
         },
         "intended_use": INTENDED_USE,
         "not_for": NOT_FOR,

@@ -31,7 +31,7 @@ from edgecap.edge_runtime.builtin import DEFAULT_MODEL, MODELS_DIR
 from edgecap.edge_runtime.bundle import Bundle
 from edgecap.edge_runtime.captioner import Captioner
 from edgecap.edge_runtime.decoding import DecodeOptions
-from edgecap.edge_runtime.errors import EdgeCaptionError
+from edgecap.edge_runtime.errors import BundleError, EdgeCaptionError
 from edgecap.edge_runtime.evaluation.datasets import load_dataset
 from edgecap.edge_runtime.evaluation.metrics import caption_split, score_split
 from edgecap.edge_runtime.manifest import load_manifest
@@ -76,19 +76,21 @@ def score_test_split(bundle: Path, data: Path, progress: bool = True) -> dict[st
 
 def _check(bundle: Path) -> None:
     """Refuse a bundle that is damaged, was never judged, or does not say what it is."""
-    from .bundle import ParityError, judge_parity
+    from .parity import Parity, ParityError, judge_parity
 
     with Bundle.open(bundle):  # every hash, tensor name and shape, and that it loads
         pass
     manifest = load_manifest(bundle)
-    if not manifest.parity or "quality" not in manifest.parity:
+    try:
+        parity = Parity.from_json(manifest.parity or {}, f"{bundle / 'manifest.json'} parity")
+    except BundleError:  # none, or one from an export older than the parity record's fields
+        parity = None
+    if parity is None or not parity.quality:
         raise ReleaseError(f"{bundle}: no parity record on real images; export it again")
     if manifest.recipe is None:
         raise ReleaseError(f"{bundle}: the manifest names no recipe; export it again")
     try:
-        judge_parity(
-            formats.get(manifest.recipe.format, manifest.recipe.precision), manifest.parity
-        )
+        judge_parity(formats.get(manifest.recipe.format, manifest.recipe.precision), parity)
     except ParityError as exc:
         raise ReleaseError(f"{bundle}: fails the export gate: {exc}") from None
     card = manifest.model_card or {}

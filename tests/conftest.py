@@ -126,7 +126,7 @@ def load_e2e(root: Path, metrics: dict | None = None, manifest: dict | None = No
 def build_e2e(root: Path) -> dict:
     """Build the e2e pipeline into `root` (an empty folder). tests/platforms/build_e2e.py
     calls it to make the folder that EDGECAP_PREBUILT_E2E names in a Debian root."""
-    from edgecap.export.bundle import export_bundle
+    from edgecap.export.exporter import export_bundle
     from edgecap.train.decoders import DecoderConfig
     from edgecap.train.synthetic import generate
     from edgecap.train.training import TrainConfig, train
@@ -157,7 +157,7 @@ def e2e(tmp_path_factory):
 @pytest.fixture(scope="session")
 def onnx_bundle(e2e, tmp_path_factory):
     """The e2e run as an fp32 ONNX bundle (tests/export/test_onnx.py, the thread tests)."""
-    from edgecap.export.bundle import export_bundle
+    from edgecap.export.exporter import export_bundle
 
     out = tmp_path_factory.mktemp("onnx") / "bundle-onnx-fp32"
     manifest = export_bundle(e2e["run"], out, "fp32", parity_images=20, model_format="onnx")

@@ -38,8 +38,8 @@ def worker_from_tf_config(environ: dict[str, str] | None = None) -> tuple[int, i
     if not raw:
         return None
     try:
-        config = json.loads(raw)
-        cluster, task = config["cluster"], config["task"]
+        cluster_spec = json.loads(raw)
+        cluster, task = cluster_spec["cluster"], cluster_spec["task"]
         members = [("chief", i) for i in range(len(cluster.get("chief", [])))]
         members += [("worker", i) for i in range(len(cluster.get("worker", [])))]
         return members.index((task["type"], int(task["index"]))), len(members)

@@ -313,7 +313,7 @@ def _prepare_run(parent: TrainedRun, out: Path, config: FinetuneConfig, chief: b
     """The new run folder's config.json (the parent's plus ours), refused if it holds a
     run of other settings; more epochs than it was made with go on from its last one."""
     settings = {**config.to_json(), "parent": str(parent.path.resolve())}
-    run_config = {**parent.config, "finetune": settings}
+    run_config = {**parent.config_json, "finetune": settings}
     run_config.pop("scst", None)
     config_file = out / "config.json"
     if config_file.exists():
@@ -379,8 +379,8 @@ def finetune(
             "runs (whole captions on pooled features)"
         )
     out = Path(out_dir)
-    run_config = _prepare_run(parent, out, config, chief)
-    dataset = load_dataset(parent.config["data"])
+    _prepare_run(parent, out, config, chief)
+    dataset = load_dataset(parent.config.data)
     prep, vocab, decoder_config = parent.preprocessing, parent.vocab, parent.decoder_config
     train_ids, dev_ids = dataset.splits["train"], dataset.splits["dev"]
     paths = {split: [str(dataset.image_path(i)) for i in dataset.splits[split]]
@@ -494,11 +494,11 @@ def finetune(
         return state
     # The kept encoder's features go to the cache (keyed on its file), where SCST and
     # evaluation find them.
-    spec = get_encoder_spec(run_config["encoder"]["name"])
+    spec = get_encoder_spec(parent.config.encoder.name)
     kept_encoder = keras.models.load_model(out / "encoder.keras", safe_mode=True, compile=False)
     features = extract_features(
         dataset, final_split, spec, str(out / "encoder.keras"), kept_encoder,
-        feature_cache or run_config["train"].get("feature_cache") or None,
+        feature_cache or parent.config.train.feature_cache or None,
         progress=progress, prep=prep,
     )  # fmt: skip
     ids = dataset.splits[final_split]

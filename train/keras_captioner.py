@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -21,7 +22,9 @@ from edgecap.edge_runtime.preprocess import Preprocessing, load_pixels, preproce
 from edgecap.edge_runtime.vocab import Vocabulary
 
 from .decoders import DecoderConfig, KerasStepModel, StepModule
-from .runs import TrainedRun, load_run
+
+if TYPE_CHECKING:  # runs imports training, which imports this module
+    from .runs import TrainedRun
 
 # Images decoded together by greedy search: Keras' fp32 step gives each row the same
 # words at any batch, and one call per word for 256 images is what makes evaluation fast.
@@ -58,6 +61,8 @@ class KerasCaptioner:
     ) -> KerasCaptioner:
         """A finished run directory (or a loaded one). `feature_cache` is the folder whose
         cached features caption_dataset reuses (None: encode every file)."""
+        from .runs import TrainedRun, load_run
+
         run = run if isinstance(run, TrainedRun) else load_run(run)
         return cls(
             run.decoder, run.decoder_config, run.vocab, run.encoder, run.preprocessing,
@@ -134,7 +139,7 @@ class KerasCaptioner:
 
         for split, members in dataset.splits.items():
             if list(members[: len(ids)]) == list(ids):
-                spec = get_encoder_spec(self.run.config["encoder"]["name"])
+                spec = get_encoder_spec(self.run.config.encoder.name)
                 features = extract_features(
                     dataset, split, spec, feature_cache_weights(self.run, spec),
                     self.run.encoder, self.feature_cache, prep=self.run.preprocessing,
@@ -150,10 +155,10 @@ def feature_cache_weights(run: TrainedRun, spec) -> str:
     evaluation reuses training's feature cache instead of extracting every image again."""
     from .encoders import resolve_weights
 
-    if "finetune" in run.config:  # trained past the weights it was built from
+    if run.config.encoder_trained:  # trained past the weights it was built from
         return str(run.path / "encoder.keras")
     try:
-        weights = resolve_weights(spec, run.config["train"].get("weights"))
+        weights = resolve_weights(spec, run.config.train.weights)
     except (FileNotFoundError, ValueError):
         weights = None  # the weights file moved: key on the run's own encoder file
     return str(run.path / "encoder.keras") if weights is None else weights

@@ -203,7 +203,7 @@ def _prepare_run(parent, out: Path, config: ScstConfig) -> None:
         return
     for name in ("vocab.json", "encoder.keras"):
         shutil.copyfile(parent.path / name, out / name)
-    write_json_atomic(config_file, {**parent.config, "scst": settings})
+    write_json_atomic(config_file, {**parent.config_json, "scst": settings})
 
 
 def _state_of(model, steps_per_epoch: int, state: dict, checkpoints: Path, objective,
@@ -281,10 +281,10 @@ def scst(
         )
     out = Path(out_dir)
     _prepare_run(parent, out, config)
-    dataset = load_dataset(parent.config["data"])
-    spec = get_encoder_spec(parent.config["encoder"]["name"])
+    dataset = load_dataset(parent.config.data)
+    spec = get_encoder_spec(parent.config.encoder.name)
     weights = feature_cache_weights(parent, spec)
-    feature_cache = feature_cache or parent.config["train"].get("feature_cache") or None
+    feature_cache = feature_cache or parent.config.train.feature_cache or None
     features = {
         split: extract_features(
             dataset,

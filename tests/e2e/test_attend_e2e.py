@@ -15,7 +15,7 @@ EPOCHS = 6
 
 @pytest.fixture(scope="module")
 def attend(e2e, tmp_path_factory):
-    from edgecap.export.bundle import export_bundle
+    from edgecap.export.exporter import export_bundle
     from edgecap.train.decoders import DecoderConfig
     from edgecap.train.training import TrainConfig, train
 

@@ -20,7 +20,7 @@ def synth(tmp_path_factory):
 
 
 def _train_export_caption(data, tmp_path):
-    from edgecap.export.bundle import export_bundle
+    from edgecap.export.exporter import export_bundle
     from edgecap.train.decoders import DecoderConfig
     from edgecap.train.training import TrainConfig, train
 

@@ -33,7 +33,7 @@ HEAVIEST = ("seed-inception-blstm", "seed-inception-lstm")
     ],
 )
 def test_preset_trains_exports_and_captions(preset, tiny_data, tmp_path):
-    from edgecap.export.bundle import export_bundle
+    from edgecap.export.exporter import export_bundle
     from edgecap.train.cli_train import _train_parser, build_config
     from edgecap.train.training import train
 

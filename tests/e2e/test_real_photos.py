@@ -55,7 +55,7 @@ def test_subset_links_the_real_images(real_run, flickr8k_224):
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
 def test_real_encoder_bundles_keep_parity_on_real_images(real_run, precision, flickr8k_originals):
-    from edgecap.export.bundle import export_bundle
+    from edgecap.export.exporter import export_bundle
 
     bundle = real_run["root"] / f"bundle-{precision}"
     # A 48-photo smoke model says little more than "a man in a": the dangling-ending
@@ -117,12 +117,12 @@ def _parity(keras, bundle, encoder_only, decoder_only) -> dict:
 def test_quality_gate_fails_a_bundle_that_captions_worse_and_names_the_file():
     """The probe's onnx-dynamic case: its encoder alone loses the quality."""
     from edgecap.export import formats
-    from edgecap.export.bundle import ParityError, judge_parity
+    from edgecap.export.parity import Parity, ParityError, judge_parity
 
     recipe = formats.get("onnx", "dynamic")
     parity = _parity((0.165, 0.385), (0.086, 0.135), (0.090, 0.140), (0.163, 0.380))
     with pytest.raises(ParityError) as failure:
-        judge_parity(recipe, parity)
+        judge_parity(recipe, Parity.from_json(parity))
     assert str(failure.value) == (
         "onnx-dynamic bundle captions the 100 parity images worse than Keras: greedy BLEU-4 "
         "0.0860 vs 0.1650 (drop 0.0790 > 0.03), CIDEr-D 0.1350 vs 0.3850 (drop 0.2500, limit "
@@ -132,23 +132,23 @@ def test_quality_gate_fails_a_bundle_that_captions_worse_and_names_the_file():
     )
     decoder_fault = _parity((0.2, 0.5), (0.15, 0.35), (0.2, 0.5), (0.15, 0.36))
     with pytest.raises(ParityError, match=r"to blame: decoder_init.onnx \+ decoder_step.onnx \("):
-        judge_parity(recipe, decoder_fault)
+        judge_parity(recipe, Parity.from_json(decoder_fault))
     # Scores within tolerance but 3 captions in 100 ending "... in front of a": it fails.
     dangling = _parity((0.2, 0.5), (0.2, 0.5), (0.2, 0.5), (0.2, 0.5))
     dangling["quality"]["bundle"]["dangling_endings"] = 0.03
     dangling["quality"]["keras"]["dangling_endings"] = 0.14
     with pytest.raises(ParityError) as failure:
-        judge_parity(formats.get("tflite", "int8"), dangling)
+        judge_parity(formats.get("tflite", "int8"), Parity.from_json(dangling))
     assert str(failure.value).startswith(
         "tflite-int8 bundle ends 3.0% of its greedy captions of the 100 parity images on a "
         "word no caption ends on (limit 2%; Keras: 14.0%)"
     )
     dangling["quality"]["bundle"]["dangling_endings"] = 0.02
-    judge_parity(formats.get("tflite", "int8"), dangling)  # at the limit: it ships
+    judge_parity(formats.get("tflite", "int8"), Parity.from_json(dangling))  # at the limit: ships
     # Within tolerance (the probe's int8 TFLite: 0.163 vs 0.165): it ships.
     judge_parity(
         formats.get("tflite", "int8"),
-        _parity((0.165, 0.40), (0.163, 0.39), (0.164, 0.40), (0.165, 0.39)),
+        Parity.from_json(_parity((0.165, 0.40), (0.163, 0.39), (0.164, 0.40), (0.165, 0.39))),
     )
 
 
@@ -167,7 +167,7 @@ def test_a_small_real_subset_learns_to_caption_test_photos(
     photos, above a measured floor, and different captions for different photos."""
     from edgecap.edge_runtime.captioner import Captioner
     from edgecap.edge_runtime.evaluation.metrics import caption_split, score_split
-    from edgecap.export.bundle import export_bundle
+    from edgecap.export.exporter import export_bundle
     from edgecap.train.decoders import DecoderConfig
     from edgecap.train.training import TrainConfig, train
 
@@ -243,9 +243,9 @@ def test_release_checks_scores_and_copies_a_bundle_with_its_provenance(
     """make release-model on the smoke model: refused by the export gate as it stands,
     then (gate waived) scored on its test split and copied in with card and provenance."""
     from edgecap.edge_runtime.bundle import Bundle
-    from edgecap.export import bundle as export_module
+    from edgecap.export import parity as parity_module
     from edgecap.export import release as release_module
-    from edgecap.export.bundle import export_bundle
+    from edgecap.export.exporter import export_bundle
 
     bundle = tmp_path / "bundle"
     export_bundle(real_run["run"], bundle, "int8", parity_images=12, max_dangling_endings=1.0)
@@ -255,7 +255,7 @@ def test_release_checks_scores_and_copies_a_bundle_with_its_provenance(
         release_module.release(bundle, real_run["root"] / "data", "tiny", progress=False)
     assert not (tmp_path / "models" / "tiny").exists()
 
-    monkeypatch.setattr(export_module, "judge_parity", lambda *args: None)
+    monkeypatch.setattr(parity_module, "judge_parity", lambda *args: None)
     target = release_module.release(bundle, real_run["root"] / "data", "tiny", progress=False)
     assert target == tmp_path / "models" / "tiny"
     with Bundle.open(target) as opened:  # every hash still matches

@@ -14,7 +14,7 @@ from edgecap.export import formats
 
 @pytest.fixture(scope="module")
 def bundles(e2e, tmp_path_factory):
-    from edgecap.export.bundle import export_bundle
+    from edgecap.export.exporter import export_bundle
 
     root = tmp_path_factory.mktemp("matrix")
     result = {}
@@ -26,8 +26,8 @@ def bundles(e2e, tmp_path_factory):
 
 
 def test_registry_is_the_one_table():
-    from edgecap.export.bundle import PRECISIONS
     from edgecap.export.cli import QUANTIZE
+    from edgecap.export.exporter import PRECISIONS
 
     assert PRECISIONS == QUANTIZE == formats.PRECISIONS
     assert PRECISIONS["tflite"][0] == "int8" and PRECISIONS["onnx"][0] == "fp32"
@@ -91,19 +91,79 @@ def test_select_skips_missing_pairs_only_for_all():
 
 
 def test_parity_rules(caplog):
-    from edgecap.export.bundle import ParityError, judge_parity
+    from edgecap.export.parity import Parity, ParityError, judge_parity
 
     good = {"images": 20, "identical_caption_rate": 1.0, "max_abs_diff": {"log_probs": 1e-6}}
-    judge_parity(formats.get("tflite", "fp32"), good)
+    judge_parity(formats.get("tflite", "fp32"), Parity.from_json(good))
     for bad in ({"identical_caption_rate": 0.95}, {"max_abs_diff": {"log_probs": 2e-3}}):
         with pytest.raises(ParityError, match="misses its parity tolerance"):
-            judge_parity(formats.get("onnx", "fp32"), {**good, **bad})
+            judge_parity(formats.get("onnx", "fp32"), Parity.from_json({**good, **bad}))
+    # Every check runs: both misses are named in the one error.
+    both = {**good, "identical_caption_rate": 0.95, "max_abs_diff": {"log_probs": 2e-3},
+            "shape_mismatches": ["h: the bundle gives shape (1, 8), Keras (1, 16)"]}  # fmt: skip
+    with pytest.raises(ParityError) as caught:
+        judge_parity(formats.get("onnx", "fp32"), Parity.from_json(both))
+    assert str(caught.value) == (
+        "onnx-fp32 bundle gives other shapes than Keras: h: the bundle gives shape (1, 8), "
+        "Keras (1, 16); onnx-fp32 bundle misses its parity tolerance: identical-caption rate "
+        "0.950 < 0.99; log_probs max abs diff 2.00e-03 > 1e-03"
+    )
     off_scene = {**good, "identical_caption_rate": 0.8, "same_scene_rate": 0.95}
-    with caplog.at_level(logging.WARNING, logger="edgecap.export.bundle"):
-        judge_parity(formats.get("tflite", "dynamic"), off_scene)  # warns, does not raise
-        judge_parity(formats.get("tflite", "fp16"), {**off_scene, "same_scene_rate": 0.99})
+    with caplog.at_level(logging.WARNING, logger="edgecap.export.parity"):
+        judge_parity(formats.get("tflite", "dynamic"), Parity.from_json(off_scene))  # warns
+        judge_parity(
+            formats.get("tflite", "fp16"), Parity.from_json({**off_scene, "same_scene_rate": 0.99})
+        )
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "tflite-dynamic" in warnings[0].getMessage()
+
+
+def test_tolerances_are_on_the_recipe_rows():
+    """All-float recipes must decode like Keras; the others are held to caption quality."""
+    for recipe in formats.RECIPES:
+        strict = recipe.tolerance.min_identical_rate is not None
+        assert strict == recipe.float_only == (recipe.tolerance == formats.FLOAT), recipe.name
+        assert (recipe.tolerance.max_log_probs_diff is not None) == recipe.float_only
+
+
+def test_parity_is_typed_and_written_as_it_was_read(e2e):
+    from edgecap.export.parity import Parity
+
+    raw = e2e["manifest"]["parity"]
+    parity = Parity.from_json(raw)
+    assert parity.to_json() == raw and json.dumps(parity.to_json()) == json.dumps(raw)
+    assert parity.shape_mismatches is None and set(parity.quality) >= {"keras", "bundle"}
+
+
+def test_parity_measurement_records_every_shape_mismatch_once():
+    import numpy as np
+
+    from edgecap.export.parity import _MaxAbsDiff
+
+    diffs = _MaxAbsDiff(["features", "h", "log_probs"])
+    for _ in range(3):  # three images: each mismatch is named once
+        diffs.track("features", np.zeros((1, 4)), np.ones((1, 4)))
+        diffs.track("h", np.zeros((1, 16)), np.zeros((1, 8)))
+        diffs.track("log_probs", np.zeros((1, 5)), np.zeros((2, 5)))
+    assert diffs.diffs == {"features": 1.0, "h": 0.0, "log_probs": 0.0}
+    assert list(diffs.mismatches.values()) == [
+        "h: the bundle gives shape (1, 8), Keras (1, 16)",
+        "log_probs: the bundle gives shape (2, 5), Keras (1, 5)",
+    ]
+
+
+def test_judging_logs_each_check_as_passed_or_failed(caplog):
+    from edgecap.export.parity import Parity, ParityError, judge_parity
+
+    parity = Parity(images=20, identical_caption_rate=0.95, max_abs_diff={"log_probs": 1e-6})
+    with caplog.at_level(logging.INFO, logger="edgecap.export.parity"):
+        with pytest.raises(ParityError):
+            judge_parity(formats.get("tflite", "fp32"), parity)
+    lines = [(r.levelname, r.getMessage().strip()) for r in caplog.records]
+    assert lines == [
+        ("ERROR", "[FAIL] identical-caption rate 0.950 >= 0.99"),
+        ("INFO", "[pass] log_probs max abs diff 1.00e-06 <= 1e-03"),
+    ]
 
 
 @pytest.mark.parametrize("precision", ["fp16", "dynamic"])
@@ -185,12 +245,13 @@ def test_caption_export_all_pairs(e2e, tmp_path):
 
 
 def test_failed_fp32_parity_leaves_no_bundle(e2e, tmp_path, monkeypatch, capsys):
-    from edgecap.export import bundle, cli
+    from edgecap.export import cli, exporter
+    from edgecap.export.parity import Parity
 
     def poor_parity(run, staging, dataset, n_images):
-        return {"images": 1, "identical_caption_rate": 0.5, "max_abs_diff": {"log_probs": 0.1}}
+        return Parity(images=1, identical_caption_rate=0.5, max_abs_diff={"log_probs": 0.1})
 
-    monkeypatch.setattr(bundle, "check_parity", poor_parity)
+    monkeypatch.setattr(exporter, "measure_parity", poor_parity)
     out = tmp_path / "bundle"
     code = cli.main([str(e2e["run"]), "--format", "onnx", "--quantize", "fp32", "--out", str(out)])
     assert code != 0

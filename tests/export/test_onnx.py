@@ -195,8 +195,8 @@ def test_dynamic_int8_step_stays_close(onnx_bundle, tmp_path):
 
 
 def test_caption_export_format_flags():
-    from edgecap.export.bundle import PRECISIONS
     from edgecap.export.cli import QUANTIZE
+    from edgecap.export.exporter import PRECISIONS
 
     assert QUANTIZE == PRECISIONS
     result = subprocess.run(

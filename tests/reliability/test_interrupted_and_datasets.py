@@ -17,7 +17,7 @@ from edgecap.train.synthetic import generate
 
 
 def test_failed_export_leaves_no_bundle_and_keeps_the_old_one(e2e, tmp_path, monkeypatch):
-    from edgecap.export import bundle as bundle_mod
+    from edgecap.export import exporter as bundle_mod
 
     target = tmp_path / "bundle"
     shutil.copytree(e2e["bundle"], target)
@@ -119,7 +119,7 @@ needs_proc = pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="name
 @needs_proc
 def test_full_disk_during_export_keeps_the_old_bundle(e2e, tmp_path, monkeypatch):
     from edgecap.edge_runtime.errors import DiskFullError
-    from edgecap.export import bundle as bundle_mod
+    from edgecap.export import exporter as bundle_mod
 
     target = tmp_path / "bundle"
     shutil.copytree(e2e["bundle"], target)

@@ -150,7 +150,7 @@ def test_killed_at_every_stage_then_the_same_command_finishes_and_exports(data, 
     import keras
 
     from edgecap.edge_runtime.captioner import Captioner
-    from edgecap.export.bundle import export_bundle
+    from edgecap.export.exporter import export_bundle
     from edgecap.train.encoders import get_encoder_spec
 
     run, cache = tmp_path / "run", tmp_path / "cache"

@@ -94,7 +94,7 @@ def _wait(processes: list[subprocess.Popen], timeout: float = 240) -> list[int]:
 def test_two_workers_train_what_one_trains_and_the_bundle_captions_alike(single):
     from edgecap.edge_runtime.captioner import Captioner
     from edgecap.edge_runtime.evaluation.datasets import load_dataset
-    from edgecap.export.bundle import export_bundle
+    from edgecap.export.exporter import export_bundle
 
     out = single / "two-workers"
     codes = _wait(_start_workers(single, out, "two"))
