@@ -110,11 +110,11 @@ bench-inputs: $(STAMP)
 	test ! -f $(F8K_INT8)/manifest.json || $(BIN)/caption-bench inputs $(F8K_INT8) \
 		$(foreach d,$(PHOTOS),--photos $(d)) --out $(F8K_OUT)/bench/inputs
 
-# Peak memory and time of training (benchmarks/studies/training_memory.py): Flickr8k from a cold
+# Peak memory and time of training (export/studies/training_memory.py): Flickr8k from a cold
 # and a warm feature cache, LSTM and BLSTM, and 10,000 vs 100,000 synthetic captions.
 # About 40 minutes on 2 cores; `make docs-tables` puts the table in the README.
 bench-training: $(STAMP)
-	$(BIN)/python benchmarks/studies/training_memory.py --flickr8k "$(FLICKR8K)" \
+	$(BIN)/python export/studies/training_memory.py --flickr8k "$(FLICKR8K)" \
 		--weights "$(IMAGENET_WEIGHTS)/mobilenet_v2_1.0_224_imagenet_bnfolded_no_top.h5" \
 		--out artifacts/bench/training-memory
 

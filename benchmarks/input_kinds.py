@@ -354,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         fidelity = _fidelity(args.bundle, photos, large, args.threads)
     result = {
         "bundle": str(args.bundle),
-        "device": fingerprint()["device"],
+        "device": fingerprint().device,
         "load_average": load_average(),
         "repeats": args.repeats,
         "photos": [str(p) for p in args.photos],

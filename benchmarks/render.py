@@ -54,7 +54,7 @@ def _inputs_before_after(files: list[dict]) -> str:
 
 
 def training_memory_table(rows: list[dict]) -> str:
-    """The README's table of benchmarks/studies/training_memory.py: the cases that finished."""
+    """The README's table of export/studies/training_memory.py: the cases that finished."""
     header = ["case", "training captions", "peak RSS", "seconds"]
     body = [[r["case"], f"{r['captions']:,}", f"{r['peak_rss_gb']:.2f} GB", f"{r['seconds']:.0f}"]
             for r in rows if r["exit_code"] == 0]  # fmt: skip

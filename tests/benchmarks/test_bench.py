@@ -14,15 +14,15 @@ import numpy as np
 import pytest
 
 from edgecap.benchmarks import bench
-from edgecap.benchmarks.fingerprint import cpu_model
-from edgecap.benchmarks.measure import bundle_recipe
-from edgecap.benchmarks.schema import (
+from edgecap.benchmarks.bench_result import (
     SCHEMA_VERSION,
     SchemaError,
     portable,
     schema_version_message,
     validate,
 )
+from edgecap.benchmarks.fingerprint import cpu_model
+from edgecap.benchmarks.measure import bundle_recipe
 from edgecap.edge_runtime.evaluation.timing import summarize, time_calls, tukey_fences
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -84,7 +84,7 @@ def test_fingerprint_never_imports_tensorflow():
     code = (
         "import sys; from edgecap.benchmarks.fingerprint import fingerprint; fp = fingerprint(); "
         "assert 'tensorflow' not in sys.modules, 'imported TF'; "
-        "assert fp['runtimes']['numpy'] and fp['cores_logical'] >= 1; print('ok')"
+        "assert fp.runtimes['numpy'] and fp.cores_logical >= 1; print('ok')"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
