@@ -18,6 +18,7 @@ from .atomic import sha256_file
 from .decoding import check_length_penalty
 from .errors import BundleError
 from .preprocess import Preprocessing
+from .schema import from_json, json_field
 from .step_models import DECODER_KINDS, DECODER_TENSORS
 
 BUNDLE_FORMAT = "edgecap-bundle"
@@ -215,30 +216,126 @@ def _safe_relative(root: Path, name: Any, source: str) -> str:
     return name
 
 
-def _require(obj: dict, key: str, kind: type | tuple, source: str) -> Any:
-    if key not in obj:
-        raise BundleError(f"{source}: missing field {key!r}")
-    value = obj[key]
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-        raise BundleError(f"{source}: field {key!r} has the wrong type ({type(value).__name__})")
-    return value
-
-
-def _optional(obj: dict, key: str, kind: type | tuple, source: str) -> Any:
-    """obj[key] if present (checked as _require does), else None."""
-    return _require(obj, key, kind, source) if key in obj else None
-
-
-def _in_range(value: int | None, low: int, high: int, field: str, source: str) -> None:
+def _in_range(value: int | None, low: int, high: int, field: str, section: str = "") -> None:
     """Refuse an integer field outside [low, high] (None: the field is absent)."""
     if value is not None and not low <= value <= high:
-        raise BundleError(
-            f"{source}: field {field!r} is {value}, outside {low}..{high}; re-export the bundle"
+        where = f"{section}: " if section else ""
+        raise ValueError(
+            f"{where}field {field!r} is {value}, outside {low}..{high}; re-export the bundle"
         )
 
 
-def parse_manifest(obj: Any, root: Path, source: str = "manifest.json") -> Manifest:
-    """Validate a decoded manifest.json; every problem is a BundleError naming the field."""
+def _supported_decoder(kind: str) -> None:
+    if kind not in DECODER_KINDS:
+        raise ValueError(
+            f"decoder kind {kind!r} is not supported by this runtime ({DECODER_KINDS})"
+        )
+
+
+def _known_format(model_format: str) -> None:
+    if model_format not in MODEL_FORMATS:
+        raise ValueError(f"must be one of {sorted(MODEL_FORMATS)}, not {model_format!r}")
+
+
+def _caption_length(length: int) -> None:
+    if not 1 <= length <= MAX_CAPTION_LENGTH:
+        raise ValueError(f"{length} is out of range (1..{MAX_CAPTION_LENGTH})")
+
+
+# manifest.json's sections as the file lays them out, read by schema.from_json; the checks
+# that need the bundle folder or span sections are parse_manifest's and _check_shapes'.
+@dataclass
+class _DecoderSection:
+    kind: str = json_field(check=_supported_decoder)
+    units: int | None = None
+    embed_dim: int | None = None
+    prefix_length: int | None = None  # BLSTM only
+    length_penalty: float = 0.0  # bundles exported before it was recorded shipped with 0
+
+    def __post_init__(self) -> None:
+        # Finite and within decoding's limit: a hand-edited 400 made beam search overflow.
+        try:
+            self.length_penalty = check_length_penalty(
+                self.length_penalty, "field 'length_penalty'"
+            )
+        except ValueError as exc:
+            raise ValueError(f"{exc}; re-export the bundle") from None
+
+
+@dataclass
+class _VocabSection:
+    file: str
+    size: int
+    start_id: int
+    end_id: int
+    sha256: str
+    pad_id: int | None = None
+    unk_id: int | None = None
+
+    def __post_init__(self) -> None:
+        _in_range(self.size, 5, MAX_VOCAB_SIZE, "size")  # 4 special tokens + 1 word
+        if not (0 <= self.start_id < self.size and 0 <= self.end_id < self.size):
+            raise ValueError(f"special token ids are outside the vocabulary of {self.size}")
+        _in_range(self.pad_id, 0, self.size - 1, "pad_id")
+        _in_range(self.unk_id, 0, self.size - 1, "unk_id")
+
+
+@dataclass
+class _ModelSection:
+    file: str
+    sha256: str
+    precision: str
+    inputs: list[dict[str, Any]]
+    outputs: list[dict[str, Any]]
+    bytes: int | None = None
+    ops: list[str] | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    __json_extra__ = "details"  # what one format alone has, kept as written
+
+    def __post_init__(self) -> None:
+        _in_range(self.bytes, 0, 2**40, "bytes")
+
+
+@dataclass
+class _ModelsSection:
+    encoder: _ModelSection
+    decoder_init: _ModelSection
+    decoder_step: _ModelSection
+
+
+@dataclass
+class _ManifestFile:
+    model_format: str = json_field(check=_known_format)
+    preprocessing: dict[str, Any] = json_field()  # Preprocessing.from_json checks it
+    decoder: _DecoderSection = json_field()
+    max_caption_length: int = json_field(check=_caption_length)
+    vocab: _VocabSection = json_field()
+    models: _ModelsSection = json_field()
+    recipe: Recipe | None = None  # None only in bundles exported before it was recorded
+    encoder: dict[str, Any] = field(default_factory=dict)
+    created: str | None = None
+    source: dict[str, Any] | None = None
+    source_run: str | None = None  # older bundles: the run's absolute path
+    parity: dict[str, Any] | None = None
+    model_card: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.decoder.kind == "blstm":
+            # The step fills one prefix slot per word, <start> first: max_length + 1 at least.
+            if self.decoder.prefix_length is None:
+                raise ValueError("decoder: missing field 'prefix_length'")
+            _in_range(self.decoder.prefix_length, self.max_caption_length + 1,
+                      MAX_CAPTION_LENGTH + 1, "prefix_length", section="decoder")  # fmt: skip
+        if self.recipe is not None and self.recipe.format != self.model_format:
+            raise ValueError(
+                f"recipe: format {self.recipe.format!r} is not the model_format {self.model_format!r}"
+            )
+
+
+def _check_header(obj: Any, source: str) -> None:
+    """Refuse what is not an edge-caption manifest of the version this runtime reads,
+    before any field is read: its fields would only raise puzzling errors."""
     if not isinstance(obj, dict):
         raise BundleError(f"{source}: the manifest must be a JSON object")
     if obj.get("format") != BUNDLE_FORMAT:
@@ -251,132 +348,81 @@ def parse_manifest(obj: Any, root: Path, source: str = "manifest.json") -> Manif
             f"{source}: bundle format version {version!r} is not supported by this runtime "
             f"(it reads version {FORMAT_VERSION}); re-export the bundle with a matching edge-caption"
         )
-    model_format = _require(obj, "model_format", str, source)
-    if model_format not in MODEL_FORMATS:
-        raise BundleError(
-            f"{source}: model_format must be one of {sorted(MODEL_FORMATS)}, not {model_format!r}"
+
+
+def parse_manifest(obj: Any, root: Path, source: str = "manifest.json") -> Manifest:
+    """Validate a decoded manifest.json; every problem is a BundleError naming the field."""
+    _check_header(obj, source)
+    raw = from_json(_ManifestFile, obj, source)
+    prep = Preprocessing.from_json(raw.preprocessing, source)
+    decoder, vocab = raw.decoder, raw.vocab
+    models = {
+        role: _model_entry(
+            role, getattr(raw.models, role), raw.model_format, decoder.kind, root, source
         )
-    prep = Preprocessing.from_json(_require(obj, "preprocessing", dict, source), source)
-    decoder = _require(obj, "decoder", dict, source)
-    kind = _require(decoder, "kind", str, f"{source} decoder")
-    if kind not in DECODER_KINDS:
-        raise BundleError(
-            f"{source}: decoder kind {kind!r} is not supported by this runtime ({DECODER_KINDS})"
-        )
-    names = tensor_names(kind)
-    max_length = _require(obj, "max_caption_length", int, source)
-    if not 1 <= max_length <= MAX_CAPTION_LENGTH:
-        raise BundleError(f"{source}: max_caption_length {max_length} is out of range")
-    prefix_length = None
-    if kind == "blstm":
-        # The step fills one prefix slot per word, <start> first: max_length + 1 at least.
-        prefix_length = _require(decoder, "prefix_length", int, f"{source} decoder")
-        _in_range(prefix_length, max_length + 1, MAX_CAPTION_LENGTH + 1, "prefix_length",
-                  f"{source} decoder")  # fmt: skip
-    vocab = _require(obj, "vocab", dict, source)
-    vocab_file = _safe_relative(
-        root, _require(vocab, "file", str, f"{source} vocab"), f"{source} vocab"
-    )
-    vocab_size = _require(vocab, "size", int, f"{source} vocab")
-    _in_range(vocab_size, 5, MAX_VOCAB_SIZE, "size", f"{source} vocab")  # 4 special tokens + 1
-    start_id = _require(vocab, "start_id", int, f"{source} vocab")
-    end_id = _require(vocab, "end_id", int, f"{source} vocab")
-    _require(vocab, "sha256", str, f"{source} vocab")
-    if not (0 <= start_id < vocab_size and 0 <= end_id < vocab_size):
-        raise BundleError(f"{source}: special token ids are outside the vocabulary of {vocab_size}")
-    for key in ("pad_id", "unk_id"):
-        _in_range(_optional(vocab, key, int, f"{source} vocab"), 0, vocab_size - 1, key,
-                  f"{source} vocab")  # fmt: skip
-    models_obj = _require(obj, "models", dict, source)
-    models = {}
-    suffix = MODEL_FORMATS[model_format]
-    for role in MODEL_ROLES:
-        entry = _require(models_obj, role, dict, f"{source} models")
-        where = f"{source} models.{role}"
-        file = _safe_relative(root, _require(entry, "file", str, where), where)
-        if not file.endswith(suffix):
-            raise BundleError(
-                f"{where}: file {file!r} does not end in {suffix} for a {model_format} bundle"
-            )
-        inputs = _require(entry, "inputs", list, where)
-        outputs = _require(entry, "outputs", list, where)
-        for kind_name, tensors in (("inputs", inputs), ("outputs", outputs)):
-            found = [t.get("name") if isinstance(t, dict) else None for t in tensors]
-            if found != names[role][kind_name]:
-                raise BundleError(
-                    f"{where}: {kind_name} are {found}, expected {names[role][kind_name]} "
-                    f"for a {kind} decoder"
-                )
-        _in_range(_optional(entry, "bytes", int, where), 0, 2**40, "bytes", where)
-        models[role] = ModelEntry(
-            role=role,
-            file=file,
-            sha256=_require(entry, "sha256", str, where),
-            precision=_require(entry, "precision", str, where),
-            inputs=inputs,
-            outputs=outputs,
-            bytes=_optional(entry, "bytes", int, where),
-            ops=_optional(entry, "ops", list, where),
-            details={k: v for k, v in entry.items() if k not in _MODEL_ENTRY_KEYS},
-        )
-    _check_shapes(models, prep, vocab_size, prefix_length, source)
-    recipe = _optional(obj, "recipe", dict, source)
-    if recipe is not None:
-        where = f"{source} recipe"
-        recipe = Recipe(
-            _require(recipe, "name", str, where),
-            _require(recipe, "format", str, where),
-            _require(recipe, "precision", str, where),
-        )
-        if recipe.format != model_format:
-            raise BundleError(
-                f"{where}: format {recipe.format!r} is not the model_format {model_format!r}"
-            )
-    origin = _optional(obj, "source", dict, source)
-    legacy = _optional(obj, "source_run", str, source)
-    if origin is None and legacy is not None:
-        origin = {"path": legacy}
+        for role in MODEL_ROLES
+    }
+    prefix_length = decoder.prefix_length if decoder.kind == "blstm" else None
+    legacy_source = None if raw.source_run is None else {"path": raw.source_run}
+    _check_shapes(models, prep, vocab.size, prefix_length, source)
     return Manifest(
         root=root,
-        model_format=model_format,
+        model_format=raw.model_format,
         preprocessing=prep,
-        decoder_kind=kind,
-        max_length=max_length,
+        decoder_kind=decoder.kind,
+        max_length=raw.max_caption_length,
         prefix_length=prefix_length,
-        vocab_file=vocab_file,
-        vocab_size=vocab_size,
-        start_id=start_id,
-        end_id=end_id,
+        vocab_file=_safe_relative(root, vocab.file, f"{source} vocab"),
+        vocab_size=vocab.size,
+        start_id=vocab.start_id,
+        end_id=vocab.end_id,
         models=models,
-        vocab_sha256=vocab["sha256"],
-        pad_id=_optional(vocab, "pad_id", int, f"{source} vocab"),
-        unk_id=_optional(vocab, "unk_id", int, f"{source} vocab"),
-        recipe=recipe,
-        encoder=_optional(obj, "encoder", dict, source) or {},
-        decoder_units=_optional(decoder, "units", int, f"{source} decoder"),
-        decoder_embed_dim=_optional(decoder, "embed_dim", int, f"{source} decoder"),
-        length_penalty=_length_penalty(decoder, f"{source} decoder"),
-        created=_optional(obj, "created", str, source),
-        source=origin,
-        parity=_optional(obj, "parity", dict, source),
-        model_card=_optional(obj, "model_card", dict, source),
+        vocab_sha256=vocab.sha256,
+        pad_id=vocab.pad_id,
+        unk_id=vocab.unk_id,
+        recipe=raw.recipe,
+        encoder=raw.encoder,
+        decoder_units=decoder.units,
+        decoder_embed_dim=decoder.embed_dim,
+        length_penalty=decoder.length_penalty,
+        created=raw.created,
+        source=raw.source if raw.source is not None else legacy_source,
+        parity=raw.parity,
+        model_card=raw.model_card,
     )
 
 
-def _length_penalty(decoder: dict, source: str) -> float:
-    """decoder.length_penalty, finite and within decoding's limit (a hand-edited 400 made
-    beam search overflow); bundles exported before it was recorded shipped with 0."""
-    value = _optional(decoder, "length_penalty", (int, float), source)
-    if value is None:
-        return 0.0
-    try:
-        return check_length_penalty(value, "field 'length_penalty'")
-    except ValueError as exc:
-        raise BundleError(f"{source}: {exc}; re-export the bundle") from None
-
-
-# Keys of models.<role> that ModelEntry has fields for; any other goes to its details.
-_MODEL_ENTRY_KEYS = {"file", "sha256", "bytes", "precision", "ops", "inputs", "outputs"}
+def _model_entry(
+    role: str, raw: _ModelSection, model_format: str, decoder_kind: str, root: Path, source: str
+) -> ModelEntry:
+    """models.<role>: a plain file name of the format's suffix, and the tensor names the
+    runtime feeds and reads for this decoder kind, in the file's order."""
+    where = f"{source} models.{role}"
+    file = _safe_relative(root, raw.file, where)
+    suffix = MODEL_FORMATS[model_format]
+    if not file.endswith(suffix):
+        raise BundleError(
+            f"{where}: file {file!r} does not end in {suffix} for a {model_format} bundle"
+        )
+    expected = tensor_names(decoder_kind)[role]
+    for kind_name, tensors in (("inputs", raw.inputs), ("outputs", raw.outputs)):
+        found = [t.get("name") for t in tensors]
+        if found != expected[kind_name]:
+            raise BundleError(
+                f"{where}: {kind_name} are {found}, expected {expected[kind_name]} "
+                f"for a {decoder_kind} decoder"
+            )
+    return ModelEntry(
+        role=role,
+        file=file,
+        sha256=raw.sha256,
+        precision=raw.precision,
+        inputs=raw.inputs,
+        outputs=raw.outputs,
+        bytes=raw.bytes,
+        ops=raw.ops,
+        details=raw.details,
+    )
 
 
 def _shape(entry: ModelEntry, kind: str, name: str, source: str) -> list[int]:
