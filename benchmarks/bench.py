@@ -32,6 +32,7 @@ from pathlib import Path
 from edgecap.edge_runtime.atomic import write_json_atomic, write_text_atomic
 from edgecap.edge_runtime.bundle import add_runtime_options
 from edgecap.edge_runtime.evaluation.timing import OUTLIER_RULE
+from edgecap.edge_runtime.schema import from_json, to_json
 
 from . import child_processes as children
 from .bench_result import (
@@ -42,13 +43,14 @@ from .bench_result import (
     BundleResult,
     Conditions,
     Gate,
+    MeasuredBundle,
+    SchemaError,
     Settings,
     Speedup,
     load_results,
     portable,
     validate,
 )
-from .dataclass_json import SchemaError, from_json, to_json
 from .fingerprint import fingerprint, label, load_average
 from .measure import MeasureOptions, failed_entry
 
@@ -170,7 +172,8 @@ def _measure_bundle(bundle: str, options_file: Path, work: Path, index: int) -> 
     except subprocess.TimeoutExpired:
         done = None
     if out.is_file():
-        return from_json(BundleResult, json.loads(out.read_text()), str(out))
+        row = json.loads(out.read_text())
+        return from_json(MeasuredBundle | BundleResult, row, str(out), error=SchemaError)
     reason = (
         f"timed out after {CHILD_TIMEOUT_S} s" if done is None else children.last_line(done.stderr)
     )
@@ -199,7 +202,7 @@ def _keras_run(args: argparse.Namespace, entries: list[BundleResult]) -> Path | 
     if args.keras_run is not None:
         return args.keras_run
     for entry in entries:
-        source = entry.measured.source_run if entry.measured else None
+        source = entry.source_run if entry.ok else None
         if source and (Path(source) / "config.json").is_file():
             return Path(source)
     return None
@@ -247,7 +250,7 @@ def _speedups(entries: list[BundleResult], baselines: Baselines) -> None:
         if not entry.ok:
             continue
         ms = entry.latency_p50("caption_greedy")
-        source = entry.measured.source_run
+        source = entry.source_run
         entry.speedup = Speedup(
             caption_vs_seed_style=round(seed / ms, 1),
             caption_vs_keras_stepwise=round(stepwise / ms, 2),

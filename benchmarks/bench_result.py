@@ -5,19 +5,27 @@ versions of the tool; a field that changed meaning between versions would silent
 the comparison wrong, so a file of another schema version is refused, naming the file.
 Bump SCHEMA_VERSION whenever a field is renamed, removed, or changes unit or meaning.
 Fields added since version 1 was first written have defaults, so older files still load.
+Serialized by edge_runtime/schema.py: a None whose field defaults to None is left out
+(json_field(keep_none=True) writes it as null), so each class lays its keys out as the
+file has them.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgecap.edge_runtime.errors import EdgeCaptionError
 from edgecap.edge_runtime.evaluation.timing import LatencyStats
+from edgecap.edge_runtime.schema import from_json, json_field
 
-from .dataclass_json import FLATTEN, OMIT_NONE, SchemaError, from_json
+
+class SchemaError(EdgeCaptionError):
+    """A results file is not a caption-bench results file this version can read."""
+
 
 SCHEMA = "edgecap-bench"
 SCHEMA_VERSION = 1
@@ -31,13 +39,14 @@ class Fingerprint:
     device: str
     cpu_model: str
     cores_logical: int
-    cores_physical: int | None = None
-    cores_available: int | None = None  # the cores this process may run on
+    cores_physical: int | None = json_field(default=None, keep_none=True)
+    # the cores this process may run on
+    cores_available: int | None = json_field(default=None, keep_none=True)
     arch: str
     os: str
-    os_release: str | None = None
+    os_release: str | None = json_field(default=None, keep_none=True)
     python: str
-    memory_mb: int | None = None
+    memory_mb: int | None = json_field(default=None, keep_none=True)
     runtimes: dict[str, str | None]  # runtime -> installed version, None where absent
 
 
@@ -74,43 +83,18 @@ class ColdStart:
     """A fresh process timed from spawn to exit; a failed one keeps its command."""
 
     status: str
-    median_s: float | None = field(default=None, metadata=OMIT_NONE)
-    runs_s: list[float] | None = field(default=None, metadata=OMIT_NONE)
+    median_s: float | None = None
+    runs_s: list[float] | None = None
     command: list[str]
     # TensorFlow's only: the child's own split of its last run.
-    import_s: float | None = field(default=None, metadata=OMIT_NONE)
-    load_s: float | None = field(default=None, metadata=OMIT_NONE)
+    import_s: float | None = None
+    load_s: float | None = None
 
 
 @dataclass(kw_only=True)
 class BundleSize:
     total_bytes: int
     files: dict[str, int]
-
-
-@dataclass(kw_only=True)
-class Measurement:
-    """What benchmarks/measure.py measures of a bundle that opened."""
-
-    backend: str
-    backends: dict[str, str] | None = None  # per model: the decoder may run elsewhere
-    # 'xnnpack', 'none' (the built-in kernels: slower, captions may differ), 'gpu';
-    # None for ONNX, whose providers say it
-    delegate: str | None = None
-    delegates: dict[str, str | None] | None = None
-    threads: int | None
-    providers: list[str] | None
-    decoder_kind: str
-    source_run: str | None
-    size: BundleSize
-    import_ms: float
-    init_ms: float
-    first_caption_ms: float
-    latency_ms: dict[str, LatencyStats]  # encoder, decoder_step, caption_greedy, caption_beamK
-    captions_per_s: dict[str, float]  # greedy, beamK
-    quality: dict[str, Scores] | None  # greedy, beamK; None without a dataset
-    peak_rss_mb: float
-    rss_method: str
 
 
 @dataclass(kw_only=True)
@@ -126,7 +110,7 @@ class Speedup:
 
 @dataclass(kw_only=True)
 class BundleResult:
-    """One bundle's row; `measured` is None when it could not be measured (status says why)."""
+    """A bundle's row: only this when it could not be measured (status says why)."""
 
     name: str
     path: str
@@ -134,21 +118,59 @@ class BundleResult:
     format: str | None
     precision: str | None
     status: str
-    measured: Measurement | None = field(default=None, metadata=FLATTEN)
-    cold_start: ColdStart | None = field(default=None, metadata=OMIT_NONE)
-    speedup: Speedup | None = field(default=None, metadata=OMIT_NONE)
+
+    def __post_init__(self) -> None:
+        if self.status == "ok" and not isinstance(self, MeasuredBundle):
+            raise ValueError("status 'ok' but no measurements")
 
     @property
     def ok(self) -> bool:
-        return self.status == "ok" and self.measured is not None
+        return isinstance(self, MeasuredBundle)
 
     def latency_p50(self, loop: str) -> float | None:
         """The median ms of one latency loop ('caption_greedy', ...); None if not measured."""
-        stats = self.measured.latency_ms.get(loop) if self.ok else None
+        return None
+
+    def quality(self, decode: str = "greedy") -> Scores | None:
+        return None
+
+    @property
+    def cold_s(self) -> float | None:
+        return None
+
+
+@dataclass(kw_only=True)
+class MeasuredBundle(BundleResult):
+    """What benchmarks/measure.py measures of a bundle that opened, and what bench.py adds."""
+
+    backend: str
+    backends: dict[str, str] | None = None  # per model: the decoder may run elsewhere
+    # 'xnnpack', 'none' (the built-in kernels: slower, captions may differ), 'gpu';
+    # None for ONNX, whose providers say it
+    delegate: str | None = json_field(default=None, keep_none=True)
+    delegates: dict[str, str | None] | None = None
+    threads: int | None
+    providers: list[str] | None
+    decoder_kind: str
+    source_run: str | None
+    size: BundleSize
+    import_ms: float
+    init_ms: float
+    first_caption_ms: float
+    latency_ms: dict[str, LatencyStats]  # encoder, decoder_step, caption_greedy, caption_beamK
+    captions_per_s: dict[str, float]  # greedy, beamK
+    quality_by_decode: dict[str, Scores] | None = json_field(key="quality", keep_none=True)
+    peak_rss_mb: float
+    rss_method: str
+    cold_start: ColdStart | None = None
+    speedup: Speedup | None = None
+
+    def latency_p50(self, loop: str) -> float | None:
+        stats = self.latency_ms.get(loop)
         return stats.p50 if stats else None
 
     def quality(self, decode: str = "greedy") -> Scores | None:
-        return ((self.measured.quality or {}) if self.measured else {}).get(decode)
+        return (self.quality_by_decode or {}).get(decode)
 
     @property
     def cold_s(self) -> float | None:
@@ -159,7 +181,7 @@ class BundleResult:
 class KerasTiming:
     latency_ms: LatencyStats
     captions_per_s: float
-    quality: dict[str, Scores] | None = field(default=None, metadata=OMIT_NONE)
+    quality: dict[str, Scores] | None = None
 
 
 @dataclass(kw_only=True)
@@ -175,14 +197,14 @@ class Baselines:
     start); a skipped or failed one has only its status, and the run where there was one."""
 
     status: str
-    run: str | None = field(default=None, metadata=OMIT_NONE)
-    decoder_kind: str | None = field(default=None, metadata=OMIT_NONE)
-    in_process_import_s: float | None = field(default=None, metadata=OMIT_NONE)
-    in_process_load_s: float | None = field(default=None, metadata=OMIT_NONE)
-    run_bytes: int | None = field(default=None, metadata=OMIT_NONE)
-    keras_stepwise: KerasTiming | None = field(default=None, metadata=OMIT_NONE)
-    seed_style: SeedStyleTiming | None = field(default=None, metadata=OMIT_NONE)
-    tf_cold_start: ColdStart | None = field(default=None, metadata=OMIT_NONE)
+    run: str | None = None
+    decoder_kind: str | None = None
+    in_process_import_s: float | None = None
+    in_process_load_s: float | None = None
+    run_bytes: int | None = None
+    keras_stepwise: KerasTiming | None = None
+    seed_style: SeedStyleTiming | None = None
+    tf_cold_start: ColdStart | None = None
 
     @property
     def ok(self) -> bool:
@@ -204,9 +226,10 @@ class BenchResult:
     fingerprint: Fingerprint
     conditions: Conditions | None = None
     settings: Settings
-    bundles: list[BundleResult]
+    # A measured row first: a failed one is read as the plain BundleResult it is.
+    bundles: list[MeasuredBundle | BundleResult]
     baselines: Baselines
-    gate: Gate | None = field(default=None, metadata=OMIT_NONE)
+    gate: Gate | None = None
 
     @property
     def beam_key(self) -> str:
@@ -265,7 +288,7 @@ def validate(obj: Any, source: str) -> BenchResult:
         raise SchemaError(f"{source}: not a caption-bench results file (no 'schema': {SCHEMA!r})")
     if obj.get("schema_version") != SCHEMA_VERSION:
         raise SchemaError(schema_version_message(source, obj.get("schema_version")))
-    return from_json(BenchResult, obj, source)
+    return from_json(BenchResult, obj, source, error=SchemaError)
 
 
 def load_results(path: str | os.PathLike) -> tuple[dict, BenchResult]:

@@ -33,8 +33,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .bench_result import Baselines, ColdStart
-from .dataclass_json import from_json
+from edgecap.edge_runtime.schema import from_json
+
+from .bench_result import Baselines, ColdStart, SchemaError
 
 if TYPE_CHECKING:
     from edgecap.edge_runtime.bundle import RuntimeOptions
@@ -125,4 +126,4 @@ def keras_baselines(
     done = subprocess.run(command, capture_output=True, text=True, env=child_env(threads))
     if done.returncode != 0 or not out.is_file():
         return Baselines(status=f"failed: {last_line(done.stderr)}", run=str(run))
-    return from_json(Baselines, json.loads(out.read_text()), str(out))
+    return from_json(Baselines, json.loads(out.read_text()), str(out), error=SchemaError)

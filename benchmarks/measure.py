@@ -150,7 +150,7 @@ def measure(bundle: str | Path, args: MeasureOptions) -> BundleResult:
         time_calls,
     )
 
-    from .bench_result import BundleResult, BundleSize, Measurement
+    from .bench_result import BundleSize, MeasuredBundle
 
     import_ms = (time.perf_counter() - _T0) * 1e3
     bundle = Path(bundle)
@@ -201,7 +201,9 @@ def measure(bundle: str | Path, args: MeasureOptions) -> BundleResult:
         quality = _quality(captioner, decodes, dataset, args.split, args.quality_images)
     files = {p.name: p.stat().st_size for p in sorted(bundle.iterdir()) if p.is_file()}
     peak_mb, rss_method = peak_rss_mb()
-    measured = Measurement(
+    result = MeasuredBundle(
+        **_identity(bundle),
+        status="ok",
         backend=captioner.backends["encoder"],
         backends=captioner.backends,
         delegate=captioner.delegates["encoder"],
@@ -216,19 +218,18 @@ def measure(bundle: str | Path, args: MeasureOptions) -> BundleResult:
         first_caption_ms=round(first_ms, 3),
         latency_ms=latency,
         captions_per_s=throughput,
-        quality=quality,
+        quality_by_decode=quality,
         peak_rss_mb=round(peak_mb, 1),
         rss_method=rss_method,
     )
     captioner.close()
-    return BundleResult(**_identity(bundle), status="ok", measured=measured)
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
     from edgecap.edge_runtime.atomic import write_json_atomic
     from edgecap.edge_runtime.errors import EdgeCaptionError
-
-    from .dataclass_json import to_json
+    from edgecap.edge_runtime.schema import to_json
 
     # python -m edgecap.benchmarks.measure OPTIONS.json BUNDLE OUT.json (caption-bench's child)
     options_file, bundle, out = sys.argv[1:] if argv is None else argv

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from edgecap.edge_runtime.manifest import MODEL_FORMATS, PRECISIONS
 
-from .bench_result import BenchResult, BundleResult, Scores
+from .bench_result import BenchResult, BundleResult, MeasuredBundle, Scores
 from .fingerprint import label
 from .tables import markdown_table
 
@@ -84,15 +84,15 @@ def table_rows(result: BenchResult) -> list[TableRow]:
                 speedup=speedup,
             ))  # fmt: skip
     for entry in _by_variant(result.bundles):
-        measured = entry.measured
+        ok = entry.ok
         out.append(TableRow(
             variant=entry.variant, name=entry.name, status=entry.status,
-            bytes=measured.size.total_bytes if measured else None,
+            bytes=entry.size.total_bytes if ok else None,
             quality=entry.quality("greedy"), ms=entry.latency_p50("caption_greedy"),
-            per_s=measured.captions_per_s.get("greedy") if measured else None,
+            per_s=entry.captions_per_s.get("greedy") if ok else None,
             beam_ms=entry.latency_p50(f"caption_{beam}"), beam_quality=entry.quality(beam),
-            cold_s=entry.cold_s, rss_mb=measured.peak_rss_mb if measured else None,
-            speedup=entry.speedup.caption_vs_seed_style if entry.speedup else None,
+            cold_s=entry.cold_s, rss_mb=entry.peak_rss_mb if ok else None,
+            speedup=entry.speedup.caption_vs_seed_style if ok and entry.speedup else None,
         ))  # fmt: skip
     return out
 
@@ -177,13 +177,12 @@ def latency_table(result: BenchResult) -> str:
         "samples (greedy)",
     ]  # fmt: skip
     table = []
-    for entry in _by_variant(result.bundles):
-        if not entry.ok:
+    for m in _by_variant(result.bundles):
+        if not m.ok:
             continue
-        m = entry.measured
         greedy, beamed = m.latency_ms["caption_greedy"], m.latency_ms.get(f"caption_{beam}")
         table.append([
-            _variant_cell(entry.variant, entry.name), _backend_cell(entry),
+            _variant_cell(m.variant, m.name), _backend_cell(m),
             _num(m.init_ms, 1), _num(m.first_caption_ms, 1),
             _stats(m.latency_ms["encoder"]), _stats(m.latency_ms["decoder_step"]),
             _stats(greedy), _mean(greedy), _stats(beamed), _mean(beamed),
@@ -192,10 +191,10 @@ def latency_table(result: BenchResult) -> str:
     return markdown_table(header, table, text_columns=2)
 
 
-def _backend_cell(entry: BundleResult) -> str:
+def _backend_cell(entry: MeasuredBundle) -> str:
     """The encoder's backend, and the decoder step's where it differs (--accelerator gpu)."""
-    encoder = entry.measured.backend or "—"
-    step = (entry.measured.backends or {}).get("decoder_step")
+    encoder = entry.backend or "—"
+    step = (entry.backends or {}).get("decoder_step")
     return encoder if step in (None, encoder) else f"{encoder}; decoder step: {step}"
 
 

@@ -133,9 +133,9 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"{path}: not found")
     names = [c for c in args.cases.split(",") if c] or None
     rows = run(args.flickr8k, args.weights, args.out, names)
-    from edgecap.benchmarks.dataclass_json import to_json
     from edgecap.benchmarks.fingerprint import fingerprint
     from edgecap.edge_runtime.atomic import write_json_atomic
+    from edgecap.edge_runtime.schema import to_json
 
     result_file = args.out / "training-memory.json"
     previous = json.loads(result_file.read_text())["rows"] if result_file.exists() else []
