@@ -5,7 +5,7 @@ Keras baselines measured in the same run; and `caption-bench merge` across devic
     caption-bench merge RESULTS.json... --out DIR
     caption-bench render KIND FILE... --into DOC   (benchmarks/render.py)
 
-A run writes DIR/results.json (schema: benchmarks/schema.py), DIR/results.md (the table)
+A run writes DIR/results.json (its types: benchmarks/bench_result.py), DIR/results.md (the table)
 and DIR/latency_quality.png. Each bundle is measured in a process of its own
 (benchmarks/measure.py); the Keras baselines run in processes of their own too
 (benchmarks/child_processes.py), so TensorFlow never shares memory or cores with a bundle.
@@ -52,7 +52,7 @@ from .bench_result import (
     validate,
 )
 from .fingerprint import fingerprint, label, load_average
-from .measure import MeasureOptions, failed_entry
+from .measure import MeasureOptions, failed_entry, latency_images
 
 RESULTS_FILE = "results.json"
 MARKDOWN_FILE = "results.md"
@@ -187,13 +187,8 @@ def _cold_start_image(args: argparse.Namespace, work: Path) -> Path:
 
         dataset = load_dataset(args.data)
         return dataset.image_path(dataset.split_items(args.split)[0][0])
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
     path = work / "random.png"
-    shape = (224, 224, 3)  # [H, W, 3] uint8 RGB
-    Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(path)
+    latency_images(None, None, 1)[0].save(path)  # the latency loops' first random image
     return path
 
 

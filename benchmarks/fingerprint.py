@@ -114,20 +114,12 @@ def _os_release() -> str | None:
     return None
 
 
-def _physical_cores() -> int | None:
+def _psutil():
+    """psutil where installed (the bench extra): physical cores and memory; None without."""
     try:
         import psutil
 
-        return psutil.cpu_count(logical=False)
-    except ImportError:
-        return None
-
-
-def _memory_mb() -> int | None:
-    try:
-        import psutil
-
-        return int(psutil.virtual_memory().total / 2**20)
+        return psutil
     except ImportError:
         return None
 
@@ -148,17 +140,18 @@ def fingerprint(device: str | None = None) -> Fingerprint:
     # The cores this process may run on (a container or taskset can allow fewer): what
     # the runtime's default thread count uses too.
     available = usable_cores()
+    psutil = _psutil()
     return Fingerprint(
         device=device or short_label(model, cores),
         cpu_model=model,
         cores_logical=cores,
-        cores_physical=_physical_cores(),
+        cores_physical=psutil.cpu_count(logical=False) if psutil else None,
         cores_available=available,
         arch=platform.machine(),
         os=platform.platform(),
         os_release=_os_release(),
         python=f"{platform.python_implementation()} {platform.python_version()}",
-        memory_mb=_memory_mb(),
+        memory_mb=int(psutil.virtual_memory().total / 2**20) if psutil else None,
         runtimes=runtime_versions(),
     )
 

@@ -96,11 +96,9 @@ def _make_large(photo: Path, folder: Path) -> Path:
 def _make_video(photo: Path, folder: Path) -> Path:
     import cv2
     import numpy as np
-    from PIL import Image
 
     path = folder / "720p30.mp4"
-    with Image.open(photo) as img:
-        frame = np.asarray(img.convert("RGB").resize(FRAME_SIZES["720p frame"]))[..., ::-1]
+    frame = _frame(photo, FRAME_SIZES["720p frame"])
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (1280, 720))
     for i in range(VIDEO_FRAMES):
         writer.write(np.ascontiguousarray(np.roll(frame, 8 * i, axis=1)))  # a slow pan

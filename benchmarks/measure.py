@@ -110,7 +110,8 @@ def peak_rss_mb() -> tuple[float, str]:
     return peak / divisor, "ru_maxrss (getrusage RUSAGE_SELF)"
 
 
-def _latency_images(dataset, split: str | None, count: int) -> list:
+def latency_images(dataset, split: str | None, count: int) -> list:
+    """The first `count` images of the split, or without a dataset seeded random ones."""
     import numpy as np
     from PIL import Image
 
@@ -121,7 +122,9 @@ def _latency_images(dataset, split: str | None, count: int) -> list:
         return [load_image(dataset.image_path(i)) for i in dataset.splits[split][:count]]
     rng = np.random.default_rng(0)
     shape = (RANDOM_IMAGE_SIDE, RANDOM_IMAGE_SIDE, 3)  # [H, W, 3] uint8 RGB
-    return [Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)) for _ in range(8)]
+    return [
+        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)) for _ in range(min(count, 8))
+    ]
 
 
 def _quality(captioner, decodes: dict, dataset, split: str, limit: int | None) -> dict:
@@ -160,7 +163,7 @@ def measure(bundle: str | Path, args: MeasureOptions) -> BundleResult:
 
         dataset = load_dataset(args.data)
         dataset.split_items(args.split)  # a DatasetError naming the split if it is unknown
-    images = _latency_images(dataset, args.split, LATENCY_IMAGES)
+    images = latency_images(dataset, args.split, LATENCY_IMAGES)
 
     runtime = args.runtime or RuntimeOptions()
     start = time.perf_counter()
