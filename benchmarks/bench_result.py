@@ -288,6 +288,13 @@ def validate(obj: Any, source: str) -> BenchResult:
         raise SchemaError(f"{source}: not a caption-bench results file (no 'schema': {SCHEMA!r})")
     if obj.get("schema_version") != SCHEMA_VERSION:
         raise SchemaError(schema_version_message(source, obj.get("schema_version")))
+    bundles = obj.get("bundles")
+    for i, row in enumerate(bundles if isinstance(bundles, list) else []):
+        # Each row read as what its status says it is: the union in BenchResult would only
+        # say "expected an object or an object" of a broken one.
+        measured = isinstance(row, dict) and row.get("status") == "ok"
+        row_type = MeasuredBundle if measured else BundleResult
+        from_json(row_type, row, source, error=SchemaError, path=f"bundles[{i}]")
     return from_json(BenchResult, obj, source, error=SchemaError)
 
 
