@@ -110,15 +110,16 @@ bench-inputs: $(STAMP)
 	test ! -f $(F8K_INT8)/manifest.json || $(BIN)/caption-bench inputs $(F8K_INT8) \
 		$(foreach d,$(PHOTOS),--photos $(d)) --out $(F8K_OUT)/bench/inputs
 
-# Peak memory and time of training (benchmarks/studies/training_memory.py): Flickr8k from a cold
+# Peak memory and time of training (export/studies/training_memory.py): Flickr8k from a cold
 # and a warm feature cache, LSTM and BLSTM, and 10,000 vs 100,000 synthetic captions.
 # About 40 minutes on 2 cores; `make docs-tables` puts the table in the README.
 bench-training: $(STAMP)
-	$(BIN)/python benchmarks/studies/training_memory.py --flickr8k "$(FLICKR8K)" \
+	$(BIN)/python export/studies/training_memory.py --flickr8k "$(FLICKR8K)" \
 		--weights "$(IMAGENET_WEIGHTS)/mobilenet_v2_1.0_224_imagenet_bnfolded_no_top.h5" \
 		--out artifacts/bench/training-memory
 
-# The tables that come from result files, regenerated from them (each where its file exists).
+# The tables that come from result files, regenerated from them (each where its file exists),
+# and docs/cli.md's option tables, from the console scripts' parsers.
 # Flickr8k: the evaluations under $(F8K_OUT)/eval update their rows of the committed record
 # docs/results/flickr8k.json, and the README table shows the whole record, so a rerun of
 # one model keeps the others' rows. The cross-entropy parents of SCST models (NAME-xe) are
@@ -143,6 +144,7 @@ docs-tables: $(STAMP)
 		$(BIN)/caption-bench render training-memory artifacts/bench/training-memory/training-memory.json --into README.md
 	test ! -f $(PI_MATRIX_RECORD) || \
 		$(BIN)/python tests/platforms/matrix.py render --record $(PI_MATRIX_RECORD) --into docs/raspberry-pi.md --marker pi-matrix
+	$(BIN)/python tests/cli_reference.py render --into docs/cli.md
 
 # The wheel and sdist a device installs (the package is not on a public index): dist/.
 # Rebuilt when pyproject.toml or any packaged file changes.

@@ -5,7 +5,7 @@ Keras baselines measured in the same run; and `caption-bench merge` across devic
     caption-bench merge RESULTS.json... --out DIR
     caption-bench render KIND FILE... --into DOC   (benchmarks/render.py)
 
-A run writes DIR/results.json (schema: benchmarks/schema.py), DIR/results.md (the table)
+A run writes DIR/results.json (its types: benchmarks/bench_result.py), DIR/results.md (the table)
 and DIR/latency_quality.png. Each bundle is measured in a process of its own
 (benchmarks/measure.py); the Keras baselines run in processes of their own too
 (benchmarks/child_processes.py), so TensorFlow never shares memory or cores with a bundle.
@@ -32,11 +32,27 @@ from pathlib import Path
 from edgecap.edge_runtime.atomic import write_json_atomic, write_text_atomic
 from edgecap.edge_runtime.bundle import add_runtime_options
 from edgecap.edge_runtime.evaluation.timing import OUTLIER_RULE
+from edgecap.edge_runtime.schema import from_json, to_json
 
 from . import child_processes as children
+from .bench_result import (
+    SCHEMA,
+    SCHEMA_VERSION,
+    Baselines,
+    BenchResult,
+    BundleResult,
+    Conditions,
+    Gate,
+    MeasuredBundle,
+    SchemaError,
+    Settings,
+    Speedup,
+    load_results,
+    portable,
+    validate,
+)
 from .fingerprint import fingerprint, label, load_average
-from .measure import MeasureOptions, failed_entry
-from .schema import SCHEMA, SCHEMA_VERSION, SchemaError, load_results, portable, validate, value_at
+from .measure import MeasureOptions, failed_entry, latency_images
 
 RESULTS_FILE = "results.json"
 MARKDOWN_FILE = "results.md"
@@ -145,7 +161,7 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
             )
 
 
-def _measure_bundle(bundle: str, options_file: Path, work: Path, index: int) -> dict:
+def _measure_bundle(bundle: str, options_file: Path, work: Path, index: int) -> BundleResult:
     out = work / f"bundle-{index}.json"
     command = [sys.executable, "-m", "edgecap.benchmarks.measure", str(options_file), bundle]
     try:
@@ -156,7 +172,8 @@ def _measure_bundle(bundle: str, options_file: Path, work: Path, index: int) -> 
     except subprocess.TimeoutExpired:
         done = None
     if out.is_file():
-        return json.loads(out.read_text())
+        row = json.loads(out.read_text())
+        return from_json(MeasuredBundle | BundleResult, row, str(out), error=SchemaError)
     reason = (
         f"timed out after {CHILD_TIMEOUT_S} s" if done is None else children.last_line(done.stderr)
     )
@@ -170,36 +187,32 @@ def _cold_start_image(args: argparse.Namespace, work: Path) -> Path:
 
         dataset = load_dataset(args.data)
         return dataset.image_path(dataset.split_items(args.split)[0][0])
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
     path = work / "random.png"
-    shape = (224, 224, 3)  # [H, W, 3] uint8 RGB
-    Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(path)
+    latency_images(None, None, 1)[0].save(path)  # the latency loops' first random image
     return path
 
 
-def _keras_run(args: argparse.Namespace, entries: list[dict]) -> Path | None:
+def _keras_run(args: argparse.Namespace, entries: list[BundleResult]) -> Path | None:
     """--keras-run, else the first measured bundle's source_run that still exists."""
     if args.keras_run is not None:
         return args.keras_run
     for entry in entries:
-        source = entry.get("source_run")
+        source = entry.source_run if entry.ok else None
         if source and (Path(source) / "config.json").is_file():
             return Path(source)
     return None
 
 
-def _baselines(args: argparse.Namespace, entries: list[dict], work: Path) -> dict:
+def _baselines(args: argparse.Namespace, entries: list[BundleResult], work: Path) -> Baselines:
+    if args.no_baselines:
+        return Baselines(status="skipped: --no-baselines")
     run = _keras_run(args, entries)
     if run is None:
-        return {"status": "skipped: no Keras run found; pass --keras-run"}
+        return Baselines(status="skipped: no Keras run found; pass --keras-run")
     if not (run / "config.json").is_file():
-        return {
-            "status": f"failed: {run}: not a caption-train run (no config.json)",
-            "run": str(run),
-        }
+        return Baselines(
+            status=f"failed: {run}: not a caption-train run (no config.json)", run=str(run)
+        )
     print(f"caption-bench: Keras baselines on {run} (seed-style, stepwise, TF import + load)")
     result = children.keras_baselines(
         run,
@@ -212,48 +225,53 @@ def _baselines(args: argparse.Namespace, entries: list[dict], work: Path) -> dic
         args.quality_images,
         args.threads,
     )
-    if result["status"] != "ok":
+    if not result.ok:
         return result
-    tf = children.tf_cold_start(run, args.cold_repeats, args.threads)
-    result["tf_cold_start"] = tf
-    if tf["status"] != "ok":
-        result["status"] = f"failed: TensorFlow cold start: {tf['status']}"
+    result.tf_cold_start = children.tf_cold_start(run, args.cold_repeats, args.threads)
+    if result.tf_cold_start.status != "ok":
+        result.status = f"failed: TensorFlow cold start: {result.tf_cold_start.status}"
     return result
 
 
-def _speedups(entries: list[dict], baselines: dict) -> None:
+def _speedups(entries: list[BundleResult], baselines: Baselines) -> None:
     """Add each bundle's ratios against the baselines (how many times faster)."""
-    if baselines.get("status") != "ok":
+    if not baselines.ok:
         return
-    seed = baselines["seed_style"]["latency_ms"]["p50"]
-    stepwise = baselines["keras_stepwise"]["latency_ms"]["p50"]
-    tf = baselines["tf_cold_start"]["median_s"]
-    run = Path(baselines["run"]).resolve()
+    seed = baselines.seed_style.latency_ms.p50
+    stepwise = baselines.keras_stepwise.latency_ms.p50
+    tf = baselines.tf_cold_start.median_s
+    run = Path(baselines.run).resolve()
     for entry in entries:
-        if entry["status"] != "ok":
+        if not entry.ok:
             continue
-        ms = entry["latency_ms"]["caption_greedy"]["p50"]
-        cold = value_at(entry, "cold_start", "median_s")
-        source = entry.get("source_run")
-        entry["speedup"] = {
-            "caption_vs_seed_style": round(seed / ms, 1),
-            "caption_vs_keras_stepwise": round(stepwise / ms, 2),
-            "cold_start_vs_tf": round(tf / cold, 2) if cold else None,
-            # A ratio against another model than the bundle's own would be a different claim.
-            "baseline_is_source_run": bool(source) and Path(source).resolve() == run,
-        }
+        ms = entry.latency_p50("caption_greedy")
+        source = entry.source_run
+        entry.speedup = Speedup(
+            caption_vs_seed_style=round(seed / ms, 1),
+            caption_vs_keras_stepwise=round(stepwise / ms, 2),
+            cold_start_vs_tf=round(tf / entry.cold_s, 2) if entry.cold_s else None,
+            baseline_is_source_run=bool(source) and Path(source).resolve() == run,
+        )
 
 
-def _gate(entries: list[dict], threshold: float) -> list[str]:
+def _gate(entries: list[BundleResult], threshold: float) -> list[str]:
     """Names and reasons of the bundles below the scene-accuracy threshold (greedy)."""
     failed = []
     for entry in entries:
-        scene = value_at(entry, "quality", "greedy", "scene_accuracy")
+        scene = (entry.quality("greedy") or {}).get("scene_accuracy")
         if scene is None:
-            failed.append(f"{entry['path']}: no scene accuracy ({entry['status']})")
+            failed.append(f"{entry.path}: no scene accuracy ({entry.status})")
         elif scene < threshold:
-            failed.append(f"{entry['path']}: scene accuracy {scene:.4f} < {threshold}")
+            failed.append(f"{entry.path}: scene accuracy {scene:.4f} < {threshold}")
     return failed
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    """caption-bench's arguments as the results file records them."""
+    picked = {
+        name: getattr(args, name) for name in Settings.__dataclass_fields__ if hasattr(args, name)
+    }
+    return Settings(**picked, outlier_rule=OUTLIER_RULE, batch=1)
 
 
 def run(argv: list[str]) -> int:
@@ -280,76 +298,53 @@ def run(argv: list[str]) -> int:
         for i, bundle in enumerate(args.bundles):
             t0 = time.perf_counter()
             entry = _measure_bundle(bundle, options_file, work, i)
-            if entry["status"] == "ok":
-                entry["cold_start"] = children.runtime_cold_start(
+            if entry.ok:
+                entry.cold_start = children.runtime_cold_start(
                     bundle, image, args.cold_repeats, measure_options.runtime
                 )
-                entry["cold_start"].pop("stdout", None)
-                greedy = entry["latency_ms"]["caption_greedy"]
-                scene = value_at(entry, "quality", "greedy", "scene_accuracy")
+                scene = (entry.quality("greedy") or {}).get("scene_accuracy")
                 print(
-                    f"[{i + 1}/{len(args.bundles)}] {entry['variant']:<15} {bundle}: "
-                    f"{greedy['p50']:.2f} ms/caption (p50, greedy)"
+                    f"[{i + 1}/{len(args.bundles)}] {entry.variant:<15} {bundle}: "
+                    f"{entry.latency_p50('caption_greedy'):.2f} ms/caption (p50, greedy)"
                     + (f", scene accuracy {scene:.3f}" if scene is not None else "")
                     + f" ({time.perf_counter() - t0:.0f} s)"
                 )
             else:
-                print(f"caption-bench: {bundle}: {entry['status']}", file=sys.stderr)
+                print(f"caption-bench: {bundle}: {entry.status}", file=sys.stderr)
             entries.append(entry)
-        if args.no_baselines:
-            baselines = {"status": "skipped: --no-baselines"}
-        else:
-            baselines = _baselines(args, entries, work)
-            if baselines["status"] != "ok":
-                print(f"caption-bench: baselines: {baselines['status']}", file=sys.stderr)
+        baselines = _baselines(args, entries, work)
+        if not baselines.ok and not args.no_baselines:
+            print(f"caption-bench: baselines: {baselines.status}", file=sys.stderr)
     _speedups(entries, baselines)
 
-    result = {
-        "schema": SCHEMA,
-        "schema_version": SCHEMA_VERSION,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "argv": ["caption-bench", *argv],
-        "fingerprint": fp,
-        "conditions": {
-            "load_average_start": load_start,
-            "load_average_end": load_average(),
-            "wall_s": round(time.perf_counter() - started, 1),
-        },
-        "settings": {
-            "threads": args.threads,
-            "backend": args.backend,
-            "providers": args.providers,
-            "accelerator": args.accelerator,
-            "accelerate_decoder": args.accelerate_decoder,
-            "budget_s": args.budget_s,
-            "warmup": args.warmup,
-            "beam": args.beam,
-            "cold_repeats": args.cold_repeats,
-            "seed_images": args.seed_images,
-            "data": args.data,
-            "split": args.split,
-            "quality_images": args.quality_images,
-            "outlier_rule": OUTLIER_RULE,
-            "batch": 1,
-        },
-        "bundles": entries,
-        "baselines": baselines,
-    }
+    result = BenchResult(
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        argv=["caption-bench", *argv],
+        fingerprint=fp,
+        conditions=Conditions(
+            load_average_start=load_start,
+            load_average_end=load_average(),
+            wall_s=round(time.perf_counter() - started, 1),
+        ),
+        settings=_settings(args),
+        bundles=entries,
+        baselines=baselines,
+    )
     # Written without this machine's absolute paths: results files are committed and
-    # compared across devices (portable() says what each becomes).
-    result = portable(result)
+    # compared across devices (portable() says what each becomes); read back, it is
+    # checked the way merge will read it.
+    result = validate(portable(to_json(result)), "caption-bench result")
     failed_gate: list[str] = []
     if args.min_scene_accuracy is not None:
         failed_gate = _gate(entries, args.min_scene_accuracy)  # printed: the paths as given
-        failed = _gate(result["bundles"], args.min_scene_accuracy)
-        result["gate"] = {"min_scene_accuracy": args.min_scene_accuracy, "failed": failed}
-    validate(result, "caption-bench result")  # what merge will read back must be valid
+        failed = _gate(result.bundles, args.min_scene_accuracy)
+        result.gate = Gate(min_scene_accuracy=args.min_scene_accuracy, failed=failed)
 
     out: Path = args.out
-    write_json_atomic(out / RESULTS_FILE, result)
+    write_json_atomic(out / RESULTS_FILE, to_json(result))
     text = markdown(result)
     write_text_atomic(out / MARKDOWN_FILE, text)
-    plotted = plot_tradeoff([result], out / PLOT_FILE, f"caption-bench: {fp['device']}")
+    plotted = plot_tradeoff([result], out / PLOT_FILE, f"caption-bench: {fp.device}")
     print()
     print(text)
     print("ratios:")
@@ -363,7 +358,7 @@ def run(argv: list[str]) -> int:
         print(f"caption-bench: gate failed: {line}", file=sys.stderr)
     if failed_gate:
         return 1
-    if any(e["status"] != "ok" for e in entries) or baselines["status"].startswith("failed"):
+    if any(not e.ok for e in entries) or baselines.status.startswith("failed"):
         return 2
     return 0
 
@@ -373,23 +368,24 @@ def merge(argv: list[str]) -> int:
     from .report import merged_markdown, plot_device_bars, plot_tradeoff
 
     try:
-        results = [load_results(path) for path in args.results]
+        files = [load_results(path) for path in args.results]
     except SchemaError as exc:
         print(f"caption-bench merge: error: {exc}", file=sys.stderr)
         return 2
+    results = [typed for _, typed in files]
     # Two files from one device (or two unnamed devices with the same CPU) stay apart.
     seen: dict[str, int] = {}
-    for path, result in zip(args.results, results, strict=True):
-        name = result["fingerprint"]["device"]
+    for path, (written, result) in zip(args.results, files, strict=True):
+        name = result.fingerprint.device
         seen[name] = seen.get(name, 0) + 1
-        if seen[name] > 1 or sum(r["fingerprint"]["device"] == name for r in results) > 1:
-            result["fingerprint"]["device"] = f"{name} ({path.stem})"
+        if seen[name] > 1 or sum(r.fingerprint.device == name for r in results) > 1:
+            result.fingerprint.device = written["fingerprint"]["device"] = f"{name} ({path.stem})"
     out: Path = args.out
     merged = {
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,
         "merged_from": portable([str(p) for p in args.results]),
-        "results": results,
+        "results": [written for written, _ in files],
     }
     write_json_atomic(out / "merged.json", merged)
     text = merged_markdown(results)

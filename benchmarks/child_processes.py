@@ -33,6 +33,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from edgecap.edge_runtime.schema import from_json
+
+from .bench_result import Baselines, ColdStart, SchemaError
+
 if TYPE_CHECKING:
     from edgecap.edge_runtime.bundle import RuntimeOptions
 
@@ -55,47 +59,45 @@ def last_line(text: str) -> str:
     return lines[-1].strip() if lines else "no output"
 
 
-def time_process(command: list[str], repeats: int, env: dict | None = None) -> dict:
+def time_process(
+    command: list[str], repeats: int, env: dict | None = None
+) -> tuple[ColdStart, str]:
     """Wall time of a fresh process, spawn to exit: one unrecorded run to warm the OS file
-    cache, then `repeats` recorded runs; the median is the figure reported."""
+    cache, then `repeats` recorded runs; the median is the figure reported. Also returns
+    the last run's stdout."""
     runs = []
-    last = None
     for i in range(repeats + 1):
         start = time.perf_counter()
         last = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
         seconds = time.perf_counter() - start
         if last.returncode != 0:
-            return {"status": f"failed: {last_line(last.stderr)}", "command": command}
+            return ColdStart(status=f"failed: {last_line(last.stderr)}", command=command), ""
         if i > 0:
             runs.append(round(seconds, 4))
-    return {
-        "status": "ok",
-        "median_s": round(statistics.median(runs), 4),
-        "runs_s": runs,
-        "command": command,
-        "stdout": last.stdout.strip()[-500:] if last else "",
-    }
+    median = round(statistics.median(runs), 4)
+    return ColdStart(status="ok", median_s=median, runs_s=runs, command=command), last.stdout
 
 
 def runtime_cold_start(
     bundle: str | Path, image: str | Path, repeats: int, runtime: RuntimeOptions
-) -> dict:
+) -> ColdStart:
     """`edge_caption --model BUNDLE --source IMAGE` in a fresh process: start to caption,
     run with caption-bench's runtime options (backend, threads, providers, accelerator)."""
     command = [sys.executable, "-m", "edgecap.edge_runtime.cli", "--model", str(bundle)]
     command += ["--source", str(image), *runtime.to_argv()]
-    return time_process(command, repeats, child_env(runtime.num_threads))
+    return time_process(command, repeats, child_env(runtime.num_threads))[0]
 
 
-def tf_cold_start(run: str | Path, repeats: int, threads: int | None = None) -> dict:
+def tf_cold_start(run: str | Path, repeats: int, threads: int | None = None) -> ColdStart:
     """`import tensorflow, keras` + load the Keras run, in a fresh process."""
     command = [sys.executable, "-m", "edgecap.train.baselines", "tf-load", "--run", str(run)]
-    result = time_process(command, repeats, child_env(threads))
-    if result["status"] == "ok":
+    result, stdout = time_process(command, repeats, child_env(threads))
+    if result.status == "ok":
         # The child's own split of the last run: import vs load.
         try:
-            result.update(json.loads(result.pop("stdout").splitlines()[-1]))
-        except (ValueError, IndexError):
+            split = json.loads(stdout.strip().splitlines()[-1])
+            result.import_s, result.load_s = split["import_s"], split["load_s"]
+        except (ValueError, IndexError, KeyError):
             pass
     return result
 
@@ -110,7 +112,7 @@ def keras_baselines(
     seed_images: int,
     quality_images: int | None,
     threads: int | None,
-) -> dict:
+) -> Baselines:
     """Run the seed-style and stepwise Keras baselines in a child process; return its JSON."""
     command = [sys.executable, "-m", "edgecap.train.baselines", "keras", "--run", str(run)]
     command += ["--out", str(out), "--split", split, "--budget-s", str(budget_s)]
@@ -123,5 +125,5 @@ def keras_baselines(
         command += ["--threads", str(threads)]
     done = subprocess.run(command, capture_output=True, text=True, env=child_env(threads))
     if done.returncode != 0 or not out.is_file():
-        return {"status": f"failed: {last_line(done.stderr)}", "run": str(run)}
-    return json.loads(out.read_text())
+        return Baselines(status=f"failed: {last_line(done.stderr)}", run=str(run))
+    return from_json(Baselines, json.loads(out.read_text()), str(out), error=SchemaError)

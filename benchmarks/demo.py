@@ -86,8 +86,8 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 def report(demo: Path, bundle: Path, run: Path) -> dict:
     dataset = _dataset(demo)
-    rows = _read_jsonl(demo / "test_captions.jsonl")
-    predictions = {Path(r["source"]).name: r["caption"] for r in rows}
+    image_lines = _read_jsonl(demo / "test_captions.jsonl")  # edge_caption's, one per image
+    predictions = {Path(r["source"]).name: r["caption"] for r in image_lines}
     missing = set(dataset.splits["test"]) - set(predictions)
     if missing:
         raise SystemExit(
@@ -97,13 +97,13 @@ def report(demo: Path, bundle: Path, run: Path) -> dict:
 
     video_info = json.loads((demo / "test_video.json").read_text())
     video_lines = _read_jsonl(demo / "video_captions.jsonl")  # one per frame
-    video_rows = [r for r in video_lines if "caption" in r]
+    captioned_frames = [r for r in video_lines if "caption" in r]
     video_skipped: dict[str, int] = {}
     for r in video_lines:
         if "skipped" in r:
             video_skipped[r["skipped"]] = video_skipped.get(r["skipped"], 0) + 1
     video_predictions = {}
-    for r in video_rows:
+    for r in captioned_frames:
         frame = int(r["source"].rsplit("#frame=", 1)[1])
         video_predictions[video_info["images"][frame // video_info["frames_per_image"]]] = r[
             "caption"
@@ -117,10 +117,10 @@ def report(demo: Path, bundle: Path, run: Path) -> dict:
         **scores.to_json(),
         "test_images": len(predictions),
         "video_frames": len(video_lines),
-        "video_frames_captioned": len(video_rows),
+        "video_frames_captioned": len(captioned_frames),
         "video_frames_skipped": video_skipped,
         "video_scene_accuracy": video_scores["scene_accuracy"],
-        "caption_ms_median": round(statistics.median(r["ms"] for r in rows), 2),
+        "caption_ms_median": round(statistics.median(r["ms"] for r in image_lines), 2),
         "run": str(run),
         "bundle": str(bundle),
         "bundle_bytes": bundle_bytes(bundle),
@@ -139,7 +139,7 @@ def report(demo: Path, bundle: Path, run: Path) -> dict:
             f"keras run   scene accuracy {keras_metrics.get('scene_accuracy', float('nan')):.3f}, BLEU-4 {keras_metrics.get('bleu4', float('nan')):.3f}"
         )
     print(
-        f"video       {len(video_lines)} frames replayed live at 30 fps: {len(video_rows)} captioned, "
+        f"video       {len(video_lines)} frames replayed live at 30 fps: {len(captioned_frames)} captioned, "
         f"skipped {video_skipped or 'none'}; scene accuracy {result['video_scene_accuracy']:.3f}; "
         f"annotated video {demo / 'annotated.mp4'}"
     )
@@ -152,7 +152,7 @@ def report(demo: Path, bundle: Path, run: Path) -> dict:
     return result
 
 
-def table(result: dict) -> str:
+def demo_table(result: dict) -> str:
     """The README's demo table, from report.json: the Keras run and the shipped bundle."""
     from .tables import markdown_table
 
@@ -195,7 +195,7 @@ def photos(folders: list[Path], annotations: Path | None, out: Path | None) -> d
     if annotations is not None:
         captions, _ = read_captions(annotations)
         references = {k: [normalize_caption(c) for c in v] for k, v in captions.items()}
-    rows = []
+    captioned = []
     with Captioner.open() as captioner:
         print(f"\n== real photos, built-in model ({captioner.bundle.path.name}) ==")
         for folder in folders:
@@ -207,9 +207,9 @@ def photos(folders: list[Path], annotations: Path | None, out: Path | None) -> d
                 if path.name in references:
                     row["reference"] = references[path.name][0]
                     print(f"{'':<28} reference: {row['reference']}")
-                rows.append(row)
-    scored = {Path(r["photo"]).name: r["caption"] for r in rows if "reference" in r}
-    result = {"photos": rows}
+                captioned.append(row)
+    scored = {Path(r["photo"]).name: r["caption"] for r in captioned if "reference" in r}
+    result = {"photos": captioned}
     if scored:
         scores = score(scored, {k: references[k] for k in scored}).to_json()
         result["scores"] = scores
@@ -219,9 +219,9 @@ def photos(folders: list[Path], annotations: Path | None, out: Path | None) -> d
             f"references only), {scores['dangling_endings']:.1%} of captions ending on a "
             "dangling word"
         )
-    ms = [r["ms"] for r in rows]
+    ms = [r["ms"] for r in captioned]
     if ms:
-        print(f"{len(rows)} photos, {statistics.median(ms):.1f} ms per caption (median)")
+        print(f"{len(captioned)} photos, {statistics.median(ms):.1f} ms per caption (median)")
     if out is not None:
         write_json_atomic(out, result)
     return result

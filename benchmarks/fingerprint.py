@@ -16,6 +16,8 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from .bench_result import Fingerprint
+
 # Runtime name in the results -> (the module it is imported as, the distributions that
 # provide it). Where several are installed side by side (onnxruntime and onnxruntime-gpu,
 # say), the version is the one of the distribution Python would import.
@@ -112,20 +114,12 @@ def _os_release() -> str | None:
     return None
 
 
-def _physical_cores() -> int | None:
+def _psutil():
+    """psutil where installed (the bench extra): physical cores and memory; None without."""
     try:
         import psutil
 
-        return psutil.cpu_count(logical=False)
-    except ImportError:
-        return None
-
-
-def _memory_mb() -> int | None:
-    try:
-        import psutil
-
-        return int(psutil.virtual_memory().total / 2**20)
+        return psutil
     except ImportError:
         return None
 
@@ -137,7 +131,7 @@ def short_label(model: str, cores: int) -> str:
     return f"{name}, {cores} cores"
 
 
-def fingerprint(device: str | None = None) -> dict:
+def fingerprint(device: str | None = None) -> Fingerprint:
     """Everything a reader needs to tell two devices (or two setups of one) apart."""
     model = cpu_model()
     cores = os.cpu_count() or 1
@@ -146,19 +140,20 @@ def fingerprint(device: str | None = None) -> dict:
     # The cores this process may run on (a container or taskset can allow fewer): what
     # the runtime's default thread count uses too.
     available = usable_cores()
-    return {
-        "device": device or short_label(model, cores),
-        "cpu_model": model,
-        "cores_logical": cores,
-        "cores_physical": _physical_cores(),
-        "cores_available": available,
-        "arch": platform.machine(),
-        "os": platform.platform(),
-        "os_release": _os_release(),
-        "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "memory_mb": _memory_mb(),
-        "runtimes": runtime_versions(),
-    }
+    psutil = _psutil()
+    return Fingerprint(
+        device=device or short_label(model, cores),
+        cpu_model=model,
+        cores_logical=cores,
+        cores_physical=psutil.cpu_count(logical=False) if psutil else None,
+        cores_available=available,
+        arch=platform.machine(),
+        os=platform.platform(),
+        os_release=_os_release(),
+        python=f"{platform.python_implementation()} {platform.python_version()}",
+        memory_mb=int(psutil.virtual_memory().total / 2**20) if psutil else None,
+        runtimes=runtime_versions(),
+    )
 
 
 def load_average() -> list[float] | None:
@@ -170,10 +165,10 @@ def load_average() -> list[float] | None:
         return None
 
 
-def label(fp: dict) -> str:
+def label(fp: Fingerprint) -> str:
     """One line for a README or a plot title: device, arch, OS, Python, runtimes."""
-    runtimes = ", ".join(f"{k} {v}" for k, v in fp["runtimes"].items() if v and k != "edge_caption")
+    runtimes = ", ".join(f"{k} {v}" for k, v in fp.runtimes.items() if v and k != "edge_caption")
     return (
-        f"{fp['device']} ({fp['cpu_model']}, {fp['cores_logical']} logical cores, {fp['arch']}), "
-        f"{fp.get('os_release') or fp['os']}, {fp['python']}; {runtimes}"
+        f"{fp.device} ({fp.cpu_model}, {fp.cores_logical} logical cores, {fp.arch}), "
+        f"{fp.os_release or fp.os}, {fp.python}; {runtimes}"
     )

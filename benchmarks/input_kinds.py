@@ -96,11 +96,9 @@ def _make_large(photo: Path, folder: Path) -> Path:
 def _make_video(photo: Path, folder: Path) -> Path:
     import cv2
     import numpy as np
-    from PIL import Image
 
     path = folder / "720p30.mp4"
-    with Image.open(photo) as img:
-        frame = np.asarray(img.convert("RGB").resize(FRAME_SIZES["720p frame"]))[..., ::-1]
+    frame = _frame(photo, FRAME_SIZES["720p frame"])
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (1280, 720))
     for i in range(VIDEO_FRAMES):
         writer.write(np.ascontiguousarray(np.roll(frame, 8 * i, axis=1)))  # a slow pan
@@ -249,7 +247,8 @@ def _fidelity(bundle: Path, photos: list[Path], large: list[Path], threads: int 
     return out
 
 
-def markdown(result: dict) -> str:
+def inputs_report(result: dict) -> str:
+    """inputs.md: the stage medians of every input kind and path, then the fidelity table."""
     lines = [
         f"`caption-bench inputs` on `{Path(result['bundle']).name}`, {result['device']} "
         f"(1-minute load average {result['load_average'][0] if result['load_average'] else '?'} "
@@ -258,19 +257,19 @@ def markdown(result: dict) -> str:
         "",
     ]
     stages = ("decode", "preprocess", "encoder", "decoder", "total")
-    rows = []
+    table = []
     for row in result["rows"]:
         if row["status"] != "ok":
-            rows.append([row["kind"], row["path"], row["status"]])
+            table.append([row["kind"], row["path"], row["status"]])
         elif "captions_per_s" in row:
             video = f"{row['captions_per_s']} captions/s ({row['captions']} frames)"
-            rows.append([row["kind"], row["path"], video, "", "", "", "", row["peak_rss_mb"]])
+            table.append([row["kind"], row["path"], video, "", "", "", "", row["peak_rss_mb"]])
         else:
             ms = row["median_ms"]
             cells = ["—" if k == "decode" and row["kind"] in FRAME_SIZES else f"{ms[k]:.2f}"
                      for k in stages]  # fmt: skip
-            rows.append([row["kind"], row["path"], *cells, row["peak_rss_mb"]])
-    lines += [markdown_table(["input", "path", *stages, "peak RSS (MB)"], rows, 2), ""]
+            table.append([row["kind"], row["path"], *cells, row["peak_rss_mb"]])
+    lines += [markdown_table(["input", "path", *stages, "peak RSS (MB)"], table, 2), ""]
     fidelity = [
         [name, f["images"], f["feature_max_abs_diff"], f"{f['identical_caption_rate']:.1%}"]
         for name, f in result["fidelity"].items()
@@ -283,7 +282,7 @@ def markdown(result: dict) -> str:
 def before_after_table(results: list[dict]) -> str:
     """The README's table: per bundle and input kind, the exact path's total and peak RSS
     beside the fast path's, with the fast path's preprocess against its encoder."""
-    rows = []
+    table = []
     for result in results:
         by_kind: dict[str, dict[str, dict]] = {}
         for row in result["rows"]:
@@ -295,7 +294,7 @@ def before_after_table(results: list[dict]) -> str:
             bundle = Path(result["bundle"])
             name = f"{bundle.parent.name}/{bundle.name}"  # e.g. demo/bundle-int8
             if "captions_per_s" in fast:
-                rows.append([name, kind, "", f"{fast['captions_per_s']} captions/s", "", "",
+                table.append([name, kind, "", f"{fast['captions_per_s']} captions/s", "", "",
                              f"{fast['peak_rss_mb']:.0f}"])  # fmt: skip
                 continue
             ms = fast["median_ms"]
@@ -303,13 +302,13 @@ def before_after_table(results: list[dict]) -> str:
             rss = f"{fast['peak_rss_mb']:.0f}"
             if exact.get("status") == "ok":
                 rss = f"{exact['peak_rss_mb']:.0f} → {rss}"
-            rows.append([
+            table.append([
                 name, kind, "—" if before is None else f"{before:.2f}", f"**{ms['total']:.2f}**",
                 f"{ms['preprocess']:.2f}", f"{ms['encoder']:.2f}", rss,
             ])  # fmt: skip
     header = ["bundle", "input", "exact path (ms)", "fast path (ms)", "fast: preprocess",
               "encoder", "peak RSS (MB)"]  # fmt: skip
-    return markdown_table(header, rows, 2) + "\n"
+    return markdown_table(header, table, 2) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -328,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     from .fingerprint import fingerprint, load_average
 
     photos = _photos(args.photos)
-    rows = []
+    measured = []  # one per input kind and path
     with tempfile.TemporaryDirectory(prefix="caption-bench-inputs-") as tmp:
         work = Path(tmp)
         sources = {
@@ -342,28 +341,23 @@ def main(argv: list[str] | None = None) -> int:
             # The video loop runs through the Captioner, which has only the fast path.
             for path in ("fast",) if kind.endswith("every frame") else ("exact", "fast"):
                 print(f"caption-bench inputs: {kind}, {path} path", file=sys.stderr, flush=True)
-                rows.append(
-                    {
-                        "kind": kind,
-                        "path": path,
-                        **_run_child(args.bundle, kind, path, sources[kind], args),
-                    }
-                )
+                outcome = _run_child(args.bundle, kind, path, sources[kind], args)
+                measured.append({"kind": kind, "path": path, **outcome})
         large = [_make_large(p, work) for p in photos[: args.large]]
         print("caption-bench inputs: fidelity, fast path vs exact", file=sys.stderr, flush=True)
         fidelity = _fidelity(args.bundle, photos, large, args.threads)
     result = {
         "bundle": str(args.bundle),
-        "device": fingerprint()["device"],
+        "device": fingerprint().device,
         "load_average": load_average(),
         "repeats": args.repeats,
         "photos": [str(p) for p in args.photos],
-        "rows": rows,
+        "rows": measured,
         "fidelity": fidelity,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(args.out / "inputs.json", result)
-    text = markdown(result)
+    text = inputs_report(result)
     write_text_atomic(args.out / "inputs.md", text)
     print(text)
     print(f"wrote {args.out / 'inputs.json'} and inputs.md")

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
     from edgecap.edge_runtime.bundle import RuntimeOptions
 
+    from .bench_result import BundleResult
+
 # Import cost of the runtime, from the first line of this module (numpy, Pillow, backend
 # modules load lazily below); the cold-start figure in bench.py measures the whole process.
 _T0 = time.perf_counter()
@@ -108,7 +110,8 @@ def peak_rss_mb() -> tuple[float, str]:
     return peak / divisor, "ru_maxrss (getrusage RUSAGE_SELF)"
 
 
-def _latency_images(dataset, split: str | None, count: int) -> list:
+def latency_images(dataset, split: str | None, count: int) -> list:
+    """The first `count` images of the split, or without a dataset seeded random ones."""
     import numpy as np
     from PIL import Image
 
@@ -119,7 +122,9 @@ def _latency_images(dataset, split: str | None, count: int) -> list:
         return [load_image(dataset.image_path(i)) for i in dataset.splits[split][:count]]
     rng = np.random.default_rng(0)
     shape = (RANDOM_IMAGE_SIDE, RANDOM_IMAGE_SIDE, 3)  # [H, W, 3] uint8 RGB
-    return [Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)) for _ in range(8)]
+    return [
+        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)) for _ in range(min(count, 8))
+    ]
 
 
 def _quality(captioner, decodes: dict, dataset, split: str, limit: int | None) -> dict:
@@ -133,7 +138,7 @@ def _quality(captioner, decodes: dict, dataset, split: str, limit: int | None) -
     }
 
 
-def measure(bundle: str | Path, args: MeasureOptions) -> dict:
+def measure(bundle: str | Path, args: MeasureOptions) -> BundleResult:
     """Everything caption-bench reports for one bundle, except the cold start and ratios
     (those need fresh processes and the baselines; bench.py adds them)."""
     import numpy as np
@@ -141,26 +146,24 @@ def measure(bundle: str | Path, args: MeasureOptions) -> dict:
     from edgecap.edge_runtime.bundle import RuntimeOptions
     from edgecap.edge_runtime.captioner import Captioner
     from edgecap.edge_runtime.decoding import DecodeOptions
-    from edgecap.edge_runtime.evaluation.timing import captions_per_second, summarize, time_calls
+    from edgecap.edge_runtime.evaluation.timing import (
+        LatencyStats,
+        captions_per_second,
+        summarize,
+        time_calls,
+    )
+
+    from .bench_result import BundleSize, MeasuredBundle
 
     import_ms = (time.perf_counter() - _T0) * 1e3
     bundle = Path(bundle)
-    variant, model_format, precision = bundle_recipe(bundle)
-    entry: dict = {
-        "name": bundle.name,
-        "path": str(bundle),
-        "variant": variant,
-        "format": model_format,
-        "precision": precision,
-        "status": "ok",
-    }
     dataset = None
     if args.data:
         from edgecap.edge_runtime.evaluation.datasets import load_dataset
 
         dataset = load_dataset(args.data)
         dataset.split_items(args.split)  # a DatasetError naming the split if it is unknown
-    images = _latency_images(dataset, args.split, LATENCY_IMAGES)
+    images = latency_images(dataset, args.split, LATENCY_IMAGES)
 
     runtime = args.runtime or RuntimeOptions()
     start = time.perf_counter()
@@ -171,23 +174,6 @@ def measure(bundle: str | Path, args: MeasureOptions) -> dict:
     first_ms = (time.perf_counter() - start) * 1e3
     beam = DecodeOptions(beam_width=args.beam)
     manifest = captioner.manifest
-    files = {p.name: p.stat().st_size for p in sorted(bundle.iterdir()) if p.is_file()}
-    entry.update(
-        backend=captioner.backends["encoder"],
-        backends=captioner.backends,  # per model: the decoder may run elsewhere
-        # 'xnnpack', 'none' (the built-in kernels: slower, captions may differ), 'gpu';
-        # None for ONNX, whose providers say it
-        delegate=captioner.delegates["encoder"],
-        delegates=captioner.delegates,
-        threads=runtime.num_threads,
-        providers=list(runtime.providers) if runtime.providers else None,
-        decoder_kind=manifest.decoder_kind,
-        source_run=_source_run(bundle, manifest.source),
-        size={"total_bytes": sum(files.values()), "files": files},
-        import_ms=round(import_ms, 2),
-        init_ms=round(init_ms, 3),
-        first_caption_ms=round(first_ms, 3),
-    )
 
     from edgecap.edge_runtime.preprocess import preprocess
 
@@ -208,31 +194,45 @@ def measure(bundle: str | Path, args: MeasureOptions) -> dict:
     for name, fn in loops.items():
         samples = time_calls(fn, args.budget_s, warmup=args.warmup, min_samples=args.min_samples)
         stats = summarize(samples)
-        latency[name] = stats.to_json()
+        latency[name] = LatencyStats(**stats.to_json())  # rounded as the file holds it
         if name.startswith("caption_"):
             throughput[name.removeprefix("caption_")] = captions_per_second(stats)
-    entry["latency_ms"] = latency
-    entry["captions_per_s"] = throughput
 
+    quality = None
     if dataset is not None and args.quality_images != 0:
-        entry["quality"] = _quality(
-            captioner,
-            {"greedy": DecodeOptions(), f"beam{args.beam}": beam},
-            dataset,
-            args.split,
-            args.quality_images,
-        )
-    else:
-        entry["quality"] = None
+        decodes = {"greedy": DecodeOptions(), f"beam{args.beam}": beam}
+        quality = _quality(captioner, decodes, dataset, args.split, args.quality_images)
+    files = {p.name: p.stat().st_size for p in sorted(bundle.iterdir()) if p.is_file()}
+    peak_mb, rss_method = peak_rss_mb()
+    result = MeasuredBundle(
+        **_identity(bundle),
+        status="ok",
+        backend=captioner.backends["encoder"],
+        backends=captioner.backends,
+        delegate=captioner.delegates["encoder"],
+        delegates=captioner.delegates,
+        threads=runtime.num_threads,
+        providers=list(runtime.providers) if runtime.providers else None,
+        decoder_kind=manifest.decoder_kind,
+        source_run=_source_run(bundle, manifest.source),
+        size=BundleSize(total_bytes=sum(files.values()), files=files),
+        import_ms=round(import_ms, 2),
+        init_ms=round(init_ms, 3),
+        first_caption_ms=round(first_ms, 3),
+        latency_ms=latency,
+        captions_per_s=throughput,
+        quality_by_decode=quality,
+        peak_rss_mb=round(peak_mb, 1),
+        rss_method=rss_method,
+    )
     captioner.close()
-    entry["peak_rss_mb"], entry["rss_method"] = peak_rss_mb()
-    entry["peak_rss_mb"] = round(entry["peak_rss_mb"], 1)
-    return entry
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
     from edgecap.edge_runtime.atomic import write_json_atomic
     from edgecap.edge_runtime.errors import EdgeCaptionError
+    from edgecap.edge_runtime.schema import to_json
 
     # python -m edgecap.benchmarks.measure OPTIONS.json BUNDLE OUT.json (caption-bench's child)
     options_file, bundle, out = sys.argv[1:] if argv is None else argv
@@ -245,21 +245,22 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a crash must still leave a row that says why
         traceback.print_exc()
         entry, code = failed_entry(bundle, f"{type(exc).__name__}: {exc}"), 1
-    write_json_atomic(out, entry)
+    write_json_atomic(out, to_json(entry))
     return code
 
 
-def failed_entry(bundle: str, reason: str) -> dict:
-    """The row of a bundle that could not be measured, with the reason."""
+def _identity(bundle: str | Path) -> dict[str, str | None]:
+    """The fields every row of a bundle has, measured or not."""
     variant, model_format, precision = bundle_recipe(bundle)
-    return {
-        "name": Path(bundle).name,
-        "path": str(bundle),
-        "variant": variant,
-        "format": model_format,
-        "precision": precision,
-        "status": f"failed: {reason}",
-    }
+    return {"name": Path(bundle).name, "path": str(bundle), "variant": variant,
+            "format": model_format, "precision": precision}  # fmt: skip
+
+
+def failed_entry(bundle: str | Path, reason: str) -> BundleResult:
+    """The row of a bundle that could not be measured, with the reason."""
+    from .bench_result import BundleResult
+
+    return BundleResult(**_identity(bundle), status=f"failed: {reason}")
 
 
 if __name__ == "__main__":

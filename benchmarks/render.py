@@ -30,21 +30,21 @@ class TableKind:
 
 
 def _demo(files: list[dict]) -> str:
-    from .demo import table
+    from .demo import demo_table
 
-    return table(files[0])
+    return demo_table(files[0])
 
 
 def _flickr8k(files: list[dict]) -> str:
-    from .results import markdown
+    from .results import evaluation_markdown
 
-    return markdown(files[0]["rows"])
+    return evaluation_markdown(files[0]["rows"])
 
 
 def _inputs(files: list[dict]) -> str:
-    from .input_kinds import markdown
+    from .input_kinds import inputs_report
 
-    return "\n".join(markdown(result) for result in files)
+    return "\n".join(inputs_report(result) for result in files)
 
 
 def _inputs_before_after(files: list[dict]) -> str:
@@ -54,14 +54,14 @@ def _inputs_before_after(files: list[dict]) -> str:
 
 
 def training_memory_table(rows: list[dict]) -> str:
-    """The README's table of benchmarks/studies/training_memory.py: the cases that finished."""
+    """The README's table of export/studies/training_memory.py: the cases that finished."""
     header = ["case", "training captions", "peak RSS", "seconds"]
     body = [[r["case"], f"{r['captions']:,}", f"{r['peak_rss_gb']:.2f} GB", f"{r['seconds']:.0f}"]
             for r in rows if r["exit_code"] == 0]  # fmt: skip
     return markdown_table(header, body)
 
 
-KINDS = {
+TABLES = {
     "demo": TableKind("demo", "the demo report", "make demo", _demo),
     "flickr8k": TableKind("flickr8k", "the Flickr8k record", "make flickr8k", _flickr8k),
     "inputs": TableKind("inputs", "the inputs results", "caption-bench inputs", _inputs),
@@ -92,12 +92,12 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="caption-bench render", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("kind", choices=KINDS, help="which table")
+    parser.add_argument("kind", choices=TABLES, help="which table")
     parser.add_argument("files", type=Path, nargs="+", help="the result files it is made from")
     parser.add_argument("--into", type=Path, required=True, help="the Markdown file to update")
     parser.add_argument("--marker", help="the marker name in --into (default: the kind's)")
     args = parser.parse_args(argv)
-    kind = KINDS[args.kind]
+    kind = TABLES[args.kind]
     files = []
     for path in args.files:
         try:

@@ -71,7 +71,7 @@ def train_seconds(run: Path) -> float | None:
     return seconds
 
 
-def row(metrics_file: Path) -> dict:
+def evaluation_row(metrics_file: Path) -> dict:
     metrics = json.loads(metrics_file.read_text())
     target = Path(metrics["target"])
     run = _run_of(target)
@@ -114,19 +114,19 @@ def _predictions(metrics_file: Path) -> dict[str, str]:
     path = metrics_file.with_name("predictions.jsonl")
     if not path.is_file():
         return {}
-    rows = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
-    return {r["image"]: r["caption"] for r in rows}
+    lines = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
+    return {r["image"]: r["caption"] for r in lines}
 
 
-def compare_with_keras(rows: list[dict], files: list[Path]) -> None:
+def compare_with_keras(evaluations: list[dict], files: list[Path]) -> None:
     """Adds to each bundle's row its change against the Keras run of the same run and beam:
     BLEU-4 and CIDEr-D points, and the share of images captioned exactly like Keras."""
     keras = {
         (r["run_dir"], r["beam"]): (r, f)
-        for r, f in zip(rows, files, strict=True)
+        for r, f in zip(evaluations, files, strict=True)
         if r["kind"] == "run"
     }
-    for r, f in zip(rows, files, strict=True):
+    for r, f in zip(evaluations, files, strict=True):
         match = keras.get((r["run_dir"], r["beam"]))
         if r["kind"] == "run" or match is None:
             continue
@@ -145,15 +145,15 @@ RECORD_KEY = ("run", "model", "beam")
 UNRECORDED = ("run_dir", "target")
 
 
-def update_record(path: Path, rows: list[dict]) -> list[dict]:
-    """Merge `rows` into the record at `path` (created if absent) and return all its rows,
+def update_record(path: Path, evaluations: list[dict]) -> list[dict]:
+    """Merge `evaluations` into the record at `path` (created if absent) and return all its rows,
     in the table's order (run, Keras first, then model, then beam). A row replaces the
     record's row of the same run, model and beam; a run trained again (another
     decoder_sha256) replaces every row of that run."""
     from edgecap.edge_runtime.atomic import write_json_atomic
 
     kept = json.loads(path.read_text(encoding="utf-8"))["rows"] if path.is_file() else []
-    new = [{k: v for k, v in r.items() if k not in UNRECORDED} for r in rows]
+    new = [{k: v for k, v in r.items() if k not in UNRECORDED} for r in evaluations]
     keys = {tuple(r[k] for k in RECORD_KEY) for r in new}
     retrained = {r["run"]: r["decoder_sha256"] for r in new if r.get("decoder_sha256")}
 
@@ -172,9 +172,10 @@ def _cell(key: str, value: float) -> str:
     return f"{value:.1%}" if key == "dangling_endings" else f"{value:.3f}"
 
 
-def markdown(rows: list[dict]) -> str:
-    present = [(title, key) for title, key in COLUMNS if any(key in r for r in rows)]
-    versus = [(t, k) for t, k in VERSUS_KERAS if any(k in r for r in rows)]
+def evaluation_markdown(evaluations: list[dict]) -> str:
+    """The table of evaluation rows: the columns any row has, the Keras deltas where known."""
+    present = [(title, key) for title, key in COLUMNS if any(key in r for r in evaluations)]
+    versus = [(t, k) for t, k in VERSUS_KERAS if any(k in r for r in evaluations)]
     header = [
         "encoder",
         "decoder",
@@ -185,7 +186,7 @@ def markdown(rows: list[dict]) -> str:
         "train time",
     ]
     table = []
-    for r in rows:
+    for r in evaluations:
         cells = [r["encoder"], r["decoder"], r["training"], r["model"], str(r["beam"])]
         cells += [_cell(k, r[k]) if k in r else "" for _, k in present]
         cells += [
@@ -218,11 +219,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not args.metrics and not args.record:
         parser.error("give metrics.json files, or --record FILE to render its rows")
-    rows = [row(p) for p in args.metrics]
-    compare_with_keras(rows, args.metrics)
+    evaluations = [evaluation_row(p) for p in args.metrics]
+    compare_with_keras(evaluations, args.metrics)
     if args.record:
-        rows = update_record(args.record, rows)
-    table = markdown(rows)
+        evaluations = update_record(args.record, evaluations)
+    table = evaluation_markdown(evaluations)
     print(table)
     if args.out:
         from edgecap.edge_runtime.atomic import write_text_atomic

@@ -404,11 +404,10 @@ class TFLiteModel(_TFLiteDetails):
         decoder's hot loop (3 or 4 inputs, 3 outputs), with every lookup done here once.
 
         Between two steps XNNPACK's worker thread spins only briefly before it sleeps, and
-        waking it made each invoke cost 0.09 ms instead of 0.035 (2 cores): through
-        __call__'s dicts a step spent about 20 us in Python, enough to miss the spin, and
-        even a loop over the inputs cost a third of the step (0.062 against 0.040 ms), so
-        the calls are written out. A new batch (a beam's) or a quantized tensor, or another
-        arity, takes __call__'s path.
+        waking it costs more than the step itself: the Python of __call__'s dicts was
+        enough to miss the spin, and even a loop over the inputs cost a third of the step,
+        so the calls are written out (the figures: docs/benchmarks.md, "Figures behind the runtime's choices"). A new
+        batch (a beam's) or a quantized tensor, or another arity, takes __call__'s path.
         """
         quantized = any(self._feed[n][2] for n in inputs) or any(self._fetch[n][2] for n in outputs)
         if quantized or len(inputs) not in (3, 4) or len(outputs) != 3:
@@ -746,11 +745,10 @@ class OnnxModel(_NamedModel):
             options.intra_op_num_threads = num_threads
         options.log_severity_level = 3  # errors only; warnings would go to the device's stderr
         # A caption runs three sessions one after another, each with its own intra-op thread
-        # pool. Spinning threads of the idle sessions steal the cores of the busy one: on 2
-        # cores that made p90 latency 10x the median (15.5 vs 1.7 ms); without it, 1.45 ms.
-        # `spin` is for the decoder step alone, called a dozen times in a row: waking its
-        # threads each time cost more than the step (the final model's int8 step 0.29 ms
-        # asleep, 0.09 ms spinning; its greedy caption 6.5 -> 4.8 ms, p90 6.9 -> 5.1 ms).
+        # pool. Spinning threads of the idle sessions steal the cores of the busy one, which
+        # made the tail latency many times the median. `spin` is for the decoder step alone,
+        # called a dozen times in a row: waking its threads each time cost more than the
+        # step (the figures: docs/benchmarks.md, "Figures behind the runtime's choices").
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         try:
             self._session = ort.InferenceSession(

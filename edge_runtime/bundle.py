@@ -70,8 +70,8 @@ class RuntimeOptions:
 
     num_threads: int | None = None
     """CPU threads per model; None uses every core this process may run on (LiteRT's own
-    default leaves cores idle: on 2 cores the real MobileNetV2 encoder took 3.6 ms with it
-    and 2.2 ms with 2 threads). TFLite runs its CPU kernels through XNNPACK, which LiteRT
+    default leaves cores idle and was measurably slower: docs/benchmarks.md, "Figures
+    behind the runtime's choices"). TFLite runs its CPU kernels through XNNPACK, which LiteRT
     applies by default; onnxruntime's default is already one thread per physical core."""
 
     accelerator: str = "cpu"
@@ -84,8 +84,8 @@ class RuntimeOptions:
     """With accelerator 'gpu', also put the decoder on it. Off by default: a step is a few
     small matrix products, once per word, where launches and host-device copies weigh as
     much as the arithmetic; the encoder is where a GPU pays. On an H200 it paid for the
-    fp32 ONNX bundle (3.8 vs 4.4 ms a caption), not for the int8 one, and LiteRT's GPU
-    delegate cannot run the LSTM step at all (docs/benchmarks.md)."""
+    fp32 ONNX bundle, not for the int8 one, and LiteRT's GPU delegate cannot run the LSTM
+    step at all (docs/benchmarks.md, "NVIDIA GPU (H200)")."""
 
     xnnpack: bool = True
     """TFLite models on the CPU run through XNNPACK, the interpreter's default delegate.

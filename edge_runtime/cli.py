@@ -119,7 +119,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 class _VersionAction(argparse.Action):
-    """--version, looked up only when asked: importlib.metadata costs ~60 ms at start-up."""
+    """--version, looked up only when asked: importing importlib.metadata would slow every
+    start-up (docs/benchmarks.md, "Figures behind the runtime's choices")."""
 
     def __init__(self, option_strings, dest, **kwargs):
         super().__init__(option_strings, dest, nargs=0, help="print the version and exit")

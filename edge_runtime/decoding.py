@@ -76,7 +76,8 @@ def _greedy_one(
 
     The same choices as the batched loop, with as little work as possible between two
     steps: on a multi-core CPU the backend's worker threads spin only a few microseconds
-    after a step before they sleep, and waking them cost a 0.035 ms step another 0.06 ms.
+    after a step before they sleep, and waking them costs more than the step itself
+    (docs/benchmarks.md, "Figures behind the runtime's choices").
     """
     never = set(banned)
     banned_ids = np.array(sorted(never), dtype=np.intp)

@@ -262,8 +262,9 @@ def preprocess(
         small = np.asarray(image)
         if swap:
             small = small[..., ::-1]  # a view
-    # One float copy, scaled in place: a 96 px encoder takes 0.2 ms, and `pixels * scale +
-    # offset` over a channel-reversed view took a sixth of that.
+    # One float copy, scaled in place: `pixels * scale + offset` over a channel-reversed
+    # view makes more copies and was measurably slower (docs/benchmarks.md, "Figures behind
+    # the runtime's choices").
     pixels = small.astype(np.float32)  # [S, S, 3]
     np.multiply(pixels, np.float32(prep.scale), out=pixels)
     return np.add(pixels, np.float32(prep.offset), out=pixels)
@@ -276,11 +277,12 @@ def _resize_area(
     source pixel by the area it covers (no aliasing, unlike a bilinear sample).
 
     One INTER_AREA step over a large image is slow (its non-integer path is not
-    vectorized: 2 ms for a 720p frame to 224). An image at least twice the side both ways
+    vectorized). An image at least twice the side both ways
     is therefore, unless `fast=False`, halved by 2x2 box averages (the vectorized path)
     while its short side stays at least 2 x side, sampled bilinearly to 2 side x 2 side,
-    and box-averaged 2x2 once more: 720p to 224 in a third of a millisecond, and closer to
-    the one-step result than halving all the way (docs/benchmarks.md). A halving drops an
+    and box-averaged 2x2 once more: several times faster, and closer to the one-step result
+    than halving all the way (docs/benchmarks.md, its figures under "Figures behind the
+    runtime's choices"). A halving drops an
     odd last row or column. Smaller images take the one step, and an image already
     side x side is kept as it is. `swap` reverses the channels of the result (RGB <-> BGR).
     """

@@ -23,7 +23,9 @@ from .runs import TrainedRun
 
 # What the Keras side ships: its size is the baselines' "size" in the table.
 RUN_FILES = ("encoder.keras", "decoder.keras", "vocab.json")
-SEED_STYLE_IMAGES = 5  # seed-style captions cost ~0.5 s each on 2 cores: a handful is enough
+# Seed-style captions are the slowest figure of the benchmark by far (docs/benchmarks.md,
+# "Figures behind the runtime's choices"): a handful is enough.
+SEED_STYLE_IMAGES = 5
 
 
 def seed_style_caption(run: TrainedRun, image: Image.Image) -> tuple[list[int], int]:

@@ -14,16 +14,17 @@ import numpy as np
 import pytest
 
 from edgecap.benchmarks import bench
-from edgecap.benchmarks.fingerprint import cpu_model
-from edgecap.benchmarks.measure import bundle_recipe
-from edgecap.benchmarks.schema import (
+from edgecap.benchmarks.bench_result import (
     SCHEMA_VERSION,
     SchemaError,
     portable,
     schema_version_message,
     validate,
 )
+from edgecap.benchmarks.fingerprint import cpu_model
+from edgecap.benchmarks.measure import bundle_recipe
 from edgecap.edge_runtime.evaluation.timing import summarize, time_calls, tukey_fences
+from edgecap.edge_runtime.schema import to_json
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -84,7 +85,7 @@ def test_fingerprint_never_imports_tensorflow():
     code = (
         "import sys; from edgecap.benchmarks.fingerprint import fingerprint; fp = fingerprint(); "
         "assert 'tensorflow' not in sys.modules, 'imported TF'; "
-        "assert fp['runtimes']['numpy'] and fp['cores_logical'] >= 1; print('ok')"
+        "assert fp.runtimes['numpy'] and fp.cores_logical >= 1; print('ok')"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
@@ -155,6 +156,15 @@ def test_validate_refuses_another_schema_version():
         validate({"schema_version": SCHEMA_VERSION}, "x.json")
 
 
+def test_validate_names_the_field_that_is_wrong():
+    committed = Path(__file__).resolve().parents[2] / "docs" / "results" / "h200" / "onnx-cuda.json"
+    result = json.loads(committed.read_text())
+    assert validate(result, "x.json").bundles[1].latency_p50("caption_greedy") > 0
+    del result["bundles"][1]["latency_ms"]
+    with pytest.raises(SchemaError, match=r"^x\.json: bundles\[1\]: missing field 'latency_ms'$"):
+        validate(result, "x.json")
+
+
 # ---- a real run on the e2e bundle --------------------------------------------------------
 
 TINY = ["--budget-s", "0.05", "--warmup", "1", "--quality-images", "8", "--cold-repeats", "1"]
@@ -217,6 +227,9 @@ def test_run_writes_results_markdown_and_plot(e2e, bench_run):
     assert entry["path"] == ".../bundle-int8" and result["argv"][1] == ".../bundle-int8"
     assert entry["cold_start"]["command"][0] == "python"
     assert not [text for text in _strings(result) if text.startswith("/")]
+
+    # The typed result writes the file back as it is: every key, in order, nulls included.
+    assert json.dumps(to_json(validate(result, "results.json"))) == json.dumps(result)
 
     markdown = (out / "results.md").read_text()
     assert (

@@ -106,7 +106,7 @@ def test_the_committed_flickr8k_record_renders_the_readme_table():
     rows = json.loads((root / "docs/results/flickr8k.json").read_text())["rows"]
     readme = (root / "README.md").read_text()
     block = readme.split("<!-- BEGIN flickr8k -->\n")[1].split("\n<!-- END flickr8k -->")[0]
-    assert block == results.markdown(rows)
+    assert block == results.evaluation_markdown(rows)
 
 
 def test_a_retrained_run_replaces_every_row_of_its_earlier_training(tmp_path):
@@ -156,4 +156,4 @@ def test_a_run_made_in_stages_names_them_and_counts_every_stages_training_time(t
     metrics = tmp_path / "eval" / "metrics.json"
     metrics.parent.mkdir()
     metrics.write_text(json.dumps({"target": str(scst), "kind": "run", "beam": 1, "bleu4": 0.2}))
-    assert results.row(metrics)["training"] == "XE + FT + SCST"
+    assert results.evaluation_row(metrics)["training"] == "XE + FT + SCST"

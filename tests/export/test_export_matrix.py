@@ -200,7 +200,7 @@ def test_sizes_and_fp16_parity(e2e, bundles):
 
 def test_caption_export_all_pairs(e2e, tmp_path):
     """--format all --quantize all: one folder per registry pair under --out, one summary
-    table at the end (about 30 s on 2 cores)."""
+    table at the end (its time: docs/benchmarks.md, "Figures behind the runtime's choices")."""
     out = tmp_path / "exports"
     result = subprocess.run(
         [sys.executable, "-m", "edgecap.export.cli", str(e2e["run"]), "--format", "all"]

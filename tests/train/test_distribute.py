@@ -146,7 +146,8 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-@pytest.mark.slow  # 40 s; the two-worker test covers the same replica split in make test
+# slow: tens of seconds; the two-worker test covers the same replica split in make test
+@pytest.mark.slow
 def test_mirrored_over_two_devices_trains_what_one_trains(single):
     out = single / "mirrored"
     command = [sys.executable, "-c", textwrap.dedent(MIRRORED), *_train_command(single, out)[3:],

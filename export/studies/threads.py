@@ -2,7 +2,7 @@
 a lock per model) against one Captioner per thread (each its own interpreters: what a
 pool of interpreters would give).
 
-    python benchmarks/studies/threads.py BUNDLE... --images FOLDER [--threads 1 2 4]
+    python export/studies/threads.py BUNDLE... --images FOLDER [--threads 1 2 4]
         [--seconds 2] [--repeats 3] [--out FILE.json]
 
 Each thread captions decoded photos (preprocessing, encoder, greedy decoding) round robin
@@ -100,7 +100,7 @@ def render(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="benchmarks/studies/threads.py")
+    parser = argparse.ArgumentParser(prog="export/studies/threads.py")
     parser.add_argument("bundles", nargs="+", type=Path)
     parser.add_argument("--images", type=Path, required=True, help="a folder of photos")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2, 4])

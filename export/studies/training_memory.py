@@ -1,7 +1,7 @@
 """Peak resident memory and time of training, each case one `caption-train` in its own
 process (its peak is the kernel's ru_maxrss for that child: nothing else is counted).
 
-    python benchmarks/studies/training_memory.py --flickr8k DIR --weights V2.h5 --out DIR
+    python export/studies/training_memory.py --flickr8k DIR --weights V2.h5 --out DIR
     caption-bench render training-memory DIR/training-memory.json --into README.md
 
 A study, not part of the installed package (make bench-training runs it from the checkout).
@@ -121,7 +121,7 @@ def run(flickr8k: Path, weights: Path, out: Path, names: list[str] | None = None
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="benchmarks/studies/training_memory.py",
+    parser = argparse.ArgumentParser(prog="export/studies/training_memory.py",
                                      description=__doc__.split("\n")[0])  # fmt: skip
     parser.add_argument("--flickr8k", type=Path, required=True, help="Flickr8k-layout folder")
     parser.add_argument("--weights", type=Path, required=True, help="MobileNetV2 α=1.0 .h5")
@@ -135,12 +135,13 @@ def main(argv: list[str] | None = None) -> int:
     rows = run(args.flickr8k, args.weights, args.out, names)
     from edgecap.benchmarks.fingerprint import fingerprint
     from edgecap.edge_runtime.atomic import write_json_atomic
+    from edgecap.edge_runtime.schema import to_json
 
     result_file = args.out / "training-memory.json"
     previous = json.loads(result_file.read_text())["rows"] if result_file.exists() else []
     merged = {r["case"]: r for r in previous} | {r.case: asdict(r) for r in rows}
     ordered = [merged[c.name] for c in CASES if c.name in merged]
-    write_json_atomic(result_file, {"machine": fingerprint(), "rows": ordered})
+    write_json_atomic(result_file, {"machine": to_json(fingerprint()), "rows": ordered})
     print(training_memory_table(ordered))
     return 0
 

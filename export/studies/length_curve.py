@@ -1,7 +1,7 @@
 """Decoder cost over caption length: the BLSTM re-reads its whole prefix every word, the
 LSTM carries its state, and this shows what that costs per caption.
 
-    python benchmarks/studies/length_curve.py BUNDLE... --out DIR [--repeats 30]
+    python export/studies/length_curve.py BUNDLE... --out DIR [--repeats 30]
 
 For each bundle and each length T = 1 .. max caption length it times decoder_init plus T
 decoder steps on one image's features (the words fed are the argmax of the step before,
@@ -45,7 +45,7 @@ def time_lengths(captioner: Captioner, features: np.ndarray, repeats: int) -> di
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="benchmarks/studies/length_curve.py", description=__doc__.split("\n")[0]
+        prog="export/studies/length_curve.py", description=__doc__.split("\n")[0]
     )
     parser.add_argument("bundles", nargs="+", type=Path)
     parser.add_argument("--out", type=Path, required=True)
