@@ -5,7 +5,7 @@
 
 Every command of pyproject.toml's [project.scripts] and each of its subcommands gets a
 table between the lines <!-- BEGIN options --> and <!-- END options -->;
-tests/test_cli_reference.py fails when the committed tables differ from the parsers.
+tests/e2e/test_cli_reference.py fails when the committed tables differ from the parsers.
 
 A command builds its parser inside main() (several build one per subcommand there), so
 each parser is caught where main() hands it its arguments: ArgumentParser.parse_args is
