@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 LAST, BEST, HISTORY = "last.npz", "best.npz", "history.jsonl"
 CHECKPOINT_FILES = (LAST, BEST, HISTORY)
 # What the checkpoints of edge-caption before this class left: fit's and SCST's
-# last.keras / best.keras / state.json, finetune's tf.train.Checkpoint folders.
+# last.keras / best.keras / state.json (adopted: _adopt_keras_checkpoint), finetune's
+# tf.train.Checkpoint folders last/ and best/ (refused: _refuse_old_checkpoints).
 OLD_CHECKPOINT_FILES = ("last.keras", "best.keras", "state.json", "last", "best")
 
 Objective = Callable[[dict], float]
@@ -135,9 +136,10 @@ class TrainingCheckpoint:
         objects as they were built. `rescore`: the scores of the restored epoch, for the
         epoch a kill left unlogged (see the module's docstring).
         """
-        self._refuse_old_checkpoints()
         if self.writer:
             self._remove_stale_temp_files()
+            self._adopt_keras_checkpoint()
+        self._refuse_old_checkpoints()
         on_disk = read_history(self.folder)
         logged = list(on_disk)
         if baseline is not None and not any(h["epoch"] == 0 for h in logged):
@@ -212,6 +214,43 @@ class TrainingCheckpoint:
                 arrays[f"{name}/steps"] = np.asarray(obj.iterations, np.int64)
         with self.guard(path), atomic_path(path, suffix=".npz") as tmp:
             np.savez(tmp, **arrays)
+
+    def _adopt_keras_checkpoint(self) -> None:
+        """Go on from a checkpoint of fit or SCST before this class: best.keras, state.json
+        and last.keras (the model with its optimizer) become best.npz, history.jsonl and
+        last.npz, in that order, so that until last.npz is in place a rerun adopts them
+        again; the old files are left as they are. A Keras file loads with its variables in
+        the order a fresh build has them, and a mismatch is refused on restore. Finetune's
+        old tf.train.Checkpoint folders are not adopted (_refuse_old_checkpoints)."""
+        import keras
+
+        old = self.folder / "last.keras"
+        if self.last.exists() or not old.exists() or len(self.kept) != 1:
+            return
+        (model,) = self.kept
+        log.info("%s: a checkpoint of an earlier version; rewriting it as %s", old, LAST)
+
+        def adopt(source: str, target: Path, optimizer: bool) -> None:
+            if not (self.folder / source).exists():
+                return
+            try:
+                saved = keras.models.load_model(self.folder / source, safe_mode=True)
+            except Exception as exc:  # Keras raises several types for a damaged zip or config
+                raise CheckpointError(
+                    f"{self.folder / source}: cannot load this checkpoint of an earlier "
+                    f"version ({exc}); delete {self.folder} to train from the start"
+                ) from None
+            self._save(target, {model: saved, **({self.optimizer: saved.optimizer}
+                                                 if optimizer else {})})  # fmt: skip
+
+        adopt("best.keras", self.best, optimizer=False)
+        state = self.folder / "state.json"
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            self.history = [h for h in json.loads(state.read_text(encoding="utf-8"))["history"]
+                            if isinstance(h, dict) and isinstance(h.get("epoch"), int)]  # fmt: skip
+        self._rewrite_history()
+        self.history = []
+        adopt("last.keras", self.last, optimizer=True)
 
     def _load(self, path: Path, objects: Mapping[str, Any]) -> None:
         try:

@@ -199,6 +199,74 @@ def test_training_killed_between_its_checkpoint_writes_ends_as_an_uninterrupted_
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+def test_a_run_half_trained_with_the_keras_checkpoint_of_earlier_versions_goes_on(
+    tmp_path, monkeypatch
+):
+    """Runs checkpointed before TrainingCheckpoint hold checkpoints/last.keras (the model
+    with its optimizer), best.keras and state.json: the rerun adopts them as last.npz,
+    best.npz and history.jsonl, and ends as an uninterrupted run."""
+    import keras
+
+    generate(tmp_path / "data", 40, seed=4, progress=False)
+    config = training.TrainConfig(
+        data=str(tmp_path / "data"), encoder="mobilenet_synth", weights="none",
+        decoder=DecoderConfig(units=16, embed_dim=8), epochs=3, batch_size=32,
+        feature_cache=str(tmp_path / "cache"),
+    )  # fmt: skip
+    whole = tmp_path / "whole"
+    training.train(config, whole, progress=False, final_split="none")
+
+    real_callback = training._checkpoint_callback
+
+    def stopped_after_epoch_2(checkpoint):
+        callback = real_callback(checkpoint)
+        original = callback.on_epoch_end
+
+        def on_epoch_end(epoch, logs=None):
+            original(epoch, logs)
+            if epoch == 1:
+                raise KeyboardInterrupt("simulated Ctrl-C after epoch 2")
+
+        callback.on_epoch_end = on_epoch_end
+        return callback
+
+    monkeypatch.setattr(training, "_checkpoint_callback", stopped_after_epoch_2)
+    old = tmp_path / "old"
+    with pytest.raises(KeyboardInterrupt):
+        training.train(config, old, progress=False, final_split="none")
+    monkeypatch.undo()
+    # Write its checkpoint as the earlier versions did, and remove the new one.
+    checkpoints = old / "checkpoints"
+    decoder_config = DecoderConfig(**json.loads((old / "config.json").read_text())["decoder"])
+    steps = saved_steps(checkpoints, "optimizer") // 2
+    model = training._model(config, decoder_config, steps)
+    model.optimizer.build(model.trainable_variables)
+    checkpoint = TrainingCheckpoint(checkpoints, {"model": model, "optimizer": model.optimizer},
+                                    kept=["model"], optimizer="optimizer", steps_per_epoch=steps,
+                                    objective=training.best_dev_cider_d, writer=False)  # fmt: skip
+    assert checkpoint.resume() == 2
+    model.save(checkpoints / "last.keras")
+    if checkpoint.restore_best() is not None:
+        model.save(checkpoints / "best.keras")
+    history = [{**h, "best": 1.0} if h.get("best") else h for h in checkpoint.history]
+    (checkpoints / "state.json").write_text(json.dumps({"epochs_done": 2, "history": history}))
+    for name in ("last.npz", "best.npz", HISTORY):
+        (checkpoints / name).unlink(missing_ok=True)
+
+    training.train(config, old, progress=False, final_split="none")
+    mine, theirs = read_history(checkpoints), read_history(whole / "checkpoints")
+    assert [h["epoch"] for h in mine] == [1, 2, 3] and "recovered" not in mine[2]
+    for ours, expected in zip(mine, theirs, strict=True):
+        assert ours["dev_cider_d"] == pytest.approx(expected["dev_cider_d"], abs=1e-6)
+        assert bool(ours.get("best")) == bool(expected.get("best"))
+    assert saved_steps(checkpoints, "optimizer") == 3 * steps
+    # The same epoch 3 from the same weights and optimizer state; only the dropout masks
+    # differ, since a .keras file does not hold the seed generators' state (last.npz does).
+    assert mine[2]["loss"] == pytest.approx(theirs[2]["loss"], rel=1e-2)
+    kept = keras.models.load_model(old / "decoder.keras", safe_mode=True)
+    assert [w.shape for w in kept.get_weights()] == [w.shape for w in model.get_weights()]
+
+
 def test_an_epoch_fraction_trains_that_share_of_the_blstm_pairs(tmp_path):
     from edgecap.train.inputs import CaptionTable, steps_per_epoch
 
