@@ -18,7 +18,9 @@ copy from another run) are dropped, never believed.
 
 The variables are stored as plain arrays, by position within each named object, and
 read back with `allow_pickle=False`; a count or shape that does not match the objects
-being restored is refused as a checkpoint of other settings.
+being restored is refused as a checkpoint of other settings. The progress optimizer's
+step count is also stored under its own key, in the same file, so that `saved_steps`
+(tests, tools) reads it without building the models; resuming reads the restored variable.
 """
 
 from __future__ import annotations
