@@ -122,7 +122,7 @@ def _checkpoint_callback(checkpoint: TrainingCheckpoint):
     last among the callbacks but the progress line, so that it records the dev scores."""
     import keras
 
-    class EpochCheckpoint(keras.callbacks.Callback):
+    class SaveAfterEpoch(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
             self.epoch_start = time.perf_counter()
 
@@ -133,7 +133,7 @@ def _checkpoint_callback(checkpoint: TrainingCheckpoint):
             if entry.get("best") and logs is not None:
                 logs["best"] = 1.0  # the progress line shows it
 
-    return EpochCheckpoint()
+    return SaveAfterEpoch()
 
 
 DEV_SCORE = "dev_cider_d"  # the history key best.npz is chosen by
