@@ -406,11 +406,12 @@ def _finetune(argv: list[str]) -> int:
 
 
 def _epochs_done(out: str) -> int:
+    """The last epoch the run logged (the checkpoint may hold one more: the rerun says)."""
     from pathlib import Path
 
-    from .training import read_state
+    from .checkpoint import read_history
 
-    return read_state(Path(out))["epochs_done"]
+    return max((h["epoch"] for h in read_history(Path(out) / "checkpoints")), default=0)
 
 
 def _extract(argv: list[str]) -> int:

@@ -11,7 +11,7 @@ the rows a one-device run sees, Keras averages the replicas' losses into the one
 loss, and `--learning-rate` means the same on any number of replicas (no scaling rule).
 
 Only the chief (TF_CONFIG's "chief", else worker 0) writes: the run directory, the
-checkpoints, the metrics. Every worker resumes from the chief's `checkpoints/last.keras`,
+checkpoints, the metrics. Every worker resumes from the chief's `checkpoints/last.npz`,
 so a worker killed mid-run and restarted (with the others, as MultiWorkerMirroredStrategy
 requires) goes on from the last whole epoch. Keras 3's BackupAndRestore would be the
 library's way, but it has no chief: every worker writes the same backup files. The run's

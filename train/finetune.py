@@ -21,9 +21,9 @@ gamma 1, beta the folded bias), so batch statistics of a few images would replac
 identity with noise; gamma and beta of the trained blocks still learn, as a per-channel
 scale and bias, and fold away again at export.
 
-Checkpoints are tf.train.Checkpoint's (both models, both optimizers), written after every
-epoch; how far a run got is read from the restored optimizer's step count, and
-state.json is an append-only history of the epochs' dev scores.
+Checkpoints are checkpoint.py's, as in every trainer: both models and both optimizers in
+last.npz after every epoch, how far a run got read from the restored decoder optimizer's
+step count, and history.jsonl the epochs' dev scores (epoch 0 is the parent).
 """
 
 from __future__ import annotations
@@ -45,8 +45,9 @@ from edgecap.edge_runtime.atomic import write_json_atomic
 from edgecap.edge_runtime.evaluation import load_dataset, score_split
 from edgecap.edge_runtime.preprocess import Preprocessing, load_pixels
 
+from .checkpoint import TrainingCheckpoint
 from .runs import RunError, TrainedRun, load_run
-from .training import read_state
+from .training import best_dev_cider_d
 
 log = logging.getLogger(__name__)
 FINETUNE_KINDS = ("lstm", "merge")  # teacher-forced whole captions on pooled features
@@ -359,7 +360,6 @@ def finetune(
     final model; "none" to skip it.
     """
     import keras
-    import tensorflow as tf
     from tqdm import tqdm
 
     from .distribute import is_chief, make_strategy
@@ -409,16 +409,6 @@ def finetune(
     log.info("finetune: %d encoder layers learn (%s ... %s), %d steps an epoch",
              len(learning), learning[:1], learning[-1:], steps_per_epoch)  # fmt: skip
     trainer = JointTraining(encoder, decoder, *optimizers, strategy)
-    checkpoint = tf.train.Checkpoint(encoder=encoder, decoder=decoder,
-                                     encoder_optimizer=optimizers[0],
-                                     decoder_optimizer=optimizers[1])  # fmt: skip
-    best_checkpoint = tf.train.Checkpoint(encoder=encoder, decoder=decoder)
-    checkpoints = out / "checkpoints"
-    # Only the chief's files count; the others write theirs to a folder they then delete,
-    # as tf.distribute's multi-worker checkpointing asks.
-    folder = checkpoints if chief else out / f".worker-{strategy.cluster_resolver.task_id}"
-    last = tf.train.CheckpointManager(checkpoint, folder / "last", max_to_keep=1)
-    best = tf.train.CheckpointManager(best_checkpoint, folder / "best", max_to_keep=1)
 
     def dev_scores() -> dict:
         features = np.concatenate(
@@ -429,28 +419,22 @@ def finetune(
         return {"dev_bleu4": scores.bleu4, "dev_cider_d": scores.cider_d,
                 "dev_dangling_endings": scores.dangling_endings}  # fmt: skip
 
-    state = read_state(out) if (checkpoints / "state.json").exists() else None
-    if last.latest_checkpoint:
-        checkpoint.restore(last.latest_checkpoint).assert_existing_objects_matched()
-        done, rest = divmod(int(optimizers[1].iterations.numpy()), steps_per_epoch)
-        if rest:
-            raise ValueError(
-                f"{last.latest_checkpoint}: holds {done * steps_per_epoch + rest} steps, not "
-                f"whole epochs of {steps_per_epoch}; it was not written with these settings. "
-                f"Delete {checkpoints} to start over"
-            )
-        history = [h for h in (state or {"history": []})["history"] if h["epoch"] <= done]
-        if done not in {h["epoch"] for h in history}:  # killed before state.json was written
-            log.warning("%s: epoch %d finished but was not logged; scoring it on dev again",
-                        checkpoints, done)  # fmt: skip
-            history.append({"epoch": done, "recovered": True, **dev_scores()})
+    # Every worker restores the chief's checkpoint; only the chief writes.
+    checkpoint = TrainingCheckpoint(
+        out / "checkpoints",
+        {"encoder": encoder, "decoder": decoder, "encoder_optimizer": optimizers[0],
+         "decoder_optimizer": optimizers[1]},
+        kept=["encoder", "decoder"], optimizer="decoder_optimizer",
+        steps_per_epoch=steps_per_epoch, objective=best_dev_cider_d, writer=chief,
+    )  # fmt: skip
+    with strategy.scope():
+        # The parent's dev scores are epoch 0's, taken before any checkpoint is restored.
+        done = checkpoint.resume(baseline=lambda: {"parent": True, **dev_scores()},
+                                 rescore=dev_scores)  # fmt: skip
+    if done:
         log.info("resuming %s after epoch %d of %d", out, done, config.epochs)
     else:
-        done, history = 0, [{"epoch": 0, "parent": True, **dev_scores()}]
-        log.info("parent on dev: %s", history[0])
-    state = {"epochs_done": done, "history": history}
-    if chief:
-        write_json_atomic(checkpoints / "state.json", state)
+        log.info("parent on dev: %s", checkpoint.history[0])
 
     for epoch in range(done, config.epochs):
         start = time.perf_counter()
@@ -463,30 +447,23 @@ def finetune(
             batch_loss, batch_words = trainer.step(batch).numpy()
             loss_sum, words = loss_sum + batch_loss, words + batch_words
             bar.set_postfix(loss=f"{loss_sum / words:.3f}")
-        scores = dev_scores()
-        entry = {"epoch": epoch + 1, "seconds": round(time.perf_counter() - start, 1),
-                 "loss": round(float(loss_sum / words), 4), **scores,
-                 "peak_memory_mb": peak_memory_mb()}  # fmt: skip
-        if scores["dev_cider_d"] > max(h.get("dev_cider_d", -1.0) for h in history):
-            best.save(checkpoint_number=epoch + 1)
-            entry["best"] = True
-        last.save(checkpoint_number=epoch + 1)
-        history = [*history, entry]
-        state = {"epochs_done": epoch + 1, "history": history}
-        if chief:
-            write_json_atomic(checkpoints / "state.json", state)
+        entry = checkpoint.end_epoch(
+            {"epoch": epoch + 1, "seconds": round(time.perf_counter() - start, 1),
+             "loss": round(float(loss_sum / words), 4), **dev_scores(),
+             "peak_memory_mb": peak_memory_mb()}
+        )  # fmt: skip
         log.info("finetune epoch %d: %s", epoch + 1, entry)
     if not chief:
-        shutil.rmtree(folder, ignore_errors=True)
         return {}
 
-    kept = max(history, key=lambda h: h.get("dev_cider_d", -1.0))
-    if kept["epoch"] == 0:
+    history = checkpoint.history
+    state = {"epochs_done": checkpoint.epochs_done, "history": history}
+    kept = checkpoint.restore_best()
+    if kept is None:
         log.info("no epoch beat the parent on dev: keeping the parent's encoder and decoder")
         shutil.copyfile(parent.path / "encoder.keras", out / "encoder.keras")
         shutil.copyfile(parent.path / "decoder.keras", out / "decoder.keras")
     else:
-        best_checkpoint.restore(best.latest_checkpoint).assert_existing_objects_matched()
         log.info("keeping epoch %d: dev CIDEr-D %.4f", kept["epoch"], kept["dev_cider_d"])
         _save_keras_atomic(encoder, out / "encoder.keras")
         _save_keras_atomic(decoder, out / "decoder.keras")
@@ -495,14 +472,17 @@ def finetune(
     # The kept encoder's features go to the cache (keyed on its file), where SCST and
     # evaluation find them.
     spec = get_encoder_spec(parent.config.encoder.name)
-    kept_encoder = keras.models.load_model(out / "encoder.keras", safe_mode=True, compile=False)
+    kept_encoder, kept_decoder = (
+        keras.models.load_model(out / name, safe_mode=True, compile=False)
+        for name in ("encoder.keras", "decoder.keras")
+    )  # the parent's when no epoch beat it, not the last epoch's
     features = extract_features(
         dataset, final_split, spec, str(out / "encoder.keras"), kept_encoder,
         feature_cache or parent.config.train.feature_cache or None,
         progress=progress, prep=prep,
     )  # fmt: skip
     ids = dataset.splits[final_split]
-    predictions = caption_cached(decoder, decoder_config, vocab, features, ids)
+    predictions = caption_cached(kept_decoder, decoder_config, vocab, features, ids)
     metrics = {"split": final_split, **score_split(dataset, final_split, predictions).to_json(),
                "train_seconds": round(sum(h.get("seconds", 0.0) for h in history), 1),
                "peak_memory_mb": max(h.get("peak_memory_mb", 0.0) for h in history)}  # fmt: skip

@@ -18,7 +18,8 @@ it, "a man stands in front of a" loses nothing against "... of a building" that 
 notices, and the policy learns to stop on a dangling "a" (one caption in seven did).
 
     RUN/config.json   the parent's, plus "scst": these settings and the parent's path
-    RUN/checkpoints/  last.keras (with optimizer), best.keras, state.json
+    RUN/checkpoints/  checkpoint.py's: last.npz (with optimizer), best.npz, history.jsonl
+                      (epoch 0 is the parent)
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ from edgecap.edge_runtime.atomic import write_json_atomic
 from edgecap.edge_runtime.evaluation.metrics import CiderD, corpus_bleu, references_for, score_split
 from edgecap.edge_runtime.vocab import NEVER_EMITTED_IDS
 
+from .checkpoint import TrainingCheckpoint
 from .runs import RunError, load_run
-from .training import read_state
 
 log = logging.getLogger(__name__)
 SCST_KINDS = ("lstm", "merge", "attend")  # the BLSTM re-reads its prefix: no stepwise sampler
@@ -206,52 +207,6 @@ def _prepare_run(parent, out: Path, config: ScstConfig) -> None:
     write_json_atomic(config_file, {**parent.config_json, "scst": settings})
 
 
-def _state_of(model, steps_per_epoch: int, state: dict, checkpoints: Path, objective,
-              dev_scores, parent) -> dict:  # fmt: skip
-    """The run's state as last.keras holds it: its optimizer's step count says how many
-    epochs are done, whatever state.json says. Each epoch writes last.keras, then maybe
-    best.keras, then state.json; a kill between them leaves state.json one epoch short, and
-    that epoch's entry (and best.keras, if it was the best) is made again here from the
-    model, so the run goes on exactly as if it had not stopped."""
-    import keras
-
-    from .training import _save_keras_atomic
-
-    last = checkpoints / "last.keras"
-    steps = int(np.asarray(model.optimizer.iterations))
-    done, rest = divmod(steps, steps_per_epoch)
-    if rest:
-        raise ValueError(
-            f"{last}: holds {steps} optimizer steps, not whole epochs of {steps_per_epoch}; "
-            f"it was not written with these settings. Delete {checkpoints} to start over"
-        )
-    history = [h for h in state["history"] if h.get("epoch", 0) <= done]
-    logged = {h.get("epoch") for h in history}
-    if 0 not in logged:  # state.json is gone: the parent's dev scores, again
-        first = keras.models.load_model(
-            parent.path / "decoder.keras", safe_mode=True, compile=False
-        )
-        history.insert(0, {"epoch": 0, "parent": True, **dev_scores(first)})
-    history += [{"epoch": e, "recovered": True} for e in range(1, done) if e not in logged]
-    if done and done not in logged:
-        log.warning(
-            "%s holds %d finished epochs but state.json says %d (stopped between the "
-            "checkpoint writes); scoring epoch %d on dev again",
-            last, done, state["epochs_done"], done,
-        )  # fmt: skip
-        entry = {"epoch": done, "recovered": True, **dev_scores(model)}
-        earlier = [objective(h) for h in history]
-        if objective(entry) > max(earlier):
-            _save_keras_atomic(model, checkpoints / "best.keras")
-            entry["best"] = True
-        history.append(entry)
-    history.sort(key=lambda h: h.get("epoch", 0))
-    repaired = {"epochs_done": done, "history": history}
-    if repaired != state:
-        write_json_atomic(checkpoints / "state.json", repaired)
-    return repaired
-
-
 def scst(
     parent_dir: str | Path,
     out_dir: str | Path,
@@ -322,25 +277,22 @@ def scst(
         return {"dev_bleu4": scores.bleu4, "dev_cider_d": scores.cider_d,
                 "dev_dangling_endings": scores.dangling_endings}  # fmt: skip
 
-    checkpoints = out / "checkpoints"
-    checkpoints.mkdir(exist_ok=True)
     train_ids = dataset.splits["train"]
-    steps_per_epoch = math.ceil(len(train_ids) / config.images_per_batch)
-    last = checkpoints / "last.keras"
-    if last.exists():
-        model = keras.models.load_model(last, safe_mode=True)
-        state = _state_of(model, steps_per_epoch, read_state(out), checkpoints, objective,
-                          dev_scores, parent)  # fmt: skip
-        log.info("resuming %s after epoch %d of %d", out, state["epochs_done"], config.epochs)
+    model = keras.models.load_model(parent.path / "decoder.keras", safe_mode=True, compile=False)
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate, clipnorm=5.0))
+    model.optimizer.build(model.trainable_variables)
+    checkpoint = TrainingCheckpoint(
+        out / "checkpoints", {"model": model, "optimizer": model.optimizer}, kept=["model"],
+        optimizer="optimizer", steps_per_epoch=math.ceil(len(train_ids) / config.images_per_batch),
+        objective=objective,
+    )  # fmt: skip
+    # The parent's dev scores are epoch 0's, taken before any checkpoint is restored.
+    done = checkpoint.resume(baseline=lambda: {"parent": True, **dev_scores(model)},
+                             rescore=lambda: dev_scores(model))  # fmt: skip
+    if done:
+        log.info("resuming %s after epoch %d of %d", out, done, config.epochs)
     else:
-        model = keras.models.load_model(
-            parent.path / "decoder.keras", safe_mode=True, compile=False
-        )
-        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate, clipnorm=5.0))
-        model.optimizer.build(model.trainable_variables)
-        state = {"epochs_done": 0, "history": [{"epoch": 0, "parent": True, **dev_scores(model)}]}
-        log.info("parent on dev: %s", state["history"][0])
-        write_json_atomic(checkpoints / "state.json", state)
+        log.info("parent on dev: %s", checkpoint.history[0])
 
     ban = np.zeros(len(vocab), np.float32)
     ban[list(NEVER_EMITTED_IDS)] = -1e9  # the same ids the runtime's search never picks
@@ -349,7 +301,7 @@ def scst(
     sample = _sampler(model, kind, vocab.start_id, vocab.end_id, vocab.pad_id, steps, ban)
     train_step = _train_step(model, ban)
     train_features = features["train"]
-    for epoch in range(state["epochs_done"], config.epochs):
+    for epoch in range(done, config.epochs):
         start = time.perf_counter()
         order = np.random.default_rng([config.seed, epoch]).permutation(len(train_ids))
         batches = [
@@ -378,21 +330,17 @@ def scst(
                        tf.constant(_advantages(rewards)))  # fmt: skip
             mean_rewards.append(float(rewards.mean()))
             bar.set_postfix(reward=f"{np.mean(mean_rewards[-20:]):.3f}")
-        scores = dev_scores(model)
-        best_so_far = max(objective(h) for h in state["history"])
-        _save_keras_atomic(model, checkpoints / "last.keras")
-        entry = {"epoch": epoch + 1, "seconds": round(time.perf_counter() - start, 1),
-                 "train_reward": round(float(np.mean(mean_rewards)), 4), **scores}  # fmt: skip
-        if objective(scores) > best_so_far:
-            _save_keras_atomic(model, checkpoints / "best.keras")
-            entry["best"] = True
-        state = {"epochs_done": epoch + 1, "history": [*state["history"], entry]}
-        write_json_atomic(checkpoints / "state.json", state)
+        entry = checkpoint.end_epoch(
+            {"epoch": epoch + 1, "seconds": round(time.perf_counter() - start, 1),
+             "train_reward": round(float(np.mean(mean_rewards)), 4), **dev_scores(model)}
+        )  # fmt: skip
         log.info("scst epoch %d: %s", epoch + 1, entry)
 
-    best = checkpoints / "best.keras"
-    kept = best if best.exists() else parent.path / "decoder.keras"
-    decoder = keras.models.load_model(kept, safe_mode=True, compile=False)
-    _save_keras_atomic(decoder, out / "decoder.keras")
-    log.info("kept %s as %s", kept, out / "decoder.keras")
-    return state
+    kept = checkpoint.restore_best()
+    if kept is None:  # no epoch beat the parent on dev
+        model = keras.models.load_model(parent.path / "decoder.keras", safe_mode=True,
+                                        compile=False)  # fmt: skip
+    _save_keras_atomic(model, out / "decoder.keras")
+    log.info("kept %s as %s", f"epoch {kept['epoch']}" if kept else "the parent",
+             out / "decoder.keras")  # fmt: skip
+    return {"epochs_done": checkpoint.epochs_done, "history": checkpoint.history}

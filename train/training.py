@@ -6,7 +6,7 @@ A run directory holds everything export needs:
     RUN/vocab.json       the vocabulary (JSON, never pickle)
     RUN/encoder.keras    the encoder, so export needs no download
     RUN/decoder.keras    the kept decoder (teacher-forcing model): the best dev epoch, or the last
-    RUN/checkpoints/     last.keras, best.keras + state.json, rewritten atomically every epoch
+    RUN/checkpoints/     last.npz, best.npz and history.jsonl (checkpoint.py), after every epoch
     RUN/metrics.json     greedy evaluation of the final split (default test), written at the end
 """
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -28,6 +29,7 @@ from edgecap.edge_runtime.evaluation.metrics import score_split
 from edgecap.edge_runtime.step_models import SPATIAL_KINDS
 from edgecap.edge_runtime.vocab import Vocabulary
 
+from .checkpoint import TrainingCheckpoint, read_history
 from .decoders import DecoderConfig, build_training_model
 from .distribute import (
     ReplicatedTraining,
@@ -45,9 +47,9 @@ log = logging.getLogger(__name__)
 RUN_FORMAT_VERSION = 1
 # What a run directory holds: the files atomic_path writes, so that the temporary files a
 # killed run leaves behind (".NAME.<random><suffix>", see _remove_stale_temp_files) are known.
+# Those of RUN/checkpoints are checkpoint.py's CHECKPOINT_FILES.
 RUN_FILES = ("config.json", "vocab.json", "encoder.keras", "decoder.keras", "metrics.json",
              "predictions.jsonl")  # fmt: skip
-CHECKPOINT_FILES = ("last.keras", "best.keras", "state.json")
 KEEP_CHOICES = ("dev_cider_d", "last")
 
 
@@ -82,33 +84,10 @@ def _save_keras_atomic(model, path: Path) -> None:
         model.save(tmp)
 
 
-def read_state(run_dir: str | Path) -> dict:
-    """RUN/checkpoints/state.json, or an empty state if it is missing or unreadable.
-
-    It is written atomically, so "unreadable" means a disk fault or a hand edit; training
-    then recounts the finished epochs from last.keras (see train) instead of giving up.
-    """
-    state_file = Path(run_dir) / "checkpoints" / "state.json"
-    empty = {"epochs_done": 0, "history": []}
-    if not state_file.exists():
-        return empty
-    try:
-        state = json.loads(state_file.read_text(encoding="utf-8"))
-        if isinstance(state.get("epochs_done"), int) and isinstance(state.get("history"), list):
-            return state
-        problem = "fields missing or of the wrong type"
-    except (OSError, ValueError, RecursionError, AttributeError) as exc:
-        problem = str(exc)
-    log.warning(
-        "%s is unreadable (%s); counting finished epochs from last.keras", state_file, problem
-    )
-    return empty
-
-
 def resume_hint(run_dir: str | Path) -> str:
     """What rerunning the same command does now: the advice printed after a kill or a full disk."""
     run = Path(run_dir)
-    done = read_state(run)["epochs_done"]
+    done = max((h["epoch"] for h in read_history(run / "checkpoints")), default=0)
     if not done:
         return "rerun the same command to resume; finished feature shards are kept"
     try:
@@ -127,62 +106,43 @@ def _remove_stale_temp_files(run: Path) -> None:
     """Delete the temporary files of writes that a kill interrupted.
 
     SIGKILL (or a power cut) stops atomic_path before it can clean up, which leaves a
-    ".last.keras.<random>.keras" beside an intact last.keras. One process owns a run
+    ".decoder.keras.<random>.keras" beside an intact decoder.keras. One process owns a run
     directory, so any such file is a leftover, never another writer's work in progress.
+    (The checkpoint cleans up its own folder.)
     """
-    stale = [
-        p
-        for folder, names in ((run, RUN_FILES), (run / "checkpoints", CHECKPOINT_FILES))
-        for name in names
-        for p in folder.glob(f".{name}.*")
-    ]
+    stale = [p for name in RUN_FILES for p in run.glob(f".{name}.*")]
     for p in stale:
         p.unlink(missing_ok=True)
     if stale:
         log.info("removed %d temporary file(s) left by an interrupted run", len(stale))
 
 
-def _checkpoint_callback(run: Path):
+def _checkpoint_callback(checkpoint: TrainingCheckpoint):
+    """The run's checkpoint after every epoch, with the epoch's logs as its history line;
+    last among the callbacks but the progress line, so that it records the dev scores."""
     import keras
 
-    class AtomicCheckpoint(keras.callbacks.Callback):
-        """Rewrites last.keras (and best.keras on a new best dev score), then state.json,
-        after every epoch, each atomically.
-
-        The models are written first: a kill between them and state.json leaves a model one
-        epoch ahead of state.json, which train() notices on resume (never the reverse, which
-        would skip an epoch).
-        """
-
+    class SaveAfterEpoch(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
             self.epoch_start = time.perf_counter()
 
         def on_epoch_end(self, epoch, logs=None):
-            last = run / "checkpoints" / "last.keras"
-            with _name_write_failures(last, run):
-                _save_keras_atomic(self.model, last)
-            history = read_state(run)["history"]
-            logs = {k: float(v) for k, v in (logs or {}).items()}
-            score = logs.get(DEV_SCORE)
-            if score is not None and score > max(_dev_scores(history), default=-1.0):
-                best = run / "checkpoints" / "best.keras"
-                with _name_write_failures(best, run):
-                    _save_keras_atomic(self.model, best)
-                logs["best"] = 1.0
-            state_file = run / "checkpoints" / "state.json"
             seconds = round(time.perf_counter() - self.epoch_start, 2)
-            history.append({"epoch": epoch + 1, "seconds": seconds, **logs})
-            with _name_write_failures(state_file, run):
-                write_json_atomic(state_file, {"epochs_done": epoch + 1, "history": history})
+            scores = {k: float(v) for k, v in (logs or {}).items()}
+            entry = checkpoint.end_epoch({"epoch": epoch + 1, "seconds": seconds, **scores})
+            if entry.get("best") and logs is not None:
+                logs["best"] = 1.0  # the progress line shows it
 
-    return AtomicCheckpoint()
-
-
-DEV_SCORE = "dev_cider_d"  # the history key best.keras is chosen by
+    return SaveAfterEpoch()
 
 
-def _dev_scores(history: list[dict]) -> list[float]:
-    return [h[DEV_SCORE] for h in history if isinstance(h.get(DEV_SCORE), (int, float))]
+DEV_SCORE = "dev_cider_d"  # the history key best.npz is chosen by
+
+
+def best_dev_cider_d(entry: dict) -> float:
+    """The kept epoch's rule: the best dev CIDEr-D; an epoch without one is never kept."""
+    score = entry.get(DEV_SCORE)
+    return float(score) if isinstance(score, (int, float)) else -math.inf
 
 
 def _progress_callback(epochs: int):
@@ -201,66 +161,30 @@ def _progress_callback(epochs: int):
     return EpochProgress()
 
 
-def _dev_score_callback(
+def _dev_scorer(
     dataset: CaptionDataset, features: np.ndarray, config: DecoderConfig, vocab: Vocabulary
 ):
-    """Greedy-decodes the dev split after every epoch and adds dev_bleu4 and dev_cider_d to
-    the epoch's logs, which the checkpoint callback (after this one) records."""
-    import keras
-
+    """model -> {dev_bleu4, dev_cider_d}: the model's greedy captions of the dev split, scored."""
     ids = dataset.splits["dev"]
+
+    def dev_scores(model) -> dict:
+        scores = score_split(dataset, "dev", caption_cached(model, config, vocab, features, ids))
+        return {"dev_bleu4": scores.bleu4, DEV_SCORE: scores.cider_d}
+
+    return dev_scores
+
+
+def _dev_score_callback(dev_scores):
+    """Adds the dev scores to every epoch's logs, which the checkpoint callback (after
+    this one) records."""
+    import keras
 
     class DevScore(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            predictions = caption_cached(self.model, config, vocab, features, ids)
-            scores = score_split(dataset, "dev", predictions)
             if logs is not None:
-                logs["dev_bleu4"] = scores.bleu4
-                logs[DEV_SCORE] = scores.cider_d
+                logs.update(dev_scores(self.model))
 
     return DevScore()
-
-
-def _load_checkpoint(run: Path, steps_per_epoch: int, repair: bool = True):
-    """(model, epochs done) from last.keras alone: its optimizer's step count says where
-    training stands. state.json is the epochs' log, written after the model; a kill
-    between the two writes leaves it short, and it is repaired here to match the model."""
-    import keras
-
-    last = run / "checkpoints" / "last.keras"
-    try:
-        model = keras.models.load_model(last, safe_mode=True)
-    except Exception as exc:  # Keras raises several types for a damaged zip or config
-        raise ValueError(
-            f"{last}: cannot load this checkpoint ({exc}); delete {last.parent} to train "
-            "the decoder from the start"
-        ) from None
-    steps = int(np.asarray(model.optimizer.iterations))
-    if steps % steps_per_epoch:
-        raise ValueError(
-            f"{last}: holds {steps} optimizer steps, not whole epochs of {steps_per_epoch}; "
-            f"it was not written by this run's settings. Delete {last.parent} to train the "
-            "decoder from the start"
-        )
-    epochs_done = steps // steps_per_epoch
-    state = read_state(run)
-    if state["epochs_done"] != epochs_done and repair:
-        log.warning(
-            "%s holds %d finished epochs but state.json says %d (the run was stopped "
-            "between the two checkpoint writes); going on from the model",
-            last,
-            epochs_done,
-            state["epochs_done"],
-        )
-        history = [h for h in state["history"] if h.get("epoch", 0) <= epochs_done]
-        logged = {h.get("epoch") for h in history}
-        history += [{"epoch": e, "seconds": 0.0, "recovered": True}
-                    for e in range(1, epochs_done + 1) if e not in logged]  # fmt: skip
-        history.sort(key=lambda h: h.get("epoch", 0))
-        state_file = run / "checkpoints" / "state.json"
-        with _name_write_failures(state_file, run):
-            write_json_atomic(state_file, {"epochs_done": epochs_done, "history": history})
-    return model, epochs_done
 
 
 def train(
@@ -310,14 +234,25 @@ def train(
     dev_batches = TrainingBatches(
         tables["dev"], features["dev"], kind, batch_size, config.seed, fraction=fraction
     )
-    with strategy.scope():
-        model, epochs_done = _model(config, run, decoder_config, len(train_batches), chief)
-        if not model.optimizer.built:  # its variables, too, belong to the strategy
-            model.optimizer.build(model.trainable_variables)
-    callbacks = [_checkpoint_callback(run)] if chief else []
     # keep="last" needs no dev scores, and skips their cost; only the chief keeps a model.
-    if config.keep == DEV_SCORE and chief:
-        callbacks.insert(0, _dev_score_callback(dataset, features["dev"], decoder_config, vocab))
+    scores_dev = config.keep == DEV_SCORE and chief
+    dev_scores = _dev_scorer(dataset, features["dev"], decoder_config, vocab)
+    with strategy.scope():
+        model = _model(config, decoder_config, len(train_batches))
+        model.optimizer.build(model.trainable_variables)  # its variables belong to the strategy
+        # Every worker restores the chief's checkpoint; only the chief writes.
+        checkpoint = TrainingCheckpoint(
+            run / "checkpoints", {"model": model, "optimizer": model.optimizer}, kept=["model"],
+            optimizer="optimizer", steps_per_epoch=len(train_batches),
+            objective=best_dev_cider_d if config.keep == DEV_SCORE else None, writer=chief,
+            guard=lambda path: _name_write_failures(path, run),
+        )  # fmt: skip
+        epochs_done = checkpoint.resume(rescore=(lambda: dev_scores(model)) if scores_dev else None)
+    if epochs_done:
+        log.info("resuming %s from epoch %d of %d", run, epochs_done, config.epochs)
+    callbacks = [_checkpoint_callback(checkpoint)] if chief else []
+    if scores_dev:
+        callbacks.insert(0, _dev_score_callback(dev_scores))
     start = time.perf_counter()
     # One fit call per epoch, so that each epoch's batch order is a function of the epoch
     # alone (see inputs.py) and a resumed run trains exactly what an uninterrupted one would.
@@ -341,7 +276,9 @@ def train(
     train_seconds = time.perf_counter() - start
     if not chief:
         return {}
-    model = _kept_model(config, run, model)
+    kept = checkpoint.restore_best()
+    if kept is not None:
+        log.info("keeping epoch %s: best dev CIDEr-D %.4f", kept["epoch"], kept[DEV_SCORE])
     with _name_write_failures(run / "decoder.keras", run):
         _save_keras_atomic(model, run / "decoder.keras")
 
@@ -352,8 +289,8 @@ def train(
     )
     metrics["train_seconds_this_session"] = round(train_seconds, 1)
     # Over every session of this run, resumed ones included.
-    history = read_state(run)["history"]
-    metrics["train_seconds"] = round(sum(h.get("seconds", 0.0) for h in history), 1)
+    seconds = sum(h.get("seconds", 0.0) for h in checkpoint.history)
+    metrics["train_seconds"] = round(seconds, 1)
     with _name_write_failures(run / "metrics.json", run):
         write_json_atomic(run / "metrics.json", metrics)
     return metrics
@@ -461,24 +398,10 @@ def _write_run_config(config: TrainConfig, run: Path, decoder_config: DecoderCon
         )
 
 
-def _model(
-    config: TrainConfig,
-    run: Path,
-    decoder_config: DecoderConfig,
-    steps_per_epoch: int,
-    chief: bool = True,
-):
-    """(training model, epochs done): the checkpoint's, or a new compiled one."""
+def _model(config: TrainConfig, decoder_config: DecoderConfig, steps_per_epoch: int):
+    """A new compiled training model; a resumed run restores its checkpoint into it."""
     import keras
 
-    if (run / "checkpoints" / "last.keras").exists():
-        model, epochs_done = _load_checkpoint(run, steps_per_epoch, chief)
-        log.info("resuming %s from epoch %d of %d", run, epochs_done, config.epochs)
-        return model, epochs_done
-    # No model to go on from: a state.json left alone would make the history restart in
-    # the middle of the old one.
-    if chief:
-        (run / "checkpoints" / "state.json").unlink(missing_ok=True)
     model = build_training_model(decoder_config)
     schedule = keras.optimizers.schedules.CosineDecay(
         config.learning_rate, decay_steps=config.epochs * steps_per_epoch
@@ -488,24 +411,7 @@ def _model(
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         weighted_metrics=["accuracy"],
     )
-    return model, 0
-
-
-def _kept_model(config: TrainConfig, run: Path, model):
-    """The model the run keeps: best.keras (best dev CIDEr-D) or the last epoch's."""
-    import keras
-
-    best = run / "checkpoints" / "best.keras"
-    if config.keep != DEV_SCORE or not best.exists():
-        return model
-    history = read_state(run)["history"]
-    kept = max(history, key=lambda h: h.get(DEV_SCORE, -1.0))
-    log.info(
-        "keeping epoch %s: best dev CIDEr-D %.4f",
-        kept.get("epoch"),
-        kept.get(DEV_SCORE, float("nan")),
-    )
-    return keras.models.load_model(best, safe_mode=True)
+    return model
 
 
 def evaluate_keras(

@@ -19,6 +19,7 @@ import pytest
 from edgecap.edge_runtime.errors import DiskFullError
 from edgecap.edge_runtime.evaluation.datasets import load_dataset
 from edgecap.train import features as features_mod
+from edgecap.train.checkpoint import read_history, saved_steps
 from edgecap.train.synthetic import generate
 
 DRIVER = Path(__file__).with_name("train_driver.py")
@@ -106,22 +107,17 @@ class Trainer:
         return self.out.read_text()
 
 
-def _state(run: Path) -> dict | None:
-    path = run / "checkpoints" / "state.json"
-    return json.loads(path.read_text()) if path.exists() else None
+def _history(run: Path) -> list[dict]:
+    return read_history(run / "checkpoints")
 
 
-def _epochs_done(run: Path) -> int:
-    state = _state(run)
-    return state["epochs_done"] if state else 0
+def _epochs_logged(run: Path) -> int:
+    return max((h["epoch"] for h in _history(run)), default=0)
 
 
 def _checkpoint_epochs(run: Path, steps_per_epoch: int) -> int:
-    """How many epochs last.keras holds, from its optimizer's step count (loads it safely)."""
-    import keras
-
-    model = keras.models.load_model(run / "checkpoints" / "last.keras", safe_mode=True)
-    steps = int(np.asarray(model.optimizer.iterations))
+    """How many epochs last.npz holds, from its optimizer's step count."""
+    steps = saved_steps(run / "checkpoints", "optimizer")
     assert steps % steps_per_epoch == 0, steps
     return steps // steps_per_epoch
 
@@ -130,12 +126,11 @@ def _hidden(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
 
 
-def _assert_finished(run: Path, trainer: Trainer) -> None:
+def _assert_finished(run: Path, trainer: Trainer, steps_per_epoch: int) -> None:
     assert trainer.finish() == 0, trainer.stderr()[-3000:]
     assert "test split: split test, images 5" in trainer.stdout()
-    state = _state(run)
-    assert state["epochs_done"] == EPOCHS
-    assert [h["epoch"] for h in state["history"]] == list(range(1, EPOCHS + 1))
+    assert _checkpoint_epochs(run, steps_per_epoch) == EPOCHS
+    assert [h["epoch"] for h in _history(run)] == list(range(1, EPOCHS + 1))
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["images"] == 5 and "bleu4" in metrics
     assert (run / "decoder.keras").is_file()
@@ -145,7 +140,7 @@ def _assert_finished(run: Path, trainer: Trainer) -> None:
 def test_killed_at_every_stage_then_the_same_command_finishes_and_exports(data, tmp_path):
     """One run, stopped five times, each rerun of the same command going on from the last:
     SIGKILL during feature extraction, SIGKILL after an epoch, Ctrl-C and then SIGKILL in
-    the middle of writing last.keras, SIGKILL between last.keras and state.json. Then it
+    the middle of writing last.npz, SIGKILL between last.npz and its history line. Then it
     finishes, trains no epoch twice, and exports."""
     import keras
 
@@ -165,20 +160,20 @@ def test_killed_at_every_stage_then_the_same_command_finishes_and_exports(data, 
     for shard in folder.iterdir():
         array = np.load(shard, allow_pickle=False)
         assert array.ndim == 2 and len(array) == 8
-    assert not (run / "config.json").exists() and _state(run) is None
+    assert not (run / "config.json").exists() and _history(run) == []
 
-    # 2. The rerun keeps those shards; killed once state.json shows a finished epoch.
+    # 2. The rerun keeps those shards; killed once the history logs a finished epoch.
     second = Trainer(tmp_path, args, pause="epoch:1", shard_size=8)
-    second.wait_until(lambda: _epochs_done(run) >= 1, "state.json with 1 epoch done")
+    second.wait_until(lambda: _epochs_logged(run) >= 1, "a history with 1 epoch done")
     second.kill()
     assert f"INFO resuming feature extraction: 2 of 4 shards already in {folder}" in second.stderr()
-    assert [h["epoch"] for h in _state(run)["history"]] == [1]
+    assert [h["epoch"] for h in _history(run)] == [1]
     assert _checkpoint_epochs(run, steps) == 1
     assert not (run / "decoder.keras").exists() and not (run / "metrics.json").exists()
 
-    # 3. Resumed from epoch 1; Ctrl-C half-way through writing epoch 2's last.keras: a clean
+    # 3. Resumed from epoch 1; Ctrl-C half-way through writing epoch 2's last.npz: a clean
     #    exit that says where the next run starts, and the temporary file is cleaned up.
-    third = Trainer(tmp_path, args, pause="last-keras:1", shard_size=8)
+    third = Trainer(tmp_path, args, pause="last-npz:1", shard_size=8)
     third.wait_paused()
     assert third.kill(signal.SIGINT) == 130
     assert f"INFO resuming {run} from epoch 1 of {EPOCHS}" in third.stderr()
@@ -187,34 +182,43 @@ def test_killed_at_every_stage_then_the_same_command_finishes_and_exports(data, 
         f"caption-train: interrupted; rerun the same command to resume from epoch 1 of {EPOCHS}"
     )
     assert _hidden(run / "checkpoints") == []
-    assert _state(run)["epochs_done"] == 1 and _checkpoint_epochs(run, steps) == 1
+    assert _epochs_logged(run) == 1 and _checkpoint_epochs(run, steps) == 1
 
     # 4. The same point with SIGKILL, which nothing can catch: the half-written temp stays.
-    fourth = Trainer(tmp_path, args, pause="last-keras:1", shard_size=8)
+    fourth = Trainer(tmp_path, args, pause="last-npz:1", shard_size=8)
     fourth.wait_paused()
     fourth.kill()
     temp = _hidden(run / "checkpoints")
-    assert len(temp) == 1 and temp[0].startswith(".last.keras.")  # the half-written new file
-    assert _state(run)["epochs_done"] == 1 and _checkpoint_epochs(run, steps) == 1
+    assert len(temp) == 1 and temp[0].startswith(".last.npz.")  # the half-written new file
+    assert _epochs_logged(run) == 1 and _checkpoint_epochs(run, steps) == 1
 
-    # 5. That leftover is cleared; killed after epoch 3's last.keras is in place but before
-    #    its state.json: the model is now one epoch ahead of the state.
-    fifth = Trainer(tmp_path, args, pause="state-json:3", shard_size=8)
+    # 5. That leftover is cleared; killed after epoch 3's last.npz is in place but before
+    #    its history line: the model is now one epoch ahead of the history.
+    fifth = Trainer(tmp_path, args, pause="history:3", shard_size=8)
     fifth.wait_paused()
     fifth.kill()
     assert "INFO removed 1 temporary file(s) left by an interrupted run" in fifth.stderr()
-    assert _state(run)["epochs_done"] == 2 and _checkpoint_epochs(run, steps) == 3
+    assert _epochs_logged(run) == 2 and _checkpoint_epochs(run, steps) == 3
 
     # 6. The plain command trusts the model, trains no epoch twice, and finishes.
     last = Trainer(tmp_path, args, shard_size=8)
-    _assert_finished(run, last)
+    _assert_finished(run, last, steps)
+    checkpoints = run / "checkpoints"
     assert (
-        f"WARNING {run / 'checkpoints' / 'last.keras'} holds 3 finished epochs but state.json "
-        "says 2 (the run was stopped between the two checkpoint writes); going on from the model"
+        f"WARNING {checkpoints / 'last.npz'} holds 3 finished epochs but "
+        f"{checkpoints / 'history.jsonl'} logs 2 (the run was stopped between the two "
+        "checkpoint writes); going on from the model"
     ) in last.stderr()
     assert f"INFO resuming {run} from epoch 3 of {EPOCHS}" in last.stderr()
     assert "Epoch 3/3" not in last.stdout()  # nothing left to train
-    assert _state(run)["history"][2] == {"epoch": 3, "seconds": 0.0, "recovered": True}
+    # Logged again from the model, with its dev scores: the kept epoch is chosen as ever.
+    recovered = _history(run)[2]
+    assert {k: v for k, v in recovered.items() if k in ("epoch", "recovered")} == {
+        "epoch": 3,
+        "recovered": True,
+    }
+    assert set(recovered) <= {"epoch", "recovered", "dev_bleu4", "dev_cider_d", "best"}
+    assert "dev_cider_d" in recovered
 
     # The stitched features equal one uninterrupted pass of the run's own encoder.
     assert sorted(p.name for p in folder.iterdir()) == ["features.npy", "info.json"]
@@ -263,16 +267,16 @@ def test_full_disk_at_a_checkpoint_keeps_the_previous_one(data, tmp_path, monkey
     from edgecap.train import cli_train
 
     run, cache = tmp_path / "run", tmp_path / "cache"
-    hit = _fail_fsync_for(monkeypatch, "last.keras", after=1)
+    hit = _fail_fsync_for(monkeypatch, "last.npz", after=1)
     assert cli_train.main(_args(data, run, cache)) == 2
     assert len(hit) == 1  # the fault fired once, at epoch 2's checkpoint
-    last = run / "checkpoints" / "last.keras"
+    last = run / "checkpoints" / "last.npz"
     assert capsys.readouterr().err.splitlines()[-1] == (
         f"caption-train: error: {last}: cannot write it: the disk is full (No space left on "
-        "device); the previous last.keras, if there was one, is kept. Free some space, then "
+        "device); the previous last.npz, if there was one, is kept. Free some space, then "
         f"rerun the same command to resume from epoch 1 of {EPOCHS}"
     )
-    assert _state(run)["epochs_done"] == 1
+    assert _epochs_logged(run) == 1
     assert _checkpoint_epochs(run, _steps_per_epoch(data)) == 1  # epoch 1's, still loadable
     assert _hidden(run / "checkpoints") == []
 
@@ -331,7 +335,7 @@ def test_sigkill_at_random_moments_never_leaves_a_broken_file(data, tmp_path):
     """Kill the same run at random moments, several times, then let it finish.
 
     After every kill, each file a reader would open (the run's JSON and Keras files, the
-    feature cache) must load. Random, so each run probes other moments; the seed is printed.
+    checkpoint, the feature cache) must load. Random, so each run probes other moments; the seed is printed.
     """
     import keras
 
@@ -364,7 +368,10 @@ def test_sigkill_at_random_moments_never_leaves_a_broken_file(data, tmp_path):
                 keras.models.load_model(path, safe_mode=True, compile=False)
             elif path.suffix == ".npy":
                 np.load(path, allow_pickle=False)
-    _assert_finished(run, Trainer(tmp_path, args, shard_size=8))
+            elif path.suffix == ".npz":
+                with np.load(path, allow_pickle=False) as arrays:
+                    assert all(arrays[key].size >= 0 for key in arrays.files)
+    _assert_finished(run, Trainer(tmp_path, args, shard_size=8), _steps_per_epoch(data))
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to name the fd")

@@ -9,10 +9,10 @@ Environment:
                                 the file named by EDGECAP_TEST_PAUSED, where WHERE is:
         shard:N        before the N-th feature shard (from 0, train split first) is
                        computed: shards 0..N-1 are on disk
-        epoch:N        after epoch N's checkpoint (last.keras, then state.json) is written
-        last-keras:N   in the middle of the N-th last.keras write of this process: half of
+        epoch:N        after epoch N's checkpoint (last.npz, then its history line) is written
+        last-npz:N     in the middle of the N-th last.npz write of this process: half of
                        the new file is in its temporary file, not yet renamed into place
-        state-json:N   after epoch N's last.keras is in place, before its state.json
+        history:N      after epoch N's last.npz is in place, before its history line
 
 The pauses make each kill land at one known point, however slow the machine, so the
 tests never race the trainer. Without EDGECAP_TEST_PAUSE this is plain caption-train.
@@ -34,7 +34,7 @@ def _pause() -> None:
 
 
 def _install() -> None:
-    from edgecap.train import features, training
+    from edgecap.train import checkpoint, features, training
 
     if os.environ.get("EDGECAP_TEST_SHARD_SIZE"):
         features.SHARD_SIZE = int(os.environ["EDGECAP_TEST_SHARD_SIZE"])
@@ -55,8 +55,8 @@ def _install() -> None:
     elif where == "epoch":
         real_callback = training._checkpoint_callback
 
-        def checkpoint_callback(run):
-            callback = real_callback(run)
+        def checkpoint_callback(run_checkpoint):
+            callback = real_callback(run_checkpoint)
             original = callback.on_epoch_end
 
             def on_epoch_end(epoch, logs=None):
@@ -68,30 +68,28 @@ def _install() -> None:
             return callback
 
         training._checkpoint_callback = checkpoint_callback
-    elif where == "last-keras":
-        import keras
+    elif where == "last-npz":
+        real_savez, saves = checkpoint.np.savez, [0]
 
-        real_save, saves = keras.Model.save, [0]
-
-        def save(self, filepath, *args, **kwargs):
-            real_save(self, filepath, *args, **kwargs)
-            tmp = Path(filepath)
-            if tmp.name.startswith(".last.keras."):  # atomic_path's temporary file
+        def savez(file, *args, **kwargs):
+            real_savez(file, *args, **kwargs)
+            tmp = Path(file)
+            if tmp.name.startswith(".last.npz."):  # atomic_path's temporary file
                 saves[0] += 1
                 if saves[0] == n:
                     tmp.write_bytes(tmp.read_bytes()[: tmp.stat().st_size // 2])
                     _pause()
 
-        keras.Model.save = save
-    elif where == "state-json":
-        real_write = training.write_json_atomic
+        checkpoint.np.savez = savez
+    elif where == "history":
+        real_append = checkpoint.TrainingCheckpoint._append
 
-        def write_json_atomic(target, obj):
-            if Path(target).name == "state.json" and obj.get("epochs_done") == n:
+        def append(self, entry):
+            if entry["epoch"] == n and not entry.get("recovered"):
                 _pause()
-            real_write(target, obj)
+            real_append(self, entry)
 
-        training.write_json_atomic = write_json_atomic
+        checkpoint.TrainingCheckpoint._append = append
     else:
         raise SystemExit(f"train_driver: unknown pause point {where!r}")
 

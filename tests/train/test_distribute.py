@@ -12,9 +12,10 @@ import time
 import numpy as np
 import pytest
 
+from edgecap.train.checkpoint import CHECKPOINT_FILES, read_history
 from edgecap.train.distribute import make_strategy, replica_rows
 from edgecap.train.synthetic import generate
-from edgecap.train.training import CHECKPOINT_FILES, RUN_FILES
+from edgecap.train.training import RUN_FILES
 
 # A tiny lstm run without dropout: dropout masks are drawn per replica, so with dropout the
 # replicas' runs are equally good, not equal. 48 images, 3 epochs of 12 steps of 16.
@@ -39,7 +40,7 @@ def single(tmp_path_factory):
 
 
 def _history(run) -> list[dict]:
-    return json.loads((run / "checkpoints" / "state.json").read_text())["history"]
+    return read_history(run / "checkpoints")
 
 
 def _assert_trained_alike(run, single_run) -> None:
@@ -117,7 +118,7 @@ def test_a_killed_worker_restarted_with_the_chief_goes_on_from_the_last_epoch(si
     out = single / "killed"
     first = _start_workers(single, out, "first")
     try:
-        last = out / "checkpoints" / "last.keras"
+        last = out / "checkpoints" / "last.npz"
         deadline = time.monotonic() + 240
         while not last.exists() and time.monotonic() < deadline:
             assert all(p.poll() is None for p in first), "a worker stopped before epoch 1 ended"
@@ -128,7 +129,7 @@ def test_a_killed_worker_restarted_with_the_chief_goes_on_from_the_last_epoch(si
         for p in first:
             p.kill()
             p.wait()
-    done = json.loads((out / "checkpoints" / "state.json").read_text())["history"]
+    done = _history(out)
     assert 1 <= len(done) < 3, "the kill came too late to test a resume"
     codes = _wait(_start_workers(single, out, "second"))
     assert codes == [0, 0], (single / "second-worker-0.log").read_text()[-3000:]
@@ -156,6 +157,48 @@ def test_mirrored_over_two_devices_trains_what_one_trains(single):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "device:CPU:1" in result.stderr  # MirroredStrategy's log: both devices in use
     _assert_trained_alike(out, single / "single")
+
+
+# The same, SIGKILLed after epoch 2's last.npz is in place and before its history line.
+MIRRORED_KILLED_BEFORE_THE_LINE = MIRRORED.replace(
+    "from edgecap.train.cli_train",
+    """
+import os, signal
+from edgecap.train.checkpoint import TrainingCheckpoint
+real_append = TrainingCheckpoint._append
+def killed_before_the_line(self, entry):
+    if entry["epoch"] == 2 and not entry.get("recovered"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    real_append(self, entry)
+TrainingCheckpoint._append = killed_before_the_line
+from edgecap.train.cli_train""",
+)
+
+
+@pytest.mark.slow  # two mirrored runs: about 80 s
+def test_the_replicated_epoch_killed_between_its_checkpoint_writes_ends_as_one_device(single):
+    """The replicated epoch saves through the same checkpoint: killed between last.npz and
+    the history line, the rerun goes on from the model and trains no epoch twice."""
+    out = single / "mirrored-killed"
+    flags = [*_train_command(single, out)[3:], "--distribute", "mirrored",
+             "--devices", "/cpu:0,/cpu:1"]  # fmt: skip
+    killed = subprocess.run([sys.executable, "-c", MIRRORED_KILLED_BEFORE_THE_LINE, *flags],
+                            capture_output=True, text=True, timeout=240)  # fmt: skip
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    assert [h["epoch"] for h in _history(out)] == [1]
+    resumed = subprocess.run([sys.executable, "-c", textwrap.dedent(MIRRORED), *flags],
+                             capture_output=True, text=True, timeout=240)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Epoch 2/3" not in resumed.stdout and "Epoch 3/3" in resumed.stdout
+    ours, theirs = _history(out), _history(single / "single")
+    assert [h["epoch"] for h in ours] == [1, 2, 3]
+    assert ours[1] == {"epoch": 2, "recovered": True}  # keep="last": nothing to score again
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        assert np.allclose([ours[0][key], ours[2][key]], [theirs[0][key], theirs[2][key]],
+                           rtol=LOSS_TOLERANCE, atol=0), key  # fmt: skip
+    assert (out / "predictions.jsonl").read_text() == (
+        single / "single" / "predictions.jsonl"
+    ).read_text()
 
 
 def test_replica_rows_split_every_batch_between_the_replicas():
@@ -220,7 +263,47 @@ def test_finetune_on_two_workers_trains_what_one_device_trains(single, finetuned
     codes = _wait(_start_workers(single, out, "finetune", command))
     assert codes == [0, 0], (single / "finetune-worker-0.log").read_text()[-3000:]
     _assert_finetuned_alike(out, finetuned_single)
-    assert not list(out.glob(".worker-*"))  # worker 1's checkpoints were removed
+    assert not list(out.glob(".worker-*"))  # worker 1 wrote no checkpoint of its own
+
+
+def test_finetune_killed_between_its_checkpoint_writes_ends_as_an_uninterrupted_run(
+    single, finetuned_single, monkeypatch
+):
+    """Killed after epoch 2's last.npz (and best.npz) are in place but before its history
+    line, the rerun scores epoch 2 on dev again instead of training it twice, and keeps
+    the encoder and decoder that the uninterrupted run keeps."""
+    import keras
+
+    from edgecap.train.checkpoint import TrainingCheckpoint
+    from edgecap.train.cli_train import main
+
+    out = single / "finetune-killed"
+    real_append = TrainingCheckpoint._append
+
+    def killed_before_the_line(self, entry):
+        if entry["epoch"] == 2 and not entry.get("recovered"):
+            raise SystemExit("killed")
+        real_append(self, entry)
+
+    monkeypatch.setattr(TrainingCheckpoint, "_append", killed_before_the_line)
+    with pytest.raises(SystemExit):
+        main(_finetune_command(single, out)[3:])
+    monkeypatch.undo()
+    assert [h["epoch"] for h in _history(out)] == [0, 1]
+    assert not (out / "decoder.keras").exists()
+
+    assert main(_finetune_command(single, out)[3:]) == 0
+    ours, theirs = _history(out), _history(finetuned_single)
+    assert [h["epoch"] for h in ours] == [0, 1, 2] and ours[2]["recovered"] is True
+    assert np.isclose(ours[1]["loss"], theirs[1]["loss"], rtol=LOSS_TOLERANCE, atol=0)
+    for key in ("dev_bleu4", "dev_cider_d"):
+        assert np.allclose([h[key] for h in ours], [h[key] for h in theirs], atol=1e-6), key
+    assert [h.get("best") for h in ours] == [h.get("best") for h in theirs]
+    for name in ("encoder.keras", "decoder.keras"):
+        kept, expected = (keras.models.load_model(run / name, safe_mode=True, compile=False)
+                          for run in (out, finetuned_single))  # fmt: skip
+        for a, b in zip(kept.get_weights(), expected.get_weights(), strict=True):
+            np.testing.assert_allclose(a, b, atol=1e-5)
 
 
 @pytest.mark.slow  # the two-worker test covers the same replica split in make test

@@ -9,6 +9,7 @@ import pytest
 from edgecap.edge_runtime.evaluation.datasets import load_dataset
 from edgecap.train import features as features_mod
 from edgecap.train import training
+from edgecap.train.checkpoint import HISTORY, TrainingCheckpoint, read_history, saved_steps
 from edgecap.train.decoders import DecoderConfig
 from edgecap.train.encoders import get_encoder_spec
 from edgecap.train.synthetic import generate
@@ -110,8 +111,8 @@ def test_training_resumes_from_last_checkpoint(tmp_path, monkeypatch, capsys):
     )
     real_callback = training._checkpoint_callback
 
-    def interrupting_callback(run):
-        callback = real_callback(run)
+    def interrupting_callback(checkpoint):
+        callback = real_callback(checkpoint)
         original = callback.on_epoch_end
 
         def on_epoch_end(epoch, logs=None):
@@ -128,19 +129,20 @@ def test_training_resumes_from_last_checkpoint(tmp_path, monkeypatch, capsys):
     # Numbered out of the run's epochs, though fit is called once per epoch (the Ctrl-C came
     # before epoch 2's line).
     assert _epoch_lines(capsys) == ["Epoch 1/3"]
-    state = json.loads((tmp_path / "run" / "checkpoints" / "state.json").read_text())
-    assert state["epochs_done"] == 2 and not (tmp_path / "run" / "decoder.keras").exists()
-    # The checkpoint alone says where training stands: a state.json that claims more (a
-    # hand edit, a copy from another run) is repaired to match last.keras, not believed.
-    claimed = {"epochs_done": 3, "history": [*state["history"], {"epoch": 3, "stale": True}]}
-    (tmp_path / "run" / "checkpoints" / "state.json").write_text(json.dumps(claimed))
+    checkpoints = tmp_path / "run" / "checkpoints"
+    history = read_history(checkpoints)
+    assert len(history) == 2 and not (tmp_path / "run" / "decoder.keras").exists()
+    # The checkpoint alone says where training stands: a history that claims more (a hand
+    # edit, a copy from another run) is trimmed to what last.npz holds, not believed.
+    with open(checkpoints / HISTORY, "a") as f:
+        f.write(json.dumps({"epoch": 3, "stale": True}) + "\n")
 
     monkeypatch.setattr(training, "_checkpoint_callback", real_callback)
     metrics = training.train(config, tmp_path / "run")
     assert _epoch_lines(capsys) == ["Epoch 3/3"]
-    state = json.loads((tmp_path / "run" / "checkpoints" / "state.json").read_text())
-    assert [h["epoch"] for h in state["history"]] == [1, 2, 3]  # epoch 3 only was trained again
-    assert "stale" not in state["history"][2] and "loss" in state["history"][2]
+    history = read_history(checkpoints)
+    assert [h["epoch"] for h in history] == [1, 2, 3]  # epoch 3 only was trained again
+    assert "stale" not in history[2] and "loss" in history[2]
     assert (tmp_path / "run" / "decoder.keras").is_file() and metrics["images"] == 5
 
     other = training.TrainConfig(**{**config.__dict__, "learning_rate": 0.5})
@@ -148,9 +150,124 @@ def test_training_resumes_from_last_checkpoint(tmp_path, monkeypatch, capsys):
         training.train(other, tmp_path / "run", progress=False)
 
 
-def test_an_epoch_fraction_trains_that_share_of_the_blstm_pairs(tmp_path):
+def test_training_killed_between_its_checkpoint_writes_ends_as_an_uninterrupted_run(
+    tmp_path, monkeypatch
+):
+    """Killed after epoch 2's last.npz (and best.npz) are in place but before its history
+    line: the rerun goes on from the model, logs epoch 2 again with its dev scores (so the
+    kept epoch is chosen as before), trains no epoch twice and keeps what an uninterrupted
+    run keeps."""
     import keras
 
+    generate(tmp_path / "data", 40, seed=4, progress=False)
+    config = training.TrainConfig(
+        data=str(tmp_path / "data"), encoder="mobilenet_synth", weights="none",
+        decoder=DecoderConfig(units=16, embed_dim=8), epochs=3, batch_size=32,
+        feature_cache=str(tmp_path / "cache"),
+    )  # fmt: skip
+    whole = tmp_path / "whole"
+    uninterrupted = training.train(config, whole, progress=False, final_split="dev")
+
+    real_append = TrainingCheckpoint._append
+
+    def killed_before_the_line(self, entry):
+        if entry["epoch"] == 2 and not entry.get("recovered"):
+            raise SystemExit("killed")
+        real_append(self, entry)
+
+    monkeypatch.setattr(TrainingCheckpoint, "_append", killed_before_the_line)
+    cut = tmp_path / "cut"
+    with pytest.raises(SystemExit):
+        training.train(config, cut, progress=False, final_split="dev")
+    monkeypatch.undo()
+    steps = saved_steps(whole / "checkpoints", "optimizer") // 3
+    assert [h["epoch"] for h in read_history(cut / "checkpoints")] == [1]
+    assert saved_steps(cut / "checkpoints", "optimizer") == 2 * steps  # the model is ahead
+
+    resumed = training.train(config, cut, progress=False, final_split="dev")
+    mine, theirs = read_history(cut / "checkpoints"), read_history(whole / "checkpoints")
+    assert [h["epoch"] for h in mine] == [1, 2, 3] and mine[1]["recovered"] is True
+    for ours, expected in zip(mine, theirs, strict=True):
+        for key in ("dev_bleu4", "dev_cider_d"):
+            assert ours[key] == pytest.approx(expected[key], abs=1e-6), (ours, expected)
+        assert ours.get("best") == expected.get("best")
+    assert mine[2]["loss"] == pytest.approx(theirs[2]["loss"], rel=1e-5)  # the same epoch 3
+    assert resumed["cider_d"] == pytest.approx(uninterrupted["cider_d"], abs=1e-6)
+    kept, expected = (keras.models.load_model(run / "decoder.keras", safe_mode=True)
+                      for run in (cut, whole))  # fmt: skip
+    for a, b in zip(kept.get_weights(), expected.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_a_run_half_trained_with_the_keras_checkpoint_of_earlier_versions_goes_on(
+    tmp_path, monkeypatch
+):
+    """Runs checkpointed before TrainingCheckpoint hold checkpoints/last.keras (the model
+    with its optimizer), best.keras and state.json: the rerun adopts them as last.npz,
+    best.npz and history.jsonl, and ends as an uninterrupted run."""
+    import keras
+
+    generate(tmp_path / "data", 40, seed=4, progress=False)
+    config = training.TrainConfig(
+        data=str(tmp_path / "data"), encoder="mobilenet_synth", weights="none",
+        decoder=DecoderConfig(units=16, embed_dim=8), epochs=3, batch_size=32,
+        feature_cache=str(tmp_path / "cache"),
+    )  # fmt: skip
+    whole = tmp_path / "whole"
+    training.train(config, whole, progress=False, final_split="none")
+
+    real_callback = training._checkpoint_callback
+
+    def stopped_after_epoch_2(checkpoint):
+        callback = real_callback(checkpoint)
+        original = callback.on_epoch_end
+
+        def on_epoch_end(epoch, logs=None):
+            original(epoch, logs)
+            if epoch == 1:
+                raise KeyboardInterrupt("simulated Ctrl-C after epoch 2")
+
+        callback.on_epoch_end = on_epoch_end
+        return callback
+
+    monkeypatch.setattr(training, "_checkpoint_callback", stopped_after_epoch_2)
+    old = tmp_path / "old"
+    with pytest.raises(KeyboardInterrupt):
+        training.train(config, old, progress=False, final_split="none")
+    monkeypatch.undo()
+    # Write its checkpoint as the earlier versions did, and remove the new one.
+    checkpoints = old / "checkpoints"
+    decoder_config = DecoderConfig(**json.loads((old / "config.json").read_text())["decoder"])
+    steps = saved_steps(checkpoints, "optimizer") // 2
+    model = training._model(config, decoder_config, steps)
+    model.optimizer.build(model.trainable_variables)
+    checkpoint = TrainingCheckpoint(checkpoints, {"model": model, "optimizer": model.optimizer},
+                                    kept=["model"], optimizer="optimizer", steps_per_epoch=steps,
+                                    objective=training.best_dev_cider_d, writer=False)  # fmt: skip
+    assert checkpoint.resume() == 2
+    model.save(checkpoints / "last.keras")
+    if checkpoint.restore_best() is not None:
+        model.save(checkpoints / "best.keras")
+    history = [{**h, "best": 1.0} if h.get("best") else h for h in checkpoint.history]
+    (checkpoints / "state.json").write_text(json.dumps({"epochs_done": 2, "history": history}))
+    for name in ("last.npz", "best.npz", HISTORY):
+        (checkpoints / name).unlink(missing_ok=True)
+
+    training.train(config, old, progress=False, final_split="none")
+    mine, theirs = read_history(checkpoints), read_history(whole / "checkpoints")
+    assert [h["epoch"] for h in mine] == [1, 2, 3] and "recovered" not in mine[2]
+    for ours, expected in zip(mine, theirs, strict=True):
+        assert ours["dev_cider_d"] == pytest.approx(expected["dev_cider_d"], abs=1e-6)
+        assert bool(ours.get("best")) == bool(expected.get("best"))
+    assert saved_steps(checkpoints, "optimizer") == 3 * steps
+    # The same epoch 3 from the same weights and optimizer state; only the dropout masks
+    # differ, since a .keras file does not hold the seed generators' state (last.npz does).
+    assert mine[2]["loss"] == pytest.approx(theirs[2]["loss"], rel=1e-2)
+    kept = keras.models.load_model(old / "decoder.keras", safe_mode=True)
+    assert [w.shape for w in kept.get_weights()] == [w.shape for w in model.get_weights()]
+
+
+def test_an_epoch_fraction_trains_that_share_of_the_blstm_pairs(tmp_path):
     from edgecap.train.inputs import CaptionTable, steps_per_epoch
 
     generate(tmp_path / "data", 40, seed=4, progress=False)
@@ -166,13 +283,13 @@ def test_an_epoch_fraction_trains_that_share_of_the_blstm_pairs(tmp_path):
         keep="last",
     )
     training.train(config, tmp_path / "run", progress=False, final_split="none")
-    model = keras.models.load_model(tmp_path / "run" / "checkpoints" / "last.keras", safe_mode=True)
+    steps = saved_steps(tmp_path / "run" / "checkpoints", "optimizer")
     dataset = training.load_dataset(config.data)
     vocab = training.Vocabulary.load(tmp_path / "run" / "vocab.json")
     saved = json.loads((tmp_path / "run" / "config.json").read_text())["decoder"]
     table = CaptionTable.build(dataset, "train", vocab, saved["max_length"])
     every, share = (steps_per_epoch(table, "blstm", 16, f) for f in (1.0, 0.25))
-    assert int(model.optimizer.iterations) == share and share < every / 3
+    assert steps == share and share < every / 3
 
 
 def test_cache_key_follows_the_image_bytes_not_their_file_times(tmp_path):

@@ -121,7 +121,7 @@ def test_scst_writes_a_run_that_loads_resumes_and_refuses_other_settings(e2e, tm
     saved = json.loads((out / "config.json").read_text())["scst"]
     assert saved["parent"] == str(e2e["run"].resolve()) and saved["samples"] == 3
     assert run.vocab.tokens == load_run(e2e["run"]).vocab.tokens
-    kept = "best.keras" if state["history"][1].get("best") else None
+    kept = "best.npz" if state["history"][1].get("best") else None
     if kept is None:  # no epoch beat the parent on dev: the parent's weights are kept
         parent = load_run(e2e["run"]).decoder
         for a, b in zip(run.decoder.get_weights(), parent.get_weights(), strict=True):
@@ -233,7 +233,7 @@ def test_an_epoch_with_dangling_dev_captions_is_never_kept(e2e, tmp_path, monkey
     state = scst_module.scst(e2e["run"], tmp_path / "scst", config, progress=False)
     assert state["history"][1]["dev_dangling_endings"] == 0.01
     assert not state["history"][1].get("best")
-    assert not (tmp_path / "scst" / "checkpoints" / "best.keras").exists()
+    assert not (tmp_path / "scst" / "checkpoints" / "best.npz").exists()
     saved = json.loads((tmp_path / "scst" / "config.json").read_text())["scst"]
     assert saved["end_aware"] is True and saved["max_dev_dangling"] == 0.005
 
@@ -241,28 +241,31 @@ def test_an_epoch_with_dangling_dev_captions_is_never_kept(e2e, tmp_path, monkey
 def test_scst_killed_between_its_checkpoint_writes_resumes_to_the_same_result(
     e2e, tmp_path, monkeypatch
 ):
-    """Progress comes from last.keras, not state.json: killed after epoch 2's models are
-    written but before its state.json, the rerun scores epoch 2 again instead of training
+    """Progress comes from last.npz, not the history: killed after epoch 2's checkpoint is
+    written but before its history line, the rerun scores epoch 2 again instead of training
     it twice, and ends where an uninterrupted run ends."""
     import edgecap.train.scst as scst_module
+    from edgecap.train.checkpoint import TrainingCheckpoint, read_history, saved_steps
     from edgecap.train.runs import load_run
 
     config = scst_module.ScstConfig(epochs=3, samples=2, images_per_batch=64)
     whole = scst_module.scst(e2e["run"], tmp_path / "whole", config, progress=False)
 
-    real_write = scst_module.write_json_atomic
+    real_append = TrainingCheckpoint._append
 
-    def killed_before_state(path, obj):
-        if path.name == "state.json" and obj.get("epochs_done") == 2:
-            raise SystemExit("killed")  # last.keras (and best.keras) of epoch 2 are in place
-        real_write(path, obj)
+    def killed_before_the_line(self, entry):
+        if entry["epoch"] == 2 and not entry.get("recovered"):
+            raise SystemExit("killed")  # last.npz (and best.npz) of epoch 2 are in place
+        real_append(self, entry)
 
-    monkeypatch.setattr(scst_module, "write_json_atomic", killed_before_state)
+    monkeypatch.setattr(TrainingCheckpoint, "_append", killed_before_the_line)
     cut = tmp_path / "cut"
     with pytest.raises(SystemExit):
         scst_module.scst(e2e["run"], cut, config, progress=False)
     monkeypatch.undo()
-    assert json.loads((cut / "checkpoints" / "state.json").read_text())["epochs_done"] == 1
+    assert [h["epoch"] for h in read_history(cut / "checkpoints")] == [0, 1]
+    steps = saved_steps(tmp_path / "whole" / "checkpoints", "optimizer") // 3
+    assert saved_steps(cut / "checkpoints", "optimizer") == 2 * steps  # the model is ahead
 
     resumed = scst_module.scst(e2e["run"], cut, config, progress=False)
     assert [h["epoch"] for h in resumed["history"]] == [0, 1, 2, 3]
