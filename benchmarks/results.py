@@ -56,12 +56,17 @@ def _run_of(target: Path) -> Path:
 
 
 def train_seconds(run: Path) -> float | None:
-    """Training time of a run over all its sessions (state.json's epochs), its parents'
+    """Training time of a run over all its sessions (its history's epochs), its parents'
     (the runs its SCST or fine-tuning started from) included; None when it records none."""
-    state = run / "checkpoints" / "state.json"
-    if not state.is_file():
+    checkpoints = run / "checkpoints"
+    if (checkpoints / "history.jsonl").is_file():  # one line per epoch (train/checkpoint.py)
+        lines = (checkpoints / "history.jsonl").read_text().splitlines()
+        history = [json.loads(line) for line in lines if line.strip()]
+    elif (checkpoints / "state.json").is_file():  # runs trained before history.jsonl
+        history = json.loads((checkpoints / "state.json").read_text())["history"]
+    else:
         return None
-    seconds = sum(h.get("seconds", 0.0) for h in json.loads(state.read_text())["history"])
+    seconds = sum(h.get("seconds", 0.0) for h in history)
     config = run / "config.json"
     stages = json.loads(config.read_text()) if config.is_file() else {}
     # The last stage's parent: an SCST run's config keeps its fine-tuned parent's entry.
