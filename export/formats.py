@@ -120,18 +120,18 @@ class Recipe:
         return all(self.file_precision(role) == "fp32" for role in ROLES)
 
 
-_DYN = "dynamic"
+DYNAMIC_RANGE = "dynamic"  # a file's precision: int8 weights, float activations
 
 # Per format, the first pair listed is the default of `caption-export --format F`.
 # fmt: off
 RECIPES: tuple[Recipe, ...] = (
-    Recipe("tflite", "int8", "full-integer encoder (calibrated on training images) + dynamic-range int8 decoders", "int8", _DYN, _DYN),
+    Recipe("tflite", "int8", "full-integer encoder (calibrated on training images) + dynamic-range int8 decoders", "int8", DYNAMIC_RANGE, DYNAMIC_RANGE),
     Recipe("tflite", "fp32", "all float32", "fp32", "fp32", "fp32", FLOAT),
     Recipe("tflite", "fp16", "float16 weights in all three files, float32 math", "fp16", "fp16", "fp16"),
-    Recipe("tflite", "dynamic", "dynamic-range int8 weights in all three files, float math", _DYN, _DYN, _DYN),
+    Recipe("tflite", "dynamic", "dynamic-range int8 weights in all three files, float math", DYNAMIC_RANGE, DYNAMIC_RANGE, DYNAMIC_RANGE),
     Recipe("onnx", "fp32", "all float32", "fp32", "fp32", "fp32", FLOAT),
-    Recipe("onnx", "dynamic", "int8 weights, activations quantized per call (onnxruntime.quantization)", _DYN, _DYN, _DYN),
-    Recipe("onnx", "int8", "static int8 (QDQ) encoder calibrated on training images + dynamic-range int8 decoders", "int8", _DYN, _DYN),
+    Recipe("onnx", "dynamic", "int8 weights, activations quantized per call (onnxruntime.quantization)", DYNAMIC_RANGE, DYNAMIC_RANGE, DYNAMIC_RANGE),
+    Recipe("onnx", "int8", "static int8 (QDQ) encoder calibrated on training images + dynamic-range int8 decoders", "int8", DYNAMIC_RANGE, DYNAMIC_RANGE),
 )
 # fmt: on
 

@@ -86,7 +86,7 @@ class _MaxAbsDiff:
         self.diffs = dict.fromkeys(names, 0.0)
         self.mismatches: dict[str, str] = {}
 
-    def track(self, name: str, expected: Any, actual: Any) -> None:
+    def compare(self, name: str, expected: Any, actual: Any) -> None:
         expected, actual = np.asarray(expected), np.asarray(actual)
         if expected.shape != actual.shape:  # optimum's order: names, then shapes, then values
             self.mismatches.setdefault(
@@ -120,16 +120,16 @@ def measure_parity(run: TrainedRun, bundle: Path, dataset: Any, n_images: int) -
             pixels = load_pixels(path, run.preprocessing)[None]  # [1, S, S, 3]
             keras_features = keras.encode_pixels(pixels)  # [1, F]: the same file read once
             bundle_features = opened.encode_pixels(pixels)  # [1, F]
-            diffs.track("features", keras_features, bundle_features)
+            diffs.compare("features", keras_features, bundle_features)
             # Decoder parity on the same (Keras) features isolates the decoder's own error.
             keras_init = step_module.init(keras_features)
             bundle_init = opened.run_model("decoder_init", features=keras_features)
             for name in init_outputs:
-                diffs.track(name, keras_init[name], bundle_init[name])
+                diffs.compare(name, keras_init[name], bundle_init[name])
             keras_state = keras.step_model.init(keras_features)
             keras_lp, _ = keras.step_model.step(start, keras_state)
             bundle_lp, _ = device.step_model.step(start, keras_state)
-            diffs.track("log_probs", keras_lp, bundle_lp)
+            diffs.compare("log_probs", keras_lp, bundle_lp)
             keras_text = keras.texts(keras_features)[0]
             bundle_text = device.caption(path).text
             captions["keras"][image_id] = keras_text
