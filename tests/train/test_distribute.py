@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 import pytest
+from interruptions import kill_before_history_line
 
 from edgecap.train.checkpoint import CHECKPOINT_FILES, read_history
 from edgecap.train.distribute import make_strategy, replica_rows
@@ -274,18 +275,10 @@ def test_finetune_killed_between_its_checkpoint_writes_ends_as_an_uninterrupted_
     the encoder and decoder that the uninterrupted run keeps."""
     import keras
 
-    from edgecap.train.checkpoint import TrainingCheckpoint
     from edgecap.train.cli_train import main
 
     out = single / "finetune-killed"
-    real_append = TrainingCheckpoint._append
-
-    def killed_before_the_line(self, entry):
-        if entry["epoch"] == 2 and not entry.get("recovered"):
-            raise SystemExit("killed")
-        real_append(self, entry)
-
-    monkeypatch.setattr(TrainingCheckpoint, "_append", killed_before_the_line)
+    kill_before_history_line(monkeypatch, 2)
     with pytest.raises(SystemExit):
         main(_finetune_command(single, out)[3:])
     monkeypatch.undo()

@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from interruptions import interrupt_fit_after_epoch, kill_before_history_line
 
 from edgecap.edge_runtime.evaluation.datasets import load_dataset
 from edgecap.train import features as features_mod
@@ -109,21 +110,7 @@ def test_training_resumes_from_last_checkpoint(tmp_path, monkeypatch, capsys):
         batch_size=32,
         feature_cache=str(tmp_path / "cache"),
     )
-    real_callback = training._checkpoint_callback
-
-    def interrupting_callback(checkpoint):
-        callback = real_callback(checkpoint)
-        original = callback.on_epoch_end
-
-        def on_epoch_end(epoch, logs=None):
-            original(epoch, logs)
-            if epoch == 1:
-                raise KeyboardInterrupt("simulated Ctrl-C after epoch 2")
-
-        callback.on_epoch_end = on_epoch_end
-        return callback
-
-    monkeypatch.setattr(training, "_checkpoint_callback", interrupting_callback)
+    interrupt_fit_after_epoch(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
         training.train(config, tmp_path / "run")
     # Numbered out of the run's epochs, though fit is called once per epoch (the Ctrl-C came
@@ -137,7 +124,7 @@ def test_training_resumes_from_last_checkpoint(tmp_path, monkeypatch, capsys):
     with open(checkpoints / HISTORY, "a") as f:
         f.write(json.dumps({"epoch": 3, "stale": True}) + "\n")
 
-    monkeypatch.setattr(training, "_checkpoint_callback", real_callback)
+    monkeypatch.undo()
     metrics = training.train(config, tmp_path / "run")
     assert _epoch_lines(capsys) == ["Epoch 3/3"]
     history = read_history(checkpoints)
@@ -168,14 +155,7 @@ def test_training_killed_between_its_checkpoint_writes_ends_as_an_uninterrupted_
     whole = tmp_path / "whole"
     uninterrupted = training.train(config, whole, progress=False, final_split="dev")
 
-    real_append = TrainingCheckpoint._append
-
-    def killed_before_the_line(self, entry):
-        if entry["epoch"] == 2 and not entry.get("recovered"):
-            raise SystemExit("killed")
-        real_append(self, entry)
-
-    monkeypatch.setattr(TrainingCheckpoint, "_append", killed_before_the_line)
+    kill_before_history_line(monkeypatch, 2)
     cut = tmp_path / "cut"
     with pytest.raises(SystemExit):
         training.train(config, cut, progress=False, final_split="dev")
@@ -216,21 +196,7 @@ def test_a_run_half_trained_with_the_keras_checkpoint_of_earlier_versions_goes_o
     whole = tmp_path / "whole"
     training.train(config, whole, progress=False, final_split="none")
 
-    real_callback = training._checkpoint_callback
-
-    def stopped_after_epoch_2(checkpoint):
-        callback = real_callback(checkpoint)
-        original = callback.on_epoch_end
-
-        def on_epoch_end(epoch, logs=None):
-            original(epoch, logs)
-            if epoch == 1:
-                raise KeyboardInterrupt("simulated Ctrl-C after epoch 2")
-
-        callback.on_epoch_end = on_epoch_end
-        return callback
-
-    monkeypatch.setattr(training, "_checkpoint_callback", stopped_after_epoch_2)
+    interrupt_fit_after_epoch(monkeypatch, 2)
     old = tmp_path / "old"
     with pytest.raises(KeyboardInterrupt):
         training.train(config, old, progress=False, final_split="none")

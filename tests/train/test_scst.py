@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from interruptions import kill_before_history_line
 
 from edgecap.edge_runtime.vocab import NEVER_EMITTED_IDS
 
@@ -245,20 +246,13 @@ def test_scst_killed_between_its_checkpoint_writes_resumes_to_the_same_result(
     written but before its history line, the rerun scores epoch 2 again instead of training
     it twice, and ends where an uninterrupted run ends."""
     import edgecap.train.scst as scst_module
-    from edgecap.train.checkpoint import TrainingCheckpoint, read_history, saved_steps
+    from edgecap.train.checkpoint import read_history, saved_steps
     from edgecap.train.runs import load_run
 
     config = scst_module.ScstConfig(epochs=3, samples=2, images_per_batch=64)
     whole = scst_module.scst(e2e["run"], tmp_path / "whole", config, progress=False)
 
-    real_append = TrainingCheckpoint._append
-
-    def killed_before_the_line(self, entry):
-        if entry["epoch"] == 2 and not entry.get("recovered"):
-            raise SystemExit("killed")  # last.npz (and best.npz) of epoch 2 are in place
-        real_append(self, entry)
-
-    monkeypatch.setattr(TrainingCheckpoint, "_append", killed_before_the_line)
+    kill_before_history_line(monkeypatch, 2)  # last.npz (and best.npz) of epoch 2 stay
     cut = tmp_path / "cut"
     with pytest.raises(SystemExit):
         scst_module.scst(e2e["run"], cut, config, progress=False)
