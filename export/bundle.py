@@ -29,6 +29,7 @@ from edgecap.edge_runtime.atomic import (
 )
 from edgecap.edge_runtime.bundle import Bundle, RuntimeOptions
 from edgecap.edge_runtime.captioner import Captioner
+from edgecap.edge_runtime.decoding import TwoWayModel
 from edgecap.edge_runtime.errors import is_write_failure, write_failure
 from edgecap.edge_runtime.evaluation.datasets import load_dataset
 from edgecap.edge_runtime.evaluation.metrics import score_split
@@ -40,9 +41,11 @@ from edgecap.edge_runtime.manifest import (
     Recipe,
     config_sha256,
     load_manifest,
+    model_roles,
     tensor_names,
 )
 from edgecap.edge_runtime.preprocess import load_pixels
+from edgecap.edge_runtime.step_models import BACKWARD_ROLES
 from edgecap.train.decoders import StepModule
 from edgecap.train.keras_captioner import KerasCaptioner
 from edgecap.train.runs import TrainedRun, load_run
@@ -95,8 +98,7 @@ def _convert_model(
         size = run.preprocessing.input_size
         data = converter.convert_encoder(run.encoder, size, precision, calibration)
     else:
-        function = step_module.init if role == "decoder_init" else step_module.step
-        data = converter.convert_decoder_function(function, name, precision)
+        data = converter.convert_decoder_function(step_module.functions[role], name, precision)
     return data, converter.checked_ops(data, name)
 
 
@@ -149,7 +151,7 @@ def export_bundle(
         if "int8" in map(recipe.file_precision, MODEL_ROLES):
             ids = dataset.splits["train"][:CALIBRATION_IMAGES]
             calibration = [load_pixels(dataset.image_path(i), prep) for i in ids]
-        for role in MODEL_ROLES:
+        for role in model_roles(run.decoder_config.kind):  # twoway: two decoder pairs
             start = time.perf_counter()
             files[role], ops[role] = _convert_model(
                 row, role, run, step_module, recipe.file_precision(role), calibration
@@ -246,9 +248,8 @@ def check_parity(run: TrainedRun, bundle: Path, dataset, n_images: int) -> dict:
     ids = dataset.splits["test"][:n_images]
     cfg = run.decoder_config
     keras = KerasCaptioner.open(run)
-    step_module = keras.step_model.module  # the raw tensors of decoder_init, by name
     init_outputs = tensor_names(cfg.kind)["decoder_init"]["outputs"]
-    diffs = dict.fromkeys(["features", *init_outputs, "log_probs"], 0.0)
+    diffs = dict.fromkeys(["features", *init_outputs, "log_probs"], 0.0)  # twoway adds backward_*
     identical = same_scene = 0
     scenes = load_scenes(dataset.root)
     # Greedy captions per source: Keras, the bundle, and each half of the bundle alone
@@ -262,7 +263,7 @@ def check_parity(run: TrainedRun, bundle: Path, dataset, n_images: int) -> dict:
             raise ParityError(
                 f"{name}: the bundle gives shape {actual.shape}, Keras {expected.shape}"
             )
-        diffs[name] = max(diffs[name], float(np.max(np.abs(expected - actual))))
+        diffs[name] = max(diffs.get(name, 0.0), float(np.max(np.abs(expected - actual))))
 
     model_format = load_manifest(bundle, verify_hashes=False).model_format
     runtime = RuntimeOptions(backend=formats.format_row(model_format).parity_backend)
@@ -276,14 +277,18 @@ def check_parity(run: TrainedRun, bundle: Path, dataset, n_images: int) -> dict:
             bundle_features = opened.encode_pixels(pixels)  # [1, F]
             track("features", keras_features, bundle_features)
             # Decoder parity on the same (Keras) features isolates the decoder's own error.
-            keras_init = step_module.init(keras_features)
-            bundle_init = opened.run_model("decoder_init", features=keras_features)
-            for name in init_outputs:
-                track(name, keras_init[name], bundle_init[name])
-            keras_state = keras.step_model.init(keras_features)
-            keras_lp, _ = keras.step_model.step(start, keras_state)
-            bundle_lp, _ = device.step_model.step(start, keras_state)
-            track("log_probs", keras_lp, bundle_lp)
+            for prefix, init_role, keras_init_fn, keras_steps, bundle_steps in _decoder_pairs(
+                keras, device
+            ):
+                keras_init = keras_init_fn(keras_features)
+                bundle_init = opened.run_model(init_role, features=keras_features)
+                for name in init_outputs:
+                    track(prefix + name, keras_init[name], bundle_init[name])
+                keras_state = keras_steps.init(keras_features)
+                keras_lp, _ = keras_steps.step(start, keras_state)
+                bundle_lp, _ = bundle_steps.step(start, keras_state)
+                # One figure for both directions of a twoway bundle: the fp32 gate holds each.
+                track("log_probs", keras_lp, bundle_lp)
             keras_text = keras.texts(keras_features)[0]
             bundle_text = device.caption(path).text
             captions["keras"][image_id] = keras_text
@@ -323,6 +328,20 @@ def check_parity(run: TrainedRun, bundle: Path, dataset, n_images: int) -> dict:
         print(f"  {source:<20} greedy BLEU-4 {q['bleu4']:.4f}  CIDEr-D {q['cider_d']:.4f}  "
               f"dangling endings {q['dangling_endings']:.1%}")  # fmt: skip
     return result
+
+
+def _decoder_pairs(keras: KerasCaptioner, device: Captioner) -> list[tuple]:
+    """(diff name prefix, init role, Keras' init function, Keras' and the bundle's step
+    models) per decoder pair: one, or for twoway the forward and the backward one."""
+    module, keras_steps, bundle_steps = keras.step_module, keras.step_model, device.step_model
+    if isinstance(keras_steps, TwoWayModel) and isinstance(bundle_steps, TwoWayModel):
+        backward_init = BACKWARD_ROLES["decoder_init"]
+        return [
+            ("", "decoder_init", module.forward.init, keras_steps.forward, bundle_steps.forward),
+            ("backward_", backward_init, module.backward.init, keras_steps.backward,
+             bundle_steps.backward),
+        ]  # fmt: skip
+    return [("", "decoder_init", module.init, keras_steps, bundle_steps)]
 
 
 # Whose captions the parity check scores (see check_parity).
