@@ -433,7 +433,11 @@ def judge_parity(
 
 
 def summarize(manifest: dict) -> str:
-    rows = [f"{'file':<20}{'precision':<14}{'KB':>10}"]
+    # twoway's decoder_step_backward.tflite is 27 characters: the column fits the longest
+    width = max(20, *(len(e["file"]) + 2 for e in manifest["models"].values()))
+    rows = [f"{'file':<{width}}{'precision':<14}{'KB':>10}"]
     for entry in manifest["models"].values():
-        rows.append(f"{entry['file']:<20}{entry['precision']:<14}{entry['bytes'] / 1024:>10.1f}")
+        rows.append(
+            f"{entry['file']:<{width}}{entry['precision']:<14}{entry['bytes'] / 1024:>10.1f}"
+        )
     return "\n".join(rows)
