@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from edgecap.edge_runtime.builtin import DEFAULT_MODEL, MODELS_DIR
 from edgecap.edge_runtime.errors import BundleError
 from edgecap.edge_runtime.manifest import load_manifest, model_roles, parse_manifest
 
-LSTM_BUNDLE = Path(__file__).resolve().parents[2] / "edge_runtime" / "models" / "mobilenet_v2-lstm"
+LSTM_BUNDLE = MODELS_DIR / DEFAULT_MODEL  # the shipped LSTM bundle
 
 
 def _twoway_manifest() -> dict:
