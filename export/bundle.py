@@ -337,8 +337,9 @@ def _decoder_pairs(keras: KerasCaptioner, device: Captioner) -> list[tuple]:
     if isinstance(keras_steps, TwoWayModel) and isinstance(bundle_steps, TwoWayModel):
         backward_init = BACKWARD_ROLES["decoder_init"]
         return [
-            ("", "decoder_init", module.forward.init, keras_steps.forward, bundle_steps.forward),
-            ("backward_", backward_init, module.backward.init, keras_steps.backward,
+            ("", "decoder_init", module.left_to_right.init, keras_steps.forward,
+             bundle_steps.forward),
+            ("backward_", backward_init, module.right_to_left.init, keras_steps.backward,
              bundle_steps.backward),
         ]  # fmt: skip
     return [("", "decoder_init", module.init, keras_steps, bundle_steps)]

@@ -227,18 +227,19 @@ class StepModule:
 
         self.config = config
         # twoway: one lstm StepModule per direction; `functions` holds the files' four.
-        self.forward: StepModule | None = None
-        self.backward: StepModule | None = None
+        # (Not self.forward / self.backward: those are blstm's cell weights.)
+        self.left_to_right: StepModule | None = None
+        self.right_to_left: StepModule | None = None
         if config.kind == "twoway":
             as_lstm = replace(config, kind="lstm")
-            self.forward = StepModule(model, as_lstm)
-            self.backward = StepModule(model, as_lstm, layer_prefix=BACKWARD_PREFIX)
-            self.init, self.step = self.forward.init, self.forward.step
+            self.left_to_right = StepModule(model, as_lstm)
+            self.right_to_left = StepModule(model, as_lstm, layer_prefix=BACKWARD_PREFIX)
+            self.init, self.step = self.left_to_right.init, self.left_to_right.step
             self.functions = {
                 "decoder_init": self.init,
                 "decoder_step": self.step,
-                BACKWARD_ROLES["decoder_init"]: self.backward.init,
-                BACKWARD_ROLES["decoder_step"]: self.backward.step,
+                BACKWARD_ROLES["decoder_init"]: self.right_to_left.init,
+                BACKWARD_ROLES["decoder_step"]: self.right_to_left.step,
             }
             return
 
@@ -408,8 +409,10 @@ class StepModule:
 def keras_step_model(module: StepModule) -> StepModel | TwoWayModel:
     """What a Keras run decodes with: a KerasStepModel, or for twoway a TwoWayModel of one
     per direction (as a twoway bundle's Bundle.step_model is)."""
-    if module.forward is not None and module.backward is not None:
-        return TwoWayModel(KerasStepModel(module.forward), KerasStepModel(module.backward))
+    if module.left_to_right is not None and module.right_to_left is not None:
+        return TwoWayModel(
+            KerasStepModel(module.left_to_right), KerasStepModel(module.right_to_left)
+        )
     return KerasStepModel(module)
 
 

@@ -201,3 +201,17 @@ def test_twoway_fp32_tflite_pairs_match_the_training_model():
                                atol=1e-5, rtol=1e-7)  # fmt: skip
     np.testing.assert_allclose(_stepwise(two_way.backward, features, backward),
                                expected_backward, atol=1e-5, rtol=1e-7)  # fmt: skip
+
+
+def test_keras_step_model_is_one_step_model_for_every_kind_but_twoway(trained_like):
+    """Evaluation's step model: the blstm's cell weights (its module's `forward` and
+    `backward`) once passed for a twoway module's two directions."""
+    from edgecap.edge_runtime.decoding import TwoWayModel
+    from edgecap.train.decoders import keras_step_model
+
+    config, model, features, tokens = trained_like
+    step_model = keras_step_model(StepModule(model, config))
+    assert isinstance(step_model, KerasStepModel) and not isinstance(step_model, TwoWayModel)
+    reference = _reference(config, model, features, tokens)
+    np.testing.assert_allclose(_stepwise(step_model, features, tokens), reference, atol=1e-5,
+                               rtol=_RTOL[config.kind])  # fmt: skip
