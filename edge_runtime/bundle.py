@@ -25,17 +25,17 @@ from .backends import (
     onnx_accelerator_providers,
 )
 from .builtin import resolve_bundle
-from .decoding import StepModel
+from .decoding import StepModel, TwoWayModel
 from .errors import BackendError, BundleError
 from .manifest import Manifest, ModelEntry, load_manifest
-from .step_models import make_step_model
+from .step_models import BACKWARD_ROLES, make_step_model
 from .vocab import Vocabulary
 
 log = logging.getLogger(__name__)
 if TYPE_CHECKING:
     import argparse
 
-# Backend models, one per role; all three take and return named float32 numpy arrays,
+# Backend models, one per role; all of them take and return named float32 numpy arrays,
 # which is what step_models' init_fn / step_fn expect.
 BackendModel = TFLiteModel | LiteRtCompiledModel | OnnxModel
 
@@ -189,11 +189,14 @@ class Bundle:
         self._models = models
         # The same state bookkeeping as a Keras run's evaluation, over this bundle's backend
         # models (TFLite or ONNX alike): greedy_decode and beam_search never see the format.
-        self.step_model: StepModel = make_step_model(
+        backward = [models[BACKWARD_ROLES[r]] for r in ("decoder_init", "decoder_step")
+                    if BACKWARD_ROLES[r] in models]  # fmt: skip
+        self.step_model: StepModel | TwoWayModel = make_step_model(
             manifest.decoder_kind,
             models["decoder_init"],
             models["decoder_step"],
             manifest.prefix_length,
+            tuple(backward) if backward else None,  # twoway: the right-to-left pair
         )
 
     @classmethod

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from .bundle import Bundle, RuntimeOptions
-from .decoding import Decoded, DecodeOptions, StepModel, decode_rows
+from .decoding import Decoded, DecodeOptions, StepModel, TwoWayModel, decode_rows
 from .errors import ImageError
 from .preprocess import load_pixels, preprocess, to_rgb, upright
 
@@ -61,9 +61,9 @@ class Captioner:
         return cls(Bundle.open(path, runtime), decode)
 
     @property
-    def step_model(self) -> StepModel:
-        """The decoding.StepModel over the bundle's decoder files, for parity checks and for
-        tools that decode with their own settings."""
+    def step_model(self) -> StepModel | TwoWayModel:
+        """The decoding.StepModel over the bundle's decoder files (a TwoWayModel of two for a
+        twoway bundle), for parity checks and for tools that decode with their own settings."""
         return self.bundle.step_model
 
     def _pixels(self, image: ImageInput, bgr: bool) -> np.ndarray:

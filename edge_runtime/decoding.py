@@ -59,9 +59,39 @@ class StepModel(Protocol):
 
 
 @dataclass(frozen=True)
+class TwoWayModel:
+    """Two step models over the same features (decoder kind twoway, Wang et al. 2016):
+    `forward` generates a caption left to right, `backward` generates one right to left.
+    decode_rows decodes with each and keeps the likelier caption (keep_likelier)."""
+
+    forward: StepModel
+    backward: StepModel
+
+
+@dataclass(frozen=True)
 class Decoded:
     tokens: list[int]  # word ids, without start and end tokens
     score: float  # sum of the chosen words' log-probabilities, end token included
+
+
+def beam_rank(words: int, score: float, length_penalty: float) -> float:
+    """What beam search ranks a finished caption of `words` words by: score / (words + 1)
+    ** length_penalty (0: the plain sum of log-probabilities)."""
+    return score / (words + 1) ** length_penalty
+
+
+def keep_likelier(forward: Decoded, backward: Decoded, length_penalty: float = 0.0) -> Decoded:
+    """A twoway model's caption: the forward one, or the backward one read left to right
+    (its words reversed), whichever ranks higher by beam_rank; the forward one on a tie.
+
+    Both directions model the probability of the same caption, so their scores compare.
+    Greedy passes length_penalty 0 (the summed log-probabilities, as greedy search has no
+    length penalty); beam search passes the penalty its own ranking used.
+    """
+    reversed_backward = Decoded(tokens=backward.tokens[::-1], score=backward.score)
+    forward_rank = beam_rank(len(forward.tokens), forward.score, length_penalty)
+    backward_rank = beam_rank(len(backward.tokens), backward.score, length_penalty)
+    return reversed_backward if backward_rank > forward_rank else forward
 
 
 def _greedy_one(
@@ -203,7 +233,7 @@ def beam_search(
     banned = _without_end(banned, end_id)
 
     def ranked(words: int, score: float) -> float:
-        return score / (words + 1) ** length_penalty
+        return beam_rank(words, score, length_penalty)
 
     state = model.init(features)
     live_words: list[list[int]] = [[]]
@@ -281,7 +311,7 @@ class DecodeOptions:
 
 
 def decode_rows(
-    model: StepModel,
+    model: StepModel | TwoWayModel,
     features: np.ndarray,
     start_id: int,
     end_id: int,
@@ -294,11 +324,21 @@ def decode_rows(
 
     Greedy search decodes `greedy_batch` rows per step call; beam search one image at a
     time (its hypotheses are the batch). Every face — a bundle, a Keras run, training's
-    dev score — decodes through here.
+    dev score — decodes through here. A TwoWayModel decodes every row with each direction
+    and keeps the likelier caption (keep_likelier).
     """
     length = options.max_length or max_length
     if options.length_penalty is not None:
         length_penalty = options.length_penalty
+    if isinstance(model, TwoWayModel):
+        forward, backward = (
+            decode_rows(direction, features, start_id, end_id, length, options, greedy_batch,
+                        length_penalty)
+            for direction in (model.forward, model.backward)
+        )  # fmt: skip
+        # Greedy search ranks nothing by length, so neither does its choice of direction.
+        penalty = length_penalty if options.beam_width > 1 else 0.0
+        return [keep_likelier(f, b, penalty) for f, b in zip(forward, backward, strict=True)]
     if options.beam_width > 1:
         return [
             beam_search(

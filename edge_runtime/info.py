@@ -82,8 +82,13 @@ def _text(info: dict[str, Any]) -> str:
         f"format      {info['model_format']}, recipe {info['recipe']}, created {info['created']}",
         f"size        {_mb(info['total_bytes'])} in all",
     ]
+    # Columns as wide as twoway's decoder_step_backward needs, else as they always were.
+    roles = max(13, *(len(role) + 1 for role in info["files"]))
+    names = max(22, *(len(f["file"]) + 2 for f in info["files"].values()))
     for role, f in info["files"].items():
-        lines.append(f"  {role:<13}{f['file']:<22}{_mb(f['bytes']):>10}  {f['precision']}")
+        lines.append(
+            f"  {role:<{roles}}{f['file']:<{names}}{_mb(f['bytes']):>10}  {f['precision']}"
+        )
     width = f", alpha {enc['alpha']}" if enc.get("alpha") is not None else ""
     positions = enc.get("feature_positions")
     features = (
@@ -131,11 +136,12 @@ def _runtime_lines(runtime: dict[str, Any] | None) -> list[str]:
     if "error" in runtime:
         return [f"runtime     cannot open it here: {runtime['error']}"]
     lines = ["runtime     (this machine, default options)"]
+    roles = max(13, *(len(role) + 1 for role in runtime["backends"]))
     for role, backend in runtime["backends"].items():
         delegate = runtime["delegates"].get(role)
         providers = runtime["providers"].get(role)
         on = f"delegate {delegate}" if delegate else f"providers {', '.join(providers or [])}"
-        lines.append(f"  {role:<13}{backend}, {on}")
+        lines.append(f"  {role:<{roles}}{backend}, {on}")
     return lines
 
 

@@ -19,11 +19,19 @@ from .decoding import check_length_penalty
 from .errors import BundleError
 from .preprocess import Preprocessing
 from .schema import from_json, json_field
-from .step_models import DECODER_KINDS, DECODER_TENSORS
+from .step_models import BACKWARD_ROLES, DECODER_KINDS, DECODER_TENSORS, decoder_roles
 
 BUNDLE_FORMAT = "edgecap-bundle"
 FORMAT_VERSION = 1
-MODEL_ROLES = ("encoder", "decoder_init", "decoder_step")
+MODEL_ROLES = ("encoder", "decoder_init", "decoder_step")  # every kind's; twoway adds two
+
+
+def model_roles(decoder_kind: str) -> tuple[str, ...]:
+    """The model files' roles of a bundle of this decoder kind, in the manifest's order:
+    MODEL_ROLES, and for twoway decoder_init_backward and decoder_step_backward after them."""
+    return ("encoder", *decoder_roles(decoder_kind))
+
+
 MODEL_FORMATS = {"tflite": ".tflite", "onnx": ".onnx"}
 # The one name of each per-file precision (export/formats.py says what each means), in the
 # order tables list them: the smallest files first, then float32 as the reference.
@@ -302,6 +310,9 @@ class _ModelsSection:
     encoder: _ModelSection
     decoder_init: _ModelSection
     decoder_step: _ModelSection
+    # twoway's right-to-left pair (_ManifestFile requires them for that kind)
+    decoder_init_backward: _ModelSection | None = None
+    decoder_step_backward: _ModelSection | None = None
 
 
 @dataclass
@@ -321,6 +332,9 @@ class _ManifestFile:
     model_card: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
+        for role in decoder_roles(self.decoder.kind):
+            if getattr(self.models, role) is None:
+                raise ValueError(f"models: missing field {role!r}")
         if self.decoder.kind == "blstm":
             # The step fills one prefix slot per word, <start> first: max_length + 1 at least.
             if self.decoder.prefix_length is None:
@@ -360,7 +374,7 @@ def parse_manifest(obj: Any, root: Path, source: str = "manifest.json") -> Manif
         role: _model_entry(
             role, getattr(raw.models, role), raw.model_format, decoder.kind, root, source
         )
-        for role in MODEL_ROLES
+        for role in model_roles(decoder.kind)
     }
     prefix_length = decoder.prefix_length if decoder.kind == "blstm" else None
     legacy_source = None if raw.source_run is None else {"path": raw.source_run}
@@ -462,28 +476,34 @@ def _check_shapes(
             "the manifest disagrees with itself, re-export the bundle"
         )
 
-    encoder, init, step = models["encoder"], models["decoder_init"], models["decoder_step"]
+    encoder = models["encoder"]
     image = _shape(encoder, "inputs", "image", source)
     size = prep.input_size
     if len(image) != 4 or image[0] not in (-1, 1) or image[1:] != [size, size, 3]:
         refuse("encoder", "input", "image", image, f"preprocessing makes [1, {size}, {size}, 3]")
     features = _shape(encoder, "outputs", "features", source)[-1]
-    init_features = _shape(init, "inputs", "features", source)
-    if init_features[-1] != features:
-        refuse("decoder_init", "input", "features", init_features, f"the encoder gives {features}")
-    log_probs = _shape(step, "outputs", "log_probs", source)
-    if log_probs[-1] != vocab_size:
-        refuse("decoder_step", "output", "log_probs", log_probs, f"the vocabulary has {vocab_size}")
-    for output in init.outputs:  # state and image embedding: decoder_init -> decoder_step
-        name = output.get("name")
-        given = _shape(init, "outputs", name, source)
-        taken = _shape(step, "inputs", name, source)
-        if taken[1:] != given[1:]:
-            refuse("decoder_step", "input", name, taken, f"decoder_init gives {given}")
-        if any(t.get("name") == f"{name}_next" for t in step.outputs):
-            carried = _shape(step, "outputs", f"{name}_next", source)
-            if carried[1:] != taken[1:]:
-                refuse("decoder_step", "output", f"{name}_next", carried, f"{name} is {taken}")
+    pairs = [("decoder_init", "decoder_step")]
+    if BACKWARD_ROLES["decoder_init"] in models:  # twoway: the right-to-left pair too
+        pairs.append((BACKWARD_ROLES["decoder_init"], BACKWARD_ROLES["decoder_step"]))
+    for init_role, step_role in pairs:
+        init, step = models[init_role], models[step_role]
+        init_features = _shape(init, "inputs", "features", source)
+        if init_features[-1] != features:
+            refuse(init_role, "input", "features", init_features, f"the encoder gives {features}")
+        log_probs = _shape(step, "outputs", "log_probs", source)
+        if log_probs[-1] != vocab_size:
+            refuse(step_role, "output", "log_probs", log_probs, f"the vocabulary has {vocab_size}")
+        for output in init.outputs:  # state and image embedding: decoder_init -> decoder_step
+            name = output.get("name")
+            given = _shape(init, "outputs", name, source)
+            taken = _shape(step, "inputs", name, source)
+            if taken[1:] != given[1:]:
+                refuse(step_role, "input", name, taken, f"{init_role} gives {given}")
+            if any(t.get("name") == f"{name}_next" for t in step.outputs):
+                carried = _shape(step, "outputs", f"{name}_next", source)
+                if carried[1:] != taken[1:]:
+                    refuse(step_role, "output", f"{name}_next", carried, f"{name} is {taken}")
+    step = models["decoder_step"]
     if prefix_length is not None:
         prefix = _shape(step, "inputs", "prefix", source)
         if prefix[-1] != prefix_length:

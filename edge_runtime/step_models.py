@@ -11,24 +11,29 @@ from collections.abc import Callable
 
 import numpy as np
 
+from .decoding import TwoWayModel
+
 NamedArrays = dict[str, np.ndarray]
 InitFn = Callable[..., NamedArrays]
 StepFn = Callable[..., NamedArrays]
 
-DECODER_KINDS = ("lstm", "merge", "blstm", "attend")
+DECODER_KINDS = ("lstm", "merge", "blstm", "attend", "twoway")
 # Kinds whose encoder gives a feature map [B, P, F] (P spatial positions), not a vector [B, F].
 SPATIAL_KINDS = ("attend",)
 
-# Tensor names of decoder_init and decoder_step per decoder kind (the manifest's contract).
+# The second pair of model roles a twoway bundle has: the right-to-left LSTM's init and step,
+# with the same tensor names as the left-to-right pair (decoder_init, decoder_step).
+BACKWARD_ROLES = {"decoder_init": "decoder_init_backward", "decoder_step": "decoder_step_backward"}
+_LSTM_TENSORS = {
+    "decoder_init": {"inputs": ["features"], "outputs": ["h", "c"]},
+    "decoder_step": {"inputs": ["token", "h", "c"], "outputs": ["log_probs", "h_next", "c_next"]},
+}
+
+# Tensor names of decoder_init and decoder_step per decoder kind (the manifest's contract),
+# and of decoder_init_backward and decoder_step_backward for twoway.
 DECODER_TENSORS: dict[str, dict[str, dict[str, list[str]]]] = {
     # Show and Tell: the image sets the LSTM's initial state.
-    "lstm": {
-        "decoder_init": {"inputs": ["features"], "outputs": ["h", "c"]},
-        "decoder_step": {
-            "inputs": ["token", "h", "c"],
-            "outputs": ["log_probs", "h_next", "c_next"],
-        },
-    },
+    "lstm": _LSTM_TENSORS,
     # The image embedding joins the LSTM output at every step; the state still carries.
     "merge": {
         "decoder_init": {"inputs": ["features"], "outputs": ["h", "c", "image_embedding"]},
@@ -51,6 +56,12 @@ DECODER_TENSORS: dict[str, dict[str, dict[str, list[str]]]] = {
             "inputs": ["token", "h", "c", "memory"],
             "outputs": ["log_probs", "h_next", "c_next"],
         },
+    },
+    # Wang et al. 2016: two inject LSTMs, one generating the caption left to right and one
+    # right to left; each pair is an lstm's, and the likelier of the two captions is kept.
+    "twoway": {
+        **_LSTM_TENSORS,
+        **{BACKWARD_ROLES[role]: names for role, names in _LSTM_TENSORS.items()},
     },
 }
 
@@ -108,8 +119,28 @@ class PrefixStepModel:
         return out["log_probs"], (prefix, length + 1, embedding)
 
 
-def make_step_model(kind: str, init_fn: InitFn, step_fn: StepFn, prefix_length: int | None = None):
-    """The decoding.StepModel for a decoder kind, over a backend's init and step callables."""
+def decoder_roles(kind: str) -> tuple[str, ...]:
+    """The decoder's model roles of a kind: decoder_init, decoder_step (and for twoway the
+    backward pair after them)."""
+    return tuple(DECODER_TENSORS[kind])
+
+
+def make_step_model(
+    kind: str,
+    init_fn: InitFn,
+    step_fn: StepFn,
+    prefix_length: int | None = None,
+    backward: tuple[InitFn, StepFn] | None = None,
+):
+    """The decoding.StepModel for a decoder kind, over a backend's init and step callables;
+    for twoway, a decoding.TwoWayModel over those (left to right) and `backward`'s (the
+    init and step of decoder_init_backward and decoder_step_backward)."""
+    if kind == "twoway":
+        if backward is None:
+            raise ValueError("a twoway step model needs the backward init and step too")
+        return TwoWayModel(
+            RecurrentStepModel("lstm", init_fn, step_fn), RecurrentStepModel("lstm", *backward)
+        )
     if kind in ("lstm", "merge", "attend"):
         return RecurrentStepModel(kind, init_fn, step_fn)
     if kind == "blstm":

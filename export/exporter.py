@@ -39,6 +39,7 @@ from edgecap.edge_runtime.manifest import (
     ModelEntry,
     Recipe,
     config_sha256,
+    model_roles,
     tensor_names,
 )
 from edgecap.edge_runtime.preprocess import load_pixels
@@ -72,8 +73,7 @@ def _convert_model(
         size = run.preprocessing.input_size
         data = converter.convert_encoder(run.encoder, size, precision, calibration)
     else:
-        function = step_module.init if role == "decoder_init" else step_module.step
-        data = converter.convert_decoder_function(function, name, precision)
+        data = converter.convert_decoder_function(step_module.functions[role], name, precision)
     return data, converter.checked_ops(data, name)
 
 
@@ -146,7 +146,7 @@ def stage_bundle(
     step_module = StepModule(run.decoder, run.decoder_config)
     run.vocab.save(staging / "vocab.json")
     entries = {}
-    for role in MODEL_ROLES:
+    for role in model_roles(run.decoder_config.kind):  # twoway: two decoder pairs
         start = time.perf_counter()
         precision = recipe.file_precision(role)
         data, ops = _convert_model(row, role, run, step_module, precision, calibration)
@@ -248,7 +248,11 @@ def finish_bundle(
 
 
 def summarize(manifest: dict) -> str:
-    rows = [f"{'file':<20}{'precision':<14}{'KB':>10}"]
+    # twoway's decoder_step_backward.tflite is 27 characters: the column fits the longest
+    width = max(20, *(len(e["file"]) + 2 for e in manifest["models"].values()))
+    rows = [f"{'file':<{width}}{'precision':<14}{'KB':>10}"]
     for entry in manifest["models"].values():
-        rows.append(f"{entry['file']:<20}{entry['precision']:<14}{entry['bytes'] / 1024:>10.1f}")
+        rows.append(
+            f"{entry['file']:<{width}}{entry['precision']:<14}{entry['bytes'] / 1024:>10.1f}"
+        )
     return "\n".join(rows)

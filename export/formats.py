@@ -28,6 +28,9 @@ from types import ModuleType
 from edgecap.edge_runtime.bundle import BACKEND_FORMATS
 from edgecap.edge_runtime.manifest import MODEL_FORMATS
 from edgecap.edge_runtime.manifest import MODEL_ROLES as ROLES
+from edgecap.edge_runtime.step_models import BACKWARD_ROLES
+
+FORWARD_TWINS = {backward: forward for forward, backward in BACKWARD_ROLES.items()}
 
 
 @dataclass(frozen=True)
@@ -109,7 +112,9 @@ class Recipe:
         return f"{self.format}-{self.precision}"
 
     def file_precision(self, role: str) -> str:
-        """The precision label the manifest gives the file of `role`."""
+        """The precision label the manifest gives the file of `role`; a twoway bundle's
+        backward pair is stored as its forward twin (decoder_init_backward as decoder_init)."""
+        role = FORWARD_TWINS.get(role, role)
         if role not in ROLES:
             raise ValueError(f"unknown model role {role!r}; choose one of {ROLES}")
         return getattr(self, role)

@@ -18,11 +18,13 @@ import numpy as np
 
 from edgecap.edge_runtime.bundle import Bundle, RuntimeOptions
 from edgecap.edge_runtime.captioner import Captioner
+from edgecap.edge_runtime.decoding import TwoWayModel
 from edgecap.edge_runtime.evaluation.metrics import score_split
 from edgecap.edge_runtime.evaluation.scenes import load_scenes, parse_caption
 from edgecap.edge_runtime.manifest import load_manifest, tensor_names
 from edgecap.edge_runtime.preprocess import load_pixels
 from edgecap.edge_runtime.schema import from_json, to_json
+from edgecap.edge_runtime.step_models import BACKWARD_ROLES
 from edgecap.train.keras_captioner import KerasCaptioner
 from edgecap.train.runs import TrainedRun
 
@@ -93,7 +95,8 @@ class _MaxAbsDiff:
                 name, f"{name}: the bundle gives shape {actual.shape}, Keras {expected.shape}"
             )
             return
-        self.diffs[name] = max(self.diffs[name], float(np.max(np.abs(expected - actual))))
+        # twoway's backward_* tensors join on first sight
+        self.diffs[name] = max(self.diffs.get(name, 0.0), float(np.max(np.abs(expected - actual))))
 
 
 def measure_parity(run: TrainedRun, bundle: Path, dataset: Any, n_images: int) -> Parity:
@@ -105,7 +108,6 @@ def measure_parity(run: TrainedRun, bundle: Path, dataset: Any, n_images: int) -
     """
     ids = dataset.splits["test"][:n_images]
     keras = KerasCaptioner.open(run)
-    step_module = keras.step_model.module  # the raw tensors of decoder_init, by name
     init_outputs = tensor_names(run.decoder_config.kind)["decoder_init"]["outputs"]
     diffs = _MaxAbsDiff(["features", *init_outputs, "log_probs"])
     identical = same_scene = 0
@@ -122,14 +124,18 @@ def measure_parity(run: TrainedRun, bundle: Path, dataset: Any, n_images: int) -
             bundle_features = opened.encode_pixels(pixels)  # [1, F]
             diffs.compare("features", keras_features, bundle_features)
             # Decoder parity on the same (Keras) features isolates the decoder's own error.
-            keras_init = step_module.init(keras_features)
-            bundle_init = opened.run_model("decoder_init", features=keras_features)
-            for name in init_outputs:
-                diffs.compare(name, keras_init[name], bundle_init[name])
-            keras_state = keras.step_model.init(keras_features)
-            keras_lp, _ = keras.step_model.step(start, keras_state)
-            bundle_lp, _ = device.step_model.step(start, keras_state)
-            diffs.compare("log_probs", keras_lp, bundle_lp)
+            for prefix, init_role, keras_init_fn, keras_steps, bundle_steps in _decoder_pairs(
+                keras, device
+            ):
+                keras_init = keras_init_fn(keras_features)  # the raw tensors, by name
+                bundle_init = opened.run_model(init_role, features=keras_features)
+                for name in init_outputs:
+                    diffs.compare(prefix + name, keras_init[name], bundle_init[name])
+                keras_state = keras_steps.init(keras_features)
+                keras_lp, _ = keras_steps.step(start, keras_state)
+                bundle_lp, _ = bundle_steps.step(start, keras_state)
+                # One figure for both directions of a twoway bundle: the fp32 gate holds each.
+                diffs.compare("log_probs", keras_lp, bundle_lp)
             keras_text = keras.texts(keras_features)[0]
             bundle_text = device.caption(path).text
             captions["keras"][image_id] = keras_text
@@ -152,6 +158,21 @@ def measure_parity(run: TrainedRun, bundle: Path, dataset: Any, n_images: int) -
     )
     report_parity(parity, model_format)
     return parity
+
+
+def _decoder_pairs(keras: KerasCaptioner, device: Captioner) -> list[tuple]:
+    """(diff name prefix, init role, Keras' init function, Keras' and the bundle's step
+    models) per decoder pair: one, or for twoway the forward and the backward one."""
+    module, keras_steps, bundle_steps = keras.step_module, keras.step_model, device.step_model
+    if isinstance(keras_steps, TwoWayModel) and isinstance(bundle_steps, TwoWayModel):
+        backward_init = BACKWARD_ROLES["decoder_init"]
+        return [
+            ("", "decoder_init", module.left_to_right.init, keras_steps.forward,
+             bundle_steps.forward),
+            ("backward_", backward_init, module.right_to_left.init, keras_steps.backward,
+             bundle_steps.backward),
+        ]  # fmt: skip
+    return [("", "decoder_init", module.init, keras_steps, bundle_steps)]
 
 
 def _scores(dataset: Any, texts: dict[str, str]) -> QualityScores:

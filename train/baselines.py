@@ -42,9 +42,14 @@ def seed_style_caption(run: TrainedRun, image: Image.Image) -> tuple[list[int], 
         prefix = [vocab.start_id, *words]
         padded = np.zeros((1, cfg.prefix_length), dtype=np.int32)  # [1, L]: 0 is padding
         padded[0, : len(prefix)] = prefix
+        if cfg.kind == "twoway":
+            # The left-to-right half's caption; each call still runs both LSTMs, the
+            # right-to-left one over padding, so the call costs what a twoway call does.
+            padded = np.concatenate([padded, np.zeros_like(padded)], axis=1)  # [1, 2L]
         logits = run.decoder.predict({"features": features, key: padded}, verbose=0)
         calls += 1
-        # lstm/merge: [1, L, V], the next word at the last real position; blstm: [1, V].
+        # lstm/merge: [1, L, V] (twoway [1, 2L, V]), the next word at the last real
+        # position; blstm: [1, V].
         next_logits = logits[0, len(prefix) - 1] if logits.ndim == 3 else logits[0]
         token = int(np.argmax(next_logits))
         # The same stopping rule as decoding.greedy_decode: the end token, or max_length words.

@@ -78,8 +78,9 @@ def _train_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--decoder",
         choices=DECODER_KINDS,
-        help="lstm (inject), merge, blstm, or attend (inject plus attention over the "
-        "encoder's feature map); default lstm",
+        help="lstm (inject), merge, blstm, attend (inject plus attention over the "
+        "encoder's feature map), or twoway (a left-to-right and a right-to-left LSTM, the "
+        "likelier caption kept); default lstm",
     )
     parser.add_argument("--epochs", type=int, help=f"default {t.epochs}")
     parser.add_argument("--batch-size", type=int, help=f"default {t.batch_size}")

@@ -11,6 +11,11 @@ weights that export converts and evaluation decodes with.
   dot-product attention over the map's P positions after every word (the LSTM output is
   the query, as in Luong et al. 2015 and Lu et al. 2017's spatial attention), so each word
   can look at the part of the photo it names. Still one word per step with carried state.
+- twoway (Wang et al. 2016, "Image Captioning with Deep Bidirectional LSTMs"): two inject
+  LSTMs like lstm's, one generating the caption left to right and one right to left, with
+  one word embedding between them; both train together, each decodes a whole caption,
+  and the likelier of the two is kept (edge_runtime.decoding.keep_likelier). Not blstm:
+  neither direction re-reads anything, each carries its state one word per step.
 
 Step modules are plain LSTM cell math with explicit state, not Keras LSTM layers: the
 TFLite converter never fuses a Keras 3 LSTM and turns it into a WHILE loop or Flex ops,
@@ -20,16 +25,20 @@ unrolled over a fixed prefix length, with the padding mask applied as in Keras.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from edgecap.edge_runtime.step_models import DECODER_KINDS, make_step_model
+from edgecap.edge_runtime.decoding import StepModel, TwoWayModel
+from edgecap.edge_runtime.step_models import BACKWARD_ROLES, DECODER_KINDS, make_step_model
+
+# Layer names of twoway's right-to-left LSTM: its left-to-right one is named as lstm's.
+BACKWARD_PREFIX = "backward_"
 
 
 @dataclass(frozen=True)
 class DecoderConfig:
-    kind: str = "lstm"  # "lstm" (inject), "merge", "blstm" or "attend"
+    kind: str = "lstm"  # "lstm" (inject), "merge", "blstm", "attend" or "twoway"
     vocab_size: int = 0  # filled in from the vocabulary
     feature_dim: int = 0  # filled in from the encoder: channels per position
     feature_positions: int = 0  # attend: positions P of the encoder's map; 0: a pooled vector
@@ -50,7 +59,8 @@ class DecoderConfig:
 def build_training_model(config: DecoderConfig):
     """lstm/merge: features [B, F], tokens [B, T] -> logits [B, T, V] (teacher forcing).
     blstm: features [B, F], prefix [B, L] -> logits [B, V] (one next word per prefix).
-    attend: features [B, P, F], tokens [B, T] -> logits [B, T, V]."""
+    attend: features [B, P, F], tokens [B, T] -> logits [B, T, V].
+    twoway: features [B, F], tokens [B, 2T] -> logits [B, 2T, V]: forward then backward."""
     import keras
 
     layers = keras.layers
@@ -58,6 +68,8 @@ def build_training_model(config: DecoderConfig):
         raise ValueError(f"unknown decoder {config.kind!r}; choose one of {DECODER_KINDS}")
     if config.kind == "attend":
         return _build_attend(config)
+    if config.kind == "twoway":
+        return _build_twoway(config)
     features = keras.Input((config.feature_dim,), name="features")
     x = layers.Dropout(config.dropout, name="feature_dropout")(features)
     if config.kind == "blstm":
@@ -110,6 +122,35 @@ def build_training_model(config: DecoderConfig):
     return keras.Model(
         {"features": features, "tokens": tokens}, logits, name=f"decoder_{config.kind}"
     )
+
+
+def _build_twoway(config: DecoderConfig):
+    """Two inject LSTMs in one model, so that the trainer's fit, loss masking and batches
+    serve them unchanged: tokens [B, 2T] are the forward inputs then the backward ones
+    (inputs.TrainingBatches), split at T; the logits of both are joined the same way."""
+    import keras
+
+    layers = keras.layers
+    features = keras.Input((config.feature_dim,), name="features")
+    tokens = keras.Input((None,), dtype="int32", name="tokens")  # [B, 2T]
+    x = layers.Dropout(config.dropout, name="feature_dropout")(features)
+    # One embedding for both directions: a word means the same read either way, and each
+    # direction's gradient then trains the other's word vectors too.
+    embedding = layers.Embedding(
+        config.vocab_size, config.embed_dim, mask_zero=True, name="embedding"
+    )
+    halves = keras.ops.split(tokens, 2, axis=1)  # [B, 2T] -> 2 x [B, T]
+    logits = []
+    for prefix, half in zip(("", BACKWARD_PREFIX), halves, strict=True):
+        h0 = layers.Dense(config.units, activation="tanh", name=f"{prefix}init_h")(x)
+        c0 = layers.Dense(config.units, name=f"{prefix}init_c")(x)
+        seq = layers.LSTM(config.units, return_sequences=True, name=f"{prefix}lstm")(
+            embedding(half), initial_state=[h0, c0]
+        )  # [B, T, U]
+        seq = layers.Dropout(config.dropout, name=f"{prefix}output_dropout")(seq)
+        logits.append(layers.Dense(config.vocab_size, name=f"{prefix}logits")(seq))
+    joined = layers.Concatenate(axis=1, name="both_directions")(logits)  # [B, 2T, V]
+    return keras.Model({"features": features, "tokens": tokens}, joined, name="decoder_twoway")
 
 
 def _build_attend(config: DecoderConfig):
@@ -180,15 +221,33 @@ class StepModule:
     (edge_runtime.step_models.DECODER_TENSORS). Batch is dynamic.
     """
 
-    def __init__(self, model, config: DecoderConfig):
+    def __init__(self, model, config: DecoderConfig, layer_prefix: str = ""):
+        """`layer_prefix` names the layers of one direction of a twoway model (lstm math)."""
         import tensorflow as tf
 
         self.config = config
+        # twoway: one lstm StepModule per direction; `functions` holds the files' four.
+        # (Not self.forward / self.backward: those are blstm's cell weights.)
+        self.left_to_right: StepModule | None = None
+        self.right_to_left: StepModule | None = None
+        if config.kind == "twoway":
+            as_lstm = replace(config, kind="lstm")
+            self.left_to_right = StepModule(model, as_lstm)
+            self.right_to_left = StepModule(model, as_lstm, layer_prefix=BACKWARD_PREFIX)
+            self.init, self.step = self.left_to_right.init, self.left_to_right.step
+            self.functions = {
+                "decoder_init": self.init,
+                "decoder_step": self.step,
+                BACKWARD_ROLES["decoder_init"]: self.right_to_left.init,
+                BACKWARD_ROLES["decoder_step"]: self.right_to_left.step,
+            }
+            return
 
         def dense(name: str) -> tuple:
-            layer = model.get_layer(name)
+            layer = model.get_layer(layer_prefix + name)
             return tf.constant(np.asarray(layer.kernel)), tf.constant(np.asarray(layer.bias))
 
+        # twoway's two directions share the one embedding (no prefix)
         self.embedding = tf.constant(np.asarray(model.get_layer("embedding").embeddings))
         self.logits = dense("logits")
         units, feature_dim = config.units, config.feature_dim
@@ -206,7 +265,7 @@ class StepModule:
 
         if config.kind == "lstm":
             self.init_h, self.init_c = dense("init_h"), dense("init_c")
-            self.cell = _cell_weights(model.get_layer("lstm"))
+            self.cell = _cell_weights(model.get_layer(layer_prefix + "lstm"))
             self.init = tf.function(self._init_inject, input_signature=[features_spec])
             self.step = tf.function(self._step_inject, input_signature=recurrent_step())
         elif config.kind == "merge":
@@ -244,6 +303,7 @@ class StepModule:
                     tf.TensorSpec([None, 4 * units], tf.float32, name="image_embedding"),
                 ],
             )
+        self.functions = {"decoder_init": self.init, "decoder_step": self.step}
 
     def _log_probs(self, hidden):
         import tensorflow as tf
@@ -346,8 +406,19 @@ class StepModule:
         return {"log_probs": self._log_probs(hidden)}
 
 
+def keras_step_model(module: StepModule) -> StepModel | TwoWayModel:
+    """What a Keras run decodes with: a KerasStepModel, or for twoway a TwoWayModel of one
+    per direction (as a twoway bundle's Bundle.step_model is)."""
+    if module.left_to_right is not None and module.right_to_left is not None:
+        return TwoWayModel(
+            KerasStepModel(module.left_to_right), KerasStepModel(module.right_to_left)
+        )
+    return KerasStepModel(module)
+
+
 class KerasStepModel:
-    """decoding.StepModel over a StepModule, for evaluating a Keras run in-process."""
+    """decoding.StepModel over a StepModule, for evaluating a Keras run in-process (one
+    direction of a twoway run: see keras_step_model)."""
 
     def __init__(self, module: StepModule):
         def to_numpy(out) -> dict:

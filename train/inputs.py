@@ -58,6 +58,29 @@ class CaptionTable:
             lengths=(targets_array != vocab.pad_id).sum(axis=1).astype(np.int32),
         )
 
+    def right_to_left(self, pad_id: int) -> CaptionTable:
+        """The same captions read right to left (twoway's backward direction):
+        inputs = [<start>, wn .. w1], targets = [wn .. w1, <end>], padded as before."""
+        width = self.inputs.shape[1]
+        words = (self.lengths - 1)[:, None]  # [C, 1]: n, the words of each caption
+        position = np.arange(width)[None, :]  # [1, W]
+        inside = position <= words  # [C, W]: <start> or <end> and the n words
+        # inputs[k] holds w_k (k = 1..n): position j >= 1 reads w_(n+1-j); <start> stays.
+        from_inputs = np.where(position == 0, 0, words + 1 - position)  # [C, W]
+        # targets[k] holds w_(k+1): position j < n reads w_(n-j); <end> stays at n.
+        from_targets = np.where(position < words, words - 1 - position, position)  # [C, W]
+
+        def gather(array: np.ndarray, source: np.ndarray) -> np.ndarray:
+            picked = np.take_along_axis(array, np.clip(source, 0, width - 1), axis=1)
+            return np.where(inside, picked, pad_id).astype(np.int32)  # [C, W]
+
+        return CaptionTable(
+            image_index=self.image_index,
+            inputs=gather(self.inputs, from_inputs),
+            targets=gather(self.targets, from_targets),
+            lengths=self.lengths,
+        )
+
 
 def batch_plan(lengths: np.ndarray, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
     """The rows of each batch of one epoch: shuffled, grouped by length, batches shuffled.
@@ -90,6 +113,8 @@ class TrainingBatches:
     """(x, y, sample_weight) batches of one split for one decoder kind, as a tf.data.Dataset.
 
     lstm/merge: x = {features [B, F], tokens [B, T]}, y = targets [B, T], weights 0 on pad.
+    twoway: as lstm, with tokens and targets [B, 2T]: the forward ones, then the same
+    captions reversed (CaptionTable.right_to_left), each cut to the batch's longest caption.
     blstm: one (prefix -> next word) pair per predicted word, built per batch, pairs of
     like prefix length together: x = {features [B, F], prefix [B, L]} with L the batch's
     longest prefix, y = next word [B], weights 1.
@@ -113,6 +138,7 @@ class TrainingBatches:
         if kind == "blstm":
             rows, steps = np.nonzero(table.targets != pad_id)  # one pair per predicted word
             self.pair_rows, self.pair_steps = rows.astype(np.int32), steps.astype(np.int32)
+        self.backward = table.right_to_left(pad_id) if kind == "twoway" else None
 
     def __len__(self) -> int:
         return steps_per_epoch(self.table, self.kind, self.batch_size, self.fraction)
@@ -152,10 +178,11 @@ class TrainingBatches:
         for rows in plan:
             width = int(table.lengths[rows].max())  # the batch's longest caption
             targets = table.targets[rows, :width]  # [B, T]
-            x = {
-                "features": self.features[table.image_index[rows]],
-                "tokens": table.inputs[rows, :width],
-            }
+            tokens = table.inputs[rows, :width]  # [B, T]
+            if self.backward is not None:  # twoway: both directions side by side
+                tokens = np.concatenate([tokens, self.backward.inputs[rows, :width]], axis=1)
+                targets = np.concatenate([targets, self.backward.targets[rows, :width]], axis=1)
+            x = {"features": self.features[table.image_index[rows]], "tokens": tokens}
             yield x, targets, (targets != self.pad_id).astype(np.float32)
 
     def dataset(

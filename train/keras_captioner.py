@@ -17,11 +17,17 @@ import numpy as np
 from PIL import Image
 
 from edgecap.edge_runtime.captioner import CaptionResult
-from edgecap.edge_runtime.decoding import Decoded, DecodeOptions, StepModel, decode_rows
+from edgecap.edge_runtime.decoding import (
+    Decoded,
+    DecodeOptions,
+    StepModel,
+    TwoWayModel,
+    decode_rows,
+)
 from edgecap.edge_runtime.preprocess import Preprocessing, load_pixels, preprocess, to_rgb
 from edgecap.edge_runtime.vocab import Vocabulary
 
-from .decoders import DecoderConfig, KerasStepModel, StepModule
+from .decoders import DecoderConfig, StepModule, keras_step_model
 
 if TYPE_CHECKING:  # runs imports training, which imports this module
     from .runs import TrainedRun
@@ -50,7 +56,8 @@ class KerasCaptioner:
         self.encoder, self.preprocessing = encoder, preprocessing
         self.decode = decode or DecodeOptions()
         self.run, self.feature_cache = run, feature_cache
-        self._step_model: StepModel | None = None
+        self._step_module: StepModule | None = None
+        self._step_model: StepModel | TwoWayModel | None = None
 
     @classmethod
     def open(
@@ -70,10 +77,19 @@ class KerasCaptioner:
         )  # fmt: skip
 
     @property
-    def step_model(self) -> StepModel:
-        """The decoding.StepModel over the step module built from the decoder's weights."""
+    def step_module(self) -> StepModule:
+        """The tf.functions export converts, built from the decoder's weights (their raw
+        outputs by name: what export parity compares file by file)."""
+        if self._step_module is None:
+            self._step_module = StepModule(self.decoder, self.config)
+        return self._step_module
+
+    @property
+    def step_model(self) -> StepModel | TwoWayModel:
+        """The decoding.StepModel over the step module (for twoway a TwoWayModel of one
+        per direction)."""
         if self._step_model is None:
-            self._step_model = KerasStepModel(StepModule(self.decoder, self.config))
+            self._step_model = keras_step_model(self.step_module)
         return self._step_model
 
     def _pixels(self, image: str | os.PathLike | Image.Image) -> np.ndarray:

@@ -1,12 +1,14 @@
 """Decoder cost over caption length: the BLSTM re-reads its whole prefix every word, the
-LSTM carries its state, and this shows what that costs per caption.
+LSTM carries its state, the twoway decoder runs two LSTM decodes (left to right and right
+to left), and this shows what that costs per caption.
 
     python export/studies/length_curve.py BUNDLE... --out DIR [--repeats 30]
 
 For each bundle and each length T = 1 .. max caption length it times decoder_init plus T
 decoder steps on one image's features (the words fed are the argmax of the step before,
 with <end> masked out, so every caption runs its full T steps), and reports the median
-over --repeats. Writes DIR/length_curve.json and DIR/length_curve.png.
+over --repeats. A twoway bundle's time at T is both directions' init and T steps each:
+every caption is decoded once per direction. Writes DIR/length_curve.json and DIR/length_curve.png.
 """
 
 from __future__ import annotations
@@ -20,25 +22,30 @@ import numpy as np
 
 from edgecap.edge_runtime.atomic import atomic_path, write_json_atomic
 from edgecap.edge_runtime.captioner import Captioner
+from edgecap.edge_runtime.decoding import TwoWayModel
 from edgecap.edge_runtime.vocab import NEVER_EMITTED_IDS
 
 
 def time_lengths(captioner: Captioner, features: np.ndarray, repeats: int) -> dict[int, float]:
-    """{T: median ms of decoder_init + T steps}; one pass of max_length steps per repeat,
-    with the time at every T read on the way (so T and T + 1 share their first T steps)."""
+    """{T: median ms of decoder_init + T steps (per direction for twoway)}; one pass of
+    max_length steps per repeat, with the time at every T read on the way (so T and T + 1
+    share their first T steps)."""
     manifest = captioner.manifest
-    steps = captioner.step_model
+    model = captioner.step_model
+    # Every step model a caption runs: one, or a twoway bundle's two directions.
+    directions = [model.forward, model.backward] if isinstance(model, TwoWayModel) else [model]
     longest = manifest.max_length
     samples: list[list[float]] = [[] for _ in range(longest)]
     for _ in range(repeats + 1):  # the first pass warms the interpreters up
         start = time.perf_counter()
-        state = steps.init(features)
-        tokens = np.array([manifest.start_id], np.int32)
+        states = [steps.init(features) for steps in directions]
+        tokens = [np.array([manifest.start_id], np.int32) for _ in directions]
         for t in range(longest):
-            log_probs, state = steps.step(tokens, state)
-            log_probs = np.array(log_probs)
-            log_probs[:, [*NEVER_EMITTED_IDS, manifest.end_id]] = -np.inf  # never stop early
-            tokens = np.argmax(log_probs, axis=-1).astype(np.int32)
+            for d, steps in enumerate(directions):
+                log_probs, states[d] = steps.step(tokens[d], states[d])
+                log_probs = np.array(log_probs)
+                log_probs[:, [*NEVER_EMITTED_IDS, manifest.end_id]] = -np.inf  # never stop early
+                tokens[d] = np.argmax(log_probs, axis=-1).astype(np.int32)
             samples[t].append((time.perf_counter() - start) * 1e3)
     return {t + 1: float(np.median(s[1:])) for t, s in enumerate(samples)}
 

@@ -286,3 +286,76 @@ def test_length_penalty_out_of_range_is_refused(penalty):
         decoding.DecodeOptions(beam_width=3, length_penalty=penalty)
     for fine in (-10, 0, 0.6, 10):
         beam_search(model, np.zeros((1, 4)), START, END, 5, 3, fine)
+
+
+# twoway (Wang et al. 2016): one step model per direction, prefixes in generated order.
+#            pad start end unk 4    5    6
+FORWARD = {
+    (): [0, 0, 0.0, 0, 0.6, 0.4, 0.0],
+    (4,): [0, 0, 0.7, 0, 0.0, 0.0, 0.3],  # [4] then end: 0.42
+    (4, 6): [0, 0, 1.0, 0, 0, 0, 0],
+    (5,): [0, 0, 1.0, 0, 0, 0, 0],  # [5] then end: 0.4
+}
+BACKWARD_CONFIDENT = {
+    (): [0, 0, 0.0, 0, 0.0, 0.1, 0.9],
+    (6,): [0, 0, 0.1, 0, 0.0, 0.9, 0.0],
+    (6, 5): [0, 0, 0.9, 0, 0.1, 0.0, 0.0],  # [6, 5] then end: 0.729, read "5 6"
+}
+BACKWARD_LONG = {
+    (): [0, 0, 0.0, 0, 0.0, 0.3, 0.7],
+    (5,): [0, 0, 1.0, 0, 0, 0, 0],
+    (6,): [0, 0, 0.3, 0, 0.0, 0.7, 0.0],
+    (6, 5): [0, 0, 0.38, 0, 0.62, 0.0, 0.0],
+    (6, 5, 4): [0, 0, 1.0, 0, 0, 0, 0],  # [6, 5, 4] then end: 0.7 * 0.7 * 0.62 = 0.3038
+}
+
+
+def _two_way(backward_table):
+    ends = [0, 0, 1.0, 0, 0, 0, 0]  # after a prefix of probability 0, which beams still see
+    return decoding.TwoWayModel(PrefixModel(FORWARD, 7, ends), PrefixModel(backward_table, 7, ends))
+
+
+def _decode(model, options, length_penalty=0.0):
+    (decoded,) = decoding.decode_rows(
+        model, np.zeros((1, 2)), START, END, 6, options, length_penalty=length_penalty
+    )
+    return decoded
+
+
+def test_twoway_greedy_keeps_the_likelier_caption_and_reads_the_backward_one_reversed():
+    model = _two_way(BACKWARD_CONFIDENT)
+    decoded = _decode(model, decoding.DecodeOptions())
+    assert decoded.tokens == [5, 6]  # generated right to left as 6, 5
+    assert decoded.score == pytest.approx(3 * np.log(0.9))
+    assert model.forward.batch_sizes and model.backward.batch_sizes  # both directions ran
+
+
+def test_twoway_greedy_compares_summed_log_probabilities_with_no_length_penalty():
+    """The bundle's length penalty is beam search's: greedy keeps the forward [4] (0.42)
+    over the backward [4, 5, 6] (0.30), which a penalty of 1 would have preferred."""
+    decoded = _decode(_two_way(BACKWARD_LONG), decoding.DecodeOptions(), length_penalty=1.0)
+    assert decoded.tokens == [4]
+    assert decoded.score == pytest.approx(np.log(0.42))
+
+
+@pytest.mark.parametrize(
+    ("penalty", "tokens", "probability"),
+    [(0.0, [4], 0.42), (1.0, [4, 5, 6], 0.7 * 0.7 * 0.62)],
+)
+def test_twoway_beam_keeps_the_caption_that_ranks_higher_as_beam_search_ranks(
+    penalty, tokens, probability
+):
+    """score / (words + 1) ** penalty: forward [4] -0.87 / 2 = -0.43 against backward
+    [6, 5, 4] -1.19 / 4 = -0.30 at penalty 1; the plain sums choose the other way."""
+    options = decoding.DecodeOptions(beam_width=2, length_penalty=penalty)
+    decoded = _decode(_two_way(BACKWARD_LONG), options)
+    assert decoded.tokens == tokens
+    assert decoded.score == pytest.approx(np.log(probability))
+
+
+def test_twoway_keeps_the_forward_caption_on_a_tie():
+    forward = decoding.Decoded(tokens=[4, 5], score=-1.0)
+    backward = decoding.Decoded(tokens=[6, 4], score=-1.0)
+    assert decoding.keep_likelier(forward, backward) is forward
+    better = decoding.Decoded(tokens=[6, 4], score=-0.5)
+    assert decoding.keep_likelier(forward, better).tokens == [4, 6]

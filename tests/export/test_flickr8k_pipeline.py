@@ -95,7 +95,8 @@ def test_a_model_with_finetune_and_scst_stages_chains_its_run_folders(
 
 def test_the_models_are_the_flickr8k_recipes_in_their_order():
     assert [m.name for m in pipeline.MODELS] == ["mobilenet_v2-lstm", "mobilenet_v2-blstm",
-                                                 "mobilenet_025-merge", "mobilenet_v2_035-lstm"]  # fmt: skip
+                                                 "mobilenet_025-merge", "mobilenet_v2_035-lstm",
+                                                 "mobilenet_v2-twoway"]  # fmt: skip
     recommended = pipeline.MODELS[0]
     assert recommended.stages == ("finetune", "scst") and recommended.length_penalty == 0.5
     assert ("tflite", "int8") in recommended.bundles

@@ -130,3 +130,88 @@ def test_attend_looks_at_the_map_not_only_its_mean():
     base = _stepwise(step_model, features, tokens)
     np.testing.assert_allclose(_stepwise(step_model, shuffled, tokens), base, atol=1e-5, rtol=1e-5)
     assert np.abs(_stepwise(step_model, moved, tokens) - base).max() > 1e-3
+
+
+def _twoway_like():
+    """A twoway model with perturbed weights, features, and a forward and a backward
+    token sequence ([B, T + 1] each, <start> first)."""
+    config, model, features, forward = _trained_like("twoway")
+    rng = np.random.default_rng(1)
+    backward = forward.copy()
+    backward[:, 1:] = rng.integers(4, config.vocab_size, size=backward[:, 1:].shape)
+    return config, model, features, forward, backward
+
+
+def _twoway_reference(model, features, forward, backward):
+    """Log-probs of each direction's half of the training model: 2 x [B, T + 1, V]."""
+    tokens = np.concatenate([forward, backward], axis=1)  # [B, 2(T + 1)]
+    logits = np.asarray(model({"features": features, "tokens": tokens}, training=False))
+    reference = _log_softmax(logits)  # [B, 2(T + 1), V]
+    return reference[:, : forward.shape[1]], reference[:, forward.shape[1] :]
+
+
+def test_twoway_step_modules_match_each_half_of_the_training_model(tmp_path):
+    import keras
+
+    from edgecap.edge_runtime.decoding import TwoWayModel
+    from edgecap.train.decoders import keras_step_model
+
+    config, model, features, forward, backward = _twoway_like()
+    # Saved and loaded as training checkpoints it (safe_mode: the split is a Keras op).
+    model.save(tmp_path / "twoway.keras")
+    model = keras.models.load_model(tmp_path / "twoway.keras", safe_mode=True)
+    expected_forward, expected_backward = _twoway_reference(model, features, forward, backward)
+    two_way = keras_step_model(StepModule(model, config))
+    assert isinstance(two_way, TwoWayModel)
+    got_forward = _stepwise(two_way.forward, features, forward)
+    got_backward = _stepwise(two_way.backward, features, backward)
+    np.testing.assert_allclose(got_forward, expected_forward, atol=1e-5, rtol=1e-7)
+    np.testing.assert_allclose(got_backward, expected_backward, atol=1e-5, rtol=1e-7)
+    # Two LSTMs, not one read twice: the same words give each direction other log-probs.
+    same_words = _stepwise(two_way.backward, features, forward)
+    assert np.abs(same_words - got_forward).max() > 0.1
+
+
+def test_twoway_fp32_tflite_pairs_match_the_training_model():
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgecap.export import tflite
+
+    config, model, features, forward, backward = _twoway_like()
+    module = StepModule(model, config)
+    assert list(module.functions) == list(DECODER_TENSORS["twoway"])
+    runners = {}
+    for role, function in module.functions.items():
+        names = [spec.name for spec in function.input_signature]
+        assert names == DECODER_TENSORS["twoway"][role]["inputs"]
+        data = tflite.convert_decoder_function(function, role, "fp32")
+        ops = tflite.checked_ops(data, role)
+        assert not [op for op in ops if "WHILE" in op or op.startswith("Flex")], ops
+        runners[role] = Interpreter(model_content=data).get_signature_runner("serving_default")
+
+    def run(role):
+        return lambda **kw: runners[role](**kw)
+
+    two_way = make_step_model(
+        "twoway", run("decoder_init"), run("decoder_step"),
+        backward=(run("decoder_init_backward"), run("decoder_step_backward")),
+    )  # fmt: skip
+    expected_forward, expected_backward = _twoway_reference(model, features, forward, backward)
+    np.testing.assert_allclose(_stepwise(two_way.forward, features, forward), expected_forward,
+                               atol=1e-5, rtol=1e-7)  # fmt: skip
+    np.testing.assert_allclose(_stepwise(two_way.backward, features, backward),
+                               expected_backward, atol=1e-5, rtol=1e-7)  # fmt: skip
+
+
+def test_keras_step_model_is_one_step_model_for_every_kind_but_twoway(trained_like):
+    """Evaluation's step model: the blstm's cell weights (its module's `forward` and
+    `backward`) once passed for a twoway module's two directions."""
+    from edgecap.edge_runtime.decoding import TwoWayModel
+    from edgecap.train.decoders import keras_step_model
+
+    config, model, features, tokens = trained_like
+    step_model = keras_step_model(StepModule(model, config))
+    assert isinstance(step_model, KerasStepModel) and not isinstance(step_model, TwoWayModel)
+    reference = _reference(config, model, features, tokens)
+    np.testing.assert_allclose(_stepwise(step_model, features, tokens), reference, atol=1e-5,
+                               rtol=_RTOL[config.kind])  # fmt: skip

@@ -95,3 +95,35 @@ def test_dataset_matches_the_generator(kind):
     for (x1, y1, w1), (x2, y2, w2) in zip(from_tf, from_numpy, strict=True):
         assert all(np.array_equal(x1[k], x2[k]) for k in x2)
         assert np.array_equal(y1, y2) and np.array_equal(w1, w2)
+
+
+def test_right_to_left_reads_each_caption_backwards_with_start_and_end_in_place():
+    table = CaptionTable(
+        np.array([0, 1], np.int32),
+        np.array([[1, 7, 8, 9, 0], [1, 5, 6, 7, 8]], np.int32),  # the second fills the width
+        np.array([[7, 8, 9, 2, 0], [5, 6, 7, 8, 2]], np.int32),
+        np.array([4, 5], np.int32),
+    )
+    backward = table.right_to_left(pad_id=0)
+    assert backward.inputs.tolist() == [[1, 9, 8, 7, 0], [1, 8, 7, 6, 5]]
+    assert backward.targets.tolist() == [[9, 8, 7, 2, 0], [8, 7, 6, 5, 2]]
+    assert np.array_equal(backward.lengths, table.lengths)
+    assert np.array_equal(backward.image_index, table.image_index)
+
+
+def test_twoway_batches_hold_both_directions_side_by_side():
+    table = _table([3, 5, 2, 9, 4, 4, 6])
+    features = np.arange(7 * 3, dtype=np.float32).reshape(7, 3)  # [N, F]
+    lstm = list(TrainingBatches(table, features, "lstm", batch_size=3, seed=0).batches(0))
+    twoway = list(TrainingBatches(table, features, "twoway", batch_size=3, seed=0).batches(0))
+    backward = table.right_to_left(pad_id=0)
+    for (x, y, w), (x2, y2, w2) in zip(lstm, twoway, strict=True):
+        width = x["tokens"].shape[1]
+        assert x2["tokens"].shape[1] == y2.shape[1] == 2 * width
+        assert np.array_equal(x2["tokens"][:, :width], x["tokens"])  # forward half as lstm's
+        assert np.array_equal(y2[:, :width], y)
+        rows = [int(np.flatnonzero((table.inputs[:, :width] == t).all(1))[0]) for t in x["tokens"]]
+        assert np.array_equal(x2["tokens"][:, width:], backward.inputs[rows, :width])
+        assert np.array_equal(y2[:, width:], backward.targets[rows, :width])
+        assert np.array_equal(w2, (y2 != 0).astype(np.float32))
+        assert w2.sum() == 2 * w.sum()  # every word predicted once per direction
