@@ -142,9 +142,9 @@ def test_parity_measurement_records_every_shape_mismatch_once():
 
     diffs = _MaxAbsDiff(["features", "h", "log_probs"])
     for _ in range(3):  # three images: each mismatch is named once
-        diffs.track("features", np.zeros((1, 4)), np.ones((1, 4)))
-        diffs.track("h", np.zeros((1, 16)), np.zeros((1, 8)))
-        diffs.track("log_probs", np.zeros((1, 5)), np.zeros((2, 5)))
+        diffs.compare("features", np.zeros((1, 4)), np.ones((1, 4)))
+        diffs.compare("h", np.zeros((1, 16)), np.zeros((1, 8)))
+        diffs.compare("log_probs", np.zeros((1, 5)), np.zeros((2, 5)))
     assert diffs.diffs == {"features": 1.0, "h": 0.0, "log_probs": 0.0}
     assert list(diffs.mismatches.values()) == [
         "h: the bundle gives shape (1, 8), Keras (1, 16)",
