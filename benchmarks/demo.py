@@ -25,6 +25,8 @@ from edgecap.edge_runtime.atomic import write_json_atomic
 from edgecap.edge_runtime.bundle import bundle_bytes
 from edgecap.edge_runtime.evaluation.metrics import score, score_split
 
+from .results import read_jsonl
+
 VIDEO_IMAGES = 20  # test images in the demo video
 FRAMES_PER_IMAGE = 15  # at 30 fps: 10 s of video, each image held for half a second
 VIDEO_FPS = 30
@@ -81,13 +83,9 @@ def prepare(demo: Path) -> None:
     )
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def report(demo: Path, bundle: Path, run: Path) -> dict:
     dataset = _dataset(demo)
-    image_lines = _read_jsonl(demo / "test_captions.jsonl")  # edge_caption's, one per image
+    image_lines = read_jsonl(demo / "test_captions.jsonl")  # edge_caption's, one per image
     predictions = {Path(r["source"]).name: r["caption"] for r in image_lines}
     missing = set(dataset.splits["test"]) - set(predictions)
     if missing:
@@ -97,7 +95,7 @@ def report(demo: Path, bundle: Path, run: Path) -> dict:
     scores = score_split(dataset, "test", predictions)
 
     video_info = json.loads((demo / "test_video.json").read_text())
-    video_lines = _read_jsonl(demo / "video_captions.jsonl")  # one per frame
+    video_lines = read_jsonl(demo / "video_captions.jsonl")  # one per frame
     captioned_frames = [r for r in video_lines if "caption" in r]
     video_skipped = dict(Counter(r["skipped"] for r in video_lines if "skipped" in r))
     video_predictions = {}

@@ -59,6 +59,11 @@ def _run_of(target: Path) -> Path:
     return target
 
 
+def read_jsonl(path: Path) -> list[dict]:
+    """The objects of a JSON-lines file, one a line; blank lines skipped."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def _config(run: Path) -> dict:
     """A run's config.json; {} where it has none."""
     path = run / "config.json"
@@ -70,8 +75,7 @@ def train_seconds(run: Path) -> float | None:
     (the runs its SCST or fine-tuning started from) included; None when it records none."""
     checkpoints = run / "checkpoints"
     if (checkpoints / "history.jsonl").is_file():  # one line per epoch (train/checkpoint.py)
-        lines = (checkpoints / "history.jsonl").read_text().splitlines()
-        history = [json.loads(line) for line in lines if line.strip()]
+        history = read_jsonl(checkpoints / "history.jsonl")
     elif (checkpoints / "state.json").is_file():  # runs trained before history.jsonl
         history = json.loads((checkpoints / "state.json").read_text())["history"]
     else:
@@ -120,8 +124,7 @@ def _predictions(metrics_file: Path) -> dict[str, str]:
     path = metrics_file.with_name("predictions.jsonl")
     if not path.is_file():
         return {}
-    lines = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
-    return {r["image"]: r["caption"] for r in lines}
+    return {r["image"]: r["caption"] for r in read_jsonl(path)}
 
 
 def compare_with_keras(evaluations: list[dict], files: list[Path]) -> None:
