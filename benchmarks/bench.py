@@ -10,12 +10,9 @@ and DIR/latency_quality.png. Each bundle is measured in a process of its own
 (benchmarks/measure.py); the Keras baselines run in processes of their own too
 (benchmarks/child_processes.py), so TensorFlow never shares memory or cores with a bundle.
 
-Exit status: 0 when every bundle was measured (and passed the gate, if one was set);
-1 when --min-scene-accuracy was set and a bundle is below it, or has no scene accuracy
-because it failed (each is named on stderr); 2 when a bundle or a baseline could not be
-measured (its row says why; the other rows are still measured and written) or the
-arguments are wrong. A failed bundle is an error even without a gate: a table with a
-silently missing row would not be trustworthy.
+Exit status: the parser's epilog (docs/benchmarks.md, "Options and exit status"). A failed
+bundle is an error (2) even without a gate: a table with a silently missing row would not
+be trustworthy.
 """
 
 from __future__ import annotations
@@ -26,11 +23,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
 from edgecap.edge_runtime.atomic import write_json_atomic, write_text_atomic
-from edgecap.edge_runtime.bundle import add_runtime_options
+from edgecap.edge_runtime.bundle import RuntimeOptions, add_runtime_options
 from edgecap.edge_runtime.evaluation.timing import OUTLIER_RULE
 from edgecap.edge_runtime.schema import from_json, to_json
 
@@ -52,7 +50,7 @@ from .bench_result import (
     validate,
 )
 from .fingerprint import fingerprint, label, load_average
-from .measure import MeasureOptions, failed_entry, latency_images
+from .measure import failed_entry, latency_images
 
 RESULTS_FILE = "results.json"
 MARKDOWN_FILE = "results.md"
@@ -147,7 +145,7 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
     if args.seed_images < 1:
         parser.error("--seed-images must be at least 1")
     try:
-        MeasureOptions.from_args(args)  # the runtime flags: each names itself when wrong
+        RuntimeOptions.from_args(args)  # the runtime flags: each names itself when wrong
     except ValueError as exc:
         parser.error(str(exc))
     if args.min_scene_accuracy is not None:
@@ -161,12 +159,14 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
             )
 
 
-def _measure_bundle(bundle: str, options_file: Path, work: Path, index: int) -> BundleResult:
+def _measure_bundle(
+    bundle: str, settings_file: Path, runtime: RuntimeOptions, work: Path, index: int
+) -> BundleResult:
     out = work / f"bundle-{index}.json"
-    command = [sys.executable, "-m", "edgecap.benchmarks.measure", str(options_file), bundle]
+    command = [sys.executable, "-m", "edgecap.benchmarks.measure", str(settings_file), bundle]
     try:
         done = subprocess.run(
-            [*command, str(out)],
+            [*command, str(out), *runtime.to_argv()],
             capture_output=True, text=True, timeout=CHILD_TIMEOUT_S, env=children.child_env(),
         )  # fmt: skip
     except subprocess.TimeoutExpired:
@@ -203,7 +203,9 @@ def _keras_run(args: argparse.Namespace, entries: list[BundleResult]) -> Path | 
     return None
 
 
-def _baselines(args: argparse.Namespace, entries: list[BundleResult], work: Path) -> Baselines:
+def _baselines(
+    args: argparse.Namespace, settings: Settings, entries: list[BundleResult], work: Path
+) -> Baselines:
     if args.no_baselines:
         return Baselines(status="skipped: --no-baselines")
     run = _keras_run(args, entries)
@@ -214,17 +216,7 @@ def _baselines(args: argparse.Namespace, entries: list[BundleResult], work: Path
             status=f"failed: {run}: not a caption-train run (no config.json)", run=str(run)
         )
     print(f"caption-bench: Keras baselines on {run} (seed-style, stepwise, TF import + load)")
-    result = children.keras_baselines(
-        run,
-        work / "keras.json",
-        args.data,
-        args.split,
-        args.budget_s,
-        min(args.warmup, 3),
-        args.seed_images,
-        args.quality_images,
-        args.threads,
-    )
+    result = children.keras_baselines(run, work / "keras.json", settings)
     if not result.ok:
         return result
     result.tf_cold_start = children.tf_cold_start(run, args.cold_repeats, args.threads)
@@ -292,15 +284,17 @@ def run(argv: list[str]) -> int:
         except Exception as exc:  # DatasetError and friends: nothing can be measured without it
             print(f"caption-bench: error: {exc}", file=sys.stderr)
             return 2
-        options_file = work / "measure-options.json"
-        measure_options = MeasureOptions.from_args(args)
-        write_json_atomic(options_file, measure_options.to_json())
+        # What every bundle's child measures with: the Settings the results file records,
+        # and the runtime flags (RuntimeOptions.to_argv).
+        settings, runtime = _settings(args), RuntimeOptions.from_args(args)
+        settings_file = work / "settings.json"
+        write_json_atomic(settings_file, to_json(settings))
         for i, bundle in enumerate(args.bundles):
             t0 = time.perf_counter()
-            entry = _measure_bundle(bundle, options_file, work, i)
+            entry = _measure_bundle(bundle, settings_file, runtime, work, i)
             if entry.ok:
                 entry.cold_start = children.runtime_cold_start(
-                    bundle, image, args.cold_repeats, measure_options.runtime
+                    bundle, image, args.cold_repeats, runtime
                 )
                 scene = (entry.quality("greedy") or {}).get("scene_accuracy")
                 print(
@@ -312,7 +306,7 @@ def run(argv: list[str]) -> int:
             else:
                 print(f"caption-bench: {bundle}: {entry.status}", file=sys.stderr)
             entries.append(entry)
-        baselines = _baselines(args, entries, work)
+        baselines = _baselines(args, settings, entries, work)
         if not baselines.ok and not args.no_baselines:
             print(f"caption-bench: baselines: {baselines.status}", file=sys.stderr)
     _speedups(entries, baselines)
@@ -326,7 +320,7 @@ def run(argv: list[str]) -> int:
             load_average_end=load_average(),
             wall_s=round(time.perf_counter() - started, 1),
         ),
-        settings=_settings(args),
+        settings=settings,
         bundles=entries,
         baselines=baselines,
     )
@@ -374,11 +368,10 @@ def merge(argv: list[str]) -> int:
         return 2
     results = [typed for _, typed in files]
     # Two files from one device (or two unnamed devices with the same CPU) stay apart.
-    seen: dict[str, int] = {}
+    devices = Counter(r.fingerprint.device for r in results)
     for path, (written, result) in zip(args.results, files, strict=True):
         name = result.fingerprint.device
-        seen[name] = seen.get(name, 0) + 1
-        if seen[name] > 1 or sum(r.fingerprint.device == name for r in results) > 1:
+        if devices[name] > 1:
             result.fingerprint.device = written["fingerprint"]["device"] = f"{name} ({path.stem})"
     out: Path = args.out
     merged = {

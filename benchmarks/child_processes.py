@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 
 from edgecap.edge_runtime.schema import from_json
 
-from .bench_result import Baselines, ColdStart, SchemaError
+from .bench_result import Baselines, ColdStart, SchemaError, Settings
 
 if TYPE_CHECKING:
     from edgecap.edge_runtime.bundle import RuntimeOptions
@@ -102,28 +102,19 @@ def tf_cold_start(run: str | Path, repeats: int, threads: int | None = None) -> 
     return result
 
 
-def keras_baselines(
-    run: str | Path,
-    out: Path,
-    data: str | None,
-    split: str,
-    budget_s: float,
-    warmup: int,
-    seed_images: int,
-    quality_images: int | None,
-    threads: int | None,
-) -> Baselines:
+def keras_baselines(run: str | Path, out: Path, settings: Settings) -> Baselines:
     """Run the seed-style and stepwise Keras baselines in a child process; return its JSON."""
+    s = settings
     command = [sys.executable, "-m", "edgecap.train.baselines", "keras", "--run", str(run)]
-    command += ["--out", str(out), "--split", split, "--budget-s", str(budget_s)]
-    command += ["--warmup", str(warmup), "--seed-images", str(seed_images)]
-    if data:
-        command += ["--data", str(data)]
-    if quality_images is not None:
-        command += ["--quality-images", str(quality_images)]
-    if threads:
-        command += ["--threads", str(threads)]
-    done = subprocess.run(command, capture_output=True, text=True, env=child_env(threads))
+    command += ["--out", str(out), "--split", s.split, "--budget-s", str(s.budget_s)]
+    command += ["--warmup", str(min(s.warmup, 3)), "--seed-images", str(s.seed_images)]
+    if s.data:
+        command += ["--data", str(s.data)]
+    if s.quality_images is not None:
+        command += ["--quality-images", str(s.quality_images)]
+    if s.threads:
+        command += ["--threads", str(s.threads)]
+    done = subprocess.run(command, capture_output=True, text=True, env=child_env(s.threads))
     if done.returncode != 0 or not out.is_file():
         return Baselines(status=f"failed: {last_line(done.stderr)}", run=str(run))
     return from_json(Baselines, json.loads(out.read_text()), str(out), error=SchemaError)

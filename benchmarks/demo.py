@@ -18,11 +18,14 @@ import json
 import shutil
 import statistics
 import sys
+from collections import Counter
 from pathlib import Path
 
 from edgecap.edge_runtime.atomic import write_json_atomic
 from edgecap.edge_runtime.bundle import bundle_bytes
 from edgecap.edge_runtime.evaluation.metrics import score, score_split
+
+from .results import read_jsonl
 
 VIDEO_IMAGES = 20  # test images in the demo video
 FRAMES_PER_IMAGE = 15  # at 30 fps: 10 s of video, each image held for half a second
@@ -80,13 +83,9 @@ def prepare(demo: Path) -> None:
     )
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def report(demo: Path, bundle: Path, run: Path) -> dict:
     dataset = _dataset(demo)
-    image_lines = _read_jsonl(demo / "test_captions.jsonl")  # edge_caption's, one per image
+    image_lines = read_jsonl(demo / "test_captions.jsonl")  # edge_caption's, one per image
     predictions = {Path(r["source"]).name: r["caption"] for r in image_lines}
     missing = set(dataset.splits["test"]) - set(predictions)
     if missing:
@@ -96,12 +95,9 @@ def report(demo: Path, bundle: Path, run: Path) -> dict:
     scores = score_split(dataset, "test", predictions)
 
     video_info = json.loads((demo / "test_video.json").read_text())
-    video_lines = _read_jsonl(demo / "video_captions.jsonl")  # one per frame
+    video_lines = read_jsonl(demo / "video_captions.jsonl")  # one per frame
     captioned_frames = [r for r in video_lines if "caption" in r]
-    video_skipped: dict[str, int] = {}
-    for r in video_lines:
-        if "skipped" in r:
-            video_skipped[r["skipped"]] = video_skipped.get(r["skipped"], 0) + 1
+    video_skipped = dict(Counter(r["skipped"] for r in video_lines if "skipped" in r))
     video_predictions = {}
     for r in captioned_frames:
         frame = int(r["source"].rsplit("#frame=", 1)[1])
@@ -129,23 +125,10 @@ def report(demo: Path, bundle: Path, run: Path) -> dict:
         "examples": [{"image": i, "caption": predictions[i]} for i in dataset.splits["test"][:5]],
     }
     write_json_atomic(demo / "report.json", result)
-    print("\n== edge-caption demo ==")
-    print(f"bundle      {bundle} ({result['bundle_bytes'] / 1024:.0f} KB, int8)")
-    print(
-        f"test split  scene accuracy {result['scene_accuracy']:.3f}, BLEU-4 {result['bleu4']:.3f} ({len(predictions)} images, via edge_caption)"
-    )
-    if keras_metrics:
-        print(
-            f"keras run   scene accuracy {keras_metrics.get('scene_accuracy', float('nan')):.3f}, BLEU-4 {keras_metrics.get('bleu4', float('nan')):.3f}"
-        )
-    print(
-        f"video       {len(video_lines)} frames replayed live at 30 fps: {len(captioned_frames)} captioned, "
-        f"skipped {video_skipped or 'none'}; scene accuracy {result['video_scene_accuracy']:.3f}; "
-        f"annotated video {demo / 'annotated.mp4'}"
-    )
-    print(
-        f"latency     {result['caption_ms_median']:.1f} ms per caption (median, preprocessing + encoder + greedy decode)"
-    )
+    # The figures as the README shows them (demo_table), then what the table leaves out.
+    print(f"\n== edge-caption demo ==\n\n{demo_table(result)}\n")
+    print(f"bundle      {bundle}")
+    print(f"video       skipped {video_skipped or 'none'}; annotated {demo / 'annotated.mp4'}")
     for example in result["examples"][:3]:
         print(f"  {example['image']}: {example['caption']}")
     print(f"report      {demo / 'report.json'}")

@@ -105,13 +105,10 @@ def cpu_model(cpuinfo: str | None = None) -> str:
 
 
 def _os_release() -> str | None:
-    path = Path("/etc/os-release")
-    if not path.is_file():
+    try:
+        return platform.freedesktop_os_release().get("PRETTY_NAME")
+    except OSError:  # no /etc/os-release (macOS, Windows)
         return None
-    for line in path.read_text(errors="replace").splitlines():
-        if line.startswith("PRETTY_NAME="):
-            return line.split("=", 1)[1].strip().strip('"')
-    return None
 
 
 def _psutil():

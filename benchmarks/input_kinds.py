@@ -3,20 +3,10 @@
     caption-bench inputs BUNDLE --photos DIR [--photos DIR ...] --out DIR
     caption-bench render inputs DIR/inputs.json --into docs/benchmarks.md
 
-Rows per input kind: a photo file as it came (a Flickr8k original), a 12 MP JPEG file, a
-720p and a 1080p camera frame (BGR arrays, as OpenCV delivers them), and a 720p 30 fps
-video captioned frame by frame (`--every 1`). Each kind runs in a process of its own, so
-that its peak RSS is its own, and twice: the runtime's path ("fast": JPEGs decoded at
-reduced size, large images shrunk by whole factors before the resize filter, frames
-resized before their channel swap) and the exact path it replaced (full-size decode, the
-filter over every source pixel, full-size channel swap), measured in the same run so
-that the two compare as a ratio. Stage medians: decode, preprocess, encoder, decoder
-(greedy), total.
-
-Fidelity, fast path against exact path, over every photo of --photos, a 12 MP JPEG made
-from each of the first --large of them, and a 720p and a 1080p frame made from each of
-those: the encoder's feature max |diff| and the identical greedy-caption rate. The 12 MP
-files and the video are made in a temporary folder from the photos and deleted afterwards.
+Every input kind (KINDS) runs in a process of its own, so that its peak RSS is its own,
+through the runtime's fast path and the exact path it replaced, measured in the same run
+so that the two compare as a ratio; then the fast path's fidelity against the exact one.
+What each row and column means: docs/benchmarks.md, "Real inputs: `caption-bench inputs`".
 """
 
 from __future__ import annotations
@@ -60,12 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--large", type=int, default=20, help="photos also checked as 12 MP JPEGs (default 20)"
     )
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help=THREADS_HELP,
-    )
+    p.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     return p
 
 
@@ -110,17 +95,12 @@ def _make_video(photo: Path, folder: Path) -> Path:
 
 
 def _child(args: argparse.Namespace) -> dict:
-    import numpy as np
-    from PIL import Image
-
-    from edgecap.edge_runtime.bundle import RuntimeOptions
-    from edgecap.edge_runtime.captioner import Captioner
     from edgecap.edge_runtime.decoding import greedy_decode
     from edgecap.edge_runtime.preprocess import load_image, preprocess
 
     from .measure import peak_rss_mb
 
-    captioner = Captioner.open(args.bundle, RuntimeOptions(num_threads=args.threads))
+    captioner = _open(args.bundle, args.threads)
     prep, manifest = captioner.manifest.preprocessing, captioner.manifest
     encode_pixels, steps = captioner.bundle.encode_pixels, captioner.step_model
     fast = args.path == "fast"
@@ -151,9 +131,7 @@ def _child(args: argparse.Namespace) -> dict:
         elif fast:
             pixels = preprocess(frame, prep, bgr=True)
         else:  # how the frame went before: an RGB copy at full size, then the exact rule
-            pixels = preprocess(
-                Image.fromarray(np.ascontiguousarray(frame[..., ::-1])), prep, exact=True
-            )
+            pixels = preprocess(_rgb(frame), prep, exact=True)
         t2 = time.perf_counter()
         features = encode_pixels(pixels[None])  # [1, F]
         t3 = time.perf_counter()
@@ -174,6 +152,13 @@ def _child(args: argparse.Namespace) -> dict:
     return {"median_ms": medians, "peak_rss_mb": round(rss, 1), "repeats": args.repeats}
 
 
+def _open(bundle: Path, threads: int | None):
+    from edgecap.edge_runtime.bundle import RuntimeOptions
+    from edgecap.edge_runtime.captioner import Captioner
+
+    return Captioner.open(bundle, RuntimeOptions(num_threads=threads))
+
+
 def _frame(photo: Path, size: tuple[int, int]):
     """A BGR uint8 frame [H, W, 3] made from a photo, as a camera delivers it."""
     import numpy as np
@@ -183,17 +168,24 @@ def _frame(photo: Path, size: tuple[int, int]):
         return np.ascontiguousarray(np.asarray(img.convert("RGB").resize(size))[..., ::-1])
 
 
+def _rgb(frame):
+    """A BGR frame as a full-size RGB image: the copy the exact path made of every frame."""
+    import numpy as np
+    from PIL import Image
+
+    return Image.fromarray(np.ascontiguousarray(frame[..., ::-1]))
+
+
 def _run_child(bundle: Path, kind: str, path: str, source: Path, args) -> dict:
-    command = [
-        sys.executable, "-m", "edgecap.benchmarks.input_kinds", "--child",
-        "--bundle", str(bundle), "--kind", kind, "--path", path, "--input", str(source),
-        "--repeats", str(args.repeats),
-    ]  # fmt: skip
-    if args.threads:
-        command += ["--threads", str(args.threads)]
-    done = subprocess.run(command, capture_output=True, text=True)
+    """`_child` in a fresh process; its arguments go as one JSON object."""
+    from .child_processes import last_line
+
+    child = {"bundle": str(bundle), "kind": kind, "path": path, "input": str(source),
+             "repeats": args.repeats, "threads": args.threads}  # fmt: skip
+    command = [sys.executable, "-m", "edgecap.benchmarks.input_kinds", "--child"]
+    done = subprocess.run([*command, json.dumps(child)], capture_output=True, text=True)
     if done.returncode != 0:
-        return {"status": f"failed: {done.stderr.strip().splitlines()[-1:]}"}
+        return {"status": f"failed: {last_line(done.stderr)}"}
     return {"status": "ok", **json.loads(done.stdout.strip().splitlines()[-1])}
 
 
@@ -201,12 +193,10 @@ def _fidelity(bundle: Path, photos: list[Path], large: list[Path], threads: int 
     import numpy as np
     from PIL import Image
 
-    from edgecap.edge_runtime.bundle import RuntimeOptions
-    from edgecap.edge_runtime.captioner import Captioner
     from edgecap.edge_runtime.preprocess import load_image, preprocess
 
     out = {}
-    with Captioner.open(bundle, RuntimeOptions(num_threads=threads)) as captioner:
+    with _open(bundle, threads) as captioner:
         # The exact path: the full image through the resize rule, nothing shrunk first.
         prep = captioner.manifest.preprocessing
 
@@ -218,7 +208,7 @@ def _fidelity(bundle: Path, photos: list[Path], large: list[Path], threads: int 
         def frames(size: tuple[int, int]):  # (BGR frame [H, W, 3], the same frame in RGB)
             for photo in photos[: len(large)]:
                 frame = _frame(photo, size)
-                yield frame, Image.fromarray(np.ascontiguousarray(frame[..., ::-1]))
+                yield frame, _rgb(frame)
 
         groups = {
             "photos as they came": ((captioner.encode(p), exact(load_image(p))) for p in photos),
@@ -313,13 +303,8 @@ def before_after_table(results: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "--child":
-        child = argparse.ArgumentParser()
-        for flag in ("--bundle", "--kind", "--path", "--input"):
-            child.add_argument(flag, required=True)
-        child.add_argument("--repeats", type=int, required=True)
-        child.add_argument("--threads", type=int, default=None)
-        print(json.dumps(_child(child.parse_args(argv[1:]))))
+    if argv and argv[0] == "--child":  # _run_child's process
+        print(json.dumps(_child(argparse.Namespace(**json.loads(argv[1])))))
         return 0
     args = _parser().parse_args(argv)
     from edgecap.edge_runtime.atomic import write_json_atomic, write_text_atomic

@@ -1,11 +1,12 @@
 """Measure one bundle, in a process of its own (caption-bench starts one per bundle).
 
-    python -m edgecap.benchmarks.measure OPTIONS.json BUNDLE RESULT.json
+    python -m edgecap.benchmarks.measure SETTINGS.json BUNDLE RESULT.json [RUNTIME FLAGS...]
 
 A process per bundle makes peak RSS a per-bundle figure (no other bundle's models, and
 no TensorFlow from the Keras baselines, in the same address space) and keeps one bundle's
-crash from ending the run. OPTIONS.json is MeasureOptions (caption-bench writes it once
-for every bundle); the result (status "ok" or "failed: reason") goes to RESULT.json.
+crash from ending the run. SETTINGS.json is the run's Settings (caption-bench writes it
+once for every bundle), the runtime flags are add_runtime_options' (RuntimeOptions.to_argv);
+the result (status "ok" or "failed: reason") goes to RESULT.json.
 
 Peak RSS is VmHWM from /proc/self/status: the high-water mark of this process's own
 memory map, which exec starts afresh. ru_maxrss is the fallback where /proc is missing
@@ -18,56 +19,20 @@ import json
 import sys
 import time
 import traceback
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    import argparse
-
     from edgecap.edge_runtime.bundle import RuntimeOptions
 
-    from .bench_result import BundleResult
+    from .bench_result import BundleResult, Settings
 
 # Import cost of the runtime, from the first line of this module (numpy, Pillow, backend
 # modules load lazily below); the cold-start figure in bench.py measures the whole process.
 _T0 = time.perf_counter()
 
 LATENCY_IMAGES = 32  # distinct images cycled through by the latency loops
-
-
-@dataclass(frozen=True)
-class MeasureOptions:
-    """How caption-bench measures each bundle: declared once, read from caption-bench's
-    arguments (from_args) and handed to the child process as JSON."""
-
-    data: str | None = None  # dataset for quality and latency images (None: random images)
-    split: str = "test"
-    quality_images: int | None = None  # the split's first N images are scored; None: all
-    runtime: RuntimeOptions | None = (
-        None  # backend, threads, providers, accelerator; None: defaults
-    )
-    budget_s: float = 2.0  # seconds per latency measurement
-    warmup: int = 5  # unrecorded calls before each measurement
-    min_samples: int = 5
-    beam: int = 3  # the beam width measured besides greedy
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> MeasureOptions:
-        """ValueError (from RuntimeOptions.from_args) names a runtime flag that is wrong."""
-        from edgecap.edge_runtime.bundle import RuntimeOptions
-
-        picked = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
-        return cls(**picked, runtime=RuntimeOptions.from_args(args))
-
-    @classmethod
-    def from_json(cls, data: dict) -> MeasureOptions:
-        from edgecap.edge_runtime.bundle import RuntimeOptions
-
-        return cls(**{**data, "runtime": RuntimeOptions(**data["runtime"] or {})})
-
-    def to_json(self) -> dict:
-        return asdict(self)
+MIN_SAMPLES = 5  # per latency loop, however short --budget-s
 
 
 def bundle_recipe(bundle: str | Path) -> tuple[str, str | None, str | None]:
@@ -138,12 +103,11 @@ def _quality(captioner, decodes: dict, dataset, split: str, limit: int | None) -
     }
 
 
-def measure(bundle: str | Path, args: MeasureOptions) -> BundleResult:
+def measure(bundle: str | Path, args: Settings, runtime: RuntimeOptions) -> BundleResult:
     """Everything caption-bench reports for one bundle, except the cold start and ratios
     (those need fresh processes and the baselines; bench.py adds them)."""
     import numpy as np
 
-    from edgecap.edge_runtime.bundle import RuntimeOptions
     from edgecap.edge_runtime.captioner import Captioner
     from edgecap.edge_runtime.decoding import DecodeOptions
     from edgecap.edge_runtime.evaluation.timing import (
@@ -165,7 +129,6 @@ def measure(bundle: str | Path, args: MeasureOptions) -> BundleResult:
         dataset.split_items(args.split)  # a DatasetError naming the split if it is unknown
     images = latency_images(dataset, args.split, LATENCY_IMAGES)
 
-    runtime = args.runtime or RuntimeOptions()
     start = time.perf_counter()
     captioner = Captioner.open(bundle, runtime)
     init_ms = (time.perf_counter() - start) * 1e3
@@ -192,7 +155,7 @@ def measure(bundle: str | Path, args: MeasureOptions) -> BundleResult:
     }
     latency, throughput = {}, {}
     for name, fn in loops.items():
-        samples = time_calls(fn, args.budget_s, warmup=args.warmup, min_samples=args.min_samples)
+        samples = time_calls(fn, args.budget_s, warmup=args.warmup, min_samples=MIN_SAMPLES)
         stats = summarize(samples)
         latency[name] = LatencyStats(**stats.to_json())  # rounded as the file holds it
         if name.startswith("caption_"):
@@ -230,15 +193,26 @@ def measure(bundle: str | Path, args: MeasureOptions) -> BundleResult:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from edgecap.edge_runtime.atomic import write_json_atomic
-    from edgecap.edge_runtime.errors import EdgeCaptionError
-    from edgecap.edge_runtime.schema import to_json
+    import argparse
 
-    # python -m edgecap.benchmarks.measure OPTIONS.json BUNDLE OUT.json (caption-bench's child)
-    options_file, bundle, out = sys.argv[1:] if argv is None else argv
-    options = MeasureOptions.from_json(json.loads(Path(options_file).read_text(encoding="utf-8")))
+    from edgecap.edge_runtime.atomic import write_json_atomic
+    from edgecap.edge_runtime.bundle import RuntimeOptions, add_runtime_options
+    from edgecap.edge_runtime.errors import EdgeCaptionError
+    from edgecap.edge_runtime.schema import from_json, to_json
+
+    from .bench_result import SchemaError, Settings
+
+    # caption-bench's child: SETTINGS.json BUNDLE OUT.json, then the runtime flags
+    parser = argparse.ArgumentParser(prog="python -m edgecap.benchmarks.measure")
+    for name in ("settings", "bundle", "out"):
+        parser.add_argument(name)
+    add_runtime_options(parser)
+    args = parser.parse_args(argv)
+    bundle, out = args.bundle, args.out
+    settings_json = json.loads(Path(args.settings).read_text(encoding="utf-8"))
+    settings = from_json(Settings, settings_json, args.settings, error=SchemaError)
     try:
-        entry = measure(bundle, options)
+        entry = measure(bundle, settings, RuntimeOptions.from_args(args))
         code = 0
     except EdgeCaptionError as exc:
         entry, code = failed_entry(bundle, str(exc)), 1

@@ -18,6 +18,9 @@ from pathlib import Path
 
 from edgecap.edge_runtime.atomic import write_text_atomic
 
+from .demo import demo_table
+from .input_kinds import before_after_table, inputs_report
+from .results import evaluation_markdown
 from .tables import markdown_table
 
 
@@ -29,30 +32,6 @@ class TableKind:
     table: Callable[[list[dict]], str]  # the parsed FILEs -> the Markdown
 
 
-def _demo(files: list[dict]) -> str:
-    from .demo import demo_table
-
-    return demo_table(files[0])
-
-
-def _flickr8k(files: list[dict]) -> str:
-    from .results import evaluation_markdown
-
-    return evaluation_markdown(files[0]["rows"])
-
-
-def _inputs(files: list[dict]) -> str:
-    from .input_kinds import inputs_report
-
-    return "\n".join(inputs_report(result) for result in files)
-
-
-def _inputs_before_after(files: list[dict]) -> str:
-    from .input_kinds import before_after_table
-
-    return before_after_table(files)
-
-
 def training_memory_table(rows: list[dict]) -> str:
     """The README's table of export/studies/training_memory.py: the cases that finished."""
     header = ["case", "training captions", "peak RSS", "seconds"]
@@ -62,11 +41,21 @@ def training_memory_table(rows: list[dict]) -> str:
 
 
 TABLES = {
-    "demo": TableKind("demo", "the demo report", "make demo", _demo),
-    "flickr8k": TableKind("flickr8k", "the Flickr8k record", "make flickr8k", _flickr8k),
-    "inputs": TableKind("inputs", "the inputs results", "caption-bench inputs", _inputs),
+    "demo": TableKind("demo", "the demo report", "make demo", lambda files: demo_table(files[0])),
+    "flickr8k": TableKind(
+        "flickr8k",
+        "the Flickr8k record",
+        "make flickr8k",
+        lambda files: evaluation_markdown(files[0]["rows"]),
+    ),
+    "inputs": TableKind(
+        "inputs",
+        "the inputs results",
+        "caption-bench inputs",
+        lambda files: "\n".join(inputs_report(result) for result in files),
+    ),
     "inputs-before-after": TableKind(
-        "inputs", "the inputs results", "caption-bench inputs", _inputs_before_after
+        "inputs", "the inputs results", "caption-bench inputs", before_after_table
     ),
     "training-memory": TableKind(
         "training-memory",

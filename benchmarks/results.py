@@ -27,6 +27,8 @@ from edgecap.edge_runtime.manifest import find_source_run, load_manifest
 
 from .tables import markdown_table
 
+# The columns that say what was evaluated (each a row's key, titled by it), then the scores.
+IDENTITY = ("encoder", "decoder", "training", "model", "beam")
 COLUMNS = (
     ("BLEU-1", "bleu1"),
     ("BLEU-2", "bleu2"),
@@ -40,6 +42,8 @@ COLUMNS = (
     # Captions ending on "a", "of", "with" ...: what the n-gram scores do not see.
     ("dangling endings", "dangling_endings"),
 )
+# The stages after cross-entropy ("XE") a run's config.json can record, in training order.
+STAGES = (("finetune", "FT"), ("scst", "SCST"))
 # A bundle's row against the Keras run it came from, at the same beam width.
 VERSUS_KERAS = (
     ("Δ BLEU-4", "d_bleu4"),
@@ -55,20 +59,29 @@ def _run_of(target: Path) -> Path:
     return target
 
 
+def read_jsonl(path: Path) -> list[dict]:
+    """The objects of a JSON-lines file, one a line; blank lines skipped."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _config(run: Path) -> dict:
+    """A run's config.json; {} where it has none."""
+    path = run / "config.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def train_seconds(run: Path) -> float | None:
     """Training time of a run over all its sessions (its history's epochs), its parents'
     (the runs its SCST or fine-tuning started from) included; None when it records none."""
     checkpoints = run / "checkpoints"
     if (checkpoints / "history.jsonl").is_file():  # one line per epoch (train/checkpoint.py)
-        lines = (checkpoints / "history.jsonl").read_text().splitlines()
-        history = [json.loads(line) for line in lines if line.strip()]
+        history = read_jsonl(checkpoints / "history.jsonl")
     elif (checkpoints / "state.json").is_file():  # runs trained before history.jsonl
         history = json.loads((checkpoints / "state.json").read_text())["history"]
     else:
         return None
     seconds = sum(h.get("seconds", 0.0) for h in history)
-    config = run / "config.json"
-    stages = json.loads(config.read_text()) if config.is_file() else {}
+    stages = _config(run)
     # The last stage's parent: an SCST run's config keeps its fine-tuned parent's entry.
     parent = (stages.get("scst") or stages.get("finetune") or {}).get("parent")
     if parent:
@@ -80,9 +93,7 @@ def evaluation_row(metrics_file: Path) -> dict:
     metrics = json.loads(metrics_file.read_text())
     target = Path(metrics["target"])
     run = _run_of(target)
-    config = (
-        json.loads((run / "config.json").read_text()) if (run / "config.json").is_file() else {}
-    )
+    config = _config(run)
     if metrics["kind"] == "run":
         model = "Keras run"
     else:
@@ -94,13 +105,7 @@ def evaluation_row(metrics_file: Path) -> dict:
         "measured": time.strftime("%Y-%m-%d", time.gmtime(metrics_file.stat().st_mtime)),
         "encoder": config.get("encoder", {}).get("name", "?"),
         "decoder": config.get("decoder", {}).get("kind", "?"),
-        "training": " + ".join(
-            [
-                "XE",
-                *(["FT"] if "finetune" in config else []),
-                *(["SCST"] if "scst" in config else []),
-            ]
-        ),  # fmt: skip
+        "training": " + ".join(["XE", *(name for key, name in STAGES if key in config)]),
         "model": model,
         "beam": metrics["beam"],
         "train_seconds": train_seconds(run),
@@ -119,8 +124,7 @@ def _predictions(metrics_file: Path) -> dict[str, str]:
     path = metrics_file.with_name("predictions.jsonl")
     if not path.is_file():
         return {}
-    lines = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
-    return {r["image"]: r["caption"] for r in lines}
+    return {r["image"]: r["caption"] for r in read_jsonl(path)}
 
 
 def compare_with_keras(evaluations: list[dict], files: list[Path]) -> None:
@@ -181,18 +185,10 @@ def evaluation_markdown(evaluations: list[dict]) -> str:
     """The table of evaluation rows: the columns any row has, the Keras deltas where known."""
     present = [(title, key) for title, key in COLUMNS if any(key in r for r in evaluations)]
     versus = [(t, k) for t, k in VERSUS_KERAS if any(k in r for r in evaluations)]
-    header = [
-        "encoder",
-        "decoder",
-        "training",
-        "model",
-        "beam",
-        *(t for t, _ in present + versus),
-        "train time",
-    ]
+    header = [*IDENTITY, *(t for t, _ in present + versus), "train time"]
     table = []
     for r in evaluations:
-        cells = [r["encoder"], r["decoder"], r["training"], r["model"], str(r["beam"])]
+        cells = [str(r[k]) for k in IDENTITY]
         cells += [_cell(k, r[k]) if k in r else "" for _, k in present]
         cells += [
             f"{r[k]:+.3f}" if k.startswith("d_") and k in r else f"{r[k]:.3f}" if k in r else ""
@@ -201,7 +197,7 @@ def evaluation_markdown(evaluations: list[dict]) -> str:
         seconds = r.get("train_seconds")
         cells.append(f"{seconds / 60:.1f} min" if seconds is not None else "")
         table.append(cells)
-    return markdown_table(header, table, text_columns=5)
+    return markdown_table(header, table, text_columns=len(IDENTITY))
 
 
 def main(argv: list[str] | None = None) -> int:
