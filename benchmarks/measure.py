@@ -109,7 +109,7 @@ def measure(bundle: str | Path, args: Settings, runtime: RuntimeOptions) -> Bund
     import numpy as np
 
     from edgecap.edge_runtime.captioner import Captioner
-    from edgecap.edge_runtime.decoding import DecodeOptions
+    from edgecap.edge_runtime.decoding import DecodeOptions, TwoWayModel
     from edgecap.edge_runtime.evaluation.timing import (
         LatencyStats,
         captions_per_second,
@@ -144,12 +144,18 @@ def measure(bundle: str | Path, args: Settings, runtime: RuntimeOptions) -> Bund
     encode = captioner.bundle.encode_pixels
     features = encode(pixels[0])  # [1, F]
     step_model = captioner.step_model
-    state = step_model.init(features)
+    # A twoway model writes every caption in both directions: its step is one of each.
+    directions = (
+        [step_model.forward, step_model.backward]
+        if isinstance(step_model, TwoWayModel)
+        else [step_model]
+    )
+    stepping = [(direction, direction.init(features)) for direction in directions]
     start_token = np.array([manifest.start_id], dtype=np.int32)  # [1]
     n = len(images)
     loops = {
         "encoder": lambda i: encode(pixels[i % n]),
-        "decoder_step": lambda i: step_model.step(start_token, state),
+        "decoder_step": lambda i: [d.step(start_token, s) for d, s in stepping],
         "caption_greedy": lambda i: captioner.caption(images[i % n]),
         f"caption_beam{args.beam}": lambda i: captioner.caption(images[i % n], decode=beam),
     }

@@ -105,3 +105,23 @@ def test_the_caption_is_the_likelier_of_the_two_directions(twoway):
             assert kept.tokens == expected
             chose_backward += kept.tokens != forward.tokens
     print(f"backward caption kept for {chose_backward} of 20 images")
+
+
+def test_caption_bench_times_both_directions_of_a_twoway_bundle(twoway, tmp_path):
+    """caption-bench measures a twoway bundle like any other; its decoder_step is one
+    step of each direction, and it reads back as a results file."""
+    import json
+
+    from edgecap.benchmarks import bench
+
+    out = tmp_path / "bench"
+    bundle = twoway["root"] / "tflite-int8"
+    argv = [str(bundle), "--data", str(twoway["e2e"]["data"]), "--out", str(out)]
+    argv += ["--budget-s", "0.05", "--warmup", "1", "--quality-images", "8"]
+    assert bench.main([*argv, "--cold-repeats", "1", "--seed-images", "1"]) == 0
+    (entry,) = json.loads((out / "results.json").read_text())["bundles"]
+    assert entry["status"] == "ok" and entry["variant"] == "tflite-int8"
+    assert set(entry["size"]["files"]) >= {f"{name}.tflite" for name in DECODER_FILES}
+    for name in ("encoder", "decoder_step", "caption_greedy", "caption_beam3"):
+        assert entry["latency_ms"][name]["p50"] > 0, name
+    assert entry["quality"]["beam3"]["images"] == 8
