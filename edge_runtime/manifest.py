@@ -426,17 +426,8 @@ def _model_entry(
                 f"{where}: {kind_name} are {found}, expected {expected[kind_name]} "
                 f"for a {decoder_kind} decoder"
             )
-    return ModelEntry(
-        role=role,
-        file=file,
-        sha256=raw.sha256,
-        precision=raw.precision,
-        inputs=raw.inputs,
-        outputs=raw.outputs,
-        bytes=raw.bytes,
-        ops=raw.ops,
-        details=raw.details,
-    )
+    # The section's fields as read, with the role and the checked file name.
+    return ModelEntry(role=role, **{**vars(raw), "file": file})
 
 
 def _shape(entry: ModelEntry, kind: str, name: str, source: str) -> list[int]:

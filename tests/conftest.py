@@ -154,6 +154,36 @@ def e2e(tmp_path_factory):
     return build_e2e(tmp_path_factory.mktemp("e2e"))
 
 
+def train_kind_and_export(
+    e2e: dict, root: Path, kind: str, epochs: int, bundles: tuple[tuple[str, str], ...]
+) -> dict:
+    """A run of decoder `kind` on the e2e data and features (small: 96 units, `epochs`
+    epochs, the last kept), exported to each (format, precision) of `bundles` under root;
+    the module fixtures of the other decoder kinds' end-to-end tests."""
+    from edgecap.export.exporter import export_bundle
+    from edgecap.train.decoders import DecoderConfig
+    from edgecap.train.training import TrainConfig, train
+
+    config = TrainConfig(
+        data=str(e2e["data"]),
+        encoder="mobilenet_synth",
+        decoder=DecoderConfig(kind=kind, units=96, embed_dim=48),
+        epochs=epochs,
+        batch_size=64,
+        feature_cache=str(e2e["root"] / "features"),  # the e2e run's cache (attend adds maps)
+        keep="last",
+    )
+    metrics = train(config, root / "run", progress=False)
+    exported = {
+        (fmt, precision): export_bundle(
+            root / "run", root / f"{fmt}-{precision}", precision, parity_images=20,
+            model_format=fmt,
+        )
+        for fmt, precision in bundles
+    }  # fmt: skip
+    return {"root": root, "metrics": metrics, "bundles": exported, "e2e": e2e}
+
+
 @pytest.fixture(scope="session")
 def onnx_bundle(e2e, tmp_path_factory):
     """The e2e run as an fp32 ONNX bundle (tests/export/test_onnx.py, the thread tests)."""

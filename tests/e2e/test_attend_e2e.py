@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import train_kind_and_export
 
 from edgecap.edge_runtime.captioner import Captioner
 from edgecap.edge_runtime.decoding import DecodeOptions
@@ -15,29 +16,13 @@ EPOCHS = 6
 
 @pytest.fixture(scope="module")
 def attend(e2e, tmp_path_factory):
-    from edgecap.export.exporter import export_bundle
-    from edgecap.train.decoders import DecoderConfig
-    from edgecap.train.training import TrainConfig, train
-
-    root = tmp_path_factory.mktemp("attend")
-    config = TrainConfig(
-        data=str(e2e["data"]),
-        encoder="mobilenet_synth",
-        decoder=DecoderConfig(kind="attend", units=96, embed_dim=48),
-        epochs=EPOCHS,
-        batch_size=64,
-        feature_cache=str(e2e["root"] / "features"),  # beside the pooled features of e2e
-        keep="last",
+    return train_kind_and_export(
+        e2e,
+        tmp_path_factory.mktemp("attend"),
+        "attend",
+        EPOCHS,
+        (("onnx", "fp32"), ("tflite", "int8")),
     )
-    metrics = train(config, root / "run", progress=False)
-    bundles = {
-        (fmt, precision): export_bundle(
-            root / "run", root / f"{fmt}-{precision}", precision, parity_images=20,
-            model_format=fmt,
-        )
-        for fmt, precision in (("onnx", "fp32"), ("tflite", "int8"))
-    }  # fmt: skip
-    return {"root": root, "metrics": metrics, "bundles": bundles, "e2e": e2e}
 
 
 def test_the_map_is_cached_apart_from_the_pooled_features(attend):

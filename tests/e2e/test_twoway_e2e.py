@@ -4,6 +4,7 @@ and ONNX fp32 bundles that pass export's parity gate, and captioned on the devic
 as the Keras run captions, greedy and beam alike."""
 
 import pytest
+from conftest import train_kind_and_export
 
 from edgecap.edge_runtime.captioner import Captioner
 from edgecap.edge_runtime.decoding import DecodeOptions, TwoWayModel, decode_rows
@@ -15,29 +16,7 @@ DECODER_FILES = ("decoder_init", "decoder_step", "decoder_init_backward", "decod
 
 @pytest.fixture(scope="module")
 def twoway(e2e, tmp_path_factory):
-    from edgecap.export.exporter import export_bundle
-    from edgecap.train.decoders import DecoderConfig
-    from edgecap.train.training import TrainConfig, train
-
-    root = tmp_path_factory.mktemp("twoway")
-    config = TrainConfig(
-        data=str(e2e["data"]),
-        encoder="mobilenet_synth",
-        decoder=DecoderConfig(kind="twoway", units=96, embed_dim=48),
-        epochs=EPOCHS,
-        batch_size=64,
-        feature_cache=str(e2e["root"] / "features"),  # the e2e run's cached features
-        keep="last",
-    )
-    metrics = train(config, root / "run", progress=False)
-    bundles = {
-        (fmt, precision): export_bundle(
-            root / "run", root / f"{fmt}-{precision}", precision, parity_images=20,
-            model_format=fmt,
-        )
-        for fmt, precision in BUNDLES
-    }  # fmt: skip
-    return {"root": root, "metrics": metrics, "bundles": bundles, "e2e": e2e}
+    return train_kind_and_export(e2e, tmp_path_factory.mktemp("twoway"), "twoway", EPOCHS, BUNDLES)
 
 
 def test_the_run_learns_the_scenes(twoway):

@@ -34,6 +34,9 @@ def _pause() -> None:
 
 
 def _install() -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: interruptions
+    from interruptions import append_acting_before_history_line, fit_callback_acting_after_epoch
+
     from edgecap.train import checkpoint, features, training
 
     if os.environ.get("EDGECAP_TEST_SHARD_SIZE"):
@@ -53,21 +56,7 @@ def _install() -> None:
 
         features._compute = compute
     elif where == "epoch":
-        real_callback = training._checkpoint_callback
-
-        def checkpoint_callback(run_checkpoint):
-            callback = real_callback(run_checkpoint)
-            original = callback.on_epoch_end
-
-            def on_epoch_end(epoch, logs=None):
-                original(epoch, logs)
-                if epoch + 1 == n:
-                    _pause()
-
-            callback.on_epoch_end = on_epoch_end
-            return callback
-
-        training._checkpoint_callback = checkpoint_callback
+        training._checkpoint_callback = fit_callback_acting_after_epoch(n, _pause)
     elif where == "last-npz":
         real_savez, saves = checkpoint.np.savez, [0]
 
@@ -82,14 +71,7 @@ def _install() -> None:
 
         checkpoint.np.savez = savez
     elif where == "history":
-        real_append = checkpoint.TrainingCheckpoint._append
-
-        def append(self, entry):
-            if entry["epoch"] == n and not entry.get("recovered"):
-                _pause()
-            real_append(self, entry)
-
-        checkpoint.TrainingCheckpoint._append = append
+        checkpoint.TrainingCheckpoint._append = append_acting_before_history_line(n, _pause)
     else:
         raise SystemExit(f"train_driver: unknown pause point {where!r}")
 

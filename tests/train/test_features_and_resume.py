@@ -94,6 +94,16 @@ def test_feature_extraction_resumes_and_caches(tmp_path, monkeypatch):
     assert features_mod.cache_key(dataset, "train", spec, str(weights)) not in folder.name
 
 
+def _three_epochs_on_40_scenes(tmp_path) -> training.TrainConfig:
+    """A tiny synthetic run the resume tests interrupt: 3 epochs, dev scored each epoch."""
+    generate(tmp_path / "data", 40, seed=4, progress=False)
+    return training.TrainConfig(
+        data=str(tmp_path / "data"), encoder="mobilenet_synth", weights="none",
+        decoder=DecoderConfig(units=16, embed_dim=8), epochs=3, batch_size=32,
+        feature_cache=str(tmp_path / "cache"),
+    )  # fmt: skip
+
+
 def _epoch_lines(capsys) -> list[str]:
     return [line.split(" - ")[0] for line in capsys.readouterr().out.splitlines()
             if line.startswith("Epoch ")]  # fmt: skip
@@ -146,12 +156,7 @@ def test_training_killed_between_its_checkpoint_writes_ends_as_an_uninterrupted_
     run keeps."""
     import keras
 
-    generate(tmp_path / "data", 40, seed=4, progress=False)
-    config = training.TrainConfig(
-        data=str(tmp_path / "data"), encoder="mobilenet_synth", weights="none",
-        decoder=DecoderConfig(units=16, embed_dim=8), epochs=3, batch_size=32,
-        feature_cache=str(tmp_path / "cache"),
-    )  # fmt: skip
+    config = _three_epochs_on_40_scenes(tmp_path)
     whole = tmp_path / "whole"
     uninterrupted = training.train(config, whole, progress=False, final_split="dev")
 
@@ -187,12 +192,7 @@ def test_a_run_half_trained_with_the_keras_checkpoint_of_earlier_versions_goes_o
     best.npz and history.jsonl, and ends as an uninterrupted run."""
     import keras
 
-    generate(tmp_path / "data", 40, seed=4, progress=False)
-    config = training.TrainConfig(
-        data=str(tmp_path / "data"), encoder="mobilenet_synth", weights="none",
-        decoder=DecoderConfig(units=16, embed_dim=8), epochs=3, batch_size=32,
-        feature_cache=str(tmp_path / "cache"),
-    )  # fmt: skip
+    config = _three_epochs_on_40_scenes(tmp_path)
     whole = tmp_path / "whole"
     training.train(config, whole, progress=False, final_split="none")
 
