@@ -5,7 +5,7 @@ import shutil
 
 import numpy as np
 import pytest
-from cli_helpers import edge_caption
+from cli_helpers import copy_with_half_a_file, edge_caption
 from PIL import Image
 
 from edgecap.edge_runtime.captioner import Captioner
@@ -130,10 +130,7 @@ def test_python_api_takes_paths_arrays_and_pil_images(e2e):
 
 
 def test_bundle_with_changed_file_is_refused(e2e, tmp_path):
-    copy = tmp_path / "bundle"
-    shutil.copytree(e2e["bundle"], copy)
-    data = (copy / "decoder_step.tflite").read_bytes()
-    (copy / "decoder_step.tflite").write_bytes(data[: len(data) // 2])
+    copy = copy_with_half_a_file(e2e["bundle"], tmp_path, "decoder_step.tflite")
     with pytest.raises(BundleError, match=r"decoder_step\.tflite: SHA-256 mismatch"):
         Captioner.open(copy)
     result = edge_caption("--model", copy, "--source", copy / "vocab.json")

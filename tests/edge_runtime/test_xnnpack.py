@@ -127,6 +127,17 @@ def test_info_reports_each_models_backend_and_delegate(e2e):
     assert json.loads(manifest_only.stdout)["runtime"] is None
 
 
+def _encoder_without_a_delegate(backend: str, has_float_tensors: bool) -> SimpleNamespace:
+    """What no_xnnpack_reason reads of a loaded TFLite encoder that runs without XNNPACK."""
+    return SimpleNamespace(
+        default_delegates=True,
+        backend_name=backend,
+        has_float_tensors=has_float_tensors,
+        delegate=NO_DELEGATE,
+        path=Path("b/encoder.tflite"),
+    )
+
+
 def test_cpuinfo_complaints_are_caught_kept_and_given_as_the_reason(monkeypatch, capfd):
     """In a root without /sys, XNNPACK's CPU detection (cpuinfo) fails with these lines and
     LiteRT runs without the delegate (seen under QEMU arm64): the lines stay off the
@@ -140,13 +151,7 @@ def test_cpuinfo_complaints_are_caught_kept_and_given_as_the_reason(monkeypatch,
         os.write(2, f"{complaint}\nINFO: Initialized TensorFlow Lite runtime.\n".encode())
     assert capfd.readouterr() == ("", "")
     assert backends._CPUINFO_COMPLAINTS == [complaint]
-    model = SimpleNamespace(
-        default_delegates=True,
-        backend_name="ai_edge_litert",
-        has_float_tensors=True,
-        delegate=NO_DELEGATE,
-        path=Path("b/encoder.tflite"),
-    )
+    model = _encoder_without_a_delegate("ai_edge_litert", has_float_tensors=True)
     reason = no_xnnpack_reason(model)
     assert complaint in reason and "/sys" in reason
     warning = no_xnnpack_warning({"encoder": model})
@@ -158,13 +163,7 @@ def test_cpuinfo_complaints_are_caught_kept_and_given_as_the_reason(monkeypatch,
 
 def test_tflite_runtime_int8_models_are_told_apart_from_a_failed_detection(monkeypatch):
     monkeypatch.setattr(backends, "_CPUINFO_COMPLAINTS", [])
-    model = SimpleNamespace(
-        default_delegates=True,
-        backend_name="tflite_runtime",
-        has_float_tensors=False,
-        delegate=NO_DELEGATE,
-        path=Path("b/encoder.tflite"),
-    )
+    model = _encoder_without_a_delegate("tflite_runtime", has_float_tensors=False)
     assert "only to models with float tensors" in no_xnnpack_reason(model)
     assert "[edge]" in no_xnnpack_reason(model)
     model.has_float_tensors = True  # a float model without XNNPACK: the generic checks

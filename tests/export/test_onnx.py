@@ -12,7 +12,7 @@ import textwrap
 
 import numpy as np
 import pytest
-from cli_helpers import edge_caption
+from cli_helpers import copy_with_half_a_file, edge_caption
 
 from edgecap.edge_runtime.backends import ONNX_ACCELERATOR_PROVIDERS, OnnxModel, TFLiteModel
 from edgecap.edge_runtime.bundle import RuntimeOptions
@@ -149,10 +149,7 @@ def test_backend_that_does_not_fit_the_bundle_is_refused(e2e, onnx_bundle):
 
 
 def test_truncated_onnx_file_is_refused_with_its_name(onnx_bundle, tmp_path):
-    copy = tmp_path / "bundle"
-    shutil.copytree(onnx_bundle["path"], copy)
-    data = (copy / "decoder_step.onnx").read_bytes()
-    (copy / "decoder_step.onnx").write_bytes(data[: len(data) // 2])
+    copy = copy_with_half_a_file(onnx_bundle["path"], tmp_path, "decoder_step.onnx")
     with pytest.raises(BundleError, match=r"decoder_step\.onnx: SHA-256 mismatch"):
         Captioner.open(copy)
     with pytest.raises(BundleError, match=r"decoder_step\.onnx: cannot load this ONNX model"):
