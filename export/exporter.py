@@ -43,7 +43,7 @@ from edgecap.edge_runtime.manifest import (
     tensor_names,
 )
 from edgecap.edge_runtime.preprocess import load_pixels
-from edgecap.train.decoders import StepModule
+from edgecap.train.decoders import DecoderStepFunctions
 from edgecap.train.runs import TrainedRun, load_run
 
 from . import formats
@@ -143,7 +143,7 @@ def stage_bundle(
     if "int8" in map(recipe.file_precision, MODEL_ROLES):
         ids = dataset.splits["train"][:CALIBRATION_IMAGES]
         calibration = [load_pixels(dataset.image_path(i), run.preprocessing) for i in ids]
-    step_module = StepModule(run.decoder, run.decoder_config)
+    step_module = DecoderStepFunctions(run.decoder, run.decoder_config)
     run.vocab.save(staging / "vocab.json")
     entries = {}
     for role in model_roles(run.decoder_config.kind):  # twoway: two decoder pairs

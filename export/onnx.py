@@ -1,12 +1,12 @@
 """Keras run -> ONNX models that a plain onnxruntime CPU session runs.
 
 Each model is a tf.function with an input signature (the encoder wrapped the way
-export/tflite.py wraps it; decoder_init and decoder_step straight from the step module).
+export/tflite.py wraps it; decoder_init and decoder_step straight from the step functions).
 The ONNX graph's inputs and outputs are named as the TensorSpecs and the returned dict
 keys name them, which are the manifest's names (edge_runtime.manifest.tensor_names).
 
 Why not `tf2onnx.convert.from_function` as is: it lists every captured tensor of the
-concrete function as a graph input. The step modules hold their weights as eager
+concrete function as a graph input. The step functions hold their weights as eager
 `tf.constant`s, so the decoder files came out with their weights as *inputs without
 initializers* (a session would ask the caller to feed the embedding table). We freeze
 the concrete function with tf2onnx's own loader, pass only the signature's inputs, and
@@ -138,7 +138,7 @@ def convert_encoder(
 
 
 def convert_decoder_function(function, what: str, precision: str = "fp32") -> bytes:
-    """decoder_init / decoder_step: the step module's tf.function, dynamic batch."""
+    """decoder_init / decoder_step: the step functions' tf.function, dynamic batch."""
     _check_precision(precision, DECODER_PRECISIONS)
     model = _convert(function, what)
     return quantize_dynamic(model) if precision == "dynamic" else model

@@ -3,7 +3,8 @@
     RUN/checkpoints/last.npz       every variable of what trains (the models and their
                                    optimizers) after the last finished epoch
     RUN/checkpoints/best.npz       the models' variables at the epoch the run's rule keeps
-    RUN/checkpoints/history.jsonl  one JSON object per finished epoch, appended
+    RUN/checkpoints/history.jsonl  one JSON object per finished epoch, appended (with
+                                   the process's peak resident memory so far)
 
 How far a run got is read from last.npz alone: the restored optimizer's step count over
 the steps of an epoch. Nothing writes a counter beside it. After each epoch the trainer
@@ -30,6 +31,7 @@ import json
 import logging
 import math
 import os
+import resource
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -49,6 +51,11 @@ OLD_CHECKPOINT_FILES = ("last.keras", "best.keras", "state.json", "last", "best"
 
 Objective = Callable[[dict], float]
 WriteGuard = Callable[[Path], contextlib.AbstractContextManager]
+
+
+def peak_memory_mb() -> float:
+    """This process's peak resident memory so far, in MB (Linux reports KiB)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 class CheckpointError(ValueError):
@@ -166,10 +173,12 @@ class TrainingCheckpoint:
 
     def end_epoch(self, entry: dict) -> dict:
         """Save a finished epoch: last.npz, best.npz if `entry` (its history line, with
-        "epoch") beats every logged epoch, then the line. Returns the entry as logged."""
+        "epoch") beats every logged epoch, then the line, with the process's peak memory
+        so far ("peak_memory_mb", the cost docs/flickr8k.md reports per recipe). Returns
+        the entry as logged."""
         self._save(self.last, self.trained)
         self.epochs_done = entry["epoch"]
-        return self._log(entry)
+        return self._log({**entry, "peak_memory_mb": peak_memory_mb()})
 
     def restore_best(self) -> dict | None:
         """Load best.npz into the kept models; returns the kept epoch's history entry, or

@@ -347,8 +347,8 @@ def _scst(argv: list[str]) -> int:
 
     parser, args = _stage_command(
         argv, "scst", ScstConfig,
-        "Fine-tune a finished lstm or merge run on CIDEr-D with self-critical sequence "
-        "training; writes a new run directory that export and evaluate take as is.",
+        "Fine-tune a finished lstm, merge, attend or twoway run on CIDEr-D with self-critical "
+        "sequence training; writes a new run directory that export and evaluate take as is.",
         SCST_HELP,
     )  # fmt: skip
     if not 0.0 <= args.max_dev_dangling <= 1.0:

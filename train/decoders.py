@@ -1,4 +1,4 @@
-"""Caption decoders: the Keras models that train, and the step modules built from their
+"""Caption decoders: the Keras models that train, and the step functions built from their
 weights that export converts and evaluation decodes with.
 
 - lstm (inject, Show and Tell): features -> dense -> (h0, c0); one word per step.
@@ -74,7 +74,7 @@ def build_training_model(config: DecoderConfig):
     x = layers.Dropout(config.dropout, name="feature_dropout")(features)
     if config.kind == "blstm":
         # Any width up to prefix_length: training cuts each batch to its longest prefix (the
-        # masked BLSTM gives the same outputs at any padding); the step module is unrolled
+        # masked BLSTM gives the same outputs at any padding); the step functions are unrolled
         # over prefix_length for export.
         prefix = keras.Input((None,), dtype="int32", name="prefix")
         embedded = layers.Embedding(
@@ -154,7 +154,7 @@ def _build_twoway(config: DecoderConfig):
 
 
 def _build_attend(config: DecoderConfig):
-    """The attend decoder for training; StepModule._step_attend is the same math per word."""
+    """The attend decoder for training; DecoderStepFunctions._step_attend is the same math per word."""
     import keras
 
     layers = keras.layers
@@ -214,7 +214,7 @@ def _lstm_cell(x, h, c, weights):
     return tf.sigmoid(o) * tf.tanh(c_next), c_next
 
 
-class StepModule:
+class DecoderStepFunctions:
     """tf.functions `init` and `step` over a trained decoder's weights, for every kind.
 
     Their input signatures name the tensors exactly as the manifest does
@@ -226,14 +226,14 @@ class StepModule:
         import tensorflow as tf
 
         self.config = config
-        # twoway: one lstm StepModule per direction; `functions` holds the files' four.
+        # twoway: one lstm DecoderStepFunctions per direction; `functions` holds the files' four.
         # (Not self.forward / self.backward: those are blstm's cell weights.)
-        self.left_to_right: StepModule | None = None
-        self.right_to_left: StepModule | None = None
+        self.left_to_right: DecoderStepFunctions | None = None
+        self.right_to_left: DecoderStepFunctions | None = None
         if config.kind == "twoway":
             as_lstm = replace(config, kind="lstm")
-            self.left_to_right = StepModule(model, as_lstm)
-            self.right_to_left = StepModule(model, as_lstm, layer_prefix=BACKWARD_PREFIX)
+            self.left_to_right = DecoderStepFunctions(model, as_lstm)
+            self.right_to_left = DecoderStepFunctions(model, as_lstm, layer_prefix=BACKWARD_PREFIX)
             self.init, self.step = self.left_to_right.init, self.left_to_right.step
             self.functions = {
                 "decoder_init": self.init,
@@ -406,7 +406,7 @@ class StepModule:
         return {"log_probs": self._log_probs(hidden)}
 
 
-def keras_step_model(module: StepModule) -> StepModel | TwoWayModel:
+def keras_step_model(module: DecoderStepFunctions) -> StepModel | TwoWayModel:
     """What a Keras run decodes with: a KerasStepModel, or for twoway a TwoWayModel of one
     per direction (as a twoway bundle's Bundle.step_model is)."""
     if module.left_to_right is not None and module.right_to_left is not None:
@@ -417,10 +417,10 @@ def keras_step_model(module: StepModule) -> StepModel | TwoWayModel:
 
 
 class KerasStepModel:
-    """decoding.StepModel over a StepModule, for evaluating a Keras run in-process (one
+    """decoding.StepModel over a DecoderStepFunctions, for evaluating a Keras run in-process (one
     direction of a twoway run: see keras_step_model)."""
 
-    def __init__(self, module: StepModule):
+    def __init__(self, module: DecoderStepFunctions):
         def to_numpy(out) -> dict:
             return {k: v.numpy() for k, v in out.items()}
 

@@ -32,7 +32,6 @@ import json
 import logging
 import math
 import re
-import resource
 import shutil
 import time
 from collections.abc import Sequence
@@ -337,11 +336,6 @@ def _prepare_run(parent: TrainedRun, out: Path, config: FinetuneConfig, chief: b
     return run_config
 
 
-def peak_memory_mb() -> float:
-    """This process's peak resident memory so far, in MB (Linux reports KiB)."""
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-
-
 def finetune(
     parent_dir: str | Path,
     out_dir: str | Path,
@@ -449,8 +443,7 @@ def finetune(
             bar.set_postfix(loss=f"{loss_sum / words:.3f}")
         entry = checkpoint.end_epoch(
             {"epoch": epoch + 1, "seconds": round(time.perf_counter() - start, 1),
-             "loss": round(float(loss_sum / words), 4), **dev_scores(),
-             "peak_memory_mb": peak_memory_mb()}
+             "loss": round(float(loss_sum / words), 4), **dev_scores()}
         )  # fmt: skip
         log.info("finetune epoch %d: %s", epoch + 1, entry)
     if not chief:

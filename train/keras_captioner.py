@@ -2,7 +2,7 @@
 
 Same methods as `edge_runtime.captioner.Captioner` — `encode`, `step_model`, `caption`,
 `caption_features`, `caption_dataset` — and the same decoding (`decoding.decode_rows` over
-the step module built from the run's weights), so the one scorer, export parity and the
+the step functions built from the run's weights), so the one scorer, export parity and the
 Keras baselines all caption a run the one way a bundle is captioned.
 """
 
@@ -27,7 +27,7 @@ from edgecap.edge_runtime.decoding import (
 from edgecap.edge_runtime.preprocess import Preprocessing, load_pixels, preprocess, to_rgb
 from edgecap.edge_runtime.vocab import Vocabulary
 
-from .decoders import DecoderConfig, StepModule, keras_step_model
+from .decoders import DecoderConfig, DecoderStepFunctions, keras_step_model
 
 if TYPE_CHECKING:  # runs imports training, which imports this module
     from .runs import TrainedRun
@@ -56,7 +56,7 @@ class KerasCaptioner:
         self.encoder, self.preprocessing = encoder, preprocessing
         self.decode = decode or DecodeOptions()
         self.run, self.feature_cache = run, feature_cache
-        self._step_module: StepModule | None = None
+        self._step_module: DecoderStepFunctions | None = None
         self._step_model: StepModel | TwoWayModel | None = None
 
     @classmethod
@@ -77,16 +77,16 @@ class KerasCaptioner:
         )  # fmt: skip
 
     @property
-    def step_module(self) -> StepModule:
+    def step_module(self) -> DecoderStepFunctions:
         """The tf.functions export converts, built from the decoder's weights (their raw
         outputs by name: what export parity compares file by file)."""
         if self._step_module is None:
-            self._step_module = StepModule(self.decoder, self.config)
+            self._step_module = DecoderStepFunctions(self.decoder, self.config)
         return self._step_module
 
     @property
     def step_model(self) -> StepModel | TwoWayModel:
-        """The decoding.StepModel over the step module (for twoway a TwoWayModel of one
+        """The decoding.StepModel over the step functions (for twoway a TwoWayModel of one
         per direction)."""
         if self._step_model is None:
             self._step_model = keras_step_model(self.step_module)

@@ -12,6 +12,12 @@ decoder weights), so export, evaluation and the device runtime take it unchanged
 Resumable per epoch like caption-train; the kept decoder is the best epoch on dev
 CIDEr-D (greedy), and the parent itself when no epoch beats it.
 
+A twoway run (Wang et al.'s two LSTMs, one reading left to right and one right to left)
+trains both directions at once: each samples its own captions for the same images, the
+backward ones are read back in word order before they are scored, and each sample's
+baseline is the mean of its own direction's other samples (each direction is a policy of
+its own, and the device keeps whichever caption is likelier).
+
 The reward sees where a caption ends: the end token is scored as a word, in the sampled
 caption and in the references alike (as ruotianluo's self-critical.pytorch does). Without
 it, "a man stands in front of a" loses nothing against "... of a building" that CIDEr-D
@@ -39,10 +45,12 @@ from edgecap.edge_runtime.evaluation.metrics import CiderD, corpus_bleu, referen
 from edgecap.edge_runtime.vocab import NEVER_EMITTED_IDS
 
 from .checkpoint import TrainingCheckpoint
+from .decoders import BACKWARD_PREFIX
 from .runs import RunError, load_run
 
 log = logging.getLogger(__name__)
-SCST_KINDS = ("lstm", "merge", "attend")  # the BLSTM re-reads its prefix: no stepwise sampler
+# The BLSTM re-reads its whole prefix at every word: it has no stepwise sampler.
+SCST_KINDS = ("lstm", "merge", "attend", "twoway")
 
 
 @dataclass
@@ -65,23 +73,29 @@ class ScstConfig:
         return asdict(self)
 
 
-def _sampler(model, kind: str, start_id: int, end_id: int, pad_id: int, steps: int, ban):
+def _sampler(
+    model, kind: str, start_id: int, end_id: int, pad_id: int, steps: int, ban, prefix: str = ""
+):
     """tf.function(features [N, F] or [N, P, F], seed [2]) -> sampled tokens [N, steps],
-    <pad> after <end>. The same math as decoders.StepModule, over the model's live
-    variables, so it samples from the weights being trained."""
+    <pad> after <end>. The same math as decoders.DecoderStepFunctions, over the model's live
+    variables, so it samples from the weights being trained. `prefix` names the layers of
+    one direction of a twoway model (whose every direction is lstm's math; the embedding is
+    shared); a backward direction's tokens are its caption's words last to first."""
     import tensorflow as tf
 
+    if kind == "twoway":
+        kind = "lstm"
     embeddings = model.get_layer("embedding").embeddings
-    cell = model.get_layer("lstm").cell
-    logits_layer = model.get_layer("logits")
+    cell = model.get_layer(f"{prefix}lstm").cell
+    logits_layer = model.get_layer(f"{prefix}logits")
     hidden_layer = model.get_layer("hidden") if kind in ("merge", "attend") else None
 
     def first_state(features):
         """(h, c, what each step also reads: merge's image embedding, attend's memory)."""
         if kind in ("lstm", "attend"):
             pooled = tf.reduce_mean(features, axis=1) if kind == "attend" else features
-            h = model.get_layer("init_h")(pooled)
-            c = model.get_layer("init_c")(pooled)
+            h = model.get_layer(f"{prefix}init_h")(pooled)
+            c = model.get_layer(f"{prefix}init_c")(pooled)
             if kind == "lstm":
                 return h, c, tf.zeros_like(h)
             return h, c, model.get_layer("attention_memory")(features)  # [N, P, U]
@@ -127,12 +141,14 @@ def _train_step(model, ban):
 
     @tf.function(reduce_retracing=True)
     def step(features, inputs, targets, advantages):
+        """advantages [N, T]: each token's, its caption's advantage (twoway: a row holds
+        one caption of each direction, each with its own)."""
         valid = tf.cast(tf.not_equal(targets, 0), tf.float32)  # [N, T]: words and the <end>
         with tf.GradientTape() as tape:
             logits = model({"features": features, "tokens": inputs}, training=False)  # [N, T, V]
             log_probs = tf.nn.log_softmax(logits + ban)
             chosen = tf.gather(log_probs, targets, batch_dims=2)  # [N, T]
-            loss = -tf.reduce_sum(advantages[:, None] * chosen * valid) / tf.reduce_sum(valid)
+            loss = -tf.reduce_sum(advantages * chosen * valid) / tf.reduce_sum(valid)
         variables = model.trainable_variables
         model.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
         return loss
@@ -167,6 +183,12 @@ class CaptionReward:
         if self.bleu4_weight:
             value += self.bleu4_weight * corpus_bleu({key: text}, {key: self.references[key]})[3]
         return value
+
+
+def _in_word_order(text: str, direction: int) -> str:
+    """A sampled caption's words as a reader reads them: a backward sample (direction 1)
+    draws the last word first."""
+    return " ".join(reversed(text.split())) if direction else text
 
 
 def _advantages(rewards: np.ndarray) -> np.ndarray:
@@ -298,7 +320,12 @@ def scst(
     ban[list(NEVER_EMITTED_IDS)] = -1e9  # the same ids the runtime's search never picks
     ban = tf.constant(ban)
     steps = decoder_config.max_length + 1  # words and the <end>
-    sample = _sampler(model, kind, vocab.start_id, vocab.end_id, vocab.pad_id, steps, ban)
+    # One sampler per direction (twoway: left to right, then right to left).
+    prefixes = ("", BACKWARD_PREFIX) if kind == "twoway" else ("",)
+    samplers = [
+        _sampler(model, kind, vocab.start_id, vocab.end_id, vocab.pad_id, steps, ban, prefix)
+        for prefix in prefixes
+    ]
     train_step = _train_step(model, ban)
     train_features = features["train"]
     for epoch in range(done, config.epochs):
@@ -312,23 +339,30 @@ def scst(
         bar = tqdm(batches, desc=f"scst epoch {epoch + 1}/{config.epochs}", disable=not progress)
         for number, batch in enumerate(bar):
             repeated = np.repeat(train_features[batch], config.samples, axis=0)  # [B*K, F]
-            seed = tf.constant([config.seed * 100003 + epoch, number * 1009], tf.int32)
-            tokens = sample(tf.constant(repeated), seed).numpy()  # [B*K, steps]
-            length = int((tokens != vocab.pad_id).sum(axis=1).max())
-            tokens = tokens[:, :length]  # [B*K, T]: no column of padding alone
-            captions = [vocab.decode(row) for row in tokens]
-            ended = (tokens == vocab.end_id).any(axis=1)  # [B*K]: not cut at the length limit
             images = np.repeat(batch, config.samples)
-            rewards = np.array(
-                [reward(train_ids[i], text, stop)
-                 for i, text, stop in zip(images, captions, ended, strict=True)]
-            ).reshape(len(batch), config.samples)  # fmt: skip  # [B*K] -> [B, K]
-            inputs = np.concatenate(
-                [np.full((len(tokens), 1), vocab.start_id, np.int32), tokens[:, :-1]], axis=1
-            )  # [B*K, T]: teacher forcing on the sampled caption
-            train_step(tf.constant(repeated), tf.constant(inputs), tf.constant(tokens),
-                       tf.constant(_advantages(rewards)))  # fmt: skip
-            mean_rewards.append(float(rewards.mean()))
+            drawn, rewards = [], []
+            for direction, sample in enumerate(samplers):
+                seed = [config.seed * 100003 + epoch, number * 1009 + direction * 7919]
+                tokens = sample(tf.constant(repeated), tf.constant(seed, tf.int32)).numpy()
+                ended = (tokens == vocab.end_id).any(axis=1)  # [B*K]: not cut at the limit
+                captions = [_in_word_order(vocab.decode(row), direction) for row in tokens]
+                drawn.append(tokens)  # [B*K, steps]
+                rewards.append(np.array(
+                    [reward(train_ids[i], text, stop)
+                     for i, text, stop in zip(images, captions, ended, strict=True)]
+                ).reshape(len(batch), config.samples))  # fmt: skip  # [B*K] -> [B, K]
+            length = max(int((t != vocab.pad_id).sum(axis=1).max()) for t in drawn)
+            targets = [t[:, :length] for t in drawn]  # each [B*K, T]: no column of padding alone
+            inputs = [
+                np.concatenate([np.full((len(t), 1), vocab.start_id, np.int32), t[:, :-1]], axis=1)
+                for t in targets
+            ]  # each [B*K, T]: teacher forcing on the sampled caption
+            advantages = [np.repeat(_advantages(r)[:, None], length, axis=1) for r in rewards]
+            # twoway's model reads [B*K, 2T]: the forward captions, then the backward ones.
+            train_step(tf.constant(repeated), tf.constant(np.concatenate(inputs, axis=1)),
+                       tf.constant(np.concatenate(targets, axis=1)),
+                       tf.constant(np.concatenate(advantages, axis=1)))  # fmt: skip
+            mean_rewards.append(float(np.mean(rewards)))
             bar.set_postfix(reward=f"{np.mean(mean_rewards[-20:]):.3f}")
         entry = checkpoint.end_epoch(
             {"epoch": epoch + 1, "seconds": round(time.perf_counter() - start, 1),

@@ -104,3 +104,30 @@ def test_caption_bench_times_both_directions_of_a_twoway_bundle(twoway, tmp_path
     for name in ("encoder", "decoder_step", "caption_greedy", "caption_beam3"):
         assert entry["latency_ms"][name]["p50"] > 0, name
     assert entry["quality"]["beam3"]["images"] == 8
+
+
+def test_scst_trains_both_directions_and_the_run_still_exports(twoway, tmp_path):
+    """SCST of a twoway run: each direction samples and learns; the result is a twoway run
+    whose greedy dev captions are scored every epoch and which exports like its parent."""
+    import numpy as np
+
+    from edgecap.export.exporter import export_bundle
+    from edgecap.train.runs import load_run
+    from edgecap.train.scst import ScstConfig, scst
+
+    parent = twoway["root"] / "run"
+    state = scst(parent, tmp_path / "scst", ScstConfig(epochs=1, samples=2, images_per_batch=64,
+                                                       learning_rate=1e-3), progress=False)  # fmt: skip
+    assert [h["epoch"] for h in state["history"]] == [0, 1]
+    assert state["history"][1]["train_reward"] > 0
+    run = load_run(tmp_path / "scst")
+    assert run.decoder_config.kind == "twoway"
+    # The epoch's weights (last.npz, in the model's variable order) moved in both directions.
+    variables = load_run(parent).decoder.variables
+    with np.load(tmp_path / "scst" / "checkpoints" / "last.npz") as last:
+        trained = [last[f"model/{index:05d}"] for index in range(len(variables))]
+    moved = {v.path.split("/")[0] for v, w in zip(variables, trained, strict=True)
+             if not np.array_equal(v.numpy(), w)}  # fmt: skip
+    assert {"lstm", "backward_lstm", "logits", "backward_logits"} <= moved, moved
+    manifest = export_bundle(tmp_path / "scst", tmp_path / "bundle", "fp32", parity_images=10)
+    assert manifest["parity"]["identical_caption_rate"] == 1.0

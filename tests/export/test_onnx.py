@@ -102,11 +102,11 @@ def test_edge_caption_onnx_agrees_with_keras_greedy(e2e, onnx_bundle, test_image
 def test_step_log_probs_match_keras_and_fp32_tflite(e2e, onnx_bundle, tmp_path):
     """Word by word, batch 3: ONNX = Keras = fp32 TFLite within 1e-4, on a shared trajectory."""
     from edgecap.export import tflite
-    from edgecap.train.decoders import StepModule
+    from edgecap.train.decoders import DecoderStepFunctions
     from edgecap.train.runs import load_run
 
     run = load_run(e2e["run"])
-    module = StepModule(run.decoder, run.decoder_config)
+    module = DecoderStepFunctions(run.decoder, run.decoder_config)
     lite_path = tmp_path / "decoder_step.tflite"
     lite_path.write_bytes(
         tflite.convert_decoder_function(module.step, "decoder_step.tflite", "fp32")

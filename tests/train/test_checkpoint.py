@@ -91,8 +91,10 @@ def test_the_history_follows_the_model_not_the_reverse(tmp_path):
     assert [h["epoch"] for h in read_history(tmp_path)] == [1, 2]  # read up to the torn line
     resumed = _checkpoint(tmp_path, _trained())
     assert resumed.resume() == 1
-    assert read_history(tmp_path) == resumed.history == [{"epoch": 1, "loss": 1.0}]
-    assert (tmp_path / HISTORY).read_text() == json.dumps({"epoch": 1, "loss": 1.0}) + "\n"
+    logged = {"epoch": 1, "loss": 1.0, "peak_memory_mb": resumed.history[0]["peak_memory_mb"]}
+    assert logged["peak_memory_mb"] > 0  # every epoch's line says what the process held
+    assert read_history(tmp_path) == resumed.history == [logged]
+    assert (tmp_path / HISTORY).read_text() == json.dumps(logged) + "\n"
 
 
 def test_an_epoch_a_kill_left_unlogged_is_scored_again_and_kept_by_the_rule(tmp_path, monkeypatch):

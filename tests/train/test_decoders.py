@@ -1,11 +1,16 @@
-"""Every decoder kind: its step module, run word by word, gives the training model's
+"""Every decoder kind: its step functions, run word by word, give the training model's
 log-probabilities (atol 1e-5), in TensorFlow and after conversion to fp32 TFLite."""
 
 import numpy as np
 import pytest
 
 from edgecap.edge_runtime.step_models import DECODER_TENSORS, make_step_model
-from edgecap.train.decoders import DecoderConfig, KerasStepModel, StepModule, build_training_model
+from edgecap.train.decoders import (
+    DecoderConfig,
+    DecoderStepFunctions,
+    KerasStepModel,
+    build_training_model,
+)
 
 KINDS = ("lstm", "merge", "blstm", "attend")
 POSITIONS = 5  # attend reads a feature map of this many positions
@@ -79,14 +84,14 @@ def _stepwise(step_model, features, tokens):
 def test_step_module_matches_training_model(trained_like):
     config, model, features, tokens = trained_like
     reference = _reference(config, model, features, tokens)
-    stepped = _stepwise(KerasStepModel(StepModule(model, config)), features, tokens)
+    stepped = _stepwise(KerasStepModel(DecoderStepFunctions(model, config)), features, tokens)
     np.testing.assert_allclose(stepped, reference, atol=1e-5, rtol=_RTOL[config.kind])
     assert np.abs(reference[:, 1:] - reference[:, :1]).max() > 0.1  # the prefix really matters
 
 
 def test_step_module_signatures_use_the_manifest_names(trained_like):
     config, model, _, _ = trained_like
-    module = StepModule(model, config)
+    module = DecoderStepFunctions(model, config)
     for role, function in (("decoder_init", module.init), ("decoder_step", module.step)):
         names = [spec.name for spec in function.input_signature]
         assert names == DECODER_TENSORS[config.kind][role]["inputs"]
@@ -100,7 +105,7 @@ def test_fp32_tflite_step_matches_training_model(trained_like, tmp_path):
     from edgecap.export import tflite
 
     config, model, features, tokens = trained_like
-    module = StepModule(model, config)
+    module = DecoderStepFunctions(model, config)
     runners = {}
     for role, function in (("decoder_init", module.init), ("decoder_step", module.step)):
         data = tflite.convert_decoder_function(function, role, "fp32")
@@ -126,7 +131,7 @@ def test_attend_looks_at_the_map_not_only_its_mean():
     moved = features.copy()
     moved[:, 0] += 2.0
     moved[:, 1] -= 2.0  # mass moved between positions: the mean is unchanged
-    step_model = KerasStepModel(StepModule(model, config))
+    step_model = KerasStepModel(DecoderStepFunctions(model, config))
     base = _stepwise(step_model, features, tokens)
     np.testing.assert_allclose(_stepwise(step_model, shuffled, tokens), base, atol=1e-5, rtol=1e-5)
     assert np.abs(_stepwise(step_model, moved, tokens) - base).max() > 1e-3
@@ -161,7 +166,7 @@ def test_twoway_step_modules_match_each_half_of_the_training_model(tmp_path):
     model.save(tmp_path / "twoway.keras")
     model = keras.models.load_model(tmp_path / "twoway.keras", safe_mode=True)
     expected_forward, expected_backward = _twoway_reference(model, features, forward, backward)
-    two_way = keras_step_model(StepModule(model, config))
+    two_way = keras_step_model(DecoderStepFunctions(model, config))
     assert isinstance(two_way, TwoWayModel)
     got_forward = _stepwise(two_way.forward, features, forward)
     got_backward = _stepwise(two_way.backward, features, backward)
@@ -178,7 +183,7 @@ def test_twoway_fp32_tflite_pairs_match_the_training_model():
     from edgecap.export import tflite
 
     config, model, features, forward, backward = _twoway_like()
-    module = StepModule(model, config)
+    module = DecoderStepFunctions(model, config)
     assert list(module.functions) == list(DECODER_TENSORS["twoway"])
     runners = {}
     for role, function in module.functions.items():
@@ -210,7 +215,7 @@ def test_keras_step_model_is_one_step_model_for_every_kind_but_twoway(trained_li
     from edgecap.train.decoders import keras_step_model
 
     config, model, features, tokens = trained_like
-    step_model = keras_step_model(StepModule(model, config))
+    step_model = keras_step_model(DecoderStepFunctions(model, config))
     assert isinstance(step_model, KerasStepModel) and not isinstance(step_model, TwoWayModel)
     reference = _reference(config, model, features, tokens)
     np.testing.assert_allclose(_stepwise(step_model, features, tokens), reference, atol=1e-5,

@@ -44,13 +44,18 @@ def _features(config, count: int) -> np.ndarray:
     return np.random.default_rng(0).normal(size=shape).astype(np.float32)  # [N, (P,) F]
 
 
-@pytest.mark.parametrize("kind", ["lstm", "merge", "attend"])
-def test_sampler_never_draws_banned_ids_and_pads_after_the_end(kind):
+# (kind, the layer prefix of the direction sampled): twoway samples each of its two.
+SAMPLED = [("lstm", ""), ("merge", ""), ("attend", ""), ("twoway", ""), ("twoway", "backward_")]
+
+
+@pytest.mark.parametrize("kind, prefix", SAMPLED)
+def test_sampler_never_draws_banned_ids_and_pads_after_the_end(kind, prefix):
     from edgecap.train.scst import _sampler
 
     model, config = _tiny_model(kind)
     end, pad = 2, 0
-    sample = _sampler(model, kind, 1, end, pad, config.max_length + 1, _ban(config.vocab_size))
+    sample = _sampler(model, kind, 1, end, pad, config.max_length + 1, _ban(config.vocab_size),
+                      prefix)  # fmt: skip
     features = tf.constant(_features(config, 64))
     tokens = sample(features, tf.constant([5, 7])).numpy()  # [64, 8]
     assert tokens.shape == (64, config.max_length + 1)
@@ -65,22 +70,25 @@ def test_sampler_never_draws_banned_ids_and_pads_after_the_end(kind):
     assert not np.array_equal(tokens, sample(features, tf.constant([6, 7])).numpy())
 
 
-@pytest.mark.parametrize("kind", ["lstm", "merge", "attend"])
-def test_sampler_draws_from_the_step_modules_distribution(kind):
-    """The sampler is the step module's math on the live variables: the word it draws most
-    often first, for each image, is the step module's most probable first word."""
-    from edgecap.train.decoders import KerasStepModel, StepModule
+@pytest.mark.parametrize("kind, prefix", SAMPLED)
+def test_sampler_draws_from_the_step_modules_distribution(kind, prefix):
+    """The sampler is the step functions' math on the live variables: the word it draws most
+    often first, for each image, is the step functions' most probable first word (twoway:
+    of the direction sampled)."""
+    from edgecap.train.decoders import DecoderStepFunctions, keras_step_model
     from edgecap.train.scst import _sampler
 
     model, config = _tiny_model(kind)
     for w in model.weights:  # sharpen the distributions so that 200 draws find the mode
         w.assign(w.numpy() * 4.0)
     features = _features(config, 3)
-    step_model = KerasStepModel(StepModule(model, config))
+    step_model = keras_step_model(DecoderStepFunctions(model, config))
+    if kind == "twoway":
+        step_model = step_model.backward if prefix else step_model.forward
     log_probs, _ = step_model.step(np.ones(3, np.int32), step_model.init(features))
     ban = _ban(config.vocab_size)
     expected = np.argmax(log_probs + ban.numpy(), axis=-1)
-    sample = _sampler(model, kind, 1, 2, 0, 1, ban)
+    sample = _sampler(model, kind, 1, 2, 0, 1, ban, prefix)
     repeated = tf.constant(np.repeat(features, 200, axis=0))  # [3*200, ...]
     first = sample(repeated, tf.constant([1, 2])).numpy()[:, 0].reshape(3, 200)
     drawn = [np.bincount(row, minlength=config.vocab_size).argmax() for row in first]
@@ -103,9 +111,33 @@ def test_the_update_follows_the_sign_of_the_advantage(advantage, direction):
     targets = tf.constant([[5, 6, 2]])  # two words and <end>
     inputs = tf.constant([[1, 5, 6]])  # <start> then the words
     before = _log_prob(model, features, inputs, targets)
-    step(features, inputs, targets, tf.constant([advantage]))
+    step(features, inputs, targets, tf.constant([[advantage] * 3]))  # each token's
     after = _log_prob(model, features, inputs, targets)
     assert np.sign(after - before) == direction, (before, after)
+
+
+def test_each_direction_of_a_twoway_model_follows_its_own_advantage():
+    """A twoway row holds a forward and a backward caption, each with its own advantage:
+    a good forward sample is made likelier while a poor backward one is made less likely."""
+    from edgecap.train.scst import _train_step
+
+    model, config = _tiny_model("twoway")
+    step = _train_step(model, _ban(config.vocab_size))
+    features = tf.constant(np.ones((1, 6), np.float32))
+    forward_in, forward_out = [1, 5, 6], [5, 6, 2]
+    backward_in, backward_out = [1, 6, 5], [6, 5, 2]  # the same words, last first
+    inputs = tf.constant([forward_in + backward_in])  # [1, 2T]
+    targets = tf.constant([forward_out + backward_out])
+
+    def per_direction() -> np.ndarray:
+        logits = model({"features": features, "tokens": inputs}, training=False)  # [1, 2T, V]
+        chosen = tf.gather(tf.nn.log_softmax(logits), targets, batch_dims=2)[0]  # [2T]
+        return np.array([float(tf.reduce_sum(chosen[:3])), float(tf.reduce_sum(chosen[3:]))])
+
+    before = per_direction()
+    step(features, inputs, targets, tf.constant([[1.0] * 3 + [-1.0] * 3]))
+    forward_change, backward_change = per_direction() - before
+    assert forward_change > 0 > backward_change, (forward_change, backward_change)
 
 
 def test_scst_writes_a_run_that_loads_resumes_and_refuses_other_settings(e2e, tmp_path):
@@ -118,6 +150,7 @@ def test_scst_writes_a_run_that_loads_resumes_and_refuses_other_settings(e2e, tm
     assert [h["epoch"] for h in state["history"]] == [0, 1]
     assert state["history"][0]["parent"] is True
     assert all(0.0 <= h["dev_cider_d"] for h in state["history"])
+    assert state["history"][1]["peak_memory_mb"] > 100  # MB: TensorFlow alone holds more
     run = load_run(out)
     saved = json.loads((out / "config.json").read_text())["scst"]
     assert saved["parent"] == str(e2e["run"].resolve()) and saved["samples"] == 3
