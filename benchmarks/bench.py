@@ -29,7 +29,7 @@ from pathlib import Path
 
 from edgecap.edge_runtime.atomic import write_json_atomic, write_text_atomic
 from edgecap.edge_runtime.bundle import RuntimeOptions, add_runtime_options
-from edgecap.edge_runtime.evaluation.timing import OUTLIER_RULE
+from edgecap.edge_runtime.evaluation.timing import OUTLIER_RULE, latency_images
 from edgecap.edge_runtime.schema import from_json, to_json
 
 from . import child_processes as children
@@ -50,7 +50,7 @@ from .bench_result import (
     validate,
 )
 from .fingerprint import fingerprint, label, load_average
-from .measure import failed_entry, latency_images
+from .measure import failed_entry
 
 RESULTS_FILE = "results.json"
 MARKDOWN_FILE = "results.md"

@@ -55,12 +55,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _photos(folders: list[Path]) -> list[Path]:
-    photos = [
-        p
-        for folder in folders
-        for p in sorted(folder.iterdir())
-        if p.suffix.lower() in (".jpg", ".jpeg")
-    ]
+    from edgecap.edge_runtime.sources import image_files
+
+    jpegs = (".jpg", ".jpeg")
+    photos = [p for f in folders for p in image_files(f) if p.suffix.lower() in jpegs]
     if not photos:
         raise SystemExit(
             f"caption-bench inputs: no .jpg photos in {', '.join(map(str, folders))}; "
@@ -79,15 +77,16 @@ def _make_large(photo: Path, folder: Path) -> Path:
 
 
 def _make_video(photo: Path, folder: Path) -> Path:
-    import cv2
     import numpy as np
+
+    from edgecap.edge_runtime.overlay import AnnotatedVideoWriter
 
     path = folder / "720p30.mp4"
     frame = _frame(photo, FRAME_SIZES["720p frame"])
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (1280, 720))
+    writer = AnnotatedVideoWriter(path, 30.0, FRAME_SIZES["720p frame"])
     for i in range(VIDEO_FRAMES):
-        writer.write(np.ascontiguousarray(np.roll(frame, 8 * i, axis=1)))  # a slow pan
-    writer.release()
+        writer.write(np.roll(frame, 8 * i, axis=1))  # a slow pan
+    writer.close()
     return path
 
 
@@ -340,7 +339,6 @@ def main(argv: list[str] | None = None) -> int:
         "rows": measured,
         "fidelity": fidelity,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(args.out / "inputs.json", result)
     text = inputs_report(result)
     write_text_atomic(args.out / "inputs.md", text)

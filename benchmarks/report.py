@@ -62,7 +62,6 @@ class TableRow:
 
 
 def table_rows(result: BenchResult) -> list[TableRow]:
-    """One row per baseline and bundle: what the tables and plots show."""
     beam = result.beam_key
     out = []
     baselines = result.baselines
@@ -225,8 +224,7 @@ def ratio_lines(result: BenchResult) -> list[str]:
     return lines
 
 
-def _conditions(result: BenchResult) -> str:
-    """The machine's load during the run: other work slows every figure of the table."""
+def _conditions(result: BenchResult) -> str:  # what Conditions records, as a sentence
     c = result.conditions
     start, end = (c.load_average_start, c.load_average_end) if c else (None, None)
     if not start or not end:

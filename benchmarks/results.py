@@ -60,12 +60,10 @@ def _run_of(target: Path) -> Path:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    """The objects of a JSON-lines file, one a line; blank lines skipped."""
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def _config(run: Path) -> dict:
-    """A run's config.json; {} where it has none."""
     path = run / "config.json"
     return json.loads(path.read_text()) if path.is_file() else {}
 

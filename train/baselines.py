@@ -59,21 +59,6 @@ def seed_style_caption(run: TrainedRun, image: Image.Image) -> tuple[list[int], 
     return words, calls
 
 
-def _images(run: TrainedRun, dataset, split: str) -> list[Image.Image]:
-    """32 images of the split, read as load_pixels reads files; or seeded random ones."""
-    from edgecap.edge_runtime.evaluation.timing import RANDOM_IMAGE_SIDE
-    from edgecap.edge_runtime.preprocess import load_image
-
-    if dataset is not None:
-        side = run.preprocessing.input_size
-        return [
-            load_image(dataset.image_path(i), min_side=side) for i in dataset.splits[split][:32]
-        ]
-    rng = np.random.default_rng(0)
-    shape = (RANDOM_IMAGE_SIDE, RANDOM_IMAGE_SIDE, 3)  # [H, W, 3] uint8 RGB
-    return [Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)) for _ in range(8)]
-
-
 def _keras_main(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     import tensorflow as tf
@@ -81,7 +66,12 @@ def _keras_main(args: argparse.Namespace) -> int:
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     from edgecap.edge_runtime.atomic import write_json_atomic
-    from edgecap.edge_runtime.evaluation.timing import captions_per_second, summarize, time_calls
+    from edgecap.edge_runtime.evaluation.timing import (
+        captions_per_second,
+        latency_images,
+        summarize,
+        time_calls,
+    )
 
     from .keras_captioner import KerasCaptioner
     from .runs import load_run
@@ -95,7 +85,8 @@ def _keras_main(args: argparse.Namespace) -> int:
         from edgecap.edge_runtime.evaluation.datasets import load_dataset
 
         dataset = load_dataset(args.data)
-    images = _images(run, dataset, args.split)
+    # 32 images read as load_pixels reads files: reduced to the encoder's input side.
+    images = latency_images(dataset, args.split, 32, min_side=run.preprocessing.input_size)
     keras_captioner = KerasCaptioner.open(run)
 
     n = len(images)
