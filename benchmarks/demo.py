@@ -25,12 +25,14 @@ from edgecap.edge_runtime.atomic import write_json_atomic
 from edgecap.edge_runtime.bundle import bundle_bytes
 from edgecap.edge_runtime.evaluation.metrics import score, score_split
 
-from .results import read_jsonl
-
 VIDEO_IMAGES = 20  # test images in the demo video
 FRAMES_PER_IMAGE = 15  # at 30 fps: 10 s of video, each image held for half a second
 VIDEO_FPS = 30
 VIDEO_SIDE = 192  # upscaled, as a camera frame would be larger than the encoder input
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def _dataset(demo: Path):
