@@ -18,8 +18,6 @@ be trustworthy.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -55,7 +53,7 @@ from .measure import failed_entry
 RESULTS_FILE = "results.json"
 MARKDOWN_FILE = "results.md"
 PLOT_FILE = "latency_quality.png"
-CHILD_TIMEOUT_S = 1800  # one bundle's measurement; a hung backend must not hang the run
+CHILD_TIMEOUT_S = 1800  # one bundle's measurement
 
 
 def _run_parser() -> argparse.ArgumentParser:
@@ -164,20 +162,11 @@ def _measure_bundle(
 ) -> BundleResult:
     out = work / f"bundle-{index}.json"
     command = [sys.executable, "-m", "edgecap.benchmarks.measure", str(settings_file), bundle]
-    try:
-        done = subprocess.run(
-            [*command, str(out), *runtime.to_argv()],
-            capture_output=True, text=True, timeout=CHILD_TIMEOUT_S, env=children.child_env(),
-        )  # fmt: skip
-    except subprocess.TimeoutExpired:
-        done = None
-    if out.is_file():
-        row = json.loads(out.read_text())
-        return from_json(MeasuredBundle | BundleResult, row, str(out), error=SchemaError)
-    reason = (
-        f"timed out after {CHILD_TIMEOUT_S} s" if done is None else children.last_line(done.stderr)
-    )
-    return failed_entry(bundle, reason)
+    command += [str(out), *runtime.to_argv()]
+    row = children.run_child(command, out, children.child_env(), CHILD_TIMEOUT_S)
+    if isinstance(row, str):
+        return failed_entry(bundle, row)
+    return from_json(MeasuredBundle | BundleResult, row, str(out), error=SchemaError)
 
 
 def _cold_start_image(args: argparse.Namespace, work: Path) -> Path:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -175,17 +174,17 @@ def _rgb(frame):
     return Image.fromarray(np.ascontiguousarray(frame[..., ::-1]))
 
 
-def _run_child(bundle: Path, kind: str, path: str, source: Path, args) -> dict:
-    """`_child` in a fresh process; its arguments go as one JSON object."""
-    from .child_processes import last_line
+def _run_child(bundle: Path, kind: str, path: str, source: Path, args, out: Path) -> dict:
+    """`_child` in a fresh process; its arguments go as one JSON object, its result to `out`."""
+    from .child_processes import child_env, run_child
 
     child = {"bundle": str(bundle), "kind": kind, "path": path, "input": str(source),
-             "repeats": args.repeats, "threads": args.threads}  # fmt: skip
+             "repeats": args.repeats, "threads": args.threads, "out": str(out)}  # fmt: skip
     command = [sys.executable, "-m", "edgecap.benchmarks.input_kinds", "--child"]
-    done = subprocess.run([*command, json.dumps(child)], capture_output=True, text=True)
-    if done.returncode != 0:
-        return {"status": f"failed: {last_line(done.stderr)}"}
-    return {"status": "ok", **json.loads(done.stdout.strip().splitlines()[-1])}
+    result = run_child([*command, json.dumps(child)], out, child_env())
+    return (
+        {"status": f"failed: {result}"} if isinstance(result, str) else {"status": "ok", **result}
+    )
 
 
 def _fidelity(bundle: Path, photos: list[Path], large: list[Path], threads: int | None) -> dict:
@@ -302,11 +301,13 @@ def before_after_table(results: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    from edgecap.edge_runtime.atomic import write_json_atomic, write_text_atomic
+
     if argv and argv[0] == "--child":  # _run_child's process
-        print(json.dumps(_child(argparse.Namespace(**json.loads(argv[1])))))
+        child = argparse.Namespace(**json.loads(argv[1]))
+        write_json_atomic(child.out, _child(child))
         return 0
     args = _parser().parse_args(argv)
-    from edgecap.edge_runtime.atomic import write_json_atomic, write_text_atomic
 
     from .fingerprint import fingerprint, load_average
 
@@ -325,7 +326,8 @@ def main(argv: list[str] | None = None) -> int:
             # The video loop runs through the Captioner, which has only the fast path.
             for path in ("fast",) if kind.endswith("every frame") else ("exact", "fast"):
                 print(f"caption-bench inputs: {kind}, {path} path", file=sys.stderr, flush=True)
-                outcome = _run_child(args.bundle, kind, path, sources[kind], args)
+                out = work / f"{KINDS.index(kind)}-{path}.json"
+                outcome = _run_child(args.bundle, kind, path, sources[kind], args, out)
                 measured.append({"kind": kind, "path": path, **outcome})
         large = [_make_large(p, work) for p in photos[: args.large]]
         print("caption-bench inputs: fidelity, fast path vs exact", file=sys.stderr, flush=True)
