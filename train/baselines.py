@@ -29,7 +29,16 @@ SEED_STYLE_IMAGES = 5
 
 
 def seed_style_caption(run: TrainedRun, image: Image.Image) -> tuple[list[int], int]:
-    """Caption one PIL image the seed's way; return (word ids, model.predict calls)."""
+    """Caption one PIL image the seed's way; return (word ids, model.predict calls).
+
+    `model.predict` on the image for its features, then for every word `model.predict`
+    on the *whole* padded prefix, argmax, append. Our lstm/merge training model takes
+    {features [1, F], tokens [1, T]} and returns logits [1, T, V]: the next word is read at
+    the last real position; blstm takes {features, prefix [1, L]} -> logits [1, V]. The
+    seed pads with pad_sequences' default ('pre'); we pad after the words ('post'), as our
+    models were trained, with the same fixed width, so each call costs the same and the
+    words are right.
+    """
     from edgecap.edge_runtime.preprocess import preprocess
 
     cfg, vocab = run.decoder_config, run.vocab
