@@ -55,7 +55,6 @@ _CPUINFO_KEYS = ("model name", "Model", "Hardware", "Processor", "cpu model")
 
 
 def runtime_versions() -> dict[str, str | None]:
-    """Installed version of each runtime, None where it is not installed."""
     versions: dict[str, str | None] = {}
     for name, (module, distributions) in RUNTIME_DISTRIBUTIONS.items():
         found = []

@@ -210,7 +210,6 @@ def _identity(bundle: str | Path) -> dict[str, str | None]:
 
 
 def failed_entry(bundle: str | Path, reason: str) -> BundleResult:
-    """The row of a bundle that could not be measured, with the reason."""
     from .bench_result import BundleResult
 
     return BundleResult(**_identity(bundle), status=f"failed: {reason}")
