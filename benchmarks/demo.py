@@ -23,6 +23,7 @@ from pathlib import Path
 
 from edgecap.edge_runtime.atomic import write_json_atomic
 from edgecap.edge_runtime.bundle import bundle_bytes
+from edgecap.edge_runtime.evaluation.datasets import load_dataset
 from edgecap.edge_runtime.evaluation.metrics import score, score_split
 
 VIDEO_IMAGES = 20  # test images in the demo video
@@ -35,12 +36,6 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _dataset(demo: Path):
-    from edgecap.edge_runtime.evaluation.datasets import load_dataset
-
-    return load_dataset(demo / "data")
-
-
 def prepare(demo: Path) -> None:
     """Copy the test split's images into one folder, and make a video from the first few."""
     import numpy as np
@@ -48,7 +43,7 @@ def prepare(demo: Path) -> None:
 
     from edgecap.edge_runtime.overlay import AnnotatedVideoWriter
 
-    dataset = _dataset(demo)
+    dataset = load_dataset(demo / "data")
     test_ids = dataset.splits["test"]
     folder = demo / "test_images"
     if folder.exists():
@@ -77,7 +72,7 @@ def prepare(demo: Path) -> None:
 
 
 def report(demo: Path, bundle: Path, run: Path) -> dict:
-    dataset = _dataset(demo)
+    dataset = load_dataset(demo / "data")
     image_lines = read_jsonl(demo / "test_captions.jsonl")  # edge_caption's, one per image
     predictions = {Path(r["source"]).name: r["caption"] for r in image_lines}
     missing = set(dataset.splits["test"]) - set(predictions)
