@@ -385,14 +385,10 @@ def main(argv: list[str] | None = None) -> int:
     # subparsers cannot express; the named subcommands are picked off first.
     if argv and argv[0] == "merge":
         return merge(argv[1:])
-    if argv and argv[0] == "inputs":
-        from .input_kinds import main as inputs_main
+    if argv and argv[0] in ("inputs", "render"):
+        from . import input_kinds, render
 
-        return inputs_main(argv[1:])
-    if argv and argv[0] == "render":
-        from .render import main as render_main
-
-        return render_main(argv[1:])
+        return {"inputs": input_kinds, "render": render}[argv[0]].main(argv[1:])
     return run(argv)
 
 
