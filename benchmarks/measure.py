@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 # modules load lazily below); the cold-start figure in bench.py measures the whole process.
 _T0 = time.perf_counter()
 
-LATENCY_IMAGES = 32  # distinct images cycled through by the latency loops
 MIN_SAMPLES = 5  # per latency loop, however short --budget-s
 
 
@@ -94,7 +93,7 @@ def measure(bundle: str | Path, args: Settings, runtime: RuntimeOptions) -> Bund
 
         dataset = load_dataset(args.data)
         dataset.split_items(args.split)  # a DatasetError naming the split if it is unknown
-    images = latency_images(dataset, args.split, LATENCY_IMAGES)
+    images = latency_images(dataset, args.split)
 
     start = time.perf_counter()
     captioner = Captioner.open(bundle, runtime)

@@ -94,8 +94,8 @@ def _keras_main(args: argparse.Namespace) -> int:
         from edgecap.edge_runtime.evaluation.datasets import load_dataset
 
         dataset = load_dataset(args.data)
-    # 32 images read as load_pixels reads files: reduced to the encoder's input side.
-    images = latency_images(dataset, args.split, 32, min_side=run.preprocessing.input_size)
+    # Read as load_pixels reads files: reduced to the encoder's input side.
+    images = latency_images(dataset, args.split, min_side=run.preprocessing.input_size)
     keras_captioner = KerasCaptioner.open(run)
 
     n = len(images)

@@ -117,10 +117,10 @@ def time_calls(
     return samples
 
 
-def latency_images(dataset, split: str | None, count: int, min_side: int | None = None) -> list:
+def latency_images(dataset, split: str | None, count: int = 32, min_side: int | None = None):
     """The first `count` images of the split (load_image's, `min_side` passed on), or
     without a dataset up to 8 seeded random ones: what caption-bench's loops and the Keras
-    baselines time on, so that both see the same images."""
+    baselines cycle through, so that both time the same images."""
     from PIL import Image
 
     from ..preprocess import load_image
