@@ -72,7 +72,7 @@ synth-results: $(STAMP)
 				--feature-cache $(DEMO)/features --out $(SYNTH_RESULTS)/eval-$$decoder-beam$$beam || exit 1; \
 		done; \
 	done
-	$(BIN)/python -m edgecap.benchmarks.results $(SYNTH_RESULTS)/eval-*/metrics.json --out $(SYNTH_RESULTS)/table.md
+	$(BIN)/python -m edgecap.train.eval_table $(SYNTH_RESULTS)/eval-*/metrics.json --out $(SYNTH_RESULTS)/table.md
 
 # The real Flickr8k models (README "Flickr8k"): train, export and evaluate each model of
 # export/pipeline.py's MODELS, then write $(F8K_OUT)/table.md. Hours on 2 cores; resumable:
@@ -133,7 +133,7 @@ INPUTS_RESULTS = $(wildcard $(F8K_OUT)/bench/inputs/inputs.json $(DEMO)/bench-in
 docs-tables: $(STAMP)
 	test ! -f artifacts/demo/report.json || \
 		$(BIN)/caption-bench render demo artifacts/demo/report.json --into README.md
-	$(BIN)/python -m edgecap.benchmarks.results $(shell ls $(F8K_OUT)/eval/*/metrics.json 2>/dev/null | grep -v -- '-xe-') \
+	$(BIN)/python -m edgecap.train.eval_table $(shell ls $(F8K_OUT)/eval/*/metrics.json 2>/dev/null | grep -v -- '-xe-') \
 		--record $(F8K_RECORD)
 	$(BIN)/caption-bench render flickr8k $(F8K_RECORD) --into README.md
 	test -z "$(INPUTS_RESULTS)" || { \

@@ -18,8 +18,6 @@ be trustworthy.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,7 +27,7 @@ from pathlib import Path
 
 from edgecap.edge_runtime.atomic import write_json_atomic, write_text_atomic
 from edgecap.edge_runtime.bundle import RuntimeOptions, add_runtime_options
-from edgecap.edge_runtime.evaluation.timing import OUTLIER_RULE
+from edgecap.edge_runtime.evaluation.timing import OUTLIER_RULE, latency_images
 from edgecap.edge_runtime.schema import from_json, to_json
 
 from . import child_processes as children
@@ -50,12 +48,12 @@ from .bench_result import (
     validate,
 )
 from .fingerprint import fingerprint, label, load_average
-from .measure import failed_entry, latency_images
+from .measure import failed_entry
 
 RESULTS_FILE = "results.json"
 MARKDOWN_FILE = "results.md"
 PLOT_FILE = "latency_quality.png"
-CHILD_TIMEOUT_S = 1800  # one bundle's measurement; a hung backend must not hang the run
+CHILD_TIMEOUT_S = 1800  # one bundle's measurement
 
 
 def _run_parser() -> argparse.ArgumentParser:
@@ -164,20 +162,11 @@ def _measure_bundle(
 ) -> BundleResult:
     out = work / f"bundle-{index}.json"
     command = [sys.executable, "-m", "edgecap.benchmarks.measure", str(settings_file), bundle]
-    try:
-        done = subprocess.run(
-            [*command, str(out), *runtime.to_argv()],
-            capture_output=True, text=True, timeout=CHILD_TIMEOUT_S, env=children.child_env(),
-        )  # fmt: skip
-    except subprocess.TimeoutExpired:
-        done = None
-    if out.is_file():
-        row = json.loads(out.read_text())
-        return from_json(MeasuredBundle | BundleResult, row, str(out), error=SchemaError)
-    reason = (
-        f"timed out after {CHILD_TIMEOUT_S} s" if done is None else children.last_line(done.stderr)
-    )
-    return failed_entry(bundle, reason)
+    command += [str(out), *runtime.to_argv()]
+    row = children.run_child(command, out, children.child_env(), CHILD_TIMEOUT_S)
+    if isinstance(row, str):
+        return failed_entry(bundle, row)
+    return from_json(MeasuredBundle | BundleResult, row, str(out), error=SchemaError)
 
 
 def _cold_start_image(args: argparse.Namespace, work: Path) -> Path:
@@ -396,14 +385,10 @@ def main(argv: list[str] | None = None) -> int:
     # subparsers cannot express; the named subcommands are picked off first.
     if argv and argv[0] == "merge":
         return merge(argv[1:])
-    if argv and argv[0] == "inputs":
-        from .input_kinds import main as inputs_main
+    if argv and argv[0] in ("inputs", "render"):
+        from . import input_kinds, render
 
-        return inputs_main(argv[1:])
-    if argv and argv[0] == "render":
-        from .render import main as render_main
-
-        return render_main(argv[1:])
+        return {"inputs": input_kinds, "render": render}[argv[0]].main(argv[1:])
     return run(argv)
 
 

@@ -1,20 +1,12 @@
 """What the bundles are compared with, measured in the same caption-bench run.
 
 - Seed-style Keras decoding, as the seed's notebooks caption an image: `model.predict` on
-  the image for its features, then for every word `model.predict([features, padded
-  prefix])` on the *whole* padded prefix, argmax, append. Our lstm/merge training model
-  takes {features [1, F], tokens [1, T]} and returns logits [1, T, V]: the next word is
-  read at the last real position; blstm takes {features, prefix [1, L]} -> logits [1, V].
-  The seed pads with pad_sequences' default ('pre'); we pad after the words ('post'), as
-  our models were trained, with the same fixed width, so each call costs the same and the
-  words are right. End to end, like the bundles: decoded RGB image -> caption.
+  the *whole* padded prefix for every word (train/baselines.py's seed_style_caption).
+  End to end, like the bundles: decoded RGB image -> caption.
 - A Keras stepwise decoder in-process: the run's encoder called directly and the same
   greedy_decode over KerasStepModel (train/decoders.py) that evaluation uses.
-- Cold starts, each a fresh process timed by the parent from spawn to exit (the OS file
-  cache is warmed by one unrecorded run first, on both sides):
-  - TensorFlow: `import tensorflow, keras` and load the run's encoder.keras and
-    decoder.keras (load_run). It does not even caption an image, which favours Keras;
-  - the runtime: `edge_caption --model BUNDLE --source IMAGE`, up to the caption printed.
+- Cold starts (time_process): TensorFlow's import and load_run, which does not even
+  caption an image and so favours Keras, against `edge_caption` up to its caption.
 
 Everything that imports TensorFlow runs in a child process of train/
 (`python -m edgecap.train.baselines keras|tf-load`), so the benchmark process and the
@@ -57,6 +49,16 @@ def last_line(text: str) -> str:
     """The last non-empty line of a child's stderr: the reason it gives for failing."""
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return lines[-1].strip() if lines else "no output"
+
+
+def run_child(command: list[str], out: Path, env: dict, timeout: float | None = None) -> dict | str:
+    """Run a child that writes its result to `out` as JSON: that result, or why there is none
+    (the child's last word on stderr, or the timeout: a hung backend must not hang the run)."""
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return f"timed out after {timeout} s"
+    return json.loads(out.read_text()) if out.is_file() else last_line(done.stderr)
 
 
 def time_process(
@@ -114,7 +116,7 @@ def keras_baselines(run: str | Path, out: Path, settings: Settings) -> Baselines
         command += ["--quality-images", str(s.quality_images)]
     if s.threads:
         command += ["--threads", str(s.threads)]
-    done = subprocess.run(command, capture_output=True, text=True, env=child_env(s.threads))
-    if done.returncode != 0 or not out.is_file():
-        return Baselines(status=f"failed: {last_line(done.stderr)}", run=str(run))
-    return from_json(Baselines, json.loads(out.read_text()), str(out), error=SchemaError)
+    result = run_child(command, out, child_env(s.threads))
+    if isinstance(result, str):
+        return Baselines(status=f"failed: {result}", run=str(run))
+    return from_json(Baselines, result, str(out), error=SchemaError)

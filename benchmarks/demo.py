@@ -23,9 +23,8 @@ from pathlib import Path
 
 from edgecap.edge_runtime.atomic import write_json_atomic
 from edgecap.edge_runtime.bundle import bundle_bytes
+from edgecap.edge_runtime.evaluation.datasets import load_dataset
 from edgecap.edge_runtime.evaluation.metrics import score, score_split
-
-from .results import read_jsonl
 
 VIDEO_IMAGES = 20  # test images in the demo video
 FRAMES_PER_IMAGE = 15  # at 30 fps: 10 s of video, each image held for half a second
@@ -33,19 +32,18 @@ VIDEO_FPS = 30
 VIDEO_SIDE = 192  # upscaled, as a camera frame would be larger than the encoder input
 
 
-def _dataset(demo: Path):
-    from edgecap.edge_runtime.evaluation.datasets import load_dataset
-
-    return load_dataset(demo / "data")
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def prepare(demo: Path) -> None:
     """Copy the test split's images into one folder, and make a video from the first few."""
-    import cv2
     import numpy as np
     from PIL import Image
 
-    dataset = _dataset(demo)
+    from edgecap.edge_runtime.overlay import AnnotatedVideoWriter
+
+    dataset = load_dataset(demo / "data")
     test_ids = dataset.splits["test"]
     folder = demo / "test_images"
     if folder.exists():
@@ -55,25 +53,15 @@ def prepare(demo: Path) -> None:
         shutil.copyfile(dataset.image_path(image_id), folder / image_id)
 
     video = demo / "test_video.mp4"
-    tmp = video.with_name(".test_video.tmp.mp4")
-    writer = cv2.VideoWriter(
-        str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), VIDEO_FPS, (VIDEO_SIDE, VIDEO_SIDE)
-    )
-    if not writer.isOpened():
-        raise RuntimeError("OpenCV cannot write mp4v video here")
-    try:
-        for image_id in test_ids[:VIDEO_IMAGES]:
-            rgb = (
-                Image.open(dataset.image_path(image_id))
-                .convert("RGB")
-                .resize((VIDEO_SIDE, VIDEO_SIDE), Image.Resampling.BILINEAR)
-            )
-            bgr = np.ascontiguousarray(np.asarray(rgb)[..., ::-1])
-            for _ in range(FRAMES_PER_IMAGE):
-                writer.write(bgr)
-    finally:
-        writer.release()
-    tmp.replace(video)
+    # edge_caption's mp4v writer: the file appears under its name only once complete.
+    writer = AnnotatedVideoWriter(video, VIDEO_FPS, (VIDEO_SIDE, VIDEO_SIDE))
+    for image_id in test_ids[:VIDEO_IMAGES]:
+        rgb = Image.open(dataset.image_path(image_id)).convert("RGB")
+        rgb = rgb.resize((VIDEO_SIDE, VIDEO_SIDE), Image.Resampling.BILINEAR)
+        bgr = np.ascontiguousarray(np.asarray(rgb)[..., ::-1])
+        for _ in range(FRAMES_PER_IMAGE):
+            writer.write(bgr)
+    writer.close()
     write_json_atomic(
         demo / "test_video.json",
         {"images": test_ids[:VIDEO_IMAGES], "frames_per_image": FRAMES_PER_IMAGE, "fps": VIDEO_FPS},
@@ -84,7 +72,7 @@ def prepare(demo: Path) -> None:
 
 
 def report(demo: Path, bundle: Path, run: Path) -> dict:
-    dataset = _dataset(demo)
+    dataset = load_dataset(demo / "data")
     image_lines = read_jsonl(demo / "test_captions.jsonl")  # edge_caption's, one per image
     predictions = {Path(r["source"]).name: r["caption"] for r in image_lines}
     missing = set(dataset.splits["test"]) - set(predictions)
@@ -98,12 +86,11 @@ def report(demo: Path, bundle: Path, run: Path) -> dict:
     video_lines = read_jsonl(demo / "video_captions.jsonl")  # one per frame
     captioned_frames = [r for r in video_lines if "caption" in r]
     video_skipped = dict(Counter(r["skipped"] for r in video_lines if "skipped" in r))
-    video_predictions = {}
-    for r in captioned_frames:
-        frame = int(r["source"].rsplit("#frame=", 1)[1])
-        video_predictions[video_info["images"][frame // video_info["frames_per_image"]]] = r[
-            "caption"
-        ]
+    shown, per_image = video_info["images"], video_info["frames_per_image"]
+    video_predictions = {  # each captioned frame's caption, for the image the frame shows
+        shown[int(r["source"].rsplit("#frame=", 1)[1]) // per_image]: r["caption"]
+        for r in captioned_frames
+    }
 
     video_scores = score_split(dataset, "test", video_predictions).to_json()
     keras_metrics = (

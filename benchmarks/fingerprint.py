@@ -18,6 +18,11 @@ from pathlib import Path
 
 from .bench_result import Fingerprint
 
+try:
+    import psutil  # the bench extra: physical cores and memory
+except ImportError:
+    psutil = None
+
 # Runtime name in the results -> (the module it is imported as, the distributions that
 # provide it). Where several are installed side by side (onnxruntime and onnxruntime-gpu,
 # say), the version is the one of the distribution Python would import.
@@ -50,7 +55,6 @@ _CPUINFO_KEYS = ("model name", "Model", "Hardware", "Processor", "cpu model")
 
 
 def runtime_versions() -> dict[str, str | None]:
-    """Installed version of each runtime, None where it is not installed."""
     versions: dict[str, str | None] = {}
     for name, (module, distributions) in RUNTIME_DISTRIBUTIONS.items():
         found = []
@@ -111,16 +115,6 @@ def _os_release() -> str | None:
         return None
 
 
-def _psutil():
-    """psutil where installed (the bench extra): physical cores and memory; None without."""
-    try:
-        import psutil
-
-        return psutil
-    except ImportError:
-        return None
-
-
 def short_label(model: str, cores: int) -> str:
     """A compact device label for tables: 'Intel Xeon Processor, 2 cores'."""
     name = re.sub(r"\((R|TM|tm|r)\)", "", model)
@@ -137,7 +131,6 @@ def fingerprint(device: str | None = None) -> Fingerprint:
     # The cores this process may run on (a container or taskset can allow fewer): what
     # the runtime's default thread count uses too.
     available = usable_cores()
-    psutil = _psutil()
     return Fingerprint(
         device=device or short_label(model, cores),
         cpu_model=model,

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -55,12 +54,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _photos(folders: list[Path]) -> list[Path]:
-    photos = [
-        p
-        for folder in folders
-        for p in sorted(folder.iterdir())
-        if p.suffix.lower() in (".jpg", ".jpeg")
-    ]
+    from edgecap.edge_runtime.sources import image_files
+
+    jpegs = (".jpg", ".jpeg")
+    photos = [p for f in folders for p in image_files(f) if p.suffix.lower() in jpegs]
     if not photos:
         raise SystemExit(
             f"caption-bench inputs: no .jpg photos in {', '.join(map(str, folders))}; "
@@ -79,15 +76,16 @@ def _make_large(photo: Path, folder: Path) -> Path:
 
 
 def _make_video(photo: Path, folder: Path) -> Path:
-    import cv2
     import numpy as np
+
+    from edgecap.edge_runtime.overlay import AnnotatedVideoWriter
 
     path = folder / "720p30.mp4"
     frame = _frame(photo, FRAME_SIZES["720p frame"])
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (1280, 720))
+    writer = AnnotatedVideoWriter(path, 30.0, FRAME_SIZES["720p frame"])
     for i in range(VIDEO_FRAMES):
-        writer.write(np.ascontiguousarray(np.roll(frame, 8 * i, axis=1)))  # a slow pan
-    writer.release()
+        writer.write(np.roll(frame, 8 * i, axis=1))  # a slow pan
+    writer.close()
     return path
 
 
@@ -176,17 +174,17 @@ def _rgb(frame):
     return Image.fromarray(np.ascontiguousarray(frame[..., ::-1]))
 
 
-def _run_child(bundle: Path, kind: str, path: str, source: Path, args) -> dict:
-    """`_child` in a fresh process; its arguments go as one JSON object."""
-    from .child_processes import last_line
+def _run_child(bundle: Path, kind: str, path: str, source: Path, args, out: Path) -> dict:
+    """`_child` in a fresh process; its arguments go as one JSON object, its result to `out`."""
+    from .child_processes import child_env, run_child
 
     child = {"bundle": str(bundle), "kind": kind, "path": path, "input": str(source),
-             "repeats": args.repeats, "threads": args.threads}  # fmt: skip
+             "repeats": args.repeats, "threads": args.threads, "out": str(out)}  # fmt: skip
     command = [sys.executable, "-m", "edgecap.benchmarks.input_kinds", "--child"]
-    done = subprocess.run([*command, json.dumps(child)], capture_output=True, text=True)
-    if done.returncode != 0:
-        return {"status": f"failed: {last_line(done.stderr)}"}
-    return {"status": "ok", **json.loads(done.stdout.strip().splitlines()[-1])}
+    result = run_child([*command, json.dumps(child)], out, child_env())
+    return (
+        {"status": f"failed: {result}"} if isinstance(result, str) else {"status": "ok", **result}
+    )
 
 
 def _fidelity(bundle: Path, photos: list[Path], large: list[Path], threads: int | None) -> dict:
@@ -303,11 +301,13 @@ def before_after_table(results: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    from edgecap.edge_runtime.atomic import write_json_atomic, write_text_atomic
+
     if argv and argv[0] == "--child":  # _run_child's process
-        print(json.dumps(_child(argparse.Namespace(**json.loads(argv[1])))))
+        child = argparse.Namespace(**json.loads(argv[1]))
+        write_json_atomic(child.out, _child(child))
         return 0
     args = _parser().parse_args(argv)
-    from edgecap.edge_runtime.atomic import write_json_atomic, write_text_atomic
 
     from .fingerprint import fingerprint, load_average
 
@@ -326,7 +326,8 @@ def main(argv: list[str] | None = None) -> int:
             # The video loop runs through the Captioner, which has only the fast path.
             for path in ("fast",) if kind.endswith("every frame") else ("exact", "fast"):
                 print(f"caption-bench inputs: {kind}, {path} path", file=sys.stderr, flush=True)
-                outcome = _run_child(args.bundle, kind, path, sources[kind], args)
+                out = work / f"{KINDS.index(kind)}-{path}.json"
+                outcome = _run_child(args.bundle, kind, path, sources[kind], args, out)
                 measured.append({"kind": kind, "path": path, **outcome})
         large = [_make_large(p, work) for p in photos[: args.large]]
         print("caption-bench inputs: fidelity, fast path vs exact", file=sys.stderr, flush=True)
@@ -340,7 +341,6 @@ def main(argv: list[str] | None = None) -> int:
         "rows": measured,
         "fidelity": fidelity,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(args.out / "inputs.json", result)
     text = inputs_report(result)
     write_text_atomic(args.out / "inputs.md", text)

@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 # modules load lazily below); the cold-start figure in bench.py measures the whole process.
 _T0 = time.perf_counter()
 
-LATENCY_IMAGES = 32  # distinct images cycled through by the latency loops
 MIN_SAMPLES = 5  # per latency loop, however short --budget-s
 
 
@@ -53,13 +52,6 @@ def bundle_recipe(bundle: str | Path) -> tuple[str, str | None, str | None]:
     return recipe.name, recipe.format, recipe.precision
 
 
-def _source_run(bundle: Path, source: dict | None) -> str | None:
-    from edgecap.edge_runtime.manifest import find_source_run
-
-    run = find_source_run(bundle, source)
-    return str(run) if run is not None else None
-
-
 def peak_rss_mb() -> tuple[float, str]:
     """This process's peak resident set size in MB, and how it was read."""
     status = Path("/proc/self/status")
@@ -75,34 +67,6 @@ def peak_rss_mb() -> tuple[float, str]:
     return peak / divisor, "ru_maxrss (getrusage RUSAGE_SELF)"
 
 
-def latency_images(dataset, split: str | None, count: int) -> list:
-    """The first `count` images of the split, or without a dataset seeded random ones."""
-    import numpy as np
-    from PIL import Image
-
-    from edgecap.edge_runtime.evaluation.timing import RANDOM_IMAGE_SIDE
-    from edgecap.edge_runtime.preprocess import load_image
-
-    if dataset is not None:
-        return [load_image(dataset.image_path(i)) for i in dataset.splits[split][:count]]
-    rng = np.random.default_rng(0)
-    shape = (RANDOM_IMAGE_SIDE, RANDOM_IMAGE_SIDE, 3)  # [H, W, 3] uint8 RGB
-    return [
-        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)) for _ in range(min(count, 8))
-    ]
-
-
-def _quality(captioner, decodes: dict, dataset, split: str, limit: int | None) -> dict:
-    """Caption the first `limit` images of the split with each decoding; score each."""
-    from edgecap.edge_runtime.evaluation.metrics import caption_split, score_split
-
-    ids = dataset.splits[split][:limit] if limit else dataset.splits[split]
-    return {
-        mode: score_split(dataset, split, caption_split(captioner, dataset, ids, decode)).to_json()
-        for mode, decode in decodes.items()
-    }
-
-
 def measure(bundle: str | Path, args: Settings, runtime: RuntimeOptions) -> BundleResult:
     """Everything caption-bench reports for one bundle, except the cold start and ratios
     (those need fresh processes and the baselines; bench.py adds them)."""
@@ -113,9 +77,11 @@ def measure(bundle: str | Path, args: Settings, runtime: RuntimeOptions) -> Bund
     from edgecap.edge_runtime.evaluation.timing import (
         LatencyStats,
         captions_per_second,
+        latency_images,
         summarize,
         time_calls,
     )
+    from edgecap.edge_runtime.manifest import find_source_run
 
     from .bench_result import BundleSize, MeasuredBundle
 
@@ -127,7 +93,7 @@ def measure(bundle: str | Path, args: Settings, runtime: RuntimeOptions) -> Bund
 
         dataset = load_dataset(args.data)
         dataset.split_items(args.split)  # a DatasetError naming the split if it is unknown
-    images = latency_images(dataset, args.split, LATENCY_IMAGES)
+    images = latency_images(dataset, args.split)
 
     start = time.perf_counter()
     captioner = Captioner.open(bundle, runtime)
@@ -169,10 +135,16 @@ def measure(bundle: str | Path, args: Settings, runtime: RuntimeOptions) -> Bund
 
     quality = None
     if dataset is not None and args.quality_images != 0:
-        decodes = {"greedy": DecodeOptions(), f"beam{args.beam}": beam}
-        quality = _quality(captioner, decodes, dataset, args.split, args.quality_images)
+        from edgecap.edge_runtime.evaluation.metrics import caption_split, score_split
+
+        ids = dataset.splits[args.split][: args.quality_images]  # None: all of them
+        quality = {}
+        for mode, decode in (("greedy", DecodeOptions()), (f"beam{args.beam}", beam)):
+            predictions = caption_split(captioner, dataset, ids, decode)
+            quality[mode] = score_split(dataset, args.split, predictions).to_json()
     files = {p.name: p.stat().st_size for p in sorted(bundle.iterdir()) if p.is_file()}
     peak_mb, rss_method = peak_rss_mb()
+    run = find_source_run(bundle, manifest.source)
     result = MeasuredBundle(
         **_identity(bundle),
         status="ok",
@@ -183,7 +155,7 @@ def measure(bundle: str | Path, args: Settings, runtime: RuntimeOptions) -> Bund
         threads=runtime.num_threads,
         providers=list(runtime.providers) if runtime.providers else None,
         decoder_kind=manifest.decoder_kind,
-        source_run=_source_run(bundle, manifest.source),
+        source_run=str(run) if run is not None else None,
         size=BundleSize(total_bytes=sum(files.values()), files=files),
         import_ms=round(import_ms, 2),
         init_ms=round(init_ms, 3),
@@ -237,7 +209,6 @@ def _identity(bundle: str | Path) -> dict[str, str | None]:
 
 
 def failed_entry(bundle: str | Path, reason: str) -> BundleResult:
-    """The row of a bundle that could not be measured, with the reason."""
     from .bench_result import BundleResult
 
     return BundleResult(**_identity(bundle), status=f"failed: {reason}")

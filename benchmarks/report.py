@@ -62,7 +62,6 @@ class TableRow:
 
 
 def table_rows(result: BenchResult) -> list[TableRow]:
-    """One row per baseline and bundle: what the tables and plots show."""
     beam = result.beam_key
     out = []
     baselines = result.baselines
@@ -73,7 +72,7 @@ def table_rows(result: BenchResult) -> list[TableRow]:
         same_words = seed.same_caption_as_stepwise == seed.images
         for variant, timing, speedup in (
             (SEED_STYLE, seed, 1.0),
-            (KERAS_STEPWISE, stepwise, _ratio(seed.latency_ms.p50, stepwise.latency_ms.p50)),
+            (KERAS_STEPWISE, stepwise, seed.latency_ms.p50 / stepwise.latency_ms.p50),
         ):
             out.append(TableRow(
                 variant=variant, name=BASELINE_TITLES[variant], status="ok",
@@ -103,12 +102,6 @@ def _num(value, digits: int = 2, suffix: str = "") -> str:
     if isinstance(value, float) and abs(value) >= 100:
         return f"{value:,.0f}{suffix}"
     return f"{value:.{digits}f}{suffix}"
-
-
-def _ratio(slow: float | None, fast: float | None) -> float | None:
-    if not slow or not fast:
-        return None
-    return slow / fast
 
 
 def _quality_cells(quality: Scores | None) -> list[str]:
@@ -225,8 +218,7 @@ def ratio_lines(result: BenchResult) -> list[str]:
     return lines
 
 
-def _conditions(result: BenchResult) -> str:
-    """The machine's load during the run: other work slows every figure of the table."""
+def _conditions(result: BenchResult) -> str:  # what Conditions records, as a sentence
     c = result.conditions
     start, end = (c.load_average_start, c.load_average_end) if c else (None, None)
     if not start or not end:

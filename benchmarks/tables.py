@@ -11,11 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 
-def cell(text: object) -> str:
-    """A value as one Markdown cell: '|' escaped, line breaks flattened."""
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
 def markdown_table(
     header: Sequence[str], rows: Iterable[Sequence[object]], text_columns: int = 1
 ) -> str:
@@ -27,6 +22,8 @@ def markdown_table(
         "|" + "---|" * text_columns + "---:|" * (width - text_columns),
     ]
     for row in rows:
-        cells = [cell(c) for c in row] + [""] * (width - len(row))
+        # each value as one cell: '|' escaped, line breaks flattened
+        cells = [str(c).replace("|", "\\|").replace("\n", " ") for c in row]
+        cells += [""] * (width - len(row))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

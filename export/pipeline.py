@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     for model in chosen:
         only = None if args.bundles == "all" else set(args.bundles.split(","))
         metrics += run_model(model, Path(args.data), weights_dir, out, only)
-    table = [sys.executable, "-m", "edgecap.benchmarks.results", *map(str, metrics),
+    table = [sys.executable, "-m", "edgecap.train.eval_table", *map(str, metrics),
              "--out", str(out / "table.md")]  # fmt: skip
     subprocess.run(table, check=True)
     return 0

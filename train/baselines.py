@@ -29,7 +29,16 @@ SEED_STYLE_IMAGES = 5
 
 
 def seed_style_caption(run: TrainedRun, image: Image.Image) -> tuple[list[int], int]:
-    """Caption one PIL image the seed's way; return (word ids, model.predict calls)."""
+    """Caption one PIL image the seed's way; return (word ids, model.predict calls).
+
+    `model.predict` on the image for its features, then for every word `model.predict`
+    on the *whole* padded prefix, argmax, append. Our lstm/merge training model takes
+    {features [1, F], tokens [1, T]} and returns logits [1, T, V]: the next word is read at
+    the last real position; blstm takes {features, prefix [1, L]} -> logits [1, V]. The
+    seed pads with pad_sequences' default ('pre'); we pad after the words ('post'), as our
+    models were trained, with the same fixed width, so each call costs the same and the
+    words are right.
+    """
     from edgecap.edge_runtime.preprocess import preprocess
 
     cfg, vocab = run.decoder_config, run.vocab
@@ -59,21 +68,6 @@ def seed_style_caption(run: TrainedRun, image: Image.Image) -> tuple[list[int], 
     return words, calls
 
 
-def _images(run: TrainedRun, dataset, split: str) -> list[Image.Image]:
-    """32 images of the split, read as load_pixels reads files; or seeded random ones."""
-    from edgecap.edge_runtime.evaluation.timing import RANDOM_IMAGE_SIDE
-    from edgecap.edge_runtime.preprocess import load_image
-
-    if dataset is not None:
-        side = run.preprocessing.input_size
-        return [
-            load_image(dataset.image_path(i), min_side=side) for i in dataset.splits[split][:32]
-        ]
-    rng = np.random.default_rng(0)
-    shape = (RANDOM_IMAGE_SIDE, RANDOM_IMAGE_SIDE, 3)  # [H, W, 3] uint8 RGB
-    return [Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)) for _ in range(8)]
-
-
 def _keras_main(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     import tensorflow as tf
@@ -81,7 +75,12 @@ def _keras_main(args: argparse.Namespace) -> int:
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     from edgecap.edge_runtime.atomic import write_json_atomic
-    from edgecap.edge_runtime.evaluation.timing import captions_per_second, summarize, time_calls
+    from edgecap.edge_runtime.evaluation.timing import (
+        captions_per_second,
+        latency_images,
+        summarize,
+        time_calls,
+    )
 
     from .keras_captioner import KerasCaptioner
     from .runs import load_run
@@ -95,7 +94,8 @@ def _keras_main(args: argparse.Namespace) -> int:
         from edgecap.edge_runtime.evaluation.datasets import load_dataset
 
         dataset = load_dataset(args.data)
-    images = _images(run, dataset, args.split)
+    # Read as load_pixels reads files: reduced to the encoder's input side.
+    images = latency_images(dataset, args.split, min_side=run.preprocessing.input_size)
     keras_captioner = KerasCaptioner.open(run)
 
     n = len(images)

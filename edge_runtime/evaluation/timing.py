@@ -115,3 +115,21 @@ def time_calls(
         samples.append((clock() - start) / 1e6)
         i += 1
     return samples
+
+
+def latency_images(dataset, split: str | None, count: int = 32, min_side: int | None = None):
+    """The first `count` images of the split (load_image's, `min_side` passed on), or
+    without a dataset up to 8 seeded random ones: what caption-bench's loops and the Keras
+    baselines cycle through, so that both time the same images."""
+    from PIL import Image
+
+    from ..preprocess import load_image
+
+    if dataset is not None:
+        ids = dataset.splits[split][:count]
+        return [load_image(dataset.image_path(i), min_side=min_side) for i in ids]
+    rng = np.random.default_rng(0)
+    shape = (RANDOM_IMAGE_SIDE, RANDOM_IMAGE_SIDE, 3)  # [H, W, 3] uint8 RGB
+    return [
+        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)) for _ in range(min(count, 8))
+    ]

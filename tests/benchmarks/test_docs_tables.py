@@ -72,7 +72,7 @@ def test_the_training_memory_table_shows_the_cases_that_finished(tmp_path):
 def test_the_flickr8k_record_keeps_rows_a_partial_rerun_did_not_touch(tmp_path):
     """`make docs-tables` merges new evaluations into the committed record by (run, model,
     beam): a rerun of one model replaces its rows and keeps every other model's."""
-    from edgecap.benchmarks import results
+    from edgecap.train import eval_table
 
     def record_row(run, model, beam, bleu4):
         return {"run": run, "encoder": "e", "decoder": "lstm", "training": "XE", "model": model,
@@ -82,7 +82,7 @@ def test_the_flickr8k_record_keeps_rows_a_partial_rerun_did_not_touch(tmp_path):
     old = [record_row("small", "Keras run", 1, 0.1), record_row("big", "Keras run", 1, 0.2)]
     record.write_text(json.dumps({"rows": old}))
     rerun = {**record_row("big", "Keras run", 1, 0.3), "run_dir": "/home/me/big", "target": "/x"}
-    rows = results.update_record(record, [rerun, record_row("big", "tflite-int8", 1, 0.29)])
+    rows = eval_table.update_record(record, [rerun, record_row("big", "tflite-int8", 1, 0.29)])
     assert [(r["run"], r["model"], r["bleu4"]) for r in rows] == [
         ("big", "Keras run", 0.3), ("big", "tflite-int8", 0.29), ("small", "Keras run", 0.1),
     ]  # fmt: skip
@@ -90,7 +90,7 @@ def test_the_flickr8k_record_keeps_rows_a_partial_rerun_did_not_touch(tmp_path):
     assert saved == rows and not any("run_dir" in r or "target" in r for r in saved)
     readme = tmp_path / "README.md"
     readme.write_text("<!-- BEGIN flickr8k -->\n<!-- END flickr8k -->\n")
-    assert results.main(["--record", str(record)]) == 0  # no metrics files: the record alone
+    assert eval_table.main(["--record", str(record)]) == 0  # no metrics files: the record alone
     assert bench_main(["render", "flickr8k", str(record), "--into", str(readme)]) == 0
     table = readme.read_text()
     assert table.count("| e | lstm | XE |") == 3 and "| 0.300 |" in table and "| 0.100 |" in table
@@ -112,7 +112,7 @@ def test_the_committed_flickr8k_record_renders_the_readme_table():
 def test_a_retrained_run_replaces_every_row_of_its_earlier_training(tmp_path):
     """Rows carry the hash of the run's decoder: once a run is trained again, its old rows
     (other bundles of the old model) leave the record, even those not evaluated again."""
-    from edgecap.benchmarks import results
+    from edgecap.train import eval_table
 
     def record_row(model, beam, bleu4, decoder=None):
         return {"run": "big", "encoder": "e", "decoder": "lstm", "training": "XE",
@@ -123,20 +123,20 @@ def test_a_retrained_run_replaces_every_row_of_its_earlier_training(tmp_path):
     old = [record_row("Keras run", 1, 0.2, "aaaa"), record_row("onnx-fp32", 1, 0.2, "aaaa"),
            record_row("tflite-int8", 3, 0.21, "aaaa")]  # fmt: skip
     record.write_text(json.dumps({"rows": old}))
-    partial = results.update_record(record, [record_row("tflite-int8", 1, 0.19, "aaaa")])
+    partial = eval_table.update_record(record, [record_row("tflite-int8", 1, 0.19, "aaaa")])
     assert len(partial) == 4  # the same training: a partial rerun keeps the other rows
-    rows = results.update_record(record, [record_row("Keras run", 1, 0.22, "bbbb")])
+    rows = eval_table.update_record(record, [record_row("Keras run", 1, 0.22, "bbbb")])
     assert [(r["model"], r["bleu4"]) for r in rows] == [("Keras run", 0.22)]
     # Rows recorded before the hash existed count as another training.
     record.write_text(json.dumps({"rows": [record_row("onnx-fp32", 1, 0.2)]}))
-    rows = results.update_record(record, [record_row("Keras run", 1, 0.22, "bbbb")])
+    rows = eval_table.update_record(record, [record_row("Keras run", 1, 0.22, "bbbb")])
     assert [(r["model"], r["bleu4"]) for r in rows] == [("Keras run", 0.22)]
 
 
 def test_a_run_made_in_stages_names_them_and_counts_every_stages_training_time(tmp_path):
     """XE -> FT (caption-train finetune) -> SCST: the row says "XE + FT + SCST" and its
     training time adds the three runs' epochs, each counted once."""
-    from edgecap.benchmarks import results
+    from edgecap.train import eval_table
 
     def make_run(name, seconds, **stages):
         run = tmp_path / name
@@ -151,9 +151,9 @@ def test_a_run_made_in_stages_names_them_and_counts_every_stages_training_time(t
     ft = make_run("ft", [50.0], finetune={"parent": str(xe)})
     # An SCST run keeps its parent's config, the finetune entry included.
     scst = make_run("scst", [10.0, 10.0], finetune={"parent": str(xe)}, scst={"parent": str(ft)})
-    assert results.train_seconds(scst) == 270.0
-    assert results.train_seconds(ft) == 250.0
+    assert eval_table.train_seconds(scst) == 270.0
+    assert eval_table.train_seconds(ft) == 250.0
     metrics = tmp_path / "eval" / "metrics.json"
     metrics.parent.mkdir()
     metrics.write_text(json.dumps({"target": str(scst), "kind": "run", "beam": 1, "bleu4": 0.2}))
-    assert results.evaluation_row(metrics)["training"] == "XE + FT + SCST"
+    assert eval_table.evaluation_row(metrics)["training"] == "XE + FT + SCST"

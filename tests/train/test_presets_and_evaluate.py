@@ -88,7 +88,7 @@ def test_bundle_and_beam_evaluations(run_eval):
 
 
 def test_results_table_from_evaluations(run_eval, tmp_path):
-    from edgecap.benchmarks.results import main
+    from edgecap.train.eval_table import main
 
     files = [Path(run_eval[k]["out"]) / "metrics.json" for k in ("greedy", "beam", "bundle")]
     out = tmp_path / "table.md"
