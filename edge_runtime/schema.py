@@ -20,17 +20,26 @@ Pure Python, no dependency: the device runtime imports it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import json
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Literal, TypeVar, Union
 
 from .errors import BundleError
 
-__all__ = ["from_json", "to_json", "json_field", "describe", "EXTRA_IGNORE", "EXTRA_REFUSE"]
+__all__ = [
+    "from_json",
+    "to_json",
+    "json_field",
+    "describe",
+    "gc_paused",
+    "EXTRA_IGNORE",
+    "EXTRA_REFUSE",
+]
 
 T = TypeVar("T")
 
@@ -183,14 +192,30 @@ def from_json(
     unless the caller reads something other than a bundle, e.g. DatasetError); path is
     where `obj` sits inside the file, for a caller that reads a part of it itself.
     """
-    # What is read lives on, and so does `obj`: the cyclic collector's passes (a full one
-    # every few hundred thousand new objects, over the whole decoded file too) free nothing
-    # and took three quarters of the time of a Karpathy COCO file. Paused while reading.
+    with gc_paused():  # what is read lives on, and so does `obj`
+        return _read(_reader(cls, error), obj, source, error, path)
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector off for a block that builds many objects that all live
+    on (decoding a big JSON file, reading it into dataclasses): its full passes, one every
+    few hundred thousand new objects and each over every object alive, free nothing there,
+    and took most of the time of reading a Karpathy COCO file. Left as the caller had it;
+    what the block drops is freed by reference counting all the same."""
     pause = gc.isenabled()
     if pause:
         gc.disable()
     try:
-        return _reader(cls, error)(obj)
+        yield
+    finally:
+        if pause:
+            gc.enable()
+
+
+def _read(read: Reader, obj: Any, source: str, error: type[Exception], path: str) -> Any:
+    try:
+        return read(obj)
     except _Unsupported as exc:
         where = _path(path, exc.steps) or "top"
         raise TypeError(f"schema: annotation {exc.message} at {where} is not supported") from None
@@ -198,9 +223,6 @@ def from_json(
         where = _path(path, exc.steps)
         message = f"{source}: {where}: {exc.message}" if where else f"{source}: {exc.message}"
         raise error(message) from None
-    finally:
-        if pause:
-            gc.enable()
 
 
 Reader = Callable[[Any], Any]

@@ -29,10 +29,10 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from edgecap.edge_runtime.errors import DatasetError
-from edgecap.edge_runtime.schema import from_json, json_field
+from edgecap.edge_runtime.schema import from_json, gc_paused, json_field
 
 from .caption_dataset import CaptionDataset
 
@@ -50,6 +50,7 @@ COCO_SPLIT_NOTE = (
     "the {val} images, sorted by file name"
 )
 SPLITS = ("train", "dev", "test")
+T = TypeVar("T")
 
 
 def is_coco_folder(root: Path) -> bool:
@@ -77,13 +78,12 @@ def _read_json(path: Path, what: str) -> Any:
 
 
 def _not_blank(value: str) -> None:
-    if not value.strip():
+    if not value.strip():  # an image id, and the name of a file to open
         raise ValueError("must not be empty")
 
 
-# The files' entries, read by from_json: a refusal names the file, the entry and the field,
-# "dataset_coco.json: images[3] (COCO_val2014_42.jpg).sentences[0]: missing field 'raw'".
-# Keys these readers do not use (tokens, sentids, cocoid, COCO's licenses...) are ignored.
+# The files' entries, read by from_json; keys not read here (tokens, cocoid...) are ignored.
+# A refusal names the file, entry and field: "images[3] (d.jpg).sentences[0]: missing ...".
 @dataclass
 class _Sentence:
     raw: str = json_field(check=str.strip)  # stored stripped; a blank caption is skipped
@@ -125,16 +125,21 @@ class _CocoFile:
     annotations: list[_CocoCaption]
 
 
-def _top_level(path: Path, data: Any, keys: tuple[str, ...], shape: str) -> None:
-    if not isinstance(data, dict):
-        raise DatasetError(
-            f"{path}: the top level is a {type(data).__name__}, not an object; expected {shape}"
-        )
-    for key in keys:
-        if key not in data:
-            raise DatasetError(f"{path}: missing top-level key {key!r}; expected {shape}")
-        if not isinstance(data[key], list):
-            raise DatasetError(f"{path}: top-level {key!r} must be a list; expected {shape}")
+def _read_file(path: Path, what: str, cls: type[T], keys: tuple[str, ...], shape: str) -> T:
+    """The file as a checked `cls`. The top level is checked here, to say what the whole file
+    should look like; the decoded JSON is dropped on return, before the entries are used."""
+    with gc_paused():  # millions of objects that all live on: see gc_paused
+        data = _read_json(path, what)
+        if not isinstance(data, dict):
+            raise DatasetError(
+                f"{path}: the top level is a {type(data).__name__}, not an object; expected {shape}"
+            )
+        for key in keys:
+            if key not in data:
+                raise DatasetError(f"{path}: missing top-level key {key!r}; expected {shape}")
+            if not isinstance(data[key], list):
+                raise DatasetError(f"{path}: top-level {key!r} must be a list; expected {shape}")
+        return from_json(cls, data, str(path), error=DatasetError)
 
 
 def _check_splits(path: Path, splits: dict[str, list[str]], names: dict[str, str]) -> None:
@@ -180,9 +185,7 @@ def load_karpathy_json(
         raise ValueError(f"restval={restval!r}; choose one of {', '.join(RESTVAL_CHOICES)}")
     path = Path(path)
     shape = '{"dataset": name, "images": [{"filename", "split", "sentences": [{"raw"}]}]}'
-    data = _read_json(path, "Karpathy split file")
-    _top_level(path, data, ("images",), shape)
-    karpathy = from_json(_KarpathyFile, data, str(path), error=DatasetError)
+    karpathy = _read_file(path, "Karpathy split file", _KarpathyFile, ("images",), shape)
     name = karpathy.dataset
     folder = path.parent
 
@@ -284,9 +287,7 @@ def _read_coco_file(path: Path) -> dict[str, list[str]]:
     """Captions per image id ("train2014/<file_name>") of one COCO captions file."""
     image_folder = path.stem.removeprefix("captions_")  # captions_train2014 -> train2014
     shape = '{"images": [{"id", "file_name"}], "annotations": [{"image_id", "caption"}]}'
-    data = _read_json(path, "COCO caption file")
-    _top_level(path, data, ("images", "annotations"), shape)
-    coco = from_json(_CocoFile, data, str(path), error=DatasetError)
+    coco = _read_file(path, "COCO caption file", _CocoFile, ("images", "annotations"), shape)
 
     seen: dict[str, dict[Any, int]] = {"image id": {}, "file name": {}}  # -> index in images
     for index, image in enumerate(coco.images):
