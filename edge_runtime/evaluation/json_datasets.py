@@ -27,10 +27,12 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 from edgecap.edge_runtime.errors import DatasetError
+from edgecap.edge_runtime.schema import from_json, gc_paused, json_field
 
 from .caption_dataset import CaptionDataset
 
@@ -48,6 +50,7 @@ COCO_SPLIT_NOTE = (
     "the {val} images, sorted by file name"
 )
 SPLITS = ("train", "dev", "test")
+T = TypeVar("T")
 
 
 def is_coco_folder(root: Path) -> bool:
@@ -74,29 +77,69 @@ def _read_json(path: Path, what: str) -> Any:
         ) from None
 
 
-def _field(path: Path, entry: dict, key: str, where: str, kind: type | tuple[type, ...]) -> Any:
-    """entry[key], or a DatasetError that names the file, the entry and the key."""
-    if key not in entry:
-        raise DatasetError(f"{path}: {where}: missing key {key!r}")
-    value = entry[key]
-    if not isinstance(value, kind) or isinstance(value, bool):
-        names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
-        raise DatasetError(
-            f"{path}: {where}: {key!r} must be a {names}, not {type(value).__name__}"
-        )
-    return value
+def _not_blank(value: str) -> None:
+    if not value.strip():  # an image id, and the name of a file to open
+        raise ValueError("must not be empty")
 
 
-def _top_level(path: Path, data: Any, keys: tuple[str, ...], shape: str) -> None:
-    if not isinstance(data, dict):
-        raise DatasetError(
-            f"{path}: the top level is a {type(data).__name__}, not an object; expected {shape}"
-        )
-    for key in keys:
-        if key not in data:
-            raise DatasetError(f"{path}: missing top-level key {key!r}; expected {shape}")
-        if not isinstance(data[key], list):
-            raise DatasetError(f"{path}: top-level {key!r} must be a list; expected {shape}")
+# The files' entries, read by from_json; keys not read here (tokens, cocoid...) are ignored.
+# A refusal names the file, entry and field: "images[3] (d.jpg).sentences[0]: missing ...".
+@dataclass
+class _Sentence:
+    raw: str = json_field(check=str.strip)  # stored stripped; a blank caption is skipped
+
+
+@dataclass
+class _KarpathyImage:
+    filename: str = json_field(check=_not_blank)
+    split: Literal["train", "val", "test", "restval"]  # KARPATHY_SPLITS' keys
+    sentences: list[_Sentence]
+    filepath: str | None = None  # its folder, relative to the JSON file's; null: no folder
+
+    __json_label__ = "filename"
+
+
+@dataclass
+class _KarpathyFile:
+    dataset: str
+    images: list[_KarpathyImage]
+
+
+@dataclass
+class _CocoImage:
+    id: int | str
+    file_name: str
+
+    __json_label__ = "file_name"
+
+
+@dataclass
+class _CocoCaption:
+    image_id: int | str
+    caption: str = json_field(check=str.strip)
+
+
+@dataclass
+class _CocoFile:
+    images: list[_CocoImage]
+    annotations: list[_CocoCaption]
+
+
+def _read_file(path: Path, what: str, cls: type[T], keys: tuple[str, ...], shape: str) -> T:
+    """The file as a checked `cls`. The top level is checked here, to say what the whole file
+    should look like; the decoded JSON is dropped on return, before the entries are used."""
+    with gc_paused():  # millions of objects that all live on: see gc_paused
+        data = _read_json(path, what)
+        if not isinstance(data, dict):
+            raise DatasetError(
+                f"{path}: the top level is a {type(data).__name__}, not an object; expected {shape}"
+            )
+        for key in keys:
+            if key not in data:
+                raise DatasetError(f"{path}: missing top-level key {key!r}; expected {shape}")
+            if not isinstance(data[key], list):
+                raise DatasetError(f"{path}: top-level {key!r} must be a list; expected {shape}")
+        return from_json(cls, data, str(path), error=DatasetError)
 
 
 def _check_splits(path: Path, splits: dict[str, list[str]], names: dict[str, str]) -> None:
@@ -142,9 +185,8 @@ def load_karpathy_json(
         raise ValueError(f"restval={restval!r}; choose one of {', '.join(RESTVAL_CHOICES)}")
     path = Path(path)
     shape = '{"dataset": name, "images": [{"filename", "split", "sentences": [{"raw"}]}]}'
-    data = _read_json(path, "Karpathy split file")
-    _top_level(path, data, ("images",), shape)
-    name = _field(path, data, "dataset", "top level", str)
+    karpathy = _read_file(path, "Karpathy split file", _KarpathyFile, ("images",), shape)
+    name = karpathy.dataset
     folder = path.parent
 
     splits: dict[str, list[str]] = {s: [] for s in SPLITS}
@@ -153,18 +195,11 @@ def load_karpathy_json(
     with_filepath: int | None = None  # index of the first image with / without a filepath
     without_filepath: int | None = None
     dropped = restval_count = empty = 0
-    for index, entry in enumerate(data["images"]):
-        where = f"images[{index}]"
-        if not isinstance(entry, dict):
-            raise DatasetError(
-                f"{path}: {where}: an image must be an object, not {type(entry).__name__}"
-            )
-        filename = _field(path, entry, "filename", where, str)
-        if not filename.strip():
-            raise DatasetError(f"{path}: {where}: 'filename' is empty")
+    for index, image in enumerate(karpathy.images):
+        filename, split = image.filename, image.split
         where = f"images[{index}] ({filename})"
-        if "filepath" in entry:
-            sub = _field(path, entry, "filepath", where, str).strip("/")
+        if image.filepath is not None:
+            sub = image.filepath.strip("/")
             image_id = f"{sub}/{filename}" if sub else filename
             with_filepath = index if with_filepath is None else with_filepath
         else:
@@ -177,21 +212,8 @@ def load_karpathy_json(
                 f"{path}: {where}: images[{with_filepath}] has a 'filepath' and "
                 f"images[{without_filepath}] has none; give every image a filepath, or none"
             )
-        split = _field(path, entry, "split", where, str)
-        if split not in KARPATHY_SPLITS:
-            raise DatasetError(
-                f"{path}: {where}: unknown split {split!r}; use one of {', '.join(KARPATHY_SPLITS)}"
-            )
-        sentences = _field(path, entry, "sentences", where, list)
-        texts = []
-        for k, sentence in enumerate(sentences):
-            if not isinstance(sentence, dict):
-                raise DatasetError(f"{path}: {where}: sentences[{k}] must be an object")
-            raw = _field(path, sentence, "raw", f"{where} sentences[{k}]", str).strip()
-            if raw:
-                texts.append(raw)
-            else:
-                empty += 1
+        texts = [s.raw for s in image.sentences if s.raw]
+        empty += len(image.sentences) - len(texts)
         if image_id in where_seen:
             first, first_split = where_seen[image_id]
             if texts != captions[image_id]:
@@ -265,60 +287,37 @@ def _read_coco_file(path: Path) -> dict[str, list[str]]:
     """Captions per image id ("train2014/<file_name>") of one COCO captions file."""
     image_folder = path.stem.removeprefix("captions_")  # captions_train2014 -> train2014
     shape = '{"images": [{"id", "file_name"}], "annotations": [{"image_id", "caption"}]}'
-    data = _read_json(path, "COCO caption file")
-    _top_level(path, data, ("images", "annotations"), shape)
+    coco = _read_file(path, "COCO caption file", _CocoFile, ("images", "annotations"), shape)
 
-    names: dict[int | str, str] = {}  # COCO image id -> file name
-    first_index: dict[str, int] = {}  # file name -> index in images
-    seen_ids: dict[int | str, int] = {}
-    for index, entry in enumerate(data["images"]):
-        where = f"images[{index}]"
-        if not isinstance(entry, dict):
-            raise DatasetError(
-                f"{path}: {where}: an image must be an object, not {type(entry).__name__}"
-            )
-        coco_id = _field(path, entry, "id", where, (int, str))
-        file_name = _field(path, entry, "file_name", where, str)
-        where = f"images[{index}] ({file_name})"
-        if coco_id in seen_ids:
-            raise DatasetError(
-                f"{path}: {where}: image id {coco_id} is listed twice (first as "
-                f"images[{seen_ids[coco_id]}]); each image may appear once"
-            )
-        if file_name in first_index:
-            raise DatasetError(
-                f"{path}: {where}: file name {file_name} is listed twice (first as "
-                f"images[{first_index[file_name]}]); each image may appear once"
-            )
-        seen_ids[coco_id] = index
-        first_index[file_name] = index
-        names[coco_id] = file_name
+    seen: dict[str, dict[Any, int]] = {"image id": {}, "file name": {}}  # -> index in images
+    for index, image in enumerate(coco.images):
+        for what, key in (("image id", image.id), ("file name", image.file_name)):
+            if key in seen[what]:
+                raise DatasetError(
+                    f"{path}: images[{index}] ({image.file_name}): {what} {key} is listed twice "
+                    f"(first as images[{seen[what][key]}]); each image may appear once"
+                )
+            seen[what][key] = index
 
-    captions: dict[str, list[str]] = {f"{image_folder}/{n}": [] for n in names.values()}
+    captions: dict[int | str, list[str]] = {image.id: [] for image in coco.images}
     empty = 0
-    for index, entry in enumerate(data["annotations"]):
-        where = f"annotations[{index}]"
-        if not isinstance(entry, dict):
-            raise DatasetError(f"{path}: {where}: an annotation must be an object")
-        coco_id = _field(path, entry, "image_id", where, (int, str))
-        caption = _field(path, entry, "caption", where, str).strip()
-        if coco_id not in names:
+    for index, annotation in enumerate(coco.annotations):
+        if annotation.image_id not in captions:
             raise DatasetError(
-                f"{path}: {where}: image_id {coco_id} is not in the file's images; "
-                "an annotation must describe a listed image"
+                f"{path}: annotations[{index}]: image_id {annotation.image_id} is not in the "
+                "file's images; an annotation must describe a listed image"
             )
-        if caption:
-            captions[f"{image_folder}/{names[coco_id]}"].append(caption)
+        if annotation.caption:
+            captions[annotation.image_id].append(annotation.caption)
         else:
             empty += 1
     _warn_empty(path, empty, "'caption' is blank")
-    for image_id, texts in captions.items():
-        if not texts:
-            file_name = image_id.partition("/")[2]
+    for index, image in enumerate(coco.images):
+        if not captions[image.id]:
             raise DatasetError(
-                f"{path}: images[{first_index[file_name]}] ({file_name}): the image has no captions"
+                f"{path}: images[{index}] ({image.file_name}): the image has no captions"
             )
-    return captions
+    return {f"{image_folder}/{image.file_name}": captions[image.id] for image in coco.images}
 
 
 def load_coco_folder(root: str | Path, require_images: bool = True) -> CaptionDataset:

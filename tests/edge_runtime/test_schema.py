@@ -182,3 +182,60 @@ def test_describe():
     assert describe(float | None) == "a number or null"
     assert describe(int | str) == "an integer or a string"
     assert describe(list[bool]) == "a list of booleans"
+
+
+@dataclass
+class Sentence:
+    raw: str
+
+
+@dataclass
+class Image:
+    filename: str
+    sentences: list[Sentence]
+
+    __json_label__ = "filename"
+
+
+@dataclass
+class Images:
+    images: list[Image]
+
+
+def test_a_labelled_entry_is_named_by_its_label_in_paths():
+    good = {"filename": "a.jpg", "sentences": [{"raw": "a dog"}]}
+    bad = {"filename": "b.jpg", "sentences": [{"raw": "a cat"}, {"tokens": []}]}
+    assert _refusal({"images": [good, bad]}, Images) == (
+        "manifest.json: images[1] (b.jpg).sentences[1]: missing field 'raw'"
+    )
+    # No label where the entry has none to give; at the top, the label alone.
+    assert _refusal({"images": [{"sentences": []}]}, Images) == (
+        "manifest.json: images[0]: missing field 'filename'"
+    )
+    assert _refusal({"filename": "c.jpg", "sentences": 1}, Image) == (
+        "manifest.json: (c.jpg).sentences: expected a list of objects, got 1"
+    )
+
+
+def test_an_unsupported_annotation_is_a_type_error_naming_where():
+    @dataclass
+    class Odd:
+        when: set[int] | None = None
+
+    assert from_json(Odd, {}, "x.json") == Odd()
+    with pytest.raises(TypeError, match=r"annotation set\[int\] at a\.when is not supported"):
+        from_json(Odd, {"when": 1}, "x.json", path="a")
+
+
+def test_the_garbage_collector_is_as_the_caller_left_it():
+    import gc
+
+    from_json(Top, GOOD, "manifest.json")
+    _refusal({"name": "m"})
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        from_json(Top, GOOD, "manifest.json")
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

@@ -127,28 +127,43 @@ def test_karpathy_missing_file_and_keys(tmp_path):
     path = _write(tmp_path / "d.json", {"dataset": "flickr8k"})
     assert _error(path).startswith(f"{path}: missing top-level key 'images'; expected {{")
     path = _write(tmp_path / "d.json", {"images": []})
-    assert _error(path) == f"{path}: top level: missing key 'dataset'"
+    assert _error(path) == f"{path}: missing field 'dataset'"
     path = _write(tmp_path / "d.json", [1, 2])
     assert _error(path).startswith(f"{path}: the top level is a list, not an object")
     images = _small_images()
     del images[2]["split"]
     path = _karpathy(tmp_path, images)
     with pytest.raises(
-        DatasetError, match=re.escape(f"{path}: images[2] (c.jpg): missing key 'split'")
+        DatasetError, match=re.escape(f"{path}: images[2] (c.jpg): missing field 'split'")
     ):
         load_dataset(path, require_images=False)
     images = _small_images()
     del images[1]["filename"]
     path = _karpathy(tmp_path, images)
-    assert _error(path) == f"{path}: images[1]: missing key 'filename'"
+    assert _error(path) == f"{path}: images[1]: missing field 'filename'"
     images = _small_images()
     images[3]["sentences"] = [{"tokens": ["a"]}]
     path = _karpathy(tmp_path, images)
-    assert _error(path) == f"{path}: images[3] (d.jpg) sentences[0]: missing key 'raw'"
+    assert _error(path) == f"{path}: images[3] (d.jpg).sentences[0]: missing field 'raw'"
     images = _small_images()
     images[4]["sentences"] = "a cow"
     path = _karpathy(tmp_path, images)
-    assert _error(path) == f"{path}: images[4] (e.jpg): 'sentences' must be a list, not str"
+    assert _error(path) == (
+        f'{path}: images[4] (e.jpg).sentences: expected a list of objects, got "a cow"'
+    )
+
+
+def test_karpathy_entries_of_the_wrong_shape(tmp_path):
+    path = _karpathy(tmp_path, [*_small_images(), ["f.jpg"]])
+    assert _error(path) == f'{path}: images[5]: expected an object, got ["f.jpg"]'
+    images = _small_images()
+    images[2]["filename"] = "  "
+    path = _karpathy(tmp_path, images)
+    assert _error(path) == f"{path}: images[2].filename: must not be empty"
+    images = _small_images()
+    images[0]["filepath"] = 2014
+    path = _karpathy(tmp_path, images)
+    assert _error(path) == f"{path}: images[0] (a.jpg).filepath: expected a string, got 2014"
 
 
 def test_karpathy_unknown_split(tmp_path):
@@ -156,7 +171,8 @@ def test_karpathy_unknown_split(tmp_path):
     images[1]["split"] = "validation"
     path = _karpathy(tmp_path, images)
     assert _error(path, require_images=False) == (
-        f"{path}: images[1] (b.jpg): unknown split 'validation'; use one of train, val, test, restval"
+        f'{path}: images[1] (b.jpg).split: expected one of "train", "val", "test", "restval", '
+        'got "validation"'
     )
 
 
@@ -288,12 +304,19 @@ def test_coco_errors(tmp_path):
     data = _coco_file(names, {})
     del data["images"][1]["file_name"]
     root = _coco(tmp_path, val=data)
-    assert _error(root) == f"{val_file}: images[1]: missing key 'file_name'"
+    assert _error(root) == f"{val_file}: images[1]: missing field 'file_name'"
 
     data = _coco_file(names, {})
     del data["annotations"][2]["caption"]
     root = _coco(tmp_path, val=data)
-    assert _error(root) == f"{val_file}: annotations[2]: missing key 'caption'"
+    assert _error(root) == f"{val_file}: annotations[2]: missing field 'caption'"
+
+    data = _coco_file(names, {})
+    data["images"][2]["id"] = True
+    root = _coco(tmp_path, val=data)
+    assert _error(root) == (
+        f"{val_file}: images[2] (z.jpg).id: expected an integer or a string, got true"
+    )
 
     data = _coco_file(names, {})
     data["images"][2]["file_name"] = "x.jpg"
