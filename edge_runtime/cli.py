@@ -28,6 +28,7 @@ ESC = 27
 
 def _parser() -> argparse.ArgumentParser:
     from .bundle import add_runtime_options
+    from .decoding import add_decode_options
 
     parser = argparse.ArgumentParser(
         prog="edge_caption",
@@ -100,15 +101,8 @@ def _parser() -> argparse.ArgumentParser:
         help="live sources: seconds without a frame before giving up (default 5)",
     )
     add_runtime_options(parser)
-    parser.add_argument(
-        "--beam", type=int, default=1, help="beam width; 1 decodes greedily (default 1)"
-    )
-    parser.add_argument(
-        "--length-penalty",
-        type=float,
-        default=None,
-        help="beam search ranks captions by score / (words+1)**P (default: the bundle's own, "
-        "chosen on dev at export; `edge_caption info` shows it)",
+    add_decode_options(
+        parser, "the bundle's own, chosen on dev at export; `edge_caption info` shows it"
     )
     parser.add_argument(
         "--verbose",
@@ -138,19 +132,10 @@ class _VersionAction(argparse.Action):
 
 def _check_numbers(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Refuse out-of-range flags before anything loads (exit 2, naming the flag): argparse
-    takes "nan" and "inf" as floats, and an unbounded length penalty overflowed the beam
-    search's ranking (ZeroDivisionError at -300, OverflowError at 400)."""
-    from .decoding import LENGTH_PENALTY_LIMIT, MAX_BEAM_WIDTH
+    takes "nan" and "inf" as floats. Sets args.decode."""
+    from .decoding import decode_options_from_args
 
-    if not 1 <= args.beam <= MAX_BEAM_WIDTH:
-        parser.error(f"--beam must be between 1 and {MAX_BEAM_WIDTH}, got {args.beam}")
-    if args.length_penalty is not None and not (
-        -LENGTH_PENALTY_LIMIT <= args.length_penalty <= LENGTH_PENALTY_LIMIT  # NaN fails too
-    ):
-        parser.error(
-            f"--length-penalty must be a number between {-LENGTH_PENALTY_LIMIT:g} and "
-            f"{LENGTH_PENALTY_LIMIT:g} (0 ranks by the plain sum), got {args.length_penalty}"
-        )
+    args.decode = decode_options_from_args(parser, args)
     if args.every < 1:
         parser.error(f"--every must be at least 1, got {args.every}")
     if args.max_fps is not None and not (math.isfinite(args.max_fps) and args.max_fps > 0):
@@ -214,7 +199,6 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     from .captioner import Captioner
-    from .decoding import DecodeOptions
     from .sources import source_kind
 
     kind = source_kind(args.source)
@@ -223,9 +207,7 @@ def main(argv: list[str] | None = None) -> int:
             if getattr(args, flag):
                 parser.error(f"--{flag.replace('_', '-')} applies to video files and cameras")
     try:
-        with Captioner.open(
-            args.model, runtime, DecodeOptions(args.beam, args.length_penalty)
-        ) as captioner:
+        with Captioner.open(args.model, runtime, args.decode) as captioner:
             if kind in ("image", "folder"):
                 return _caption_files(captioner, args)
             return _caption_video(captioner, args)

@@ -7,6 +7,7 @@ is the batch, so that a beam search can reorder hypotheses by indexing.
 
 from __future__ import annotations
 
+import argparse
 import bisect
 import math
 from collections.abc import Sequence
@@ -308,6 +309,40 @@ class DecodeOptions:
             check_length_penalty(self.length_penalty)
         if self.max_length is not None and self.max_length < 1:
             raise ValueError(f"max length must be at least 1 word, got {self.max_length}")
+
+
+def add_decode_options(parser: argparse.ArgumentParser, length_penalty_default: str) -> None:
+    """--beam and --length-penalty, declared once for every command that decodes
+    (edge_caption, caption-train evaluate); decode_options_from_args reads them back."""
+    parser.add_argument(
+        "--beam", type=int, default=1, help="beam width; 1 decodes greedily (default 1)"
+    )
+    parser.add_argument(
+        "--length-penalty",
+        type=float,
+        default=None,
+        help="beam search ranks captions by score / (words+1)**P (default: "
+        f"{length_penalty_default})",
+    )
+
+
+def decode_options_from_args(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> DecodeOptions:
+    """The DecodeOptions of add_decode_options' flags. An out-of-range flag is a usage
+    error (exit 2, naming the flag) before anything loads: argparse takes "nan" and "inf"
+    as floats, and an unbounded length penalty overflowed the beam search's ranking
+    (ZeroDivisionError at -300, OverflowError at 400)."""
+    if not 1 <= args.beam <= MAX_BEAM_WIDTH:
+        parser.error(f"--beam must be between 1 and {MAX_BEAM_WIDTH}, got {args.beam}")
+    if args.length_penalty is not None and not (
+        -LENGTH_PENALTY_LIMIT <= args.length_penalty <= LENGTH_PENALTY_LIMIT  # NaN fails too
+    ):
+        parser.error(
+            f"--length-penalty must be a number between {-LENGTH_PENALTY_LIMIT:g} and "
+            f"{LENGTH_PENALTY_LIMIT:g} (0 ranks by the plain sum), got {args.length_penalty}"
+        )
+    return DecodeOptions(args.beam, args.length_penalty)
 
 
 def decode_rows(

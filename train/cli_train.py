@@ -18,6 +18,7 @@ import os
 import sys
 from dataclasses import fields
 
+from edgecap.edge_runtime.decoding import add_decode_options, decode_options_from_args
 from edgecap.edge_runtime.errors import EdgeCaptionError, interrupted
 from edgecap.edge_runtime.step_models import DECODER_KINDS
 
@@ -231,32 +232,23 @@ def _evaluate(argv: list[str]) -> int:
         "(dataset_flickr8k.json), or a COCO folder (annotations/captions_*.json)",
     )
     parser.add_argument("--split", default="test", help="train, dev or test (default test)")
-    parser.add_argument(
-        "--beam", type=int, default=1, help="beam width; 1 decodes greedily (default 1)"
-    )
-    parser.add_argument(
-        "--length-penalty",
-        type=float,
-        default=None,
-        help="beam ranking: score / (words+1)**p (default: a bundle's own, 0 for a run)",
-    )
+    add_decode_options(parser, "a bundle's own, 0 for a run")
     parser.add_argument("--out", help="output folder (default TARGET/eval-SPLIT-beamK)")
     parser.add_argument("--feature-cache", help="feature cache folder for runs")
     parser.add_argument(
         "--no-meteor", action="store_true", help="skip METEOR (it starts a Java process)"
     )
     args = parser.parse_args(argv)
-    if args.beam < 1:
-        parser.error("--beam must be at least 1")
+    decode = decode_options_from_args(parser, args)
     from .evaluate import evaluate, format_table
 
     metrics = evaluate(
         args.target,
         args.data,
         args.split,
-        args.beam,
+        decode.beam_width,
         args.out,
-        args.length_penalty,
+        decode.length_penalty,
         args.feature_cache,
         not args.no_meteor,
     )

@@ -110,3 +110,22 @@ def test_results_table_from_evaluations(run_eval, tmp_path):
     identical = float(bundle_row[header.index("identical to Keras")])
     assert 0.5 <= identical <= 1.0  # int8 of the e2e run: mostly the same words
     assert keras_row[column] == ""  # Keras rows are the reference
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--beam", "0"], "--beam must be between 1 and 100, got 0"),
+        (["--beam", "3", "--length-penalty", "nan"], "--length-penalty must be a number between"),
+        (["--beam", "3", "--length-penalty", "400"], "--length-penalty must be a number between"),
+    ],
+)
+def test_evaluate_refuses_out_of_range_decoding_flags_before_loading(flags, message, capsys):
+    """The same checks as edge_caption's (one declaration of the flags): exit 2, naming the
+    flag, before the target (which does not exist here) is opened."""
+    from edgecap.train.cli_train import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate", "no-such-run", "--data", "no-such-data", *flags])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
