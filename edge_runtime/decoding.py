@@ -7,16 +7,18 @@ is the batch, so that a beam search can reorder hypotheses by indexing.
 
 from __future__ import annotations
 
-import argparse
 import bisect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from .vocab import NEVER_EMITTED_IDS
+
+if TYPE_CHECKING:  # the runtime's API users never build a parser: no argparse at import
+    import argparse
 
 State = tuple[np.ndarray, ...]
 
