@@ -31,12 +31,12 @@ demo: $(STAMP)
 	$(BIN)/caption-train --data $(DEMO)/data --encoder mobilenet_synth --decoder lstm \
 		--out $(DEMO)/run --feature-cache $(DEMO)/features
 	$(BIN)/caption-export $(DEMO)/run --format tflite --quantize int8 --out $(DEMO)/bundle-int8
-	$(BIN)/python -m edgecap.benchmarks.demo prepare $(DEMO)
+	$(BIN)/python -m edgecap.export.demo prepare $(DEMO)
 	$(BIN)/edge_caption --model $(DEMO)/bundle-int8 --source $(DEMO)/test_images --jsonl > $(DEMO)/test_captions.jsonl
 	$(BIN)/edge_caption --model $(DEMO)/bundle-int8 --source $(DEMO)/test_video.mp4 --realtime --every 15 \
 		--output $(DEMO)/annotated.mp4 --jsonl > $(DEMO)/video_captions.jsonl
-	$(BIN)/python -m edgecap.benchmarks.demo report $(DEMO) --bundle $(DEMO)/bundle-int8 --run $(DEMO)/run
-	$(BIN)/python -m edgecap.benchmarks.demo photos docs/photos $(ORIGINALS) \
+	$(BIN)/python -m edgecap.export.demo report $(DEMO) --bundle $(DEMO)/bundle-int8 --run $(DEMO)/run
+	$(BIN)/python -m edgecap.export.demo photos docs/photos $(ORIGINALS) \
 		$(if $(ORIGINALS),--annotations $(F8K_TOKENS)) --out $(DEMO)/photos.json
 
 # The recipe of the shipped demo encoder (train/assets/mobilenet_synth.keras).
@@ -98,16 +98,16 @@ release-model: $(STAMP)
 	@test -n "$(FLICKR8K)" || { echo "make release-model: no Flickr8k folder; pass FLICKR8K=DIR" >&2; exit 2; }
 	$(BIN)/python -m edgecap.export.release $(RELEASE_BUNDLE) --data "$(FLICKR8K)"
 
-# caption-bench inputs (photo files, 12 MP JPEGs, 720p/1080p frames, a 720p video; the
-# fast and the exact preprocessing) on the demo bundle and the Flickr8k int8 bundle, each
-# where it exists. A few minutes; run it on an otherwise idle machine.
+# The input-kinds study, export/studies/input_kinds.py (photo files, 12 MP JPEGs, 720p/1080p
+# frames, a 720p video; the fast and the exact preprocessing) on the demo bundle and the
+# Flickr8k int8 bundle, each where it exists. A few minutes; run it on an otherwise idle machine.
 PHOTOS ?= $(wildcard ../shared/data/flickr8k-originals ../shared/data/imagenet_check)
 F8K_INT8 := $(F8K_OUT)/mobilenet_v2-lstm-tflite-int8
 bench-inputs: $(STAMP)
 	@test -n "$(PHOTOS)" || { echo "make bench-inputs: no photos; set PHOTOS to folders of JPEGs" >&2; exit 2; }
-	test ! -f $(DEMO)/bundle-int8/manifest.json || $(BIN)/caption-bench inputs $(DEMO)/bundle-int8 \
+	test ! -f $(DEMO)/bundle-int8/manifest.json || $(BIN)/python export/studies/input_kinds.py $(DEMO)/bundle-int8 \
 		$(foreach d,$(PHOTOS),--photos $(d)) --out $(DEMO)/bench-inputs
-	test ! -f $(F8K_INT8)/manifest.json || $(BIN)/caption-bench inputs $(F8K_INT8) \
+	test ! -f $(F8K_INT8)/manifest.json || $(BIN)/python export/studies/input_kinds.py $(F8K_INT8) \
 		$(foreach d,$(PHOTOS),--photos $(d)) --out $(F8K_OUT)/bench/inputs
 
 # Peak memory and time of training (export/studies/training_memory.py): Flickr8k from a cold

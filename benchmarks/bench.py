@@ -62,9 +62,8 @@ def _run_parser() -> argparse.ArgumentParser:
         description="Benchmark bundles on this device: file sizes, init and first caption, "
         "latency (encoder, decoder step, greedy and beam captions), peak RSS, quality, and "
         "Keras baselines as ratios. `caption-bench merge FILE... --out DIR` compares "
-        "results files from several devices; `caption-bench inputs BUNDLE --photos DIR "
-        "--out DIR` times each input kind (photos, large JPEGs, video frames); "
-        "`caption-bench render KIND FILE... --into DOC` puts a results table into a document.",
+        "results files from several devices; `caption-bench render KIND FILE... --into DOC` "
+        "puts a results table into a document.",
         epilog="exit status: 0 all measured (and the gate passed); 1 the --min-scene-accuracy "
         "gate failed; 2 a bundle or baseline could not be measured, or bad arguments",
     )
@@ -181,23 +180,15 @@ def _cold_start_image(args: argparse.Namespace, work: Path) -> Path:
     return path
 
 
-def _keras_run(args: argparse.Namespace, entries: list[BundleResult]) -> Path | None:
-    """--keras-run, else the first measured bundle's source_run that still exists."""
-    if args.keras_run is not None:
-        return args.keras_run
-    for entry in entries:
-        source = entry.source_run if entry.ok else None
-        if source and (Path(source) / "config.json").is_file():
-            return Path(source)
-    return None
-
-
 def _baselines(
     args: argparse.Namespace, settings: Settings, entries: list[BundleResult], work: Path
 ) -> Baselines:
+    """The Keras baselines on --keras-run, else on the first measured bundle's source_run
+    that still exists."""
     if args.no_baselines:
         return Baselines(status="skipped: --no-baselines")
-    run = _keras_run(args, entries)
+    sources = [Path(e.source_run) for e in entries if e.ok and e.source_run]
+    run = args.keras_run or next((s for s in sources if (s / "config.json").is_file()), None)
     if run is None:
         return Baselines(status="skipped: no Keras run found; pass --keras-run")
     if not (run / "config.json").is_file():
@@ -385,10 +376,10 @@ def main(argv: list[str] | None = None) -> int:
     # subparsers cannot express; the named subcommands are picked off first.
     if argv and argv[0] == "merge":
         return merge(argv[1:])
-    if argv and argv[0] in ("inputs", "render"):
-        from . import input_kinds, render
+    if argv and argv[0] == "render":
+        from . import render
 
-        return {"inputs": input_kinds, "render": render}[argv[0]].main(argv[1:])
+        return render.main(argv[1:])
     return run(argv)
 
 

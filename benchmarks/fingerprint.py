@@ -32,22 +32,13 @@ RUNTIME_DISTRIBUTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "ai_edge_litert": ("ai_edge_litert", ("ai-edge-litert", "ai-edge-litert-nightly")),
     "tflite_runtime": ("tflite_runtime", ("tflite-runtime",)),
     "onnxruntime": ("onnxruntime", ("onnxruntime", "onnxruntime-gpu", "onnxruntime-silicon")),
-    "opencv": (
-        "cv2",
-        (
-            "opencv-python-headless",
-            "opencv-python",
-            "opencv-contrib-python-headless",
-            "opencv-contrib-python",
-        ),
-    ),
+    "opencv": ("cv2", ("opencv-python-headless", "opencv-python",
+                       "opencv-contrib-python-headless", "opencv-contrib-python")),
     "pillow": ("PIL", ("pillow",)),
-    "tensorflow": (
-        "tensorflow",
-        ("tensorflow", "tensorflow-cpu", "tensorflow-macos", "tensorflow-aarch64"),
-    ),
+    "tensorflow": ("tensorflow", ("tensorflow", "tensorflow-cpu", "tensorflow-macos",
+                                  "tensorflow-aarch64")),
     "keras": ("keras", ("keras",)),
-}
+}  # fmt: skip
 
 # /proc/cpuinfo keys that name the CPU or board, by platform: x86 has "model name"; a
 # Raspberry Pi has "Model" (the board) and older kernels "Hardware"; some ARM SoCs "Processor".

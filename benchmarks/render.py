@@ -6,22 +6,25 @@ put into DOC between the lines <!-- BEGIN marker --> and <!-- END marker --> (ma
     caption-bench render inputs INPUTS.json... --into docs/benchmarks.md
     caption-bench render inputs-before-after INPUTS.json... --into README.md --marker inputs
     caption-bench render training-memory training-memory.json --into README.md
+
+Each table is drawn by the module that writes its result files (the demo's report, the
+evaluation record, a study), so that a table and its data change together; this module only
+finds that function and swaps the table into the document. The studies' tables need the
+project's checkout (they are scripts under export/studies/, not installed).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import json
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from edgecap.edge_runtime.atomic import write_text_atomic
-
-from .demo import demo_table
-from .input_kinds import before_after_table, inputs_report
-from .results import evaluation_markdown
-from .tables import markdown_table
 
 
 @dataclass(frozen=True)
@@ -29,41 +32,47 @@ class TableKind:
     marker: str  # the default marker of DOC
     reading: str  # what a FILE is, for the error when it cannot be read
     made_by: str  # what writes a FILE
-    table: Callable[[list[dict]], str]  # the parsed FILEs -> the Markdown
-
-
-def training_memory_table(rows: list[dict]) -> str:
-    """The README's table of export/studies/training_memory.py: the cases that finished."""
-    header = ["case", "training captions", "peak RSS", "seconds"]
-    body = [[r["case"], f"{r['captions']:,}", f"{r['peak_rss_gb']:.2f} GB", f"{r['seconds']:.0f}"]
-            for r in rows if r["exit_code"] == 0]  # fmt: skip
-    return markdown_table(header, body)
+    drawn_by: str  # 'package.module:function', or 'studies/FILE.py:function' under export/
+    apply: Callable[[Callable, list[dict]], str]  # (that function, the parsed FILEs) -> Markdown
 
 
 TABLES = {
-    "demo": TableKind("demo", "the demo report", "make demo", lambda files: demo_table(files[0])),
-    "flickr8k": TableKind(
-        "flickr8k",
-        "the Flickr8k record",
-        "make flickr8k",
-        lambda files: evaluation_markdown(files[0]["rows"]),
-    ),
-    "inputs": TableKind(
-        "inputs",
-        "the inputs results",
-        "caption-bench inputs",
-        lambda files: "\n".join(inputs_report(result) for result in files),
-    ),
-    "inputs-before-after": TableKind(
-        "inputs", "the inputs results", "caption-bench inputs", before_after_table
-    ),
-    "training-memory": TableKind(
-        "training-memory",
-        "the training-memory results",
-        "make bench-training",
-        lambda files: training_memory_table(files[0]["rows"]),
-    ),  # fmt: skip
-}
+    "demo": TableKind("demo", "the demo report", "make demo", "edgecap.export.demo:demo_table",
+                      lambda draw, files: draw(files[0])),
+    "flickr8k": TableKind("flickr8k", "the Flickr8k record", "make flickr8k",
+                          "edgecap.train.eval_table:evaluation_markdown",
+                          lambda draw, files: draw(files[0]["rows"])),
+    "inputs": TableKind("inputs", "the inputs results", "make bench-inputs",
+                        "studies/input_kinds.py:inputs_report",
+                        lambda draw, files: "\n".join(draw(result) for result in files)),
+    "inputs-before-after": TableKind("inputs", "the inputs results", "make bench-inputs",
+                                     "studies/input_kinds.py:before_after_table",
+                                     lambda draw, files: draw(files)),
+    "training-memory": TableKind("training-memory", "the training-memory results",
+                                 "make bench-training",
+                                 "studies/training_memory.py:training_memory_table",
+                                 lambda draw, files: draw(files[0]["rows"])),
+}  # fmt: skip
+
+
+def table_function(drawn_by: str) -> Callable:
+    """The function a TableKind names: imported from the package, or loaded from the study
+    file of the checkout."""
+    where, _, name = drawn_by.partition(":")
+    if not where.endswith(".py"):
+        return getattr(importlib.import_module(where), name)
+    import edgecap.export
+
+    path = Path(edgecap.export.__file__).parent / where
+    if not path.is_file():
+        raise SystemExit(
+            f"caption-bench render: {path} not found; the studies' tables are drawn by their "
+            "scripts in the project's checkout: run it from an editable install (make install)"
+        )
+    spec = importlib.util.spec_from_file_location(f"edgecap_study_{path.stem}", path)
+    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # for dataclasses
+    spec.loader.exec_module(module)
+    return getattr(module, name)
 
 
 def replace_between_markers(path: Path, marker: str, text: str) -> None:
@@ -97,7 +106,7 @@ def main(argv: list[str]) -> int:
             ) from None
     marker = args.marker or kind.marker
     try:
-        replace_between_markers(args.into, marker, kind.table(files))
+        replace_between_markers(args.into, marker, kind.apply(table_function(kind.drawn_by), files))
     except ValueError as exc:
         raise SystemExit(f"caption-bench render: {exc}") from None
     print(f"wrote the {marker} table into {args.into}")

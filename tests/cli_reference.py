@@ -32,7 +32,7 @@ MARKER = "options"
 # are found by themselves); caption-train lists its own in cli_train.SUBCOMMANDS.
 HAND_DISPATCHED = {
     "edge_caption": ["info", "models"],
-    "caption-bench": ["merge", "inputs", "render"],
+    "caption-bench": ["merge", "render"],
 }
 
 

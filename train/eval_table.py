@@ -7,8 +7,8 @@ Each row names the run's encoder, decoder, training (cross-entropy "XE", then ma
 fine-tuning of the encoder "FT" and self-critical "SCST") and training time, the beam
 width, and the scores; cells a metric file lacks are left empty rather than guessed.
 A row is read from what training wrote (the run's config.json and checkpoint history,
-evaluate's predictions.jsonl), so it is made here; the table is benchmarks/results.py's,
-the one `caption-bench render flickr8k` puts into the README.
+evaluate's predictions.jsonl), so it is made here; so is the table
+(evaluation_markdown), which `caption-bench render flickr8k` puts into the README.
 
 With --record, the rows are kept in a JSON file that is committed with the docs: rows from
 the given metrics files replace the record's rows of the same run, model and beam, and
@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from edgecap.benchmarks.results import evaluation_markdown
+from edgecap.benchmarks.tables import markdown_table
 from edgecap.edge_runtime.atomic import sha256_file, write_json_atomic, write_text_atomic
 from edgecap.edge_runtime.manifest import find_source_run, load_manifest
 
@@ -34,6 +34,52 @@ from .gallery import read_predictions
 
 # The stages after cross-entropy ("XE") a run's config.json can record, in training order.
 STAGES = (("finetune", "FT"), ("scst", "SCST"))
+
+
+# The columns that say what was evaluated (each a row's key, titled by it), then the scores.
+IDENTITY = ("encoder", "decoder", "training", "model", "beam")
+COLUMNS = (
+    ("BLEU-1", "bleu1"),
+    ("BLEU-2", "bleu2"),
+    ("BLEU-3", "bleu3"),
+    ("BLEU-4", "bleu4"),
+    ("ROUGE-L", "rouge_l"),
+    ("CIDEr-D", "cider_d"),
+    ("METEOR", "meteor"),
+    ("sent. BLEU-1", "bleu1_sentence_mean"),
+    ("scene acc.", "scene_accuracy"),
+    # Captions ending on "a", "of", "with" ...: what the n-gram scores do not see.
+    ("dangling endings", "dangling_endings"),
+)
+# A bundle's row against the Keras run it came from, at the same beam width.
+VERSUS_KERAS = (
+    ("Δ BLEU-4", "d_bleu4"),
+    ("Δ CIDEr-D", "d_cider_d"),
+    ("identical to Keras", "identical_to_keras"),
+)
+
+
+def _cell(key: str, value: float) -> str:
+    return f"{value:.1%}" if key == "dangling_endings" else f"{value:.3f}"
+
+
+def evaluation_markdown(evaluations: list[dict]) -> str:
+    """The table of evaluation rows: the columns any row has, the Keras deltas where known."""
+    present = [(title, key) for title, key in COLUMNS if any(key in r for r in evaluations)]
+    versus = [(t, k) for t, k in VERSUS_KERAS if any(k in r for r in evaluations)]
+    header = [*IDENTITY, *(t for t, _ in present + versus), "train time"]
+    table = []
+    for r in evaluations:
+        cells = [str(r[k]) for k in IDENTITY]
+        cells += [_cell(k, r[k]) if k in r else "" for _, k in present]
+        cells += [
+            f"{r[k]:+.3f}" if k.startswith("d_") and k in r else f"{r[k]:.3f}" if k in r else ""
+            for _, k in versus
+        ]
+        seconds = r.get("train_seconds")
+        cells.append(f"{seconds / 60:.1f} min" if seconds is not None else "")
+        table.append(cells)
+    return markdown_table(header, table, text_columns=len(IDENTITY))
 
 
 def _run_of(target: Path) -> Path:

@@ -27,7 +27,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from edgecap.benchmarks.render import training_memory_table
+from edgecap.benchmarks.tables import markdown_table
 
 LSTM = ["--decoder", "lstm", "--units", "512", "--embed-dim", "512", "--min-count", "5"]
 BLSTM = ["--decoder", "blstm", "--units", "256", "--embed-dim", "256", "--min-count", "5",
@@ -118,6 +118,14 @@ def run(flickr8k: Path, weights: Path, out: Path, names: list[str] | None = None
         print(f"  peak {row.peak_rss_gb} GB, {row.seconds} s, exit {code}", flush=True)
         results.append(row)
     return results
+
+
+def training_memory_table(rows: list[dict]) -> str:
+    """The README's table: the cases that finished."""
+    header = ["case", "training captions", "peak RSS", "seconds"]
+    body = [[r["case"], f"{r['captions']:,}", f"{r['peak_rss_gb']:.2f} GB", f"{r['seconds']:.0f}"]
+            for r in rows if r["exit_code"] == 0]  # fmt: skip
+    return markdown_table(header, body)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -335,35 +335,3 @@ def test_a_broken_bundle_without_gate_exits_2(tmp_path, capsys):
     )
     assert code == 2
     assert "bundle folder not found" in capsys.readouterr().err
-
-
-def test_caption_bench_inputs_measures_both_paths_and_what_the_fast_one_changes(
-    e2e, flickr8k_originals, tmp_path
-):
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for photo in sorted(flickr8k_originals.glob("*.jpg"))[:2]:
-        (photos / photo.name).write_bytes(photo.read_bytes())
-    out = tmp_path / "inputs"
-    done = subprocess.run(
-        [sys.executable, "-m", "edgecap.benchmarks.bench", "inputs", str(e2e["bundle"]),
-         "--photos", str(photos), "--out", str(out), "--repeats", "2", "--large", "1"],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads((out / "inputs.json").read_text())
-    rows = {(r["kind"], r["path"]): r for r in result["rows"]}
-    assert all(r["status"] == "ok" for r in rows.values()), rows
-    assert set(rows) == {
-        *((kind, path) for kind in ("photo file", "12 MP JPEG file", "720p frame", "1080p frame")
-          for path in ("exact", "fast")),
-        ("720p video, every frame", "fast"),
-    }  # fmt: skip
-    large_fast, large_exact = rows[("12 MP JPEG file", "fast")], rows[("12 MP JPEG file", "exact")]
-    # The reduced decode holds an eighth of the pixels in each direction: far less memory.
-    assert large_fast["peak_rss_mb"] < large_exact["peak_rss_mb"]
-    assert rows[("720p video, every frame", "fast")]["captions"] == 60
-    fidelity = result["fidelity"]
-    assert fidelity["photos as they came"]["images"] == 2
-    assert fidelity["12 MP JPEGs"]["images"] == 1
-    assert "| 12 MP JPEG file | fast |" in (out / "inputs.md").read_text()

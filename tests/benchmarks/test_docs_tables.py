@@ -100,7 +100,7 @@ def test_the_committed_flickr8k_record_renders_the_readme_table():
     """README's Flickr8k table is docs/results/flickr8k.json rendered, nothing typed."""
     from pathlib import Path
 
-    from edgecap.benchmarks import results
+    from edgecap.train import eval_table as results
 
     root = Path(__file__).resolve().parents[2]
     rows = json.loads((root / "docs/results/flickr8k.json").read_text())["rows"]

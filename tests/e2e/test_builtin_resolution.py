@@ -73,7 +73,7 @@ def test_an_unknown_name_or_a_missing_built_in_is_a_named_error(e2e, installed, 
 
 
 def test_the_demo_captions_real_photo_folders_with_the_built_in(e2e, installed, tmp_path, capsys):
-    from edgecap.benchmarks.demo import photos
+    from edgecap.export.demo import photos
 
     folder = tmp_path / "photos"
     folder.mkdir()

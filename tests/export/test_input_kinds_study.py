@@ -1,13 +1,27 @@
-"""`caption-bench inputs`: every input kind through both preprocessing paths, each in a
-process of its own, and the fidelity of the fast path, on a few real photos."""
+"""The input-kinds study (export/studies/input_kinds.py): every input kind through both
+preprocessing paths, each in a process of its own, and the fidelity of the fast path, on a
+few real photos; then `caption-bench render` of its results."""
 
+import importlib.util
 import json
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from edgecap.benchmarks import bench
-from edgecap.benchmarks.input_kinds import KINDS
+
+STUDY = Path(__file__).resolve().parents[2] / "export" / "studies" / "input_kinds.py"
+
+
+def _study():
+    """The study as a module: a script of the checkout, not part of the installed package."""
+    spec = importlib.util.spec_from_file_location("input_kinds_study", STUDY)
+    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_inputs_measures_every_kind_and_the_fast_paths_fidelity(e2e, flickr8k_originals, tmp_path):
@@ -17,7 +31,9 @@ def test_inputs_measures_every_kind_and_the_fast_paths_fidelity(e2e, flickr8k_or
         shutil.copy(photo, photos / photo.name)
     out = tmp_path / "inputs"
     args = [str(e2e["bundle"]), "--photos", str(photos), "--out", str(out)]
-    assert bench.main(["inputs", *args, "--repeats", "2", "--large", "1"]) == 0
+    study = _study()
+    assert study.main([*args, "--repeats", "2", "--large", "1"]) == 0
+    KINDS = study.KINDS
 
     result = json.loads((out / "inputs.json").read_text())
     rows = {(r["kind"], r["path"]): r for r in result["rows"]}
@@ -67,4 +83,36 @@ def test_inputs_without_photos_says_which_folder_and_what_to_pass(e2e, tmp_path)
     with pytest.raises(
         SystemExit, match=r"no \.jpg photos in .*empty; pass --photos with a folder"
     ):
-        bench.main(["inputs", *args])
+        _study().main(args)
+
+
+def test_the_study_runs_as_a_script_and_the_fast_path_holds_less_memory(
+    e2e, flickr8k_originals, tmp_path
+):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for photo in sorted(flickr8k_originals.glob("*.jpg"))[:2]:
+        (photos / photo.name).write_bytes(photo.read_bytes())
+    out = tmp_path / "inputs"
+    done = subprocess.run(
+        [sys.executable, str(STUDY), str(e2e["bundle"]),
+         "--photos", str(photos), "--out", str(out), "--repeats", "2", "--large", "1"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((out / "inputs.json").read_text())
+    rows = {(r["kind"], r["path"]): r for r in result["rows"]}
+    assert all(r["status"] == "ok" for r in rows.values()), rows
+    assert set(rows) == {
+        *((kind, path) for kind in ("photo file", "12 MP JPEG file", "720p frame", "1080p frame")
+          for path in ("exact", "fast")),
+        ("720p video, every frame", "fast"),
+    }  # fmt: skip
+    large_fast, large_exact = rows[("12 MP JPEG file", "fast")], rows[("12 MP JPEG file", "exact")]
+    # The reduced decode holds an eighth of the pixels in each direction: far less memory.
+    assert large_fast["peak_rss_mb"] < large_exact["peak_rss_mb"]
+    assert rows[("720p video, every frame", "fast")]["captions"] == 60
+    fidelity = result["fidelity"]
+    assert fidelity["photos as they came"]["images"] == 2
+    assert fidelity["12 MP JPEGs"]["images"] == 1
+    assert "| 12 MP JPEG file | fast |" in (out / "inputs.md").read_text()

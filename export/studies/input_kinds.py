@@ -1,12 +1,16 @@
-"""`caption-bench inputs`: a bundle on real inputs, not on small already-decoded images.
+"""A bundle on real inputs, not on small already-decoded images: what the runtime's fast
+input path (a reduced JPEG decode, one resize of BGR frames) saves over the exact path it
+replaced, and what it changes.
 
-    caption-bench inputs BUNDLE --photos DIR [--photos DIR ...] --out DIR
+    python export/studies/input_kinds.py BUNDLE --photos DIR [--photos DIR ...] --out DIR
     caption-bench render inputs DIR/inputs.json --into docs/benchmarks.md
+
+A study, not part of the installed package (make bench-inputs runs it from the checkout).
 
 Every input kind (KINDS) runs in a process of its own, so that its peak RSS is its own,
 through the runtime's fast path and the exact path it replaced, measured in the same run
 so that the two compare as a ratio; then the fast path's fidelity against the exact one.
-What each row and column means: docs/benchmarks.md, "Real inputs: `caption-bench inputs`".
+What each row and column means: docs/benchmarks.md, "Real inputs".
 """
 
 from __future__ import annotations
@@ -19,9 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from edgecap.benchmarks.tables import markdown_table
 from edgecap.edge_runtime.bundle import THREADS_HELP
-
-from .tables import markdown_table
 
 KINDS = ("photo file", "12 MP JPEG file", "720p frame", "1080p frame", "720p video, every frame")
 FRAME_SIZES = {"720p frame": (1280, 720), "1080p frame": (1920, 1080)}
@@ -31,7 +34,7 @@ VIDEO_FRAMES = 60  # two seconds at 30 fps
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="caption-bench inputs",
+        prog="python export/studies/input_kinds.py",
         description="Benchmark a bundle on real inputs (photo files, 12 MP JPEGs, 720p and "
         "1080p frames, a 720p video) through the fast and the exact preprocessing, and "
         "measure what the fast path changes.",
@@ -60,7 +63,7 @@ def _photos(folders: list[Path]) -> list[Path]:
     photos = [p for f in folders for p in image_files(f) if p.suffix.lower() in jpegs]
     if not photos:
         raise SystemExit(
-            f"caption-bench inputs: no .jpg photos in {', '.join(map(str, folders))}; "
+            f"input_kinds: no .jpg photos in {', '.join(map(str, folders))}; "
             "pass --photos with a folder of real photos (e.g. ../shared/data/flickr8k-originals)"
         )
     return photos
@@ -93,10 +96,9 @@ def _make_video(photo: Path, folder: Path) -> Path:
 
 
 def _child(args: argparse.Namespace) -> dict:
+    from edgecap.benchmarks.measure import peak_rss_mb
     from edgecap.edge_runtime.decoding import greedy_decode
     from edgecap.edge_runtime.preprocess import load_image, preprocess
-
-    from .measure import peak_rss_mb
 
     captioner = _open(args.bundle, args.threads)
     prep, manifest = captioner.manifest.preprocessing, captioner.manifest
@@ -176,11 +178,11 @@ def _rgb(frame):
 
 def _run_child(bundle: Path, kind: str, path: str, source: Path, args, out: Path) -> dict:
     """`_child` in a fresh process; its arguments go as one JSON object, its result to `out`."""
-    from .child_processes import child_env, run_child
+    from edgecap.benchmarks.child_processes import child_env, run_child
 
     child = {"bundle": str(bundle), "kind": kind, "path": path, "input": str(source),
              "repeats": args.repeats, "threads": args.threads, "out": str(out)}  # fmt: skip
-    command = [sys.executable, "-m", "edgecap.benchmarks.input_kinds", "--child"]
+    command = [sys.executable, __file__, "--child"]
     result = run_child([*command, json.dumps(child)], out, child_env())
     return (
         {"status": f"failed: {result}"} if isinstance(result, str) else {"status": "ok", **result}
@@ -238,7 +240,7 @@ def _fidelity(bundle: Path, photos: list[Path], large: list[Path], threads: int 
 def inputs_report(result: dict) -> str:
     """inputs.md: the stage medians of every input kind and path, then the fidelity table."""
     lines = [
-        f"`caption-bench inputs` on `{Path(result['bundle']).name}`, {result['device']} "
+        f"The input-kinds study on `{Path(result['bundle']).name}`, {result['device']} "
         f"(1-minute load average {result['load_average'][0] if result['load_average'] else '?'} "
         f"at the start); medians of {result['repeats']} runs, ms. *exact*: the full-size "
         "decode and channel swap the runtime used before; *fast*: today's path.",
@@ -249,12 +251,12 @@ def inputs_report(result: dict) -> str:
     for row in result["rows"]:
         if row["status"] != "ok":
             table.append([row["kind"], row["path"], row["status"]])
-        elif "captions_per_s" in row:
+        elif "captions_per_s" in row:  # the video: a rate, no stages
             video = f"{row['captions_per_s']} captions/s ({row['captions']} frames)"
             table.append([row["kind"], row["path"], video, "", "", "", "", row["peak_rss_mb"]])
         else:
             ms = row["median_ms"]
-            cells = ["—" if k == "decode" and row["kind"] in FRAME_SIZES else f"{ms[k]:.2f}"
+            cells = ["—" if k == "decode" and row["kind"].endswith(" frame") else f"{ms[k]:.2f}"
                      for k in stages]  # fmt: skip
             table.append([row["kind"], row["path"], *cells, row["peak_rss_mb"]])
     lines += [markdown_table(["input", "path", *stages, "peak RSS (MB)"], table, 2), ""]
@@ -309,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     args = _parser().parse_args(argv)
 
-    from .fingerprint import fingerprint, load_average
+    from edgecap.benchmarks.fingerprint import fingerprint, load_average
 
     photos = _photos(args.photos)
     measured = []  # one per input kind and path
@@ -325,12 +327,12 @@ def main(argv: list[str] | None = None) -> int:
         for kind in KINDS:
             # The video loop runs through the Captioner, which has only the fast path.
             for path in ("fast",) if kind.endswith("every frame") else ("exact", "fast"):
-                print(f"caption-bench inputs: {kind}, {path} path", file=sys.stderr, flush=True)
+                print(f"input_kinds: {kind}, {path} path", file=sys.stderr, flush=True)
                 out = work / f"{KINDS.index(kind)}-{path}.json"
                 outcome = _run_child(args.bundle, kind, path, sources[kind], args, out)
                 measured.append({"kind": kind, "path": path, **outcome})
         large = [_make_large(p, work) for p in photos[: args.large]]
-        print("caption-bench inputs: fidelity, fast path vs exact", file=sys.stderr, flush=True)
+        print("input_kinds: fidelity, fast path vs exact", file=sys.stderr, flush=True)
         fidelity = _fidelity(args.bundle, photos, large, args.threads)
     result = {
         "bundle": str(args.bundle),

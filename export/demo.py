@@ -1,10 +1,12 @@
 """Steps of `make demo` that are not a CLI of their own: lay out the test images and a
-short video for edge_caption, then score what edge_caption printed into report.json.
+short video for edge_caption, then score what edge_caption printed into report.json. The
+demo's pipeline, as export/pipeline.py is Flickr8k's (synthetic data -> caption-train ->
+caption-export -> edge_caption -> this report).
 
-    python -m edgecap.benchmarks.demo prepare artifacts/demo
-    python -m edgecap.benchmarks.demo report artifacts/demo --bundle B --run R
+    python -m edgecap.export.demo prepare artifacts/demo
+    python -m edgecap.export.demo report artifacts/demo --bundle B --run R
     caption-bench render demo artifacts/demo/report.json --into README.md
-    python -m edgecap.benchmarks.demo photos docs/photos [DIR ...] [--annotations TOKENS]
+    python -m edgecap.export.demo photos docs/photos [DIR ...] [--annotations TOKENS]
 
 `photos` ends the demo on real photos: the built-in Flickr8k model captions each folder;
 photos that Flickr8k's annotation file knows are printed with one of their reference
@@ -21,6 +23,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from edgecap.benchmarks.tables import markdown_table
 from edgecap.edge_runtime.atomic import write_json_atomic
 from edgecap.edge_runtime.bundle import bundle_bytes
 from edgecap.edge_runtime.evaluation.datasets import load_dataset
@@ -124,8 +127,6 @@ def report(demo: Path, bundle: Path, run: Path) -> dict:
 
 def demo_table(result: dict) -> str:
     """The README's demo table, from report.json: the Keras run and the shipped bundle."""
-    from .tables import markdown_table
-
     keras = result.get("keras_test_metrics") or {}
 
     def cell(value, digits=3):
@@ -198,7 +199,7 @@ def photos(folders: list[Path], annotations: Path | None, out: Path | None) -> d
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m edgecap.benchmarks.demo")
+    parser = argparse.ArgumentParser(prog="python -m edgecap.export.demo")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("prepare")
     p.add_argument("demo", type=Path)
