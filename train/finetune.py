@@ -357,8 +357,6 @@ def finetune(
     from tqdm import tqdm
 
     from .distribute import is_chief, make_strategy
-    from .encoders import get_encoder_spec
-    from .features import extract_features
     from .keras_captioner import caption_cached
     from .training import _save_keras_atomic
 
@@ -462,22 +460,42 @@ def finetune(
         _save_keras_atomic(decoder, out / "decoder.keras")
     if final_split == "none":
         return state
-    # The kept encoder's features go to the cache (keyed on its file), where SCST and
-    # evaluation find them.
+    metrics = _score_kept(parent, out, dataset, final_split, feature_cache, history, progress)
+    return {**state, "metrics": metrics}
+
+
+def _score_kept(
+    parent: TrainedRun,
+    out: Path,
+    dataset,
+    split: str,
+    feature_cache: str | None,
+    history: list[dict],
+    progress: bool,
+) -> dict:
+    """The kept model's greedy scores on `split`, with the training's time and peak memory,
+    written to out/metrics.json. The kept encoder's features go to the cache (keyed on its
+    file), where SCST and evaluation find them."""
+    import keras
+
+    from .encoders import get_encoder_spec
+    from .features import extract_features
+    from .keras_captioner import caption_cached
+
     spec = get_encoder_spec(parent.config.encoder.name)
     kept_encoder, kept_decoder = (
         keras.models.load_model(out / name, safe_mode=True, compile=False)
         for name in ("encoder.keras", "decoder.keras")
     )  # the parent's when no epoch beat it, not the last epoch's
     features = extract_features(
-        dataset, final_split, spec, str(out / "encoder.keras"), kept_encoder,
+        dataset, split, spec, str(out / "encoder.keras"), kept_encoder,
         feature_cache or parent.config.train.feature_cache or None,
-        progress=progress, prep=prep,
+        progress=progress, prep=parent.preprocessing,
     )  # fmt: skip
-    ids = dataset.splits[final_split]
-    predictions = caption_cached(kept_decoder, decoder_config, vocab, features, ids)
-    metrics = {"split": final_split, **score_split(dataset, final_split, predictions).to_json(),
+    ids = dataset.splits[split]
+    predictions = caption_cached(kept_decoder, parent.decoder_config, parent.vocab, features, ids)
+    metrics = {"split": split, **score_split(dataset, split, predictions).to_json(),
                "train_seconds": round(sum(h.get("seconds", 0.0) for h in history), 1),
                "peak_memory_mb": max(h.get("peak_memory_mb", 0.0) for h in history)}  # fmt: skip
     write_json_atomic(out / "metrics.json", metrics)
-    return {**state, "metrics": metrics}
+    return metrics

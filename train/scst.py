@@ -229,6 +229,49 @@ def _prepare_run(parent, out: Path, config: ScstConfig) -> None:
     write_json_atomic(config_file, {**parent.config_json, "scst": settings})
 
 
+def _scst_step(
+    batch: np.ndarray,
+    seed: list[int],
+    train_features: np.ndarray,
+    train_ids: list[str],
+    samplers: list,
+    reward: CaptionReward,
+    train_step,
+    vocab,
+    config: ScstConfig,
+) -> float:
+    """One SCST step on a batch of training images (their indices): `config.samples`
+    captions sampled per image and direction, each rewarded against its references, then
+    one policy-gradient step. Returns the batch's mean reward."""
+    import tensorflow as tf
+
+    repeated = np.repeat(train_features[batch], config.samples, axis=0)  # [B*K, F]
+    images = np.repeat(batch, config.samples)
+    drawn, rewards = [], []
+    for direction, sample in enumerate(samplers):
+        direction_seed = [seed[0], seed[1] + direction * 7919]
+        tokens = sample(tf.constant(repeated), tf.constant(direction_seed, tf.int32)).numpy()
+        ended = (tokens == vocab.end_id).any(axis=1)  # [B*K]: not cut at the limit
+        captions = [_in_word_order(vocab.decode(row), direction) for row in tokens]
+        drawn.append(tokens)  # [B*K, steps]
+        rewards.append(np.array(
+            [reward(train_ids[i], text, stop)
+             for i, text, stop in zip(images, captions, ended, strict=True)]
+        ).reshape(len(batch), config.samples))  # fmt: skip  # [B*K] -> [B, K]
+    length = max(int((t != vocab.pad_id).sum(axis=1).max()) for t in drawn)
+    targets = [t[:, :length] for t in drawn]  # each [B*K, T]: no column of padding alone
+    inputs = [
+        np.concatenate([np.full((len(t), 1), vocab.start_id, np.int32), t[:, :-1]], axis=1)
+        for t in targets
+    ]  # each [B*K, T]: teacher forcing on the sampled caption
+    advantages = [np.repeat(_advantages(r)[:, None], length, axis=1) for r in rewards]
+    # twoway's model reads [B*K, 2T]: the forward captions, then the backward ones.
+    train_step(tf.constant(repeated), tf.constant(np.concatenate(inputs, axis=1)),
+               tf.constant(np.concatenate(targets, axis=1)),
+               tf.constant(np.concatenate(advantages, axis=1)))  # fmt: skip
+    return float(np.mean(rewards))
+
+
 def scst(
     parent_dir: str | Path,
     out_dir: str | Path,
@@ -338,31 +381,9 @@ def scst(
         mean_rewards = []
         bar = tqdm(batches, desc=f"scst epoch {epoch + 1}/{config.epochs}", disable=not progress)
         for number, batch in enumerate(bar):
-            repeated = np.repeat(train_features[batch], config.samples, axis=0)  # [B*K, F]
-            images = np.repeat(batch, config.samples)
-            drawn, rewards = [], []
-            for direction, sample in enumerate(samplers):
-                seed = [config.seed * 100003 + epoch, number * 1009 + direction * 7919]
-                tokens = sample(tf.constant(repeated), tf.constant(seed, tf.int32)).numpy()
-                ended = (tokens == vocab.end_id).any(axis=1)  # [B*K]: not cut at the limit
-                captions = [_in_word_order(vocab.decode(row), direction) for row in tokens]
-                drawn.append(tokens)  # [B*K, steps]
-                rewards.append(np.array(
-                    [reward(train_ids[i], text, stop)
-                     for i, text, stop in zip(images, captions, ended, strict=True)]
-                ).reshape(len(batch), config.samples))  # fmt: skip  # [B*K] -> [B, K]
-            length = max(int((t != vocab.pad_id).sum(axis=1).max()) for t in drawn)
-            targets = [t[:, :length] for t in drawn]  # each [B*K, T]: no column of padding alone
-            inputs = [
-                np.concatenate([np.full((len(t), 1), vocab.start_id, np.int32), t[:, :-1]], axis=1)
-                for t in targets
-            ]  # each [B*K, T]: teacher forcing on the sampled caption
-            advantages = [np.repeat(_advantages(r)[:, None], length, axis=1) for r in rewards]
-            # twoway's model reads [B*K, 2T]: the forward captions, then the backward ones.
-            train_step(tf.constant(repeated), tf.constant(np.concatenate(inputs, axis=1)),
-                       tf.constant(np.concatenate(targets, axis=1)),
-                       tf.constant(np.concatenate(advantages, axis=1)))  # fmt: skip
-            mean_rewards.append(float(np.mean(rewards)))
+            seed = [config.seed * 100003 + epoch, number * 1009]
+            mean_rewards.append(_scst_step(batch, seed, train_features, train_ids, samplers,
+                                           reward, train_step, vocab, config))  # fmt: skip
             bar.set_postfix(reward=f"{np.mean(mean_rewards[-20:]):.3f}")
         entry = checkpoint.end_epoch(
             {"epoch": epoch + 1, "seconds": round(time.perf_counter() - start, 1),
