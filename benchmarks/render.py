@@ -61,9 +61,8 @@ def table_function(drawn_by: str) -> Callable:
     where, _, name = drawn_by.partition(":")
     if not where.endswith(".py"):
         return getattr(importlib.import_module(where), name)
-    import edgecap.export
-
-    path = Path(edgecap.export.__file__).parent / where
+    export_folder = importlib.util.find_spec("edgecap.export").submodule_search_locations[0]
+    path = Path(export_folder) / where
     if not path.is_file():
         raise SystemExit(
             f"caption-bench render: {path} not found; the studies' tables are drawn by their "

@@ -6,12 +6,13 @@ import subprocess
 import sys
 import textwrap
 
+TENSORFLOW = ("tensorflow", "keras", "tf_keras", "tf2onnx")
 BLOCKER = textwrap.dedent(
     """
     import importlib.abc, sys
 
     class Forbidden(importlib.abc.MetaPathFinder):
-        BLOCKED = ("tensorflow", "keras", "tf_keras", "tf2onnx", "edgecap.train", "edgecap.export")
+        BLOCKED = BLOCKED_MODULES
 
         def find_spec(self, name, path=None, target=None):
             if any(name == b or name.startswith(b + ".") for b in self.BLOCKED):
@@ -23,9 +24,13 @@ BLOCKER = textwrap.dedent(
 )
 
 
-def _run(code: str) -> subprocess.CompletedProcess:
+def _run(
+    code: str, blocked: tuple[str, ...] = (*TENSORFLOW, "edgecap.train", "edgecap.export")
+) -> subprocess.CompletedProcess:
+    """`code` in a fresh interpreter where importing any of `blocked` raises ImportError."""
+    blocker = BLOCKER.replace("BLOCKED_MODULES", repr(blocked))
     return subprocess.run(
-        [sys.executable, "-c", BLOCKER + textwrap.dedent(code)], capture_output=True, text=True
+        [sys.executable, "-c", blocker + textwrap.dedent(code)], capture_output=True, text=True
     )
 
 
@@ -95,12 +100,13 @@ def _imported_names(path) -> set[str]:
 
 
 def test_benchmarks_import_edge_runtime_only():
-    """DESIGN.md's rooms: the device-side benchmark imports edge_runtime, never train/ or
-    export/ (the Keras baselines run those in a child process of their own)."""
+    """The rooms (docs/design.md): the benchmark imports edge_runtime, never train/ or
+    export/ (the Keras baselines run those in a child process of their own; render loads
+    the docs tables' drawers by name, checked below)."""
     from pathlib import Path
 
     root = Path(__file__).parents[2] / "benchmarks"
-    files = sorted(root.glob("*.py"))
+    files = sorted(f for f in root.glob("*.py") if f.name != "render.py")  # by name: below
     assert len(files) > 5
     offending = {
         f.name: sorted(
@@ -120,3 +126,21 @@ def test_benchmarks_import_edge_runtime_only():
     )
     assert result.returncode == 0, result.stderr
     assert "imported all" in result.stdout
+
+
+def test_the_docs_tables_drawers_load_no_tensorflow():
+    """`caption-bench render` finds each table's drawer by name in the module that writes
+    its data (the demo, the evaluation record in train/, the studies): none of them may
+    bring TensorFlow into the render command."""
+    result = _run(
+        """
+        import sys
+        from edgecap.benchmarks.render import TABLES, table_function
+        for kind in TABLES.values():
+            assert callable(table_function(kind.drawn_by)), kind.drawn_by
+        print("drawers", len(TABLES), "tensorflow" in sys.modules, "keras" in sys.modules)
+        """,
+        blocked=TENSORFLOW,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[-3:] == ["5", "False", "False"]

@@ -98,5 +98,5 @@ def test_the_models_are_the_flickr8k_recipes_in_their_order():
                                                  "mobilenet_025-merge", "mobilenet_v2_035-lstm",
                                                  "mobilenet_v2-twoway"]  # fmt: skip
     recommended = pipeline.MODELS[0]
-    assert recommended.stages == ("finetune", "scst") and recommended.length_penalty == 0.5
+    assert recommended.stages == ("finetune", "scst") and recommended.length_penalty == 1.0
     assert ("tflite", "int8") in recommended.bundles
