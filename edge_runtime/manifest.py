@@ -77,9 +77,10 @@ class ModelEntry:
 
 
 @dataclass(frozen=True)
-class Recipe:
-    """The (format, precision) pair a bundle was exported with, by the name caption-export
-    and caption-bench use (e.g. 'tflite-int8'); recorded so that nothing infers it."""
+class RecipeRecord:
+    """The manifest's record of the export recipe that made a bundle (a row of
+    export/formats.py's RECIPES): its (format, precision) pair, by the name caption-export and
+    caption-bench use (e.g. 'tflite-int8'); recorded so that nothing infers it."""
 
     name: str
     format: str
@@ -108,7 +109,7 @@ class Manifest:
     vocab_sha256: str = ""
     pad_id: int | None = None
     unk_id: int | None = None
-    recipe: Recipe | None = None  # None only in bundles exported before it was recorded
+    recipe: RecipeRecord | None = None  # None only in bundles exported before it was recorded
     encoder: dict[str, Any] = field(default_factory=dict)  # name, alpha, input_size, feature_dim
     decoder_units: int | None = None
     decoder_embed_dim: int | None = None
@@ -323,7 +324,7 @@ class _ManifestFile:
     max_caption_length: int = json_field(check=_caption_length)
     vocab: _VocabSection = json_field()
     models: _ModelsSection = json_field()
-    recipe: Recipe | None = None  # None only in bundles exported before it was recorded
+    recipe: RecipeRecord | None = None  # None only in bundles exported before it was recorded
     encoder: dict[str, Any] = field(default_factory=dict)
     created: str | None = None
     source: dict[str, Any] | None = None

@@ -37,7 +37,7 @@ from edgecap.edge_runtime.manifest import (
     MODEL_ROLES,
     Manifest,
     ModelEntry,
-    Recipe,
+    RecipeRecord,
     config_sha256,
     model_roles,
     tensor_names,
@@ -214,7 +214,7 @@ def _manifest(
         pad_id=vocab.pad_id,
         unk_id=vocab.unk_id,
         # The pair this bundle was made with, so that nothing has to infer it from files.
-        recipe=Recipe(recipe.name, recipe.format, recipe.precision),
+        recipe=RecipeRecord(recipe.name, recipe.format, recipe.precision),
         length_penalty=length_penalty,
         encoder={
             "name": run.config.encoder.name,

@@ -150,8 +150,8 @@ def quantize_dynamic(model: bytes) -> bytes:
     Conv, MatMul and Gemm become ConvInteger / MatMulInteger with per-channel int8 weights
     (per-tensor lost 4 more identical captions in 100 on the demo data); the embedding
     Gather, the gates and log-softmax stay float. ConvInteger is slow in onnxruntime's CPU
-    provider (the 96 px demo encoder: 3.6 ms against 0.4 ms in fp32), so this recipe buys
-    size (a quarter of the bytes), not speed.
+    provider (several times the fp32 encoder's latency: docs/benchmarks.md), so this recipe
+    buys size (a quarter of the bytes), not speed.
     """
     from onnxruntime.quantization import QuantType
     from onnxruntime.quantization import quantize_dynamic as ort_quantize_dynamic
@@ -207,8 +207,8 @@ def quantize_static(model: bytes, calibration: list[np.ndarray]) -> bytes:
     0.085); keeping the first Conv in float gave 0.977 / 0.125, while keeping the last Conv
     in float, the activations' type or calibration method changed nothing. Folded, 0.989
     / 0.084 either way; but onnxruntime's CPU graph fuses the residual Adds (QLinearAdd)
-    and the convolutions around them only with uint8 activations: 4.1 ms against 6.6 ms
-    with int8 ones and 6.7 ms in float (docs/flickr8k.md "Quantization on real features").
+    and the convolutions around them only with uint8 activations, which is why they are
+    uint8 (the timings: docs/flickr8k.md "Quantization on real features").
     """
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType
     from onnxruntime.quantization import quantize_static as ort_quantize_static

@@ -7,7 +7,12 @@ from cli_helpers import edge_caption
 
 from edgecap.edge_runtime import cli
 from edgecap.edge_runtime.errors import BundleError
-from edgecap.edge_runtime.manifest import Manifest, Recipe, config_sha256, find_source_run
+from edgecap.edge_runtime.manifest import (
+    Manifest,
+    RecipeRecord,
+    config_sha256,
+    find_source_run,
+)
 
 
 def test_info_describes_the_bundle_and_its_model_card(e2e, capsys):
@@ -55,7 +60,7 @@ def test_the_manifest_is_one_typed_definition_written_and_read_back(e2e):
     raw = json.loads((e2e["bundle"] / "manifest.json").read_text())
     manifest = Manifest.from_json(raw, e2e["bundle"])
     assert manifest.to_json() == raw
-    assert manifest.recipe == Recipe("tflite-int8", "tflite", "int8")
+    assert manifest.recipe == RecipeRecord("tflite-int8", "tflite", "int8")
     assert manifest.models["decoder_step"].details["gpu_compatibility"]
     assert manifest.models["encoder"].bytes == (e2e["bundle"] / "encoder.tflite").stat().st_size
     legacy = {k: v for k, v in raw.items() if k != "source"} | {"source_run": "/old/run"}
