@@ -31,6 +31,7 @@ from edgecap.edge_runtime.manifest import find_source_run, load_manifest
 
 from .checkpoint import HISTORY, read_history
 from .gallery import read_predictions
+from .runs import RunConfig, read_run_config
 
 # The stages after cross-entropy ("XE") a run's config.json can record, in training order.
 STAGES = (("finetune", "FT"), ("scst", "SCST"))
@@ -89,9 +90,9 @@ def _run_of(target: Path) -> Path:
     return target
 
 
-def _config(run: Path) -> dict:
-    path = run / "config.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+def _config(run: Path) -> RunConfig | None:
+    """The run's typed config.json (train/runs.py); None where the folder has none."""
+    return read_run_config(run)[0] if (run / "config.json").is_file() else None
 
 
 def train_seconds(run: Path) -> float | None:
@@ -105,11 +106,11 @@ def train_seconds(run: Path) -> float | None:
     else:
         return None
     seconds = sum(h.get("seconds", 0.0) for h in history)
-    stages = _config(run)
+    config = _config(run)
     # The last stage's parent: an SCST run's config keeps its fine-tuned parent's entry.
-    parent = (stages.get("scst") or stages.get("finetune") or {}).get("parent")
-    if parent:
-        seconds += train_seconds(Path(parent)) or 0.0
+    stage = config and (config.scst or config.finetune)
+    if stage and stage.parent:
+        seconds += train_seconds(Path(stage.parent)) or 0.0
     return seconds
 
 
@@ -127,9 +128,11 @@ def evaluation_row(metrics_file: Path) -> dict:
         "run_dir": str(run.resolve()),
         "run": run.name,
         "measured": time.strftime("%Y-%m-%d", time.gmtime(metrics_file.stat().st_mtime)),
-        "encoder": config.get("encoder", {}).get("name", "?"),
-        "decoder": config.get("decoder", {}).get("kind", "?"),
-        "training": " + ".join(["XE", *(name for key, name in STAGES if key in config)]),
+        "encoder": config.encoder.name if config else "?",
+        "decoder": config.decoder.kind if config else "?",
+        "training": " + ".join(
+            ["XE", *(name for key, name in STAGES if config and getattr(config, key))]
+        ),
         "model": model,
         "beam": metrics["beam"],
         "train_seconds": train_seconds(run),

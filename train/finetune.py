@@ -28,7 +28,6 @@ step count, and history.jsonl the epochs' dev scores (epoch 0 is the parent).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
@@ -45,7 +44,7 @@ from edgecap.edge_runtime.evaluation import load_dataset, score_split
 from edgecap.edge_runtime.preprocess import Preprocessing, load_pixels
 
 from .checkpoint import TrainingCheckpoint
-from .runs import RunError, TrainedRun, load_run
+from .runs import RunError, TrainedRun, load_run, saved_stage
 from .training import best_dev_cider_d
 
 log = logging.getLogger(__name__)
@@ -316,19 +315,7 @@ def _prepare_run(parent: TrainedRun, out: Path, config: FinetuneConfig, chief: b
     run_config = {**parent.config_json, "finetune": settings}
     run_config.pop("scst", None)
     config_file = out / "config.json"
-    if config_file.exists():
-        written = json.loads(config_file.read_text())
-        saved = written.get("finetune") or {}
-        if {**saved, "epochs": settings["epochs"]} != settings:
-            raise ValueError(
-                f"{out} already holds a run with other settings; pass a new --out, or "
-                f"delete {out} to start over"
-            )
-        if settings["epochs"] < saved["epochs"]:
-            raise ValueError(
-                f"{out} already holds a run of {saved['epochs']} epochs; pass --epochs "
-                f"{saved['epochs']} or more to resume or continue it, or a new --out"
-            )
+    saved_stage(out, "finetune", settings)  # a run of other settings is refused
     if chief:
         out.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(parent.path / "vocab.json", out / "vocab.json")

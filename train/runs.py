@@ -100,6 +100,35 @@ def read_run_config(path: str | Path) -> tuple[RunConfig, dict[str, Any]]:
     return from_json(RunConfig, raw, str(config_file), error=RunError), raw
 
 
+def saved_stage(
+    out: Path, stage: str, settings: dict[str, Any], defaults: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """For a `stage` command (finetune, scst) writing the run at `out` with `settings`: None
+    where `out` holds no run yet; else (the stage's settings as the run saved them, over
+    `defaults` for the settings older versions did not write; config.json as written).
+    Refused with ValueError where they differ from `settings` in anything but the epochs, or
+    where `settings` asks for fewer epochs: a run resumes, or goes on past its last epoch."""
+    if not (out / "config.json").exists():
+        return None
+    config, written = read_run_config(out)
+    section = getattr(config, stage)
+    saved = {
+        **(defaults or {}),
+        **({"parent": section.parent, **section.settings} if section else {}),
+    }
+    if {**saved, "epochs": settings["epochs"]} != settings:
+        raise ValueError(
+            f"{out} already holds a run with other settings; pass a new --out, or delete {out} "
+            "to start over"
+        )
+    if settings["epochs"] < saved["epochs"]:
+        raise ValueError(
+            f"{out} already holds a run of {saved['epochs']} epochs; pass --epochs "
+            f"{saved['epochs']} or more to resume or continue it, or a new --out"
+        )
+    return saved, written
+
+
 def load_run(path: str | Path) -> TrainedRun:
     import keras
 

@@ -30,7 +30,6 @@ notices, and the policy learns to stop on a dangling "a" (one caption in seven d
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import shutil
@@ -46,7 +45,7 @@ from edgecap.edge_runtime.vocab import NEVER_EMITTED_IDS
 
 from .checkpoint import TrainingCheckpoint
 from .decoders import BACKWARD_PREFIX
-from .runs import RunError, load_run
+from .runs import RunError, load_run, saved_stage
 
 log = logging.getLogger(__name__)
 # The BLSTM re-reads its whole prefix at every word: it has no stepwise sampler.
@@ -203,24 +202,11 @@ def _prepare_run(parent, out: Path, config: ScstConfig) -> None:
     out.mkdir(parents=True, exist_ok=True)
     settings = {**config.to_json(), "parent": str(parent.path.resolve())}
     config_file = out / "config.json"
-    if config_file.exists():
-        written = json.loads(config_file.read_text())
-        # Runs made before the reward mix and the end-aware reward trained without them.
-        saved = {
-            "bleu4_weight": 0.0,
-            "end_aware": False,
-            "max_dev_dangling": 1.0,
-            **(written.get("scst") or {}),
-        }
-        if {**saved, "epochs": settings["epochs"]} != settings:
-            raise ValueError(
-                f"{out} already holds a run with other settings; pass a new --out, or delete {out} to start over"
-            )
-        if settings["epochs"] < saved["epochs"]:
-            raise ValueError(
-                f"{out} already holds a run of {saved['epochs']} epochs; pass --epochs "
-                f"{saved['epochs']} or more to resume or continue it, or a new --out"
-            )
+    # Runs made before the reward mix and the end-aware reward trained without them.
+    before_rewards = {"bleu4_weight": 0.0, "end_aware": False, "max_dev_dangling": 1.0}
+    resumed = saved_stage(out, "scst", settings, defaults=before_rewards)
+    if resumed is not None:
+        saved, written = resumed
         if settings["epochs"] > saved["epochs"]:  # more epochs: go on from the last one
             write_json_atomic(config_file, {**written, "scst": {**saved, **settings}})
         return

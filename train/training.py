@@ -90,9 +90,11 @@ def resume_hint(run_dir: str | Path) -> str:
     done = max((h["epoch"] for h in read_history(run / "checkpoints")), default=0)
     if not done:
         return "rerun the same command to resume; finished feature shards are kept"
+    from .runs import RunError, read_run_config  # runs.py imports TrainConfig from here
+
     try:
-        total = f" of {json.loads((run / 'config.json').read_text())['train']['epochs']}"
-    except (OSError, ValueError, KeyError, TypeError):
+        total = f" of {read_run_config(run)[0].train.epochs}"
+    except RunError:  # no config.json yet, or not one this version reads
         total = ""
     return f"rerun the same command to resume from epoch {done}{total}"
 
@@ -305,10 +307,10 @@ def _open_run(config: TrainConfig, run_dir: str | Path, chief: bool = True) -> P
     if not chief:
         return run
     run.mkdir(parents=True, exist_ok=True)
-    config_file = run / "config.json"
-    if config_file.exists():
-        saved = json.loads(config_file.read_text())
-        if saved["train"] != config.to_json():
+    if (run / "config.json").exists():
+        from .runs import read_run_config  # runs.py imports TrainConfig from here
+
+        if read_run_config(run)[0].train != config:
             raise ValueError(
                 f"{run} already holds a run with other settings; pass a new --out, or delete {run} to start over"
             )

@@ -136,21 +136,27 @@ def test_a_retrained_run_replaces_every_row_of_its_earlier_training(tmp_path):
 def test_a_run_made_in_stages_names_them_and_counts_every_stages_training_time(tmp_path):
     """XE -> FT (caption-train finetune) -> SCST: the row says "XE + FT + SCST" and its
     training time adds the three runs' epochs, each counted once."""
+    from edgecap.edge_runtime.schema import to_json
     from edgecap.train import eval_table
+    from edgecap.train.decoders import DecoderConfig
+    from edgecap.train.runs import RunConfig, RunEncoder, RunStage
+    from edgecap.train.training import TrainConfig
 
     def make_run(name, seconds, **stages):
         run = tmp_path / name
         (run / "checkpoints").mkdir(parents=True)
         history = [{"epoch": i + 1, "seconds": s} for i, s in enumerate(seconds)]
         (run / "checkpoints" / "state.json").write_text(json.dumps({"history": history}))
-        (run / "config.json").write_text(json.dumps({"encoder": {"name": "e"},
-                                                     "decoder": {"kind": "lstm"}, **stages}))  # fmt: skip
+        config = RunConfig(train=TrainConfig(), decoder=DecoderConfig(),
+                           encoder=RunEncoder(name="e", preprocessing={}), data=str(tmp_path),
+                           **{k: RunStage(parent=v) for k, v in stages.items()})  # fmt: skip
+        (run / "config.json").write_text(json.dumps(to_json(config)))
         return run
 
     xe = make_run("xe", [100.0, 100.0])
-    ft = make_run("ft", [50.0], finetune={"parent": str(xe)})
+    ft = make_run("ft", [50.0], finetune=str(xe))
     # An SCST run keeps its parent's config, the finetune entry included.
-    scst = make_run("scst", [10.0, 10.0], finetune={"parent": str(xe)}, scst={"parent": str(ft)})
+    scst = make_run("scst", [10.0, 10.0], finetune=str(xe), scst=str(ft))
     assert eval_table.train_seconds(scst) == 270.0
     assert eval_table.train_seconds(ft) == 250.0
     metrics = tmp_path / "eval" / "metrics.json"
