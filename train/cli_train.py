@@ -331,6 +331,9 @@ SCST_HELP = {
     "reward did (their greedy captions end on 'a', 'of', 'with' ... up to one in seven)",
     "max_dev_dangling": "never keep an epoch whose greedy dev captions end on a dangling word "
     "more often than this share",
+    "train_blocks": "the encoder's last N blocks learn from the reward too, from the augmented "
+    "image files (-1: all of it); 0: the encoder stays frozen and its features are cached",
+    "encoder_learning_rate": "the encoder's Adam rate, constant (with --train-blocks)",
 }
 
 

@@ -201,22 +201,38 @@ def _read_pixels(prep: Preprocessing):
     return map_fn
 
 
-def training_images(paths: Sequence[str], captions: ImageCaptions, prep: Preprocessing,
-                    config: FinetuneConfig, epoch: int, mirrored: Sequence[tuple[int, int]]):  # fmt: skip
-    """Epoch `epoch`'s batches: {pixels [B, S, S, 3], tokens [B, K, T]}, targets [B, K, T],
-    weights [B, K, T] (0 on padding), T the batch's longest caption. The order and every
-    augmentation depend on (seed, epoch) alone."""
+def augmented_images(paths: Sequence[str], prep: Preprocessing, config: FinetuneConfig,
+                     epoch: int):  # fmt: skip
+    """Epoch `epoch`'s train images, augmented, in batches of config.images_per_batch:
+    (pixels [B, S, S, 3], flipped [B], the images' indices into `paths` [B]). The order and
+    every augmentation depend on (seed, epoch) alone."""
     import tensorflow as tf
 
     order = np.random.default_rng([config.seed, epoch]).permutation(len(paths))
-    table_inputs = tf.constant(captions.inputs)
-    table_targets = tf.constant(captions.targets)
     read = _read_pixels(prep)
 
     def image(path, index):
         seed = tf.stack([tf.constant(config.seed * 7919 + epoch, tf.int32), index])
         pixels, flipped = augment(read(path), seed, prep, config)
         return pixels, flipped, index
+
+    files = tf.data.Dataset.from_tensor_slices(
+        (np.array(paths)[order], order.astype(np.int32))
+    )  # fmt: skip
+    return files.map(image, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(
+        config.images_per_batch
+    )
+
+
+def training_images(paths: Sequence[str], captions: ImageCaptions, prep: Preprocessing,
+                    config: FinetuneConfig, epoch: int, mirrored: Sequence[tuple[int, int]]):  # fmt: skip
+    """Epoch `epoch`'s batches (augmented_images' with their captions): {pixels [B, S, S, 3],
+    tokens [B, K, T]}, targets [B, K, T], weights [B, K, T] (0 on padding), T the batch's
+    longest caption."""
+    import tensorflow as tf
+
+    table_inputs = tf.constant(captions.inputs)
+    table_targets = tf.constant(captions.targets)
 
     def with_captions(pixels, flipped, index):
         inputs = tf.gather(table_inputs, index)  # [B, K, W]
@@ -233,18 +249,16 @@ def training_images(paths: Sequence[str], captions: ImageCaptions, prep: Preproc
         weights = tf.cast(targets != 0, tf.float32)  # [B, K, T]
         return {"pixels": pixels, "tokens": inputs[:, :, :width]}, targets, weights
 
-    files = tf.data.Dataset.from_tensor_slices(
-        (np.array(paths)[order], order.astype(np.int32))
-    )  # fmt: skip
-    batches = (
-        files.map(image, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        .batch(config.images_per_batch)
-        .map(with_captions)
-        .prefetch(2)
-    )
+    batches = augmented_images(paths, prep, config, epoch).map(with_captions).prefetch(2)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return batches.with_options(options)
+
+
+def mirrored_text(text: str) -> str:
+    """A caption of a flipped image as a caption of the image itself ("left" <-> "right")."""
+    swap = {a: b for pair in MIRRORED_WORDS for a, b in (pair, pair[::-1])}
+    return " ".join(swap.get(word, word) for word in text.split())
 
 
 def plain_images(paths: Sequence[str], prep: Preprocessing, batch_size: int = 32):

@@ -70,8 +70,10 @@ class RunConfig:
 
     @property
     def encoder_trained(self) -> bool:
-        """True once `caption-train finetune` trained the encoder past those weights."""
-        return self.finetune is not None
+        """True once `caption-train finetune`, or SCST with --train-blocks, trained the
+        encoder past those weights."""
+        learned_from_reward = self.scst is not None and self.scst.settings.get("train_blocks", 0)
+        return self.finetune is not None or bool(learned_from_reward)
 
 
 @dataclass

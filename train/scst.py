@@ -45,6 +45,7 @@ from edgecap.edge_runtime.vocab import NEVER_EMITTED_IDS
 
 from .checkpoint import TrainingCheckpoint
 from .decoders import BACKWARD_PREFIX
+from .finetune import mirrored_text
 from .runs import RunError, load_run, saved_stage
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,10 @@ class ScstConfig:
     # An epoch whose greedy dev captions end dangling more often than this is never kept,
     # however it scores: BLEU-4 and CIDEr-D barely notice "... in front of a".
     max_dev_dangling: float = 0.005
+    # The encoder's last N blocks learn from the reward too, from the augmented image files
+    # (scst_encoder.py); 0: the encoder stays frozen and the features are cached.
+    train_blocks: int = 0
+    encoder_learning_rate: float = 1e-5  # Adam, constant; read only with train_blocks
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -135,24 +140,56 @@ def _sampler(
     return sample
 
 
+def policy_loss(model, features, inputs, targets, advantages, ban):
+    """The policy-gradient loss of sampled captions: minus each token's log-probability
+    times its caption's advantage, over the words and <end> (advantages [N, T]; twoway: a
+    row holds one caption of each direction, each with its own)."""
+    import tensorflow as tf
+
+    valid = tf.cast(tf.not_equal(targets, 0), tf.float32)  # [N, T]: words and the <end>
+    logits = model({"features": features, "tokens": inputs}, training=False)  # [N, T, V]
+    log_probs = tf.nn.log_softmax(logits + ban)
+    chosen = tf.gather(log_probs, targets, batch_dims=2)  # [N, T]
+    return -tf.reduce_sum(advantages * chosen * valid) / tf.reduce_sum(valid)
+
+
 def _train_step(model, ban):
     import tensorflow as tf
 
     @tf.function(reduce_retracing=True)
     def step(features, inputs, targets, advantages):
-        """advantages [N, T]: each token's, its caption's advantage (twoway: a row holds
-        one caption of each direction, each with its own)."""
-        valid = tf.cast(tf.not_equal(targets, 0), tf.float32)  # [N, T]: words and the <end>
         with tf.GradientTape() as tape:
-            logits = model({"features": features, "tokens": inputs}, training=False)  # [N, T, V]
-            log_probs = tf.nn.log_softmax(logits + ban)
-            chosen = tf.gather(log_probs, targets, batch_dims=2)  # [N, T]
-            loss = -tf.reduce_sum(advantages * chosen * valid) / tf.reduce_sum(valid)
+            loss = policy_loss(model, features, inputs, targets, advantages, ban)
         variables = model.trainable_variables
         model.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
         return loss
 
     return step
+
+
+class CachedFeatures:
+    """The images of each step as features extracted once by the frozen encoder."""
+
+    checkpointed: dict = {}  # nothing of its own to checkpoint or keep
+    kept: tuple[str, ...] = ()
+
+    def __init__(self, train: np.ndarray, dev: np.ndarray, config: ScstConfig, train_step):
+        self.train, self.dev, self.config, self.step = train, dev, config, train_step
+
+    def dev_features(self) -> np.ndarray:
+        return self.dev
+
+    def batches(self, epoch: int):
+        """(image indices [B], features [B, F], flipped (None), features [B*K, F]) per step."""
+        config = self.config
+        order = np.random.default_rng([config.seed, epoch]).permutation(len(self.train))
+        for start in range(0, len(order), config.images_per_batch):
+            batch = order[start : start + config.images_per_batch]
+            features = self.train[batch]  # [B, F]
+            yield batch, features, None, np.repeat(features, config.samples, axis=0)  # [B*K, F]
+
+    def save(self, out: Path) -> None:
+        pass  # the encoder did not change: the run keeps the parent's copy
 
 
 class CaptionReward:
@@ -202,9 +239,11 @@ def _prepare_run(parent, out: Path, config: ScstConfig) -> None:
     out.mkdir(parents=True, exist_ok=True)
     settings = {**config.to_json(), "parent": str(parent.path.resolve())}
     config_file = out / "config.json"
-    # Runs made before the reward mix and the end-aware reward trained without them.
-    before_rewards = {"bleu4_weight": 0.0, "end_aware": False, "max_dev_dangling": 1.0}
-    resumed = saved_stage(out, "scst", settings, defaults=before_rewards)
+    # Runs made before the reward mix, the end-aware reward and the learning encoder
+    # trained without them.
+    older = {"bleu4_weight": 0.0, "end_aware": False, "max_dev_dangling": 1.0,
+             "train_blocks": 0, "encoder_learning_rate": ScstConfig.encoder_learning_rate}  # fmt: skip
+    resumed = saved_stage(out, "scst", settings, defaults=older)
     if resumed is not None:
         saved, written = resumed
         if settings["epochs"] > saved["epochs"]:  # more epochs: go on from the last one
@@ -217,8 +256,10 @@ def _prepare_run(parent, out: Path, config: ScstConfig) -> None:
 
 def _scst_step(
     batch: np.ndarray,
+    features: np.ndarray,
+    flipped: np.ndarray | None,
+    step_input,
     seed: list[int],
-    train_features: np.ndarray,
     train_ids: list[str],
     samplers: list,
     reward: CaptionReward,
@@ -226,19 +267,26 @@ def _scst_step(
     vocab,
     config: ScstConfig,
 ) -> float:
-    """One SCST step on a batch of training images (their indices): `config.samples`
-    captions sampled per image and direction, each rewarded against its references, then
-    one policy-gradient step. Returns the batch's mean reward."""
+    """One SCST step on a batch of training images (their indices, features [B, F], which
+    of them were flipped): `config.samples` captions sampled per image and direction, each
+    rewarded against its references, then one policy-gradient step on `step_input` (the
+    features or the pixels, as the source's train step reads them). Returns the batch's
+    mean reward."""
     import tensorflow as tf
 
-    repeated = np.repeat(train_features[batch], config.samples, axis=0)  # [B*K, F]
+    repeated = np.repeat(features, config.samples, axis=0)  # [B, F] -> [B*K, F]
     images = np.repeat(batch, config.samples)
+    mirrored = (
+        np.zeros(len(images), bool) if flipped is None else np.repeat(flipped, config.samples)
+    )
     drawn, rewards = [], []
     for direction, sample in enumerate(samplers):
         direction_seed = [seed[0], seed[1] + direction * 7919]
         tokens = sample(tf.constant(repeated), tf.constant(direction_seed, tf.int32)).numpy()
         ended = (tokens == vocab.end_id).any(axis=1)  # [B*K]: not cut at the limit
         captions = [_in_word_order(vocab.decode(row), direction) for row in tokens]
+        # A flipped image's caption is scored as one of the image its references describe.
+        captions = [mirrored_text(c) if m else c for c, m in zip(captions, mirrored, strict=True)]
         drawn.append(tokens)  # [B*K, steps]
         rewards.append(np.array(
             [reward(train_ids[i], text, stop)
@@ -252,7 +300,7 @@ def _scst_step(
     ]  # each [B*K, T]: teacher forcing on the sampled caption
     advantages = [np.repeat(_advantages(r)[:, None], length, axis=1) for r in rewards]
     # twoway's model reads [B*K, 2T]: the forward captions, then the backward ones.
-    train_step(tf.constant(repeated), tf.constant(np.concatenate(inputs, axis=1)),
+    train_step(tf.constant(step_input), tf.constant(np.concatenate(inputs, axis=1)),
                tf.constant(np.concatenate(targets, axis=1)),
                tf.constant(np.concatenate(advantages, axis=1)))  # fmt: skip
     return float(np.mean(rewards))
@@ -272,13 +320,15 @@ def scst(
 
     from edgecap.edge_runtime.evaluation.datasets import load_dataset
 
-    from .encoders import get_encoder_spec
-    from .features import extract_features
-    from .keras_captioner import caption_cached, feature_cache_weights
+    from .keras_captioner import caption_cached
+    from .scst_encoder import LearningEncoder
     from .training import _save_keras_atomic
 
     if config.samples < 2:
         raise ValueError("--samples must be at least 2: each sample's baseline is the others' mean")
+    if config.train_blocks < -1 or config.encoder_learning_rate < 0:
+        raise ValueError("--train-blocks is a count of blocks (-1: the whole encoder) and "
+                         "--encoder-learning-rate is not negative")  # fmt: skip
     parent = load_run(parent_dir)
     kind = parent.decoder_config.kind
     if kind not in SCST_KINDS:
@@ -288,22 +338,6 @@ def scst(
     out = Path(out_dir)
     _prepare_run(parent, out, config)
     dataset = load_dataset(parent.config.data)
-    spec = get_encoder_spec(parent.config.encoder.name)
-    weights = feature_cache_weights(parent, spec)
-    feature_cache = feature_cache or parent.config.train.feature_cache or None
-    features = {
-        split: extract_features(
-            dataset,
-            split,
-            spec,
-            weights,
-            parent.encoder,
-            feature_cache,
-            progress=progress,
-            prep=parent.preprocessing,
-        )
-        for split in ("train", "dev")
-    }
     vocab, decoder_config = parent.vocab, parent.decoder_config
     reward = CaptionReward(
         references_for(dataset, dataset.splits["train"]),
@@ -320,34 +354,41 @@ def scst(
             return -np.inf
         return scores["dev_cider_d"] + config.bleu4_weight * scores["dev_bleu4"]
 
-    dev_ids = dataset.splits["dev"]
+    ban = np.zeros(len(vocab), np.float32)
+    ban[list(NEVER_EMITTED_IDS)] = -1e9  # the same ids the runtime's search never picks
+    ban = tf.constant(ban)
+    train_ids, dev_ids = dataset.splits["train"], dataset.splits["dev"]
+    model = keras.models.load_model(parent.path / "decoder.keras", safe_mode=True, compile=False)
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate, clipnorm=5.0))
+    model.optimizer.build(model.trainable_variables)
+    if config.train_blocks:
+        source = LearningEncoder(parent, dataset, config, model, ban)
+        log.info("scst: %d encoder layers learn (%s ... %s)", len(source.learning),
+                 source.learning[:1], source.learning[-1:])  # fmt: skip
+    else:
+        source = CachedFeatures(*_cached_features(parent, dataset, feature_cache, progress),
+                                config, _train_step(model, ban))  # fmt: skip
 
-    def dev_scores(model) -> dict:
-        predictions = caption_cached(model, decoder_config, vocab, features["dev"], dev_ids)
+    def dev_scores() -> dict:
+        predictions = caption_cached(model, decoder_config, vocab, source.dev_features(), dev_ids)
         scores = score_split(dataset, "dev", predictions)
         return {"dev_bleu4": scores.bleu4, "dev_cider_d": scores.cider_d,
                 "dev_dangling_endings": scores.dangling_endings}  # fmt: skip
 
-    train_ids = dataset.splits["train"]
-    model = keras.models.load_model(parent.path / "decoder.keras", safe_mode=True, compile=False)
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate, clipnorm=5.0))
-    model.optimizer.build(model.trainable_variables)
+    steps_per_epoch = math.ceil(len(train_ids) / config.images_per_batch)
     checkpoint = TrainingCheckpoint(
-        out / "checkpoints", {"model": model, "optimizer": model.optimizer}, kept=["model"],
-        optimizer="optimizer", steps_per_epoch=math.ceil(len(train_ids) / config.images_per_batch),
-        objective=objective,
+        out / "checkpoints", {"model": model, "optimizer": model.optimizer, **source.checkpointed},
+        kept=["model", *source.kept],
+        optimizer="optimizer", steps_per_epoch=steps_per_epoch, objective=objective,
     )  # fmt: skip
     # The parent's dev scores are epoch 0's, taken before any checkpoint is restored.
-    done = checkpoint.resume(baseline=lambda: {"parent": True, **dev_scores(model)},
-                             rescore=lambda: dev_scores(model))  # fmt: skip
+    done = checkpoint.resume(baseline=lambda: {"parent": True, **dev_scores()},
+                             rescore=dev_scores)  # fmt: skip
     if done:
         log.info("resuming %s after epoch %d of %d", out, done, config.epochs)
     else:
         log.info("parent on dev: %s", checkpoint.history[0])
 
-    ban = np.zeros(len(vocab), np.float32)
-    ban[list(NEVER_EMITTED_IDS)] = -1e9  # the same ids the runtime's search never picks
-    ban = tf.constant(ban)
     steps = decoder_config.max_length + 1  # words and the <end>
     # One sampler per direction (twoway: left to right, then right to left).
     prefixes = ("", BACKWARD_PREFIX) if kind == "twoway" else ("",)
@@ -355,33 +396,54 @@ def scst(
         _sampler(model, kind, vocab.start_id, vocab.end_id, vocab.pad_id, steps, ban, prefix)
         for prefix in prefixes
     ]
-    train_step = _train_step(model, ban)
-    train_features = features["train"]
     for epoch in range(done, config.epochs):
         start = time.perf_counter()
-        order = np.random.default_rng([config.seed, epoch]).permutation(len(train_ids))
-        batches = [
-            order[i : i + config.images_per_batch]
-            for i in range(0, len(order), config.images_per_batch)
-        ]
         mean_rewards = []
-        bar = tqdm(batches, desc=f"scst epoch {epoch + 1}/{config.epochs}", disable=not progress)
-        for number, batch in enumerate(bar):
+        bar = tqdm(source.batches(epoch), total=steps_per_epoch,
+                   desc=f"scst epoch {epoch + 1}/{config.epochs}", disable=not progress)  # fmt: skip
+        for number, (batch, features, flipped, step_input) in enumerate(bar):
             seed = [config.seed * 100003 + epoch, number * 1009]
-            mean_rewards.append(_scst_step(batch, seed, train_features, train_ids, samplers,
-                                           reward, train_step, vocab, config))  # fmt: skip
+            mean_rewards.append(_scst_step(batch, features, flipped, step_input, seed, train_ids,
+                                           samplers, reward, source.step, vocab, config))  # fmt: skip
             bar.set_postfix(reward=f"{np.mean(mean_rewards[-20:]):.3f}")
         entry = checkpoint.end_epoch(
             {"epoch": epoch + 1, "seconds": round(time.perf_counter() - start, 1),
-             "train_reward": round(float(np.mean(mean_rewards)), 4), **dev_scores(model)}
+             "train_reward": round(float(np.mean(mean_rewards)), 4), **dev_scores()}
         )  # fmt: skip
         log.info("scst epoch %d: %s", epoch + 1, entry)
 
     kept = checkpoint.restore_best()
-    if kept is None:  # no epoch beat the parent on dev
+    if kept is None:  # no epoch beat the parent on dev: its decoder (and encoder) stay
         model = keras.models.load_model(parent.path / "decoder.keras", safe_mode=True,
                                         compile=False)  # fmt: skip
+    else:
+        source.save(out)
     _save_keras_atomic(model, out / "decoder.keras")
     log.info("kept %s as %s", f"epoch {kept['epoch']}" if kept else "the parent",
              out / "decoder.keras")  # fmt: skip
     return {"epochs_done": checkpoint.epochs_done, "history": checkpoint.history}
+
+
+def _cached_features(parent, dataset, feature_cache: str | None, progress: bool):
+    """The train and dev features of the parent's frozen encoder, from the cache or
+    extracted into it: ([N_train, F], [N_dev, F])."""
+    from .encoders import get_encoder_spec
+    from .features import extract_features
+    from .keras_captioner import feature_cache_weights
+
+    spec = get_encoder_spec(parent.config.encoder.name)
+    weights = feature_cache_weights(parent, spec)
+    cache = feature_cache or parent.config.train.feature_cache or None
+    return tuple(
+        extract_features(
+            dataset,
+            split,
+            spec,
+            weights,
+            parent.encoder,
+            cache,
+            progress=progress,
+            prep=parent.preprocessing,
+        )  # fmt: skip
+        for split in ("train", "dev")
+    )

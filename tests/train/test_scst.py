@@ -304,3 +304,68 @@ def test_scst_killed_between_its_checkpoint_writes_resumes_to_the_same_result(
     kept, expected = load_run(cut).decoder, load_run(tmp_path / "whole").decoder
     for a, b in zip(kept.get_weights(), expected.get_weights(), strict=True):
         np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_a_caption_sampled_from_a_flipped_image_is_scored_mirrored():
+    """The references describe the image as taken: "a dog on the left" drawn from the
+    mirrored image is scored as "a dog on the right", and only for the flipped image."""
+    from edgecap.edge_runtime.vocab import Vocabulary
+    from edgecap.train.scst import ScstConfig, _scst_step
+
+    vocab = Vocabulary.build(["a dog on the left", "a dog on the right"], min_count=1)
+    words = vocab.encode("a dog on the left")
+    row = [*words, vocab.end_id, vocab.pad_id]
+
+    def sample(features, seed):
+        return tf.constant([row] * int(features.shape[0]), tf.int32)  # [N, steps]
+
+    scored = []
+
+    def reward(key, text, ended):
+        scored.append((key, text))
+        return 0.0
+
+    config = ScstConfig(samples=2)
+    features = np.zeros((2, 6), np.float32)  # [B, F]
+    _scst_step(np.array([0, 1]), features, np.array([True, False]), features, [0, 0],
+               ["flipped", "as taken"], [sample], reward, lambda *tensors: None, vocab,
+               config)  # fmt: skip
+    assert (
+        scored == [("flipped", "a dog on the right")] * 2 + [("as taken", "a dog on the left")] * 2
+    )
+
+
+def test_scst_with_train_blocks_trains_the_encoder_and_keys_features_on_it(e2e, tmp_path):
+    from edgecap.train.checkpoint import LAST
+    from edgecap.train.keras_captioner import feature_cache_weights
+    from edgecap.train.runs import load_run
+    from edgecap.train.scst import ScstConfig, scst
+
+    config = ScstConfig(epochs=1, samples=2, images_per_batch=32, train_blocks=1,
+                        encoder_learning_rate=1e-3, max_dev_dangling=1.0)  # fmt: skip
+    out = tmp_path / "scst-encoder"
+    state = scst(e2e["run"], out, config, progress=False)
+    assert [h["epoch"] for h in state["history"]] == [0, 1]
+    run, parent = load_run(out), load_run(e2e["run"])
+    assert run.config.encoder_trained and not parent.config.encoder_trained
+    assert json.loads((out / "config.json").read_text())["scst"]["train_blocks"] == 1
+    # Its features are cached under its own encoder file, not the parent's weights.
+    assert feature_cache_weights(run, None) == str(out / "encoder.keras")
+
+    # The last epoch's encoder (checkpoint.py saves encoder.variables in order) moved in
+    # its last block and head, and nowhere before them.
+    saved = np.load(out / "checkpoints" / LAST)
+    moved = {
+        variable.path
+        for index, variable in enumerate(parent.encoder.variables)
+        if not np.array_equal(saved[f"encoder/{index:05d}"], np.asarray(variable))
+    }
+    layers = {path.split("/")[0] for path in moved}
+    assert layers and all(name.startswith(("block6_", "embedding", "squeeze")) for name in layers)
+    assert not any("moving" in path for path in moved)  # BatchNorm runs in inference mode
+
+    again = scst(e2e["run"], out, config, progress=False)  # finished: nothing to train
+    assert again["history"] == state["history"]
+    with pytest.raises(ValueError, match="already holds a run with other settings"):
+        scst(e2e["run"], out, ScstConfig(**{**config.to_json(), "train_blocks": 2}),
+             progress=False)  # fmt: skip
