@@ -334,6 +334,8 @@ SCST_HELP = {
     "train_blocks": "the encoder's last N blocks learn from the reward too, from the augmented "
     "image files (-1: all of it); 0: the encoder stays frozen and its features are cached",
     "encoder_learning_rate": "the encoder's Adam rate, constant (with --train-blocks)",
+    "--no-augment": "with --train-blocks: the images as the device sees them, without "
+    "fine-tuning's crops, flips and colour jitter",
 }
 
 

@@ -72,6 +72,9 @@ class ScstConfig:
     # (scst_encoder.py); 0: the encoder stays frozen and the features are cached.
     train_blocks: int = 0
     encoder_learning_rate: float = 1e-5  # Adam, constant; read only with train_blocks
+    # With train_blocks: finetune's crops, flips and colour jitter of the images (False:
+    # the images as the device sees them, as the cached features are).
+    augment: bool = True
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -242,7 +245,8 @@ def _prepare_run(parent, out: Path, config: ScstConfig) -> None:
     # Runs made before the reward mix, the end-aware reward and the learning encoder
     # trained without them.
     older = {"bleu4_weight": 0.0, "end_aware": False, "max_dev_dangling": 1.0,
-             "train_blocks": 0, "encoder_learning_rate": ScstConfig.encoder_learning_rate}  # fmt: skip
+             "train_blocks": 0, "encoder_learning_rate": ScstConfig.encoder_learning_rate,
+             "augment": True}  # fmt: skip
     resumed = saved_stage(out, "scst", settings, defaults=older)
     if resumed is not None:
         saved, written = resumed

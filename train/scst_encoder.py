@@ -70,9 +70,11 @@ class LearningEncoder:
         self.learning = trainable_layers(self.encoder, config.train_blocks)
         self.optimizer = keras.optimizers.Adam(config.encoder_learning_rate, clipnorm=5.0)
         self.optimizer.build(self.encoder.trainable_variables)
-        # finetune's augmentation (crops, flips, jitter), drawn from SCST's seed.
+        # finetune's augmentation (crops, flips, jitter), drawn from SCST's seed; none at all
+        # without config.augment.
+        plain = {} if config.augment else {"crop_area": 1.0, "flip": False, "jitter": 0.0}
         self.augmentation = FinetuneConfig(images_per_batch=config.images_per_batch,
-                                           seed=config.seed)  # fmt: skip
+                                           seed=config.seed, **plain)  # fmt: skip
         self.prep = parent.preprocessing
         self.paths = {split: [str(dataset.image_path(i)) for i in dataset.splits[split]]
                       for split in ("train", "dev")}  # fmt: skip

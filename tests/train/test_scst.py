@@ -369,3 +369,26 @@ def test_scst_with_train_blocks_trains_the_encoder_and_keys_features_on_it(e2e, 
     with pytest.raises(ValueError, match="already holds a run with other settings"):
         scst(e2e["run"], out, ScstConfig(**{**config.to_json(), "train_blocks": 2}),
              progress=False)  # fmt: skip
+
+
+@pytest.mark.parametrize("augment", [True, False])
+def test_the_learning_encoder_reads_the_device_pixels_unless_it_augments(e2e, augment):
+    """--no-augment gives the encoder exactly the pixels the device feeds it; augmentation
+    changes them. Either way a step's indices name the images its pixels came from."""
+    from edgecap.edge_runtime.evaluation import load_dataset
+    from edgecap.edge_runtime.preprocess import load_pixels
+    from edgecap.train.runs import load_run
+    from edgecap.train.scst import ScstConfig
+    from edgecap.train.scst_encoder import LearningEncoder
+
+    parent = load_run(e2e["run"])
+    dataset = load_dataset(parent.config.data)
+    model, _ = _tiny_model("lstm")
+    config = ScstConfig(images_per_batch=4, train_blocks=1, augment=augment)
+    source = LearningEncoder(parent, dataset, config, model, _ban(12))
+    batch, features, flipped, pixels = next(source.batches(epoch=0))
+    device = np.stack([load_pixels(source.paths["train"][i], parent.preprocessing)
+                       for i in batch])  # fmt: skip  # [B, S, S, 3]
+    same = np.allclose(np.asarray(pixels), device, atol=1e-6)
+    assert same is not augment
+    assert features.shape[0] == len(batch) == 4 and (augment or not flipped.any())
