@@ -285,15 +285,15 @@ def _gallery(argv: list[str]) -> int:
 
 def _add_config_options(parser: argparse.ArgumentParser, cls: type, helps: dict[str, str]) -> None:
     """One option per field of the dataclass `cls`, its default the field's: --field-name
-    VALUE, or for a field that defaults to True, `helps`' key "--no-..." turning it off."""
+    VALUE, or for a switch, `helps`' key "--no-field-name" turning off one that defaults to
+    True, "--field-name" turning on one that defaults to False."""
     defaults = cls()
     for f in fields(cls):
         value = getattr(defaults, f.name)
         if isinstance(value, bool):
-            flag = next(
-                k for k in helps if k.startswith("--no-") and k[5:] == f.name.replace("_", "-")
-            )
-            parser.add_argument(flag, dest=f.name, action="store_false", help=helps[flag])
+            flag = f"--{'no-' if value else ''}{f.name.replace('_', '-')}"
+            parser.add_argument(flag, dest=f.name, action="store_false" if value else "store_true",
+                                help=helps[flag])  # fmt: skip
             continue
         shown = f"{value:g}" if isinstance(value, float) else value
         text = helps.get(f.name, "")
@@ -331,11 +331,11 @@ SCST_HELP = {
     "reward did (their greedy captions end on 'a', 'of', 'with' ... up to one in seven)",
     "max_dev_dangling": "never keep an epoch whose greedy dev captions end on a dangling word "
     "more often than this share",
-    "train_blocks": "the encoder's last N blocks learn from the reward too, from the augmented "
-    "image files (-1: all of it); 0: the encoder stays frozen and its features are cached",
+    "train_blocks": "the encoder's last N blocks learn from the reward too, from the image "
+    "files (-1: all of it); 0: the encoder stays frozen and its features are cached",
     "encoder_learning_rate": "the encoder's Adam rate, constant (with --train-blocks)",
-    "--no-augment": "with --train-blocks: the images as the device sees them, without "
-    "fine-tuning's crops, flips and colour jitter",
+    "--augment": "with --train-blocks: fine-tuning's crops, flips and colour jitter of the "
+    "images (default: the images as the device sees them)",
 }
 
 
