@@ -8,7 +8,9 @@ captions that beat the mean of the other samples of the same image (the "new SCS
 baseline, which needs no greedy decode).
 
 The result is an ordinary run directory (same encoder, vocabulary and architecture, new
-decoder weights), so export, evaluation and the device runtime take it unchanged.
+decoder weights), so export, evaluation and the device runtime take it unchanged. With
+`train_blocks`, the reward trains the encoder's last blocks too, from the image files
+(scst_encoder.py), and the run keeps its own encoder.
 Resumable per epoch like caption-train; the kept decoder is the best epoch on dev
 CIDEr-D (greedy), and the parent itself when no epoch beats it.
 
