@@ -82,3 +82,17 @@ def test_flags_win_over_the_recipe_in_every_command(tmp_path, monkeypatch):
     assert scst.learning_rate == 1e-3  # the flag's
     with pytest.raises(SystemExit):  # a recipe without a finetune section
         cli_train.main(["finetune", "parent", "--out", "o", "--config", "synth-lstm"])
+
+
+def test_scst_switches_turn_off_what_defaults_on_and_on_what_defaults_off(tmp_path, monkeypatch):
+    from edgecap.train import cli_train
+
+    seen = []
+    monkeypatch.setattr("edgecap.train.scst.scst",
+                        lambda run, out, config, cache: seen.append(config) or {"history": []})  # fmt: skip
+    base = ["scst", "parent", "--out", str(tmp_path / "s"), "--train-blocks", "8"]
+    for extra in ([], ["--augment", "--no-end-aware"]):
+        assert cli_train.main([*base, *extra]) == 0
+    plain, switched = seen
+    assert (plain.train_blocks, plain.augment, plain.end_aware) == (8, False, True)
+    assert (switched.augment, switched.end_aware) == (True, False)
