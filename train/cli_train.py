@@ -336,6 +336,8 @@ SCST_HELP = {
     "encoder_learning_rate": "the encoder's Adam rate, constant (with --train-blocks)",
     "--augment": "with --train-blocks: fine-tuning's crops, flips and colour jitter of the "
     "images (default: the images as the device sees them)",
+    "ema_decay": "score on dev, keep and save a moving average of the trained weights with "
+    "this decay per step, e.g. 0.999 (0: the live weights)",
 }
 
 
@@ -350,6 +352,8 @@ def _scst(argv: list[str]) -> int:
     )  # fmt: skip
     if not 0.0 <= args.max_dev_dangling <= 1.0:
         parser.error("--max-dev-dangling is a share between 0 and 1")
+    if not 0.0 <= args.ema_decay < 1.0:
+        parser.error("--ema-decay is a decay per step in [0, 1), e.g. 0.999 (0: off)")
     config = ScstConfig(**{f.name: getattr(args, f.name) for f in fields(ScstConfig)})
     try:
         state = scst(args.run, args.out, config, args.feature_cache)

@@ -79,6 +79,9 @@ class ScstConfig:
     # With train_blocks: finetune's crops, flips and colour jitter of the images (False:
     # the images as the device sees them, as the cached features are).
     augment: bool = False
+    # Score, keep and save a moving average of the trained weights (weight_average.py)
+    # instead of the live ones; 0: off. The samples still come from the live weights.
+    ema_decay: float = 0.0
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -250,7 +253,7 @@ def _prepare_run(parent, out: Path, config: ScstConfig) -> None:
     # trained without them.
     older = {"bleu4_weight": 0.0, "end_aware": False, "max_dev_dangling": 1.0,
              "train_blocks": 0, "encoder_learning_rate": ScstConfig.encoder_learning_rate,
-             "augment": False}  # fmt: skip
+             "augment": False, "ema_decay": 0.0}  # fmt: skip
     resumed = saved_stage(out, "scst", settings, defaults=older)
     if resumed is not None:
         saved, written = resumed
@@ -331,6 +334,7 @@ def scst(
     from .keras_captioner import caption_cached
     from .scst_encoder import LearningEncoder
     from .training import _save_keras_atomic
+    from .weight_average import WeightAverage
 
     if config.samples < 2:
         raise ValueError("--samples must be at least 2: each sample's baseline is the others' mean")
@@ -377,16 +381,34 @@ def scst(
         source = CachedFeatures(*_cached_features(parent, dataset, feature_cache, progress),
                                 config, _train_step(model, ban))  # fmt: skip
 
-    def dev_scores() -> dict:
+    trained = [model, *(source.checkpointed[name] for name in source.kept)]
+    average = (
+        WeightAverage(trained, config.ema_decay, model.optimizer.iterations)
+        if config.ema_decay
+        else None
+    )
+
+    def scores_now(prefix: str = "") -> dict:
         predictions = caption_cached(model, decoder_config, vocab, source.dev_features(), dev_ids)
         scores = score_split(dataset, "dev", predictions)
-        return {"dev_bleu4": scores.bleu4, "dev_cider_d": scores.cider_d,
-                "dev_dangling_endings": scores.dangling_endings}  # fmt: skip
+        return {f"{prefix}dev_bleu4": scores.bleu4, f"{prefix}dev_cider_d": scores.cider_d,
+                f"{prefix}dev_dangling_endings": scores.dangling_endings}  # fmt: skip
+
+    def dev_scores() -> dict:
+        """The dev scores the kept epoch is chosen by: the average's, when there is one
+        (the live weights' are logged beside them as live_dev_*)."""
+        if average is None:
+            return scores_now()
+        with average.applied():
+            averaged = scores_now()
+        return {**averaged, **scores_now("live_")}
 
     steps_per_epoch = math.ceil(len(train_ids) / config.images_per_batch)
     checkpoint = TrainingCheckpoint(
-        out / "checkpoints", {"model": model, "optimizer": model.optimizer, **source.checkpointed},
-        kept=["model", *source.kept],
+        out / "checkpoints",
+        {"model": model, "optimizer": model.optimizer, **source.checkpointed,
+         **({"average": average} if average else {})},
+        kept=["average"] if average else ["model", *source.kept],
         optimizer="optimizer", steps_per_epoch=steps_per_epoch, objective=objective,
     )  # fmt: skip
     # The parent's dev scores are epoch 0's, taken before any checkpoint is restored.
@@ -413,6 +435,8 @@ def scst(
             seed = [config.seed * 100003 + epoch, number * 1009]
             mean_rewards.append(_scst_step(batch, features, flipped, step_input, seed, train_ids,
                                            samplers, reward, source.step, vocab, config))  # fmt: skip
+            if average is not None:
+                average.update()
             bar.set_postfix(reward=f"{np.mean(mean_rewards[-20:]):.3f}")
         entry = checkpoint.end_epoch(
             {"epoch": epoch + 1, "seconds": round(time.perf_counter() - start, 1),
@@ -425,6 +449,8 @@ def scst(
         model = keras.models.load_model(parent.path / "decoder.keras", safe_mode=True,
                                         compile=False)  # fmt: skip
     else:
+        if average is not None:  # best.npz holds the kept epoch's average
+            average.copy_to_models()
         source.save(out)
     _save_keras_atomic(model, out / "decoder.keras")
     log.info("kept %s as %s", f"epoch {kept['epoch']}" if kept else "the parent",

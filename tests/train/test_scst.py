@@ -392,3 +392,65 @@ def test_the_learning_encoder_reads_the_device_pixels_unless_it_augments(e2e, au
     same = np.allclose(np.asarray(pixels), device, atol=1e-6)
     assert same is not augment
     assert features.shape[0] == len(batch) == 4 and (augment or not flipped.any())
+
+
+def test_the_weight_average_follows_its_ramp_and_swaps_in_and_out():
+    from edgecap.train.weight_average import WeightAverage
+
+    model, _ = _tiny_model("lstm")
+    steps = tf.Variable(0, dtype=tf.int64)
+    average = WeightAverage([model], 0.9, steps)
+    first = [v.numpy() for v in model.trainable_variables]
+    for variable in model.trainable_variables:
+        variable.assign_add(tf.ones_like(variable))
+    steps.assign(1)  # d = min(0.9, 2 / 11): the average moves most of the way at first
+    average.update()
+    d = 2 / 11
+    for kept, before in zip(average.variables, first, strict=True):
+        np.testing.assert_allclose(kept.numpy(), before + (1 - d), rtol=1e-6, atol=1e-6)
+    steps.assign(1000)  # d = 0.9 from here on
+    average.update()
+    live = [v.numpy() for v in model.trainable_variables]
+    for kept, before, now in zip(average.variables, first, live, strict=True):
+        expected = 0.9 * (before + (1 - d)) + 0.1 * now
+        np.testing.assert_allclose(kept.numpy(), expected, rtol=1e-6, atol=1e-6)
+    with average.applied():
+        for variable, kept in zip(model.trainable_variables, average.variables, strict=True):
+            np.testing.assert_array_equal(variable.numpy(), kept.numpy())
+    for variable, own in zip(model.trainable_variables, live, strict=True):
+        np.testing.assert_array_equal(variable.numpy(), own)
+    with pytest.raises(ValueError, match=r"--ema-decay 1.0: .* in \(0, 1\)"):
+        WeightAverage([model], 1.0, steps)
+
+
+def test_scst_with_an_average_keeps_and_saves_the_average(e2e, tmp_path):
+    from edgecap.train.checkpoint import BEST, LAST
+    from edgecap.train.runs import load_run
+    from edgecap.train.scst import ScstConfig, scst
+
+    config = ScstConfig(epochs=2, samples=2, images_per_batch=32, learning_rate=1e-3,
+                        ema_decay=0.9, max_dev_dangling=1.0)  # fmt: skip
+    out = tmp_path / "scst-average"
+    state = scst(e2e["run"], out, config, progress=False)
+    history = state["history"]
+    assert all("live_dev_cider_d" in h and "dev_cider_d" in h for h in history)
+    # Epoch 0 is the parent, whose average is itself.
+    assert history[0]["live_dev_cider_d"] == history[0]["dev_cider_d"]
+    decoder = load_run(out).decoder
+    saved = {key: value for key, value in np.load(out / "checkpoints" / LAST).items()}
+    kept = [h for h in history[1:] if h.get("best")]
+    live = [saved[f"model/{i:05d}"] for i in range(len(decoder.variables))]
+    trainable = {id(v) for v in decoder.trainable_variables}
+    averaged = [saved[f"average/{i:05d}"] for i in range(len(decoder.trainable_variables))]
+    assert any(not np.array_equal(a, b) for a, b in zip(
+        averaged, [w for w, v in zip(live, decoder.variables, strict=True) if id(v) in trainable],
+        strict=True))  # fmt: skip  # the average trails the live weights
+    assert kept  # an epoch beats the parent (lr 1e-3 on the e2e data)
+    best = np.load(out / "checkpoints" / BEST)  # the kept epoch's average, saved as the run's
+    for index, variable in enumerate(decoder.trainable_variables):
+        np.testing.assert_array_equal(variable.numpy(), best[f"average/{index:05d}"])
+    again = scst(e2e["run"], out, config, progress=False)  # finished: nothing to train
+    assert again["history"] == history
+    with pytest.raises(ValueError, match="already holds a run with other settings"):
+        scst(e2e["run"], out, ScstConfig(**{**config.to_json(), "ema_decay": 0.0}),
+             progress=False)  # fmt: skip
