@@ -338,6 +338,8 @@ SCST_HELP = {
     "images (default: the images as the device sees them)",
     "ema_decay": "score on dev, keep and save a moving average of the trained weights with "
     "this decay per step, e.g. 0.999 (0: the live weights)",
+    "dangling_penalty": "subtracted from the reward of a sampled caption that ends on a "
+    "dangling word ('... in front of a'); 0: none",
 }
 
 
@@ -354,6 +356,8 @@ def _scst(argv: list[str]) -> int:
         parser.error("--max-dev-dangling is a share between 0 and 1")
     if not 0.0 <= args.ema_decay < 1.0:
         parser.error("--ema-decay is a decay per step in [0, 1), e.g. 0.999 (0: off)")
+    if args.dangling_penalty < 0:
+        parser.error("--dangling-penalty is not negative (0: none)")
     config = ScstConfig(**{f.name: getattr(args, f.name) for f in fields(ScstConfig)})
     try:
         state = scst(args.run, args.out, config, args.feature_cache)

@@ -244,6 +244,18 @@ def test_the_end_aware_reward_penalizes_a_dangling_ending(image, complete, dangl
     assert aware(image, complete, ended=False) < aware(image, complete)
 
 
+@pytest.mark.parametrize(("image", "complete", "dangling"), ENDINGS)
+def test_the_dangling_penalty_costs_only_a_caption_that_ended_dangling(image, complete, dangling):
+    from edgecap.train.scst import CaptionReward
+
+    aware = CaptionReward(REFERENCES, "<end>", bleu4_weight=1.0)
+    penalized = CaptionReward(REFERENCES, "<end>", bleu4_weight=1.0, dangling_penalty=0.75)
+    assert penalized(image, dangling) == pytest.approx(aware(image, dangling) - 0.75)
+    assert penalized(image, complete) == aware(image, complete)
+    # Cut at the length limit, it did not choose to end there: no penalty.
+    assert penalized(image, dangling, ended=False) == aware(image, dangling, ended=False)
+
+
 def test_an_epoch_with_dangling_dev_captions_is_never_kept(e2e, tmp_path, monkeypatch):
     """The kept-epoch rule, in a toy SCST run: an epoch whose dev captions dangle too often
     is passed over however well it scores, and the parent is kept."""
