@@ -435,13 +435,30 @@ def test_the_weight_average_follows_its_ramp_and_swaps_in_and_out():
         WeightAverage([model], 1.0, steps)
 
 
-def test_scst_with_an_average_keeps_and_saves_the_average(e2e, tmp_path):
+@pytest.mark.parametrize("train_blocks", [0, 1])
+def test_scst_with_an_average_keeps_and_saves_the_average(e2e, tmp_path, monkeypatch, train_blocks):
+    from dataclasses import replace
+
+    import edgecap.train.scst as scst_module
     from edgecap.train.checkpoint import BEST, LAST
+    from edgecap.train.finetune import trainable_layers
     from edgecap.train.runs import load_run
     from edgecap.train.scst import ScstConfig, scst
 
+    real_score, calls = scst_module.score_split, []
+
+    def later_scores_higher(*args, **kwargs):
+        """Every epoch after the parent (scored twice: averaged and live) beats the one
+        before on dev, so the last epoch is kept whatever the toy data gives."""
+        calls.append(1)
+        scores = real_score(*args, **kwargs)
+        return scores if len(calls) <= 2 else replace(scores, cider_d=scores.cider_d + len(calls))
+
+    monkeypatch.setattr(scst_module, "score_split", later_scores_higher)
+
     config = ScstConfig(epochs=2, samples=2, images_per_batch=32, learning_rate=1e-3,
-                        ema_decay=0.9, max_dev_dangling=1.0)  # fmt: skip
+                        ema_decay=0.9, max_dev_dangling=1.0, train_blocks=train_blocks,
+                        encoder_learning_rate=1e-5)  # fmt: skip
     out = tmp_path / "scst-average"
     state = scst(e2e["run"], out, config, progress=False)
     history = state["history"]
@@ -457,10 +474,23 @@ def test_scst_with_an_average_keeps_and_saves_the_average(e2e, tmp_path):
     assert any(not np.array_equal(a, b) for a, b in zip(
         averaged, [w for w, v in zip(live, decoder.variables, strict=True) if id(v) in trainable],
         strict=True))  # fmt: skip  # the average trails the live weights
-    assert kept  # an epoch beats the parent (lr 1e-3 on the e2e data)
+    assert [h["epoch"] for h in kept] == [1, 2]
     best = np.load(out / "checkpoints" / BEST)  # the kept epoch's average, saved as the run's
     for index, variable in enumerate(decoder.trainable_variables):
         np.testing.assert_array_equal(variable.numpy(), best[f"average/{index:05d}"])
+    # With train_blocks the encoder's learning layers are averaged too, after the decoder's.
+    encoder, parent = load_run(out).encoder, load_run(e2e["run"]).encoder
+    trainable_layers(encoder, train_blocks)
+    trainable_layers(parent, train_blocks)
+    first = len(decoder.trainable_variables)
+    assert len(best.files) == first + len(encoder.trainable_variables)
+    for index, variable in enumerate(encoder.trainable_variables, first):
+        np.testing.assert_array_equal(variable.numpy(), best[f"average/{index:05d}"])
+    moved = [
+        not np.array_equal(a.numpy(), b.numpy())
+        for a, b in zip(encoder.trainable_variables, parent.trainable_variables, strict=True)
+    ]
+    assert all(moved) if train_blocks else not moved  # fmt: skip
     again = scst(e2e["run"], out, config, progress=False)  # finished: nothing to train
     assert again["history"] == history
     with pytest.raises(ValueError, match="already holds a run with other settings"):
