@@ -78,8 +78,11 @@ def test_flags_win_over_the_recipe_in_every_command(tmp_path, monkeypatch):
     assert cli_train.main(["scst", "parent", "--out", str(tmp_path / "s"), "--config",
                            "flickr8k-mobilenet_v2-lstm", "--learning-rate", "1e-3"]) == 0  # fmt: skip
     scst = seen["scst"]
-    assert (scst.epochs, scst.images_per_batch, scst.bleu4_weight) == (16, 32, 1.0)  # the recipe's
-    assert scst.learning_rate == 1e-3  # the flag's
+    recipe = load_config("flickr8k-mobilenet_v2-lstm")["scst"]
+    for key in ("epochs", "images_per_batch", "bleu4_weight", "ema_decay", "dangling_penalty"):
+        assert getattr(scst, key) == recipe[key], key  # the recipe's
+    assert (scst.ema_decay, scst.dangling_penalty) != (0.0, 0.0)  # not merely the defaults
+    assert scst.learning_rate == 1e-3 != recipe["learning_rate"]  # the flag's
     with pytest.raises(SystemExit):  # a recipe without a finetune section
         cli_train.main(["finetune", "parent", "--out", "o", "--config", "synth-lstm"])
 
