@@ -379,6 +379,9 @@ FINETUNE_HELP = {
     "--no-flip": "no horizontal flips (by default half the images are flipped, 'left' and "
     "'right' swapped in their captions)",
     "jitter": "brightness, contrast and saturation move by at most this; 0: none",
+    "ema_decay": "score on dev, keep and save a moving average of the trained weights (the "
+    "encoder's that learn and the decoder's) with this decay per step, e.g. 0.999 (0: the "
+    "live weights)",
 }
 
 

@@ -23,7 +23,10 @@ scale and bias, and fold away again at export.
 
 Checkpoints are checkpoint.py's, as in every trainer: both models and both optimizers in
 last.npz after every epoch, how far a run got read from the restored decoder optimizer's
-step count, and history.jsonl the epochs' dev scores (epoch 0 is the parent).
+step count, and history.jsonl the epochs' dev scores (epoch 0 is the parent). With
+`ema_decay`, a moving average of the weights that learn (weight_average.py, as in SCST) is
+what each epoch's dev scores, the kept epoch and the saved run are taken from; the live
+weights' scores are logged beside them.
 """
 
 from __future__ import annotations
@@ -70,6 +73,9 @@ class FinetuneConfig:
     crop_area: float = 0.7  # random crops keep at least this share of the image (1: none)
     flip: bool = True  # horizontal flips, with "left" and "right" swapped in the captions
     jitter: float = 0.1  # brightness, contrast and saturation move by at most this much
+    # Score, keep and save a moving average of the trained weights (weight_average.py)
+    # with this decay per step; 0: the live weights.
+    ema_decay: float = 0.0
     seed: int = 0
 
     def to_json(self) -> dict:
@@ -89,6 +95,8 @@ class FinetuneConfig:
             raise ValueError("--jitter is at most 0.5 (0: no colour jitter)")
         if self.learning_rate <= 0 or self.encoder_learning_rate < 0:
             raise ValueError("learning rates must be positive (the encoder's may be 0)")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError("--ema-decay is a decay per step in [0, 1), e.g. 0.999 (0: off)")
 
 
 def block_of(name: str) -> int | None:
@@ -329,7 +337,8 @@ def _prepare_run(parent: TrainedRun, out: Path, config: FinetuneConfig, chief: b
     run_config = {**parent.config_json, "finetune": settings}
     run_config.pop("scst", None)
     config_file = out / "config.json"
-    saved_stage(out, "finetune", settings)  # a run of other settings is refused
+    # A run of other settings is refused; runs made before the average trained without it.
+    saved_stage(out, "finetune", settings, defaults={"ema_decay": 0.0})
     if chief:
         out.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(parent.path / "vocab.json", out / "vocab.json")
@@ -360,6 +369,7 @@ def finetune(
     from .distribute import is_chief, make_strategy
     from .keras_captioner import caption_cached
     from .training import _save_keras_atomic
+    from .weight_average import WeightAverage
 
     config.check()
     strategy = make_strategy(distribute, devices)  # before any other TensorFlow op
@@ -399,25 +409,40 @@ def finetune(
         optimizers = (adam(config.encoder_learning_rate), adam(config.learning_rate))
         optimizers[0].build(encoder.trainable_variables)
         optimizers[1].build(decoder.trainable_variables)
+        average = (
+            WeightAverage([encoder, decoder], config.ema_decay, optimizers[1].iterations)
+            if config.ema_decay
+            else None
+        )
     log.info("finetune: %d encoder layers learn (%s ... %s), %d steps an epoch",
              len(learning), learning[:1], learning[-1:], steps_per_epoch)  # fmt: skip
     trainer = JointTraining(encoder, decoder, *optimizers, strategy)
 
-    def dev_scores() -> dict:
+    def scores_now(prefix: str = "") -> dict:
         features = np.concatenate(
             [trainer.encode(batch).numpy() for batch in plain_images(paths["dev"], prep)]
         )  # [N, F]
         predictions = caption_cached(decoder, decoder_config, vocab, features, dev_ids)
         scores = score_split(dataset, "dev", predictions)
-        return {"dev_bleu4": scores.bleu4, "dev_cider_d": scores.cider_d,
-                "dev_dangling_endings": scores.dangling_endings}  # fmt: skip
+        return {f"{prefix}dev_bleu4": scores.bleu4, f"{prefix}dev_cider_d": scores.cider_d,
+                f"{prefix}dev_dangling_endings": scores.dangling_endings}  # fmt: skip
+
+    def dev_scores() -> dict:
+        """The dev scores the kept epoch is chosen by: the average's, when there is one
+        (the live weights' are logged beside them as live_dev_*)."""
+        if average is None:
+            return scores_now()
+        with average.applied():
+            averaged = scores_now()
+        return {**averaged, **scores_now("live_")}
 
     # Every worker restores the chief's checkpoint; only the chief writes.
     checkpoint = TrainingCheckpoint(
         out / "checkpoints",
         {"encoder": encoder, "decoder": decoder, "encoder_optimizer": optimizers[0],
-         "decoder_optimizer": optimizers[1]},
-        kept=["encoder", "decoder"], optimizer="decoder_optimizer",
+         "decoder_optimizer": optimizers[1], **({"average": average} if average else {})},
+        # The average holds every weight that learns; the rest are the parent's.
+        kept=["average"] if average else ["encoder", "decoder"], optimizer="decoder_optimizer",
         steps_per_epoch=steps_per_epoch, objective=best_dev_cider_d, writer=chief,
     )  # fmt: skip
     with strategy.scope():
@@ -438,6 +463,8 @@ def finetune(
                    disable=not progress or not chief)  # fmt: skip
         for batch in bar:
             batch_loss, batch_words = trainer.step(batch).numpy()
+            if average is not None:
+                average.update()
             loss_sum, words = loss_sum + batch_loss, words + batch_words
             bar.set_postfix(loss=f"{loss_sum / words:.3f}")
         entry = checkpoint.end_epoch(
@@ -456,6 +483,8 @@ def finetune(
         shutil.copyfile(parent.path / "encoder.keras", out / "encoder.keras")
         shutil.copyfile(parent.path / "decoder.keras", out / "decoder.keras")
     else:
+        if average is not None:  # best.npz holds the kept epoch's average
+            average.copy_to_models()
         log.info("keeping epoch %d: dev CIDEr-D %.4f", kept["epoch"], kept["dev_cider_d"])
         _save_keras_atomic(encoder, out / "encoder.keras")
         _save_keras_atomic(decoder, out / "decoder.keras")

@@ -1,4 +1,5 @@
-"""An exponential moving average of trained weights (Polyak averaging), for SCST.
+"""An exponential moving average of trained weights (Polyak averaging), for SCST and
+fine-tuning.
 
 SCST's policy gradient is noisy: from one epoch to the next its greedy dev CIDEr-D moves by
 about a point (docs/flickr8k.md), and the kept epoch is partly luck. The average of the

@@ -307,3 +307,22 @@ def test_finetune_mirrored_over_two_devices_trains_what_one_device_trains(single
     result = subprocess.run(command, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
     _assert_finetuned_alike(out, finetuned_single)
+
+
+@pytest.mark.slow  # two fine-tuning runs, one of them mirrored
+def test_finetune_with_an_average_mirrored_keeps_what_one_device_keeps(single):
+    """The moving average (--ema-decay) lives beside mirrored weights: its updates and the
+    dev scores of the averaged and the live weights match one device's run."""
+    from edgecap.train.cli_train import main
+
+    one_device = single / "finetune-average"
+    assert main([*_finetune_command(single, one_device)[3:], "--ema-decay", "0.9"]) == 0
+    out = single / "finetune-average-mirrored"
+    command = [sys.executable, "-c", textwrap.dedent(MIRRORED), *_finetune_command(single, out)[3:],
+               "--ema-decay", "0.9", "--distribute", "mirrored", "--devices", "/cpu:0,/cpu:1"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    _assert_finetuned_alike(out, one_device)
+    ours, theirs = _history(out), _history(one_device)
+    for key in ("live_dev_bleu4", "live_dev_cider_d"):
+        assert np.allclose([h[key] for h in ours], [h[key] for h in theirs], atol=1e-6), key

@@ -168,3 +168,72 @@ def test_finetune_writes_a_run_that_resumes_continues_and_refuses_other_settings
     continued = finetune(e2e["run"], out, longer, final_split="none", progress=False)
     assert [h["epoch"] for h in continued["history"]] == [0, 1, 2]
     assert continued["history"][:2] == state["history"]
+
+
+def test_finetune_with_an_average_keeps_and_saves_the_average(e2e, tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    import edgecap.train.finetune as finetune_module
+    from edgecap.train.checkpoint import BEST, LAST
+    from edgecap.train.finetune import FinetuneConfig, finetune, trainable_layers
+    from edgecap.train.runs import load_run
+
+    real_score, calls = finetune_module.score_split, []
+
+    def later_scores_higher(*args, **kwargs):
+        """Every epoch after the parent (scored twice: averaged and live) beats the one
+        before on dev, so the last epoch is kept whatever the toy data gives."""
+        calls.append(1)
+        scores = real_score(*args, **kwargs)
+        return scores if len(calls) <= 2 else replace(scores, cider_d=scores.cider_d + len(calls))
+
+    monkeypatch.setattr(finetune_module, "score_split", later_scores_higher)
+    config = FinetuneConfig(epochs=2, train_blocks=2, images_per_batch=32, learning_rate=1e-3,
+                            encoder_learning_rate=1e-4, ema_decay=0.9)  # fmt: skip
+    out = tmp_path / "ft-average"
+    history = finetune(e2e["run"], out, config, final_split="none", progress=False)["history"]
+    assert all("live_dev_cider_d" in h and "dev_cider_d" in h for h in history)
+    assert history[0]["live_dev_cider_d"] == history[0]["dev_cider_d"]  # the parent's
+    assert [h["epoch"] for h in history if h.get("best")] == [1, 2]
+
+    run, parent = load_run(out), load_run(e2e["run"])
+    trainable_layers(run.encoder, 2)
+    trainable_layers(parent.encoder, 2)
+    learning = [*run.encoder.trainable_variables, *run.decoder.trainable_variables]
+    best, last = np.load(out / "checkpoints" / BEST), np.load(out / "checkpoints" / LAST)
+    # best.npz holds the kept average alone: the encoder's learning weights, then the
+    # decoder's; the run saves exactly those.
+    assert sorted(best.files) == [f"average/{i:05d}" for i in range(len(learning))]
+    for index, variable in enumerate(learning):
+        np.testing.assert_array_equal(variable.numpy(), best[f"average/{index:05d}"])
+    # The average trails the live weights, which moved away from the parent's.
+    live_decoder = [last[f"decoder/{i:05d}"] for i in range(len(run.decoder.variables))]
+    assert any(not np.array_equal(a, b) for a, b in zip(
+        [v.numpy() for v in run.decoder.variables], live_decoder, strict=True))  # fmt: skip
+    assert all(not np.array_equal(a.numpy(), b.numpy()) for a, b in zip(
+        run.encoder.trainable_variables, parent.encoder.trainable_variables, strict=True))  # fmt: skip
+    # The frozen layers are the parent's, to the bit.
+    frozen = [v for v in run.encoder.non_trainable_variables]
+    for a, b in zip(frozen, parent.encoder.non_trainable_variables, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+    assert finetune(e2e["run"], out, config, final_split="none",
+                    progress=False)["history"] == history  # fmt: skip  # finished
+    with pytest.raises(ValueError, match="already holds a run with other settings"):
+        finetune(e2e["run"], out, replace(config, ema_decay=0.0), progress=False)
+    with pytest.raises(ValueError, match=r"--ema-decay is a decay per step in \[0, 1\)"):
+        FinetuneConfig(ema_decay=1.0).check()
+
+
+def test_a_finetune_run_from_before_the_average_resumes_as_one_without_it(e2e, tmp_path):
+    from edgecap.train.finetune import FinetuneConfig, finetune
+
+    config = FinetuneConfig(epochs=1, train_blocks=1, images_per_batch=64, learning_rate=1e-3,
+                            encoder_learning_rate=1e-4)  # fmt: skip
+    out = tmp_path / "ft-old"
+    history = finetune(e2e["run"], out, config, final_split="none", progress=False)["history"]
+    written = json.loads((out / "config.json").read_text())
+    del written["finetune"]["ema_decay"]  # as versions before --ema-decay wrote it
+    (out / "config.json").write_text(json.dumps(written))
+    assert finetune(e2e["run"], out, config, final_split="none",
+                    progress=False)["history"] == history  # fmt: skip
