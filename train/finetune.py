@@ -369,7 +369,7 @@ def finetune(
     from .distribute import is_chief, make_strategy
     from .keras_captioner import caption_cached
     from .training import _save_keras_atomic
-    from .weight_average import WeightAverage
+    from .weight_average import WeightAverage, scores_with_average
 
     config.check()
     strategy = make_strategy(distribute, devices)  # before any other TensorFlow op
@@ -418,7 +418,7 @@ def finetune(
              len(learning), learning[:1], learning[-1:], steps_per_epoch)  # fmt: skip
     trainer = JointTraining(encoder, decoder, *optimizers, strategy)
 
-    def scores_now(prefix: str = "") -> dict:
+    def scores_now(prefix: str) -> dict:
         features = np.concatenate(
             [trainer.encode(batch).numpy() for batch in plain_images(paths["dev"], prep)]
         )  # [N, F]
@@ -428,13 +428,7 @@ def finetune(
                 f"{prefix}dev_dangling_endings": scores.dangling_endings}  # fmt: skip
 
     def dev_scores() -> dict:
-        """The dev scores the kept epoch is chosen by: the average's, when there is one
-        (the live weights' are logged beside them as live_dev_*)."""
-        if average is None:
-            return scores_now()
-        with average.applied():
-            averaged = scores_now()
-        return {**averaged, **scores_now("live_")}
+        return scores_with_average(average, scores_now)
 
     # Every worker restores the chief's checkpoint; only the chief writes.
     checkpoint = TrainingCheckpoint(

@@ -345,7 +345,7 @@ def scst(
     from .keras_captioner import caption_cached
     from .scst_encoder import LearningEncoder
     from .training import _save_keras_atomic
-    from .weight_average import WeightAverage
+    from .weight_average import WeightAverage, scores_with_average
 
     if config.samples < 2:
         raise ValueError("--samples must be at least 2: each sample's baseline is the others' mean")
@@ -400,20 +400,14 @@ def scst(
         else None
     )
 
-    def scores_now(prefix: str = "") -> dict:
+    def scores_now(prefix: str) -> dict:
         predictions = caption_cached(model, decoder_config, vocab, source.dev_features(), dev_ids)
         scores = score_split(dataset, "dev", predictions)
         return {f"{prefix}dev_bleu4": scores.bleu4, f"{prefix}dev_cider_d": scores.cider_d,
                 f"{prefix}dev_dangling_endings": scores.dangling_endings}  # fmt: skip
 
     def dev_scores() -> dict:
-        """The dev scores the kept epoch is chosen by: the average's, when there is one
-        (the live weights' are logged beside them as live_dev_*)."""
-        if average is None:
-            return scores_now()
-        with average.applied():
-            averaged = scores_now()
-        return {**averaged, **scores_now("live_")}
+        return scores_with_average(average, scores_now)
 
     steps_per_epoch = math.ceil(len(train_ids) / config.images_per_batch)
     checkpoint = TrainingCheckpoint(

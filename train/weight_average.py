@@ -19,7 +19,7 @@ dropout's seed state) do not change in SCST and an integer seed cannot be averag
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 
 class WeightAverage:
@@ -63,3 +63,14 @@ class WeightAverage:
         """The models take the averaged weights for good (the run's final save)."""
         for variable, average in zip(self.live, self.variables, strict=True):
             variable.assign(average)
+
+
+def scores_with_average(average: WeightAverage | None, score: Callable[[str], dict]) -> dict:
+    """The dev scores an epoch is kept by: `score("")` of the average's weights when there
+    is an average (with the live weights' beside them, `score("live_")`), else of the live
+    weights. `score(prefix)` scores the models as they are, its keys starting with prefix."""
+    if average is None:
+        return score("")
+    with average.applied():
+        averaged = score("")
+    return {**averaged, **score("live_")}

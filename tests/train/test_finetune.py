@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import rising_dev_scores
 from PIL import Image
 
 from edgecap.edge_runtime.preprocess import Preprocessing, load_pixels
@@ -178,16 +179,7 @@ def test_finetune_with_an_average_keeps_and_saves_the_average(e2e, tmp_path, mon
     from edgecap.train.finetune import FinetuneConfig, finetune, trainable_layers
     from edgecap.train.runs import load_run
 
-    real_score, calls = finetune_module.score_split, []
-
-    def later_scores_higher(*args, **kwargs):
-        """Every epoch after the parent (scored twice: averaged and live) beats the one
-        before on dev, so the last epoch is kept whatever the toy data gives."""
-        calls.append(1)
-        scores = real_score(*args, **kwargs)
-        return scores if len(calls) <= 2 else replace(scores, cider_d=scores.cider_d + len(calls))
-
-    monkeypatch.setattr(finetune_module, "score_split", later_scores_higher)
+    rising_dev_scores(monkeypatch, finetune_module)
     config = FinetuneConfig(epochs=2, train_blocks=2, images_per_batch=32, learning_rate=1e-3,
                             encoder_learning_rate=1e-4, ema_decay=0.9)  # fmt: skip
     out = tmp_path / "ft-average"

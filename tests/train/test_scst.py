@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import rising_dev_scores
 from interruptions import kill_before_history_line
 
 from edgecap.edge_runtime.vocab import NEVER_EMITTED_IDS
@@ -437,7 +438,6 @@ def test_the_weight_average_follows_its_ramp_and_swaps_in_and_out():
 
 @pytest.mark.parametrize("train_blocks", [0, 1])
 def test_scst_with_an_average_keeps_and_saves_the_average(e2e, tmp_path, monkeypatch, train_blocks):
-    from dataclasses import replace
 
     import edgecap.train.scst as scst_module
     from edgecap.train.checkpoint import BEST, LAST
@@ -445,16 +445,7 @@ def test_scst_with_an_average_keeps_and_saves_the_average(e2e, tmp_path, monkeyp
     from edgecap.train.runs import load_run
     from edgecap.train.scst import ScstConfig, scst
 
-    real_score, calls = scst_module.score_split, []
-
-    def later_scores_higher(*args, **kwargs):
-        """Every epoch after the parent (scored twice: averaged and live) beats the one
-        before on dev, so the last epoch is kept whatever the toy data gives."""
-        calls.append(1)
-        scores = real_score(*args, **kwargs)
-        return scores if len(calls) <= 2 else replace(scores, cider_d=scores.cider_d + len(calls))
-
-    monkeypatch.setattr(scst_module, "score_split", later_scores_higher)
+    rising_dev_scores(monkeypatch, scst_module)
 
     config = ScstConfig(epochs=2, samples=2, images_per_batch=32, learning_rate=1e-3,
                         ema_decay=0.9, max_dev_dangling=1.0, train_blocks=train_blocks,
