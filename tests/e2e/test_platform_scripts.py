@@ -128,6 +128,15 @@ def test_matrix_verdicts_come_from_what_was_measured():
     differ = _result("debian12-arm64", "pi-legacy")
     differ["compare"]["groups"]["Flicker8k_Dataset"]["identical"] = 162
     assert matrix.row(differ)["verdict"] == "runs; captions differ from x86's"
+    # The full-size photos (resized on the device) are a set of their own: 224 px photos
+    # that all agree do not hide full-size ones that do not.
+    full_size = _result("debian12-arm64", "edge")
+    full_size["compare"]["groups"]["flickr8k-originals"] = {"images": 60, "identical": 59}
+    assert matrix.row(full_size)["builtin_full_size"] == {"identical": 59, "images": 60}
+    assert matrix.row(full_size)["verdict"] == "works"
+    full_size["compare"]["groups"]["flickr8k-originals"]["identical"] = 56
+    assert matrix.row(full_size)["verdict"] == "runs; captions differ from x86's"
+    assert works["builtin_full_size"] is None  # measured before the set existed
     failing = _result("debian13-arm64", "edge", tests={"passed": 80, "failed": 2, "skipped": 0})
     assert matrix.row(failing)["verdict"] == "fails: 2 runtime tests fail"
     old_python = {
@@ -152,6 +161,19 @@ def test_matrix_verdicts_come_from_what_was_measured():
     assert matrix.row(no_wheel)["reason"] == (
         "no wheel of onnxruntime<2,>=1.20 for this Python and machine"
     )
+    old_pip = dict(old_python)
+    old_pip["install"] = dict(
+        old_python["install"],
+        errors=[
+            "ERROR: Could not find a version that satisfies the requirement edge-caption[core]; "
+            'extra == "edge" (from edge-caption[edge])',
+            'ERROR: No matching distribution found for edge-caption[core]; extra == "edge"',
+        ],
+    )
+    assert matrix.row(old_pip)["verdict"] == (
+        "not supported: this pip cannot resolve the wheel's own extra [core] "
+        "(it looks for edge-caption on the index)"
+    )
 
 
 def test_matrix_report_keeps_rows_not_rerun_and_renders_between_markers(tmp_path, capsys):
@@ -159,7 +181,10 @@ def test_matrix_report_keeps_rows_not_rerun_and_renders_between_markers(tmp_path
     for root, extra in (("debian13-arm64", "edge"), ("debian12-arm64", "edge")):
         folder = tmp_path / f"{root}-{extra}"
         folder.mkdir()
-        (folder / "result.json").write_text(json.dumps(_result(root, extra)))
+        result = _result(root, extra)
+        if root == "debian12-arm64":
+            result["compare"]["groups"]["flickr8k-originals"] = {"images": 60, "identical": 59}
+        (folder / "result.json").write_text(json.dumps(result))
         assert matrix.main(["report", str(folder), "--record", str(record)]) == 0
     rows = json.loads(record.read_text())
     assert [r["root"] for r in rows] == ["debian12-arm64", "debian13-arm64"]  # ROWS order
@@ -171,8 +196,10 @@ def test_matrix_report_keeps_rows_not_rerun_and_renders_between_markers(tmp_path
     assert "old" not in text and text.startswith("intro\n") and text.endswith("rest\n")
     assert "| Raspberry Pi OS 64-bit Trixie | debian13-arm64 (aarch64, QEMU cortex-a76) " in text
     assert (
-        "| 321 s | 99 MB | ai_edge_litert 2.3.0 (xnnpack) | 90 passed, 0 failed | 196/200 " in text
+        "| 321 s | 99 MB | ai_edge_litert 2.3.0 (xnnpack) | 90 passed, 0 failed | 196/200; 59/60 "
+        in text
     )
+    assert "| 90 passed, 0 failed | 196/200 | 200/200 |" in text  # Trixie: no full-size set
     assert "| 200/200 | **works** |" in text
     bad = tmp_path / "bad.md"
     bad.write_text("no markers\n")

@@ -16,7 +16,8 @@
 #   WHEEL     the built wheel (make dist)
 #   BUNDLE    the bundle folder to caption with; empty: the package's built-in model
 #   DEMO_BUNDLE  a second bundle to caption the same images with (make demo's), or empty
-#   SHARED    the shared data folder (data/imagenet_check, data/flickr8k-224, data/flickr8k)
+#   SHARED    the shared data folder (data/imagenet_check, data/flickr8k-224,
+#             data/flickr8k-originals, data/flickr8k)
 #   PLATFORMS results folder (artifacts/platforms); PYTHON the host venv's python
 #   PI_PYTHON the host's pi-legacy venv's python (tflite-runtime 2.14), where there is one:
 #             pi-legacy roots are compared with its captions too (same backend, x86)
@@ -57,8 +58,9 @@ RUNTIME_TESTS=tests/edge_runtime
 
 prepare() {
     [ -x "$PYTHON" ] || die "no host python at $PYTHON; run 'make install'"
-    [ -d "$SHARED/data/imagenet_check" ] && [ -f "$SHARED/data/flickr8k-224/Flickr_8k.testImages.txt" ] ||
-        die "no check photos or Flickr8k (224 px copy) under SHARED=$SHARED"
+    [ -d "$SHARED/data/imagenet_check" ] && [ -f "$SHARED/data/flickr8k-224/Flickr_8k.testImages.txt" ] &&
+        [ -d "$SHARED/data/flickr8k-originals" ] ||
+        die "no check photos, Flickr8k (224 px copy) or Flickr8k originals under SHARED=$SHARED"
     mkdir -p "$PLATFORMS" "$X86"
     # The runtime tests' small pipeline, built once on x86 (TensorFlow) and reused.
     "$PYTHON" "$REPO/tests/platforms/build_e2e.py" "$E2E"
@@ -68,6 +70,9 @@ prepare() {
         # sed, not head: head's early exit would kill sort with SIGPIPE (pipefail: exit 141).
         sort "$SHARED/data/flickr8k-224/Flickr_8k.testImages.txt" | sed -n "1,${N_TEST}p" |
             sed 's|^|data/flickr8k-224/Flicker8k_Dataset/|'
+        # Full-size test photos: the device resizes these (OpenCV's area rule), as it does
+        # a user's photos; the 224 px copy above skips that step.
+        (cd "$SHARED" && ls data/flickr8k-originals/*.jpg)
     } >"$PLATFORMS/images.txt"
     local bundle_args=()
     [ -n "$BUNDLE" ] && bundle_args=(--bundle "$BUNDLE")
