@@ -136,6 +136,10 @@ def test_matrix_verdicts_come_from_what_was_measured():
     assert matrix.row(full_size)["verdict"] == "works"
     full_size["compare"]["groups"]["flickr8k-originals"]["identical"] = 56
     assert matrix.row(full_size)["verdict"] == "runs; captions differ from x86's"
+    full_size["compare"]["groups"]["flickr8k-originals"]["identical"] = 60
+    full_size["compare_demo"]["groups"]["flickr8k-originals"] = {"images": 60, "identical": 55}
+    assert matrix.row(full_size)["demo_full_size"] == {"identical": 55, "images": 60}
+    assert matrix.row(full_size)["verdict"] == "runs; captions differ from x86's"
     assert works["builtin_full_size"] is None  # measured before the set existed
     failing = _result("debian13-arm64", "edge", tests={"passed": 80, "failed": 2, "skipped": 0})
     assert matrix.row(failing)["verdict"] == "fails: 2 runtime tests fail"
@@ -184,6 +188,7 @@ def test_matrix_report_keeps_rows_not_rerun_and_renders_between_markers(tmp_path
         result = _result(root, extra)
         if root == "debian12-arm64":
             result["compare"]["groups"]["flickr8k-originals"] = {"images": 60, "identical": 59}
+            result["compare_demo"]["groups"]["flickr8k-originals"] = {"images": 60, "identical": 60}
         (folder / "result.json").write_text(json.dumps(result))
         assert matrix.main(["report", str(folder), "--record", str(record)]) == 0
     rows = json.loads(record.read_text())
@@ -199,6 +204,7 @@ def test_matrix_report_keeps_rows_not_rerun_and_renders_between_markers(tmp_path
         "| 321 s | 99 MB | ai_edge_litert 2.3.0 (xnnpack) | 90 passed, 0 failed | 196/200; 59/60 "
         in text
     )
+    assert "| 196/200; 59/60 | 200/200; 60/60 | **works** |" in text
     assert "| 90 passed, 0 failed | 196/200 | 200/200 |" in text  # Trixie: no full-size set
     assert "| 200/200 | **works** |" in text
     bad = tmp_path / "bad.md"

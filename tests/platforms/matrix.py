@@ -138,12 +138,17 @@ def row(result: dict) -> dict:
         builtin_full_size=_rate(result.get("compare"), FULL_SIZE_GROUP),
         builtin_full_size_same_backend=_rate(result.get("compare_same_backend"), FULL_SIZE_GROUP),
         demo_same_backend=_rate(result.get("compare_demo_same_backend")),
+        demo_full_size=_rate(result.get("compare_demo"), FULL_SIZE_GROUP),
+        demo_full_size_same_backend=_rate(result.get("compare_demo_same_backend"), FULL_SIZE_GROUP),
         check_photos=(result.get("compare") or {}).get("groups", {}).get(CHECK_GROUP),
         without_sys=without_sys,
     )
     if record["check_photos"]:
         record["check_photos"] = {k: record["check_photos"][k] for k in ("identical", "images")}
-    rates = [r for r in (record["builtin"], record["builtin_full_size"], record["demo"]) if r]
+    rates = [
+        record[f"{bundle}{size}"] for bundle in ("builtin", "demo") for size in ("", "_full_size")
+    ]
+    rates = [r for r in rates if r]
     if tests["failed"] or not tests["passed"]:
         record["verdict"] = f"fails: {tests['failed']} runtime tests fail"
     elif rates and all(r["identical"] >= IDENTICAL_FOR_WORKS * r["images"] for r in rates):
@@ -170,7 +175,7 @@ def update_record(path: Path, rows: list[dict]) -> list[dict]:
 HEADER = (
     "| image | Debian root | Python, glibc | install (binary wheels only) | install time "
     "| download | backend (delegate) | runtime tests | identical to x86: built-in model, "
-    "Flickr8k 224 px; full size | identical to x86: demo bundle | verdict |"
+    "Flickr8k 224 px; full size | identical to x86: demo bundle, 224 px; full size | verdict |"
 )
 
 
@@ -183,10 +188,12 @@ def _identical(rate: dict | None, same: dict | None = None) -> str:
     return cell
 
 
-def _builtin_cell(r: dict) -> str:
-    cell = _identical(r["builtin"], r.get("builtin_same_backend"))
-    if r.get("builtin_full_size"):  # rows measured before 2026-12-07 have none
-        cell += "; " + _identical(r["builtin_full_size"], r.get("builtin_full_size_same_backend"))
+def _bundle_cell(r: dict, bundle: str) -> str:
+    """One bundle's identical-to-x86 counts: the 224 px set; the full-size set."""
+    cell = _identical(r[bundle], r.get(f"{bundle}_same_backend"))
+    if r.get(f"{bundle}_full_size"):  # rows measured before 2026-12-07 have none
+        full_size = r[f"{bundle}_full_size"]
+        cell += "; " + _identical(full_size, r.get(f"{bundle}_full_size_same_backend"))
     return cell
 
 
@@ -214,8 +221,7 @@ def markdown(rows: list[dict]) -> str:
         lines.append(
             f"| {r['image']} | {root} | {runtime} | {command} | {r['install_seconds']:.0f} s "
             f"| {download} | {r['backend']} ({r.get('delegate') or '?'}) | {tests_cell} "
-            f"| {_builtin_cell(r)} "
-            f"| {_identical(r['demo'], r.get('demo_same_backend'))} | {verdict} |"
+            f"| {_bundle_cell(r, 'builtin')} | {_bundle_cell(r, 'demo')} | {verdict} |"
         )
     dates = sorted({r["measured"] for r in rows})
     lines.append("")
